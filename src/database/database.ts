@@ -1,0 +1,567 @@
+/**
+ * The database: transactions over a multiversion log, a single committer
+ * with optimistic concurrency control and group commit, and the background
+ * work that keeps indexes and retention in order. See README.md.
+ */
+import type {
+  DocumentWrite,
+  GarbageWork,
+  IndexWrite,
+  KeyRange,
+  Persistence,
+} from "../persistence/index.js";
+import { type Document, parseValue, stringifyValue } from "../values/index.js";
+import { Catalog, INDEX_TABLE, type IndexInfo, TABLES_TABLE } from "./catalog.js";
+import { CommitLog, type WrittenKey } from "./commitLog.js";
+import { DocumentCache, deepFreeze } from "./documentCache.js";
+import { ConflictError, DatabaseError, SnapshotTooOldError } from "./errors.js";
+import { indexKey } from "./indexKeys.js";
+import { DEFAULT_TRANSACTION_LIMITS, type TransactionLimits } from "./limits.js";
+import { defaultWallNs, TimestampOracle } from "./timestamps.js";
+import { Transaction, type TransactionHost } from "./transaction.js";
+
+export interface DatabaseOptions {
+  persistence: Persistence;
+  limits?: Partial<TransactionLimits>;
+  /** Bytes of recently used documents kept parsed in memory (default 64 MiB). */
+  documentCacheBytes?: number;
+  /** How long old versions stay readable (default 5 minutes). */
+  retentionMs?: number;
+  /** Commits kept in memory for validation (default 100,000); older transactions get a conflict. */
+  commitLogEntries?: number;
+  /** How often garbage collection runs (default 10 s; 0 = only when `collectGarbage` is called). */
+  gcIntervalMs?: number;
+  /** Wall clock in nanoseconds, for tests of clock behaviour. */
+  wallClockNs?: () => bigint;
+}
+
+interface QueuedCommit {
+  tx: Transaction;
+  resolve: (ts: bigint) => void;
+  reject: (e: unknown) => void;
+}
+
+interface PreparedCommit extends QueuedCommit {
+  ts: bigint;
+}
+
+const GC_CHUNK_ROWS = 2000;
+const BACKFILL_CHUNK_DOCS = 1000;
+
+export class Database implements TransactionHost {
+  readonly limits: TransactionLimits;
+  private readonly persistence: Persistence;
+  private readonly cache: DocumentCache;
+  private readonly commitLog: CommitLog;
+  private readonly oracle: TimestampOracle;
+  private readonly wallNs: () => bigint;
+  private readonly retentionNs: bigint;
+
+  /** Latest durable, visible timestamp: new transactions begin here. */
+  private published: bigint;
+  private publishedCatalog: Catalog;
+  /** Catalog including commits accepted but not yet durable. */
+  private headCatalog: Catalog;
+  /** Reads below this timestamp are refused: versions there may be collected. */
+  private retainedFrom: bigint;
+
+  private queue: QueuedCommit[] = [];
+  private flushScheduled = false;
+  private writing = false;
+  private idle: Array<() => void> = [];
+  private failure: Error | null = null;
+  private closed = false;
+
+  private readonly backgroundJobs = new Map<number, Promise<void>>();
+  private gcTimer: NodeJS.Timeout | null = null;
+  private gcRunning: Promise<void> | null = null;
+
+  private constructor(
+    options: DatabaseOptions,
+    published: bigint,
+    retainedFrom: bigint,
+    catalog: Catalog,
+  ) {
+    this.persistence = options.persistence;
+    this.limits = { ...DEFAULT_TRANSACTION_LIMITS, ...options.limits };
+    this.cache = new DocumentCache(options.documentCacheBytes ?? 64 * 1024 * 1024);
+    this.commitLog = new CommitLog(published, options.commitLogEntries ?? 100_000);
+    this.wallNs = options.wallClockNs ?? defaultWallNs;
+    this.oracle = new TimestampOracle(published, this.wallNs);
+    this.retentionNs = BigInt(options.retentionMs ?? 5 * 60_000) * 1_000_000n;
+    this.published = published;
+    this.retainedFrom = retainedFrom;
+    this.publishedCatalog = catalog;
+    this.headCatalog = catalog;
+  }
+
+  /** Opens a database on a persistence, rebuilding the catalog from the system tables. */
+  static async open(options: DatabaseOptions): Promise<Database> {
+    const meta = await options.persistence.load();
+    const catalog = await loadCatalog(options.persistence, meta.maxTs);
+    const db = new Database(options, meta.maxTs, meta.retainedFromTs, catalog);
+    db.startBackgroundWork();
+    const gcEvery = options.gcIntervalMs ?? 10_000;
+    if (gcEvery > 0) {
+      db.gcTimer = setInterval(() => void db.collectGarbage().catch(() => {}), gcEvery);
+      db.gcTimer.unref();
+    }
+    return db;
+  }
+
+  /** The latest committed timestamp visible to new transactions. */
+  latestTs(): bigint {
+    return this.published;
+  }
+
+  get catalog(): Catalog {
+    return this.publishedCatalog;
+  }
+
+  /** The oldest timestamp that can still be read. */
+  get retainedFromTs(): bigint {
+    return this.retainedFrom;
+  }
+
+  private checkUsable(): void {
+    if (this.failure)
+      throw new DatabaseError(`The database failed and must be reopened: ${this.failure.message}`);
+    if (this.closed) throw new DatabaseError("The database is closed");
+  }
+
+  /** Begins a transaction at the latest committed timestamp. */
+  begin(options: { readOnly?: boolean } = {}): Transaction {
+    this.checkUsable();
+    return new Transaction(this, this.published, this.publishedCatalog, options.readOnly === true);
+  }
+
+  /** Begins a read-only transaction at a past timestamp inside the retention window. */
+  async beginAt(ts: bigint): Promise<Transaction> {
+    this.checkUsable();
+    if (ts > this.published)
+      throw new DatabaseError(`Timestamp ${ts} is in the future (latest is ${this.published})`);
+    this.checkSnapshot(ts);
+    const catalog =
+      ts === this.published ? this.publishedCatalog : await loadCatalog(this.persistence, ts);
+    return new Transaction(this, ts, catalog, true);
+  }
+
+  /**
+   * Runs `fn` in a transaction and commits it, re-running it from scratch on
+   * conflicts (up to `maxAttempts` times).
+   */
+  async run<T>(
+    fn: (tx: Transaction) => Promise<T>,
+    options: { maxAttempts?: number; readOnly?: boolean } = {},
+  ): Promise<{ value: T; ts: bigint; attempts: number }> {
+    const maxAttempts = options.maxAttempts ?? 16;
+    for (let attempt = 1; ; attempt++) {
+      const tx = this.begin({ readOnly: options.readOnly });
+      try {
+        const value = await fn(tx);
+        const ts = await this.commit(tx);
+        return { value, ts, attempts: attempt };
+      } catch (e) {
+        tx.abort();
+        if (e instanceof ConflictError && attempt < maxAttempts) continue;
+        throw e;
+      }
+    }
+  }
+
+  // ---- commit --------------------------------------------------------------
+
+  /**
+   * Validates and commits a transaction. Resolves with the commit timestamp
+   * once the writes are durable; rejects with `ConflictError` if a commit
+   * since the transaction began wrote into its read set. A transaction with
+   * no writes commits at its begin timestamp without validation (it is
+   * serializable there by construction).
+   */
+  commit(tx: Transaction): Promise<bigint> {
+    try {
+      tx.checkActive();
+      this.checkUsable();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (tx.writes.size === 0) {
+      tx.markState("committed");
+      return Promise.resolve(tx.beginTs);
+    }
+    tx.markState("committing");
+    return new Promise<bigint>((resolve, reject) => {
+      this.queue.push({ tx, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.writing) return;
+    this.flushScheduled = true;
+    // setImmediate lets every commit issued in this turn of the event loop join the batch.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.flush();
+    });
+  }
+
+  private conflictMessage(w: WrittenKey): string {
+    const table = this.headCatalog.tableByNumber(w.tableNumber)?.name ?? `#${w.tableNumber}`;
+    return `Documents read from or written to the ${JSON.stringify(table)} table changed while this transaction was running, so it conflicted with a concurrent commit and must be retried.`;
+  }
+
+  /** Validates queued transactions in order and writes the accepted ones as one durable batch. */
+  private async flush(): Promise<void> {
+    if (this.writing) return;
+    if (this.queue.length === 0) return this.afterFlush();
+    const items = this.queue;
+    this.queue = [];
+    const accepted: PreparedCommit[] = [];
+    const documents: DocumentWrite[] = [];
+    const indexes: IndexWrite[] = [];
+    const cacheUpdates: Array<{ id: string; ts: bigint; doc: Document | null; size: number }> = [];
+    let head = this.headCatalog;
+    for (const item of items) {
+      const { tx } = item;
+      let conflict: WrittenKey | null;
+      try {
+        conflict = this.commitLog.findConflict(tx.beginTs, tx.readSet);
+      } catch {
+        tx.markState("aborted");
+        item.reject(
+          new ConflictError(
+            "This transaction ran for too long to be validated and must be retried.",
+          ),
+        );
+        continue;
+      }
+      if (conflict !== null) {
+        tx.markState("aborted");
+        item.reject(
+          new ConflictError(
+            this.conflictMessage(conflict),
+            head.tableByNumber(conflict.tableNumber)?.name ?? null,
+          ),
+        );
+        continue;
+      }
+      const ts = this.oracle.next();
+      const keys: WrittenKey[] = [];
+      // Catalog changes apply first: this commit's own writes (and later commits in the batch)
+      // maintain the indexes it creates.
+      const catalogChanges: Array<{
+        tableNumber: number;
+        id: string;
+        doc: Document | null;
+        ts: bigint;
+      }> = [];
+      if (tx.catalogWrites > 0) {
+        for (const w of tx.writes.values()) {
+          if (w.tableNumber === TABLES_TABLE || w.tableNumber === INDEX_TABLE) {
+            catalogChanges.push({ tableNumber: w.tableNumber, id: w.id, doc: w.current, ts });
+          }
+        }
+        head = head.withChanges(catalogChanges);
+      }
+      for (const w of tx.writes.values()) {
+        if (w.original === null && w.current === null) continue;
+        documents.push({
+          tableNumber: w.tableNumber,
+          id: w.idKey,
+          ts,
+          value: w.current === null ? null : stringifyValue(w.current),
+        });
+        cacheUpdates.push({ id: w.id, ts, doc: w.current, size: w.size });
+        for (const index of head.indexes(w.tableNumber)) {
+          if (index.kind === "by_id") {
+            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: w.idKey });
+            continue;
+          }
+          const oldKey = w.original === null ? null : indexKey(index, w.original);
+          const newKey = w.current === null ? null : indexKey(index, w.current);
+          if (oldKey !== null && newKey !== null && oldKey.equals(newKey)) {
+            // The entry stays; readers of it still see new content, so it is a written key.
+            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: newKey });
+            continue;
+          }
+          if (oldKey !== null) {
+            indexes.push({ indexNumber: index.number, key: oldKey, ts, docId: null });
+            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: oldKey });
+          }
+          if (newKey !== null) {
+            indexes.push({ indexNumber: index.number, key: newKey, ts, docId: w.idKey });
+            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: newKey });
+          }
+        }
+      }
+      this.commitLog.append({ ts, keys });
+      accepted.push({ ...item, ts });
+    }
+    if (accepted.length === 0) return this.afterFlush();
+
+    const maxTs = accepted[accepted.length - 1]!.ts;
+    this.writing = true;
+    this.headCatalog = head;
+    try {
+      await this.persistence.write({ documents, indexes, maxTs });
+    } catch (e) {
+      // The outcome on disk is unknown, so nothing more can be acknowledged: fail loudly.
+      this.failure = e instanceof Error ? e : new Error(String(e));
+      this.writing = false;
+      for (const c of accepted) {
+        c.tx.markState("aborted");
+        c.reject(new DatabaseError(`Commit failed: storage write error: ${this.failure.message}`));
+      }
+      for (const q of this.queue.splice(0))
+        q.reject(new DatabaseError(`Commit failed: ${this.failure.message}`));
+      return this.afterFlush();
+    }
+    for (const u of cacheUpdates) this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: u.size + 64 });
+    const catalogChanged = head !== this.publishedCatalog;
+    this.published = maxTs;
+    this.publishedCatalog = head;
+    this.writing = false;
+    for (const c of accepted) {
+      c.tx.markState("committed");
+      c.resolve(c.ts);
+    }
+    if (catalogChanged) this.startBackgroundWork();
+    this.afterFlush();
+  }
+
+  private afterFlush(): void {
+    if (this.queue.length > 0) this.scheduleFlush();
+    else if (!this.writing) for (const f of this.idle.splice(0)) f();
+  }
+
+  /** Resolves once every commit queued so far has been decided. */
+  private drain(): Promise<void> {
+    if (this.queue.length === 0 && !this.writing && !this.flushScheduled) return Promise.resolve();
+    return new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  // ---- reads (TransactionHost) --------------------------------------------
+
+  private checkSnapshot(ts: bigint): void {
+    if (ts < this.retainedFrom) {
+      throw new SnapshotTooOldError(
+        `Timestamp ${ts} is older than the retention window (versions before ${this.retainedFrom} may be gone)`,
+      );
+    }
+  }
+
+  creationTime(): number {
+    return Number(this.wallNs() / 1000n) / 1000;
+  }
+
+  async readDocument(
+    tableNumber: number,
+    id: string,
+    key: Buffer,
+    ts: bigint,
+  ): Promise<Document | null> {
+    this.checkSnapshot(ts);
+    const cached = this.cache.get(id, ts);
+    if (cached !== undefined) return cached.doc;
+    const publishedBefore = this.published;
+    const stored = await this.persistence.getDocument(tableNumber, key, ts);
+    if (stored === null) return null;
+    const doc = deepFreeze(parseValue(stored.value) as Document);
+    // Only the newest version may enter the cache (see DocumentCache).
+    if (ts >= publishedBefore && this.published === publishedBefore) {
+      this.cache.set(id, { ts: stored.ts, doc, size: stored.value.length * 2 + 64 });
+    }
+    return doc;
+  }
+
+  async scanDocumentsPage(
+    tableNumber: number,
+    range: KeyRange,
+    ts: bigint,
+    order: "asc" | "desc",
+    limit: number,
+  ): Promise<Array<{ key: Buffer; doc: Document }>> {
+    this.checkSnapshot(ts);
+    const rows = await this.persistence.scanDocuments(tableNumber, range, ts, order, limit);
+    return rows.map((r) => {
+      const id = r.id.toString("latin1", 1, r.id.length - 1);
+      const cached = this.cache.get(id, ts);
+      const doc =
+        cached?.ts === r.ts && cached.doc
+          ? cached.doc
+          : deepFreeze(parseValue(r.value) as Document);
+      return { key: r.id, doc };
+    });
+  }
+
+  async scanIndexPage(
+    indexNumber: number,
+    range: KeyRange,
+    ts: bigint,
+    order: "asc" | "desc",
+    limit: number,
+  ) {
+    this.checkSnapshot(ts);
+    return this.persistence.scanIndex(indexNumber, range, ts, order, limit);
+  }
+
+  // ---- background work: index backfill and cleanup -------------------------
+
+  /** Starts backfills of new indexes and cleanup of dropped ones that are not running yet. */
+  private startBackgroundWork(): void {
+    for (const index of this.publishedCatalog.indexesByNumber.values()) {
+      if (index.state === "enabled" || this.backgroundJobs.has(index.number)) continue;
+      const job = (
+        index.state === "backfilling" ? this.backfill(index) : this.cleanUpDropped(index)
+      )
+        .catch((e) => {
+          if (!this.closed)
+            console.error(`tessera: background work on index ${index.name} failed:`, e);
+        })
+        .finally(() => this.backgroundJobs.delete(index.number));
+      this.backgroundJobs.set(index.number, job);
+    }
+  }
+
+  /**
+   * Writes entries for every document that existed when the index was
+   * created (at the creation timestamp; later commits maintain the index
+   * themselves), then enables it.
+   */
+  private async backfill(index: IndexInfo): Promise<void> {
+    let range: KeyRange = { start: Buffer.alloc(0), end: null };
+    for (;;) {
+      if (this.closed) return;
+      const rows = await this.persistence.scanDocuments(
+        index.tableNumber,
+        range,
+        index.createdTs,
+        "asc",
+        BACKFILL_CHUNK_DOCS,
+      );
+      if (rows.length > 0) {
+        await this.persistence.write({
+          documents: [],
+          indexes: rows.map((r) => ({
+            indexNumber: index.number,
+            key: indexKey(index, parseValue(r.value) as Document),
+            ts: index.createdTs,
+            docId: r.id,
+          })),
+        });
+      }
+      if (rows.length < BACKFILL_CHUNK_DOCS) break;
+      const last = rows[rows.length - 1]!.id;
+      range = { start: Buffer.concat([last, Buffer.from([0])]), end: null };
+    }
+    await this.run(async (tx) => {
+      const current = tx.currentCatalog.indexesByNumber.get(index.number);
+      if (current?.state === "backfilling") await tx.setIndexState(current, "enabled");
+    });
+  }
+
+  private async cleanUpDropped(index: IndexInfo): Promise<void> {
+    while (!this.closed && (await this.persistence.dropIndexEntries(index.number, 1000)) > 0) {
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /** Resolves when no index is being backfilled or cleaned up. */
+  async waitForBackgroundWork(): Promise<void> {
+    while (this.backgroundJobs.size > 0) await Promise.all(this.backgroundJobs.values());
+  }
+
+  // ---- retention -----------------------------------------------------------
+
+  /**
+   * Deletes versions that no read inside the retention window can see.
+   * Runs on a timer; callable directly (tests, tools).
+   */
+  collectGarbage(): Promise<void> {
+    this.gcRunning ??= this.runGarbageCollection().finally(() => {
+      this.gcRunning = null;
+    });
+    return this.gcRunning;
+  }
+
+  private async runGarbageCollection(): Promise<void> {
+    let cutoff = this.wallNs() - this.retentionNs;
+    if (cutoff > this.published) cutoff = this.published;
+    // A backfill writes entries at its index's creation timestamp: keep that snapshot intact.
+    for (const i of this.publishedCatalog.indexesByNumber.values()) {
+      if (i.state === "backfilling" && i.createdTs - 1n < cutoff) cutoff = i.createdTs - 1n;
+    }
+    while (!this.closed && !this.failure && this.retainedFrom < cutoff) {
+      const rows = await this.persistence.readLog(this.retainedFrom, cutoff, GC_CHUNK_ROWS);
+      const through = rows.length < GC_CHUNK_ROWS ? cutoff : rows[rows.length - 1]!.ts;
+      // Refuse reads below the new horizon before anything is deleted.
+      this.retainedFrom = through;
+      const work: GarbageWork = { documents: [], indexKeys: [], retainedFromTs: through };
+      for (const row of rows) {
+        work.documents.push({
+          tableNumber: row.tableNumber,
+          id: row.id,
+          ts: row.ts,
+          deleted: row.value === null,
+        });
+        const prev = await this.persistence.getDocument(row.tableNumber, row.id, row.ts - 1n);
+        const oldDoc = prev === null ? null : (parseValue(prev.value) as Document);
+        const newDoc = row.value === null ? null : (parseValue(row.value) as Document);
+        for (const index of this.headCatalog.indexes(row.tableNumber)) {
+          if (index.kind === "by_id") continue;
+          const oldKey = oldDoc && indexKey(index, oldDoc);
+          const newKey = newDoc && indexKey(index, newDoc);
+          if (oldKey && newKey && oldKey.equals(newKey)) continue;
+          if (oldKey)
+            work.indexKeys.push({
+              indexNumber: index.number,
+              key: oldKey,
+              ts: row.ts,
+              removed: true,
+            });
+          if (newKey)
+            work.indexKeys.push({
+              indexNumber: index.number,
+              key: newKey,
+              ts: row.ts,
+              removed: false,
+            });
+        }
+      }
+      await this.persistence.collectGarbage(work);
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  // ---- shutdown ------------------------------------------------------------
+
+  /** Finishes queued commits, stops background work and closes the persistence. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.drain();
+    this.closed = true;
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    await this.gcRunning;
+    await Promise.all(this.backgroundJobs.values());
+    await this.persistence.close();
+  }
+}
+
+/** The catalog at a timestamp, read from the `_tables` and `_index` system tables. */
+async function loadCatalog(persistence: Persistence, ts: bigint): Promise<Catalog> {
+  const changes: Array<{ tableNumber: number; id: string; doc: Document; ts: bigint }> = [];
+  for (const tableNumber of [TABLES_TABLE, INDEX_TABLE]) {
+    let range: KeyRange = { start: Buffer.alloc(0), end: null };
+    for (;;) {
+      const rows = await persistence.scanDocuments(tableNumber, range, ts, "asc", 1000);
+      for (const r of rows) {
+        const doc = parseValue(r.value) as Document;
+        changes.push({ tableNumber, id: doc._id, doc, ts: r.ts });
+      }
+      if (rows.length < 1000) break;
+      range = { start: Buffer.concat([rows[rows.length - 1]!.id, Buffer.from([0])]), end: null };
+    }
+  }
+  return Catalog.builtin().withChanges(changes);
+}

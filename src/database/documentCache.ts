@@ -1,0 +1,78 @@
+/**
+ * A bounded cache of the latest version of recently used documents, keyed by
+ * ID. An entry is only ever the newest committed version of its document:
+ * every commit writes through it, and a version read from storage is only
+ * inserted when nothing newer can exist. So a reader at timestamp T can use
+ * an entry whose version timestamp is <= T; older readers go to storage.
+ */
+import type { Document } from "../values/index.js";
+
+export interface CachedVersion {
+  ts: bigint;
+  /** `null` when the latest version is a deletion. */
+  doc: Document | null;
+  size: number;
+}
+
+export class DocumentCache {
+  private readonly map = new Map<string, CachedVersion>();
+  private bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** The cached version of `id` if it is valid at `readTs`. */
+  get(id: string, readTs: bigint): CachedVersion | undefined {
+    const e = this.map.get(id);
+    if (e === undefined || e.ts > readTs) return undefined;
+    // Refresh recency (Map iteration order is insertion order).
+    this.map.delete(id);
+    this.map.set(id, e);
+    return e;
+  }
+
+  set(id: string, version: CachedVersion): void {
+    if (this.maxBytes <= 0) return;
+    const old = this.map.get(id);
+    if (old !== undefined) {
+      if (old.ts > version.ts) return;
+      this.bytes -= old.size;
+      this.map.delete(id);
+    }
+    this.map.set(id, version);
+    this.bytes += version.size;
+    if (this.bytes > this.maxBytes) {
+      for (const [k, v] of this.map) {
+        if (this.bytes <= this.maxBytes) break;
+        this.map.delete(k);
+        this.bytes -= v.size;
+      }
+    }
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.bytes = 0;
+  }
+
+  get sizeBytes(): number {
+    return this.bytes;
+  }
+
+  get count(): number {
+    return this.map.size;
+  }
+}
+
+/** Freezes a document and everything inside it, so cached versions can be shared safely. */
+export function deepFreeze<T>(value: T): T {
+  if (
+    typeof value === "object" &&
+    value !== null &&
+    !(value instanceof ArrayBuffer) &&
+    !Object.isFrozen(value)
+  ) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,570 @@
+/**
+ * A transaction: a snapshot at its begin timestamp, a read set that records
+ * exactly the key ranges it observed, and a write set of whole documents.
+ * Reads see the transaction's own writes. Nothing is visible to others until
+ * `Database.commit` validates and persists it.
+ */
+import {
+  type ConvexObject,
+  checkDocumentFields,
+  checkDocumentSize,
+  checkTopLevelFieldName,
+  checkValue,
+  type Document,
+  decodeDocumentId,
+  encodeKey,
+  fieldPath,
+  isPlainObject,
+  LIMITS,
+  newDocumentId,
+  prefixSuccessor,
+  ValueError,
+  valueSize,
+} from "../values/index.js";
+import {
+  type Catalog,
+  FIRST_USER_INDEX_NUMBER,
+  INDEX_BY_NUMBER,
+  INDEX_BY_TABLE,
+  INDEX_TABLE,
+  type IndexInfo,
+  type IndexKind,
+  indexDocumentFields,
+  TABLES_BY_NAME,
+  TABLES_BY_NUMBER,
+  TABLES_TABLE,
+  type TableInfo,
+  tableDocumentFields,
+} from "./catalog.js";
+import { deepFreeze } from "./documentCache.js";
+import { DatabaseError, TransactionLimitError } from "./errors.js";
+import { idKey, keyRangeOf, type RangeExpression } from "./indexKeys.js";
+import type { TransactionLimits } from "./limits.js";
+import { ReadSet } from "./readSet.js";
+import { IndexScan, type ScanHost } from "./scan.js";
+
+/** What a transaction needs from the database that owns it. */
+export interface TransactionHost extends ScanHost {
+  readonly limits: TransactionLimits;
+  /** Milliseconds (with a fraction) for `_creationTime`, strictly increasing. */
+  creationTime(): number;
+}
+
+export interface PendingWrite {
+  tableNumber: number;
+  id: string;
+  idKey: Buffer;
+  /** The version at the snapshot (null for documents this transaction inserted). */
+  original: Document | null;
+  /** The value this transaction leaves (null = deleted). */
+  current: Document | null;
+  size: number;
+}
+
+export interface WriteOptions {
+  /** Allow writing tables whose names start with `_` (for system code, never for user input). */
+  system?: boolean;
+}
+
+export interface TransactionCounters {
+  documentsRead: number;
+  bytesRead: number;
+  indexRanges: number;
+  documentsWritten: number;
+  bytesWritten: number;
+}
+
+const TABLE_NAME = /^[A-Za-z][A-Za-z0-9_]*$/;
+const SYSTEM_TABLE_NAME = /^_[A-Za-z][A-Za-z0-9_]*$/;
+const INDEX_NAME = /^[A-Za-z][A-Za-z0-9_]*$/;
+const MAX_NAME_LENGTH = 64;
+const MAX_INDEXES_PER_TABLE = 32;
+const MAX_FIELDS_PER_INDEX = 16;
+const RESERVED_INDEX_NAMES = new Set(["by_id", "by_creation_time"]);
+
+export function checkTableName(name: unknown, system = false): asserts name is string {
+  if (typeof name !== "string" || name.length === 0 || name.length > MAX_NAME_LENGTH) {
+    throw new DatabaseError(
+      `Invalid table name ${JSON.stringify(name)}: it must be 1 to ${MAX_NAME_LENGTH} characters`,
+    );
+  }
+  if (system ? !SYSTEM_TABLE_NAME.test(name) : !TABLE_NAME.test(name)) {
+    throw new DatabaseError(
+      name.startsWith("_") && !system
+        ? `Table name ${JSON.stringify(name)} starts with an underscore, which is reserved for system tables`
+        : `Invalid table name ${JSON.stringify(name)}: use letters, digits and underscores, starting with a letter`,
+    );
+  }
+}
+
+export class Transaction {
+  readonly readSet = new ReadSet();
+  readonly writes = new Map<string, PendingWrite>();
+  readonly counters: TransactionCounters = {
+    documentsRead: 0,
+    bytesRead: 0,
+    indexRanges: 0,
+    documentsWritten: 0,
+    bytesWritten: 0,
+  };
+  /** Catalog documents written by this transaction, in order. */
+  catalogWrites = 0;
+  private state: "active" | "committing" | "committed" | "aborted" = "active";
+  private catalog: Catalog;
+
+  constructor(
+    private readonly host: TransactionHost,
+    readonly beginTs: bigint,
+    baseCatalog: Catalog,
+    readonly readOnly: boolean,
+  ) {
+    this.catalog = baseCatalog;
+  }
+
+  get isActive(): boolean {
+    return this.state === "active";
+  }
+
+  /** The catalog this transaction sees: the snapshot's plus its own changes. */
+  get currentCatalog(): Catalog {
+    return this.catalog;
+  }
+
+  checkActive(): void {
+    if (this.state !== "active")
+      throw new DatabaseError(`This transaction is already ${this.state}`);
+  }
+
+  /** @internal Called by the database when commit starts and ends. */
+  markState(state: "committing" | "committed" | "aborted"): void {
+    this.state = state;
+  }
+
+  abort(): void {
+    if (this.state === "active") this.state = "aborted";
+  }
+
+  // ---- catalog lookups, recorded in the read set ---------------------------
+
+  /** Looks a table up by name; the lookup (hit or miss) joins the read set. */
+  table(name: string): TableInfo | undefined {
+    const key = encodeKey([name]);
+    this.readSet.addRange(TABLES_BY_NAME, key, prefixSuccessor(key));
+    return this.catalog.table(name);
+  }
+
+  private tableByNumber(number: number): TableInfo | undefined {
+    const t = this.catalog.tableByNumber(number);
+    if (t === undefined) {
+      const key = encodeKey([number]);
+      this.readSet.addRange(TABLES_BY_NUMBER, key, prefixSuccessor(key));
+    }
+    return t;
+  }
+
+  /** Looks an index up by table and name; the lookup joins the read set. */
+  index(table: TableInfo, name: string): IndexInfo | undefined {
+    const key = encodeKey([table.number, name]);
+    this.readSet.addRange(INDEX_BY_TABLE, key, prefixSuccessor(key));
+    return this.catalog.index(table.number, name);
+  }
+
+  // ---- reads ---------------------------------------------------------------
+
+  private countRange(): void {
+    if (++this.counters.indexRanges > this.host.limits.maxIndexRanges) {
+      throw new TransactionLimitError(
+        `Too many reads in a single function execution (limit: ${this.host.limits.maxIndexRanges}): each db.get and db.query counts. Consider paginating, or doing the work in several mutations.`,
+        "indexRanges",
+      );
+    }
+  }
+
+  /** @internal Counts a document returned by a read against the limits. */
+  countDocumentRead(doc: Document, size?: number): void {
+    const limits = this.host.limits;
+    this.counters.bytesRead += size ?? valueSize(doc);
+    if (++this.counters.documentsRead > limits.maxDocumentsRead) {
+      throw new TransactionLimitError(
+        `Too many documents read in a single function execution (limit: ${limits.maxDocumentsRead}). Consider using smaller limits in your queries, paginating your queries, or using indexed queries with a selective index range expression.`,
+        "documentsRead",
+      );
+    }
+    if (this.counters.bytesRead > limits.maxBytesRead) {
+      throw new TransactionLimitError(
+        `Too many bytes read in a single function execution (limit: ${limits.maxBytesRead} bytes). Consider using smaller limits in your queries, paginating your queries, or using indexed queries with a selective index range expression.`,
+        "bytesRead",
+      );
+    }
+  }
+
+  /**
+   * The document with this ID, or null. With `table`, the ID must belong to
+   * that table (the `db.get(table, id)` form).
+   */
+  async get(id: string, table?: string): Promise<Document | null> {
+    this.checkActive();
+    const { tableNumber } = decodeDocumentId(id);
+    if (table !== undefined) {
+      const t = this.table(table);
+      if (t === undefined || t.number !== tableNumber) {
+        throw new DatabaseError(
+          `Invalid ID ${JSON.stringify(id)} for table ${JSON.stringify(table)}: it is an ID of another table`,
+        );
+      }
+    }
+    this.countRange();
+    const info = this.tableByNumber(tableNumber);
+    if (info === undefined) return null;
+    const key = idKey(id);
+    this.readSet.addPoint(this.catalog.byIdIndex(tableNumber).number, key);
+    const pending = this.writes.get(id);
+    const doc =
+      pending !== undefined
+        ? pending.current
+        : await this.host.readDocument(tableNumber, id, key, this.beginTs);
+    if (doc !== null) this.countDocumentRead(doc, pending?.size);
+    return doc;
+  }
+
+  /** The table an ID belongs to, if that table exists in this transaction's view. */
+  tableOfId(id: string): TableInfo | undefined {
+    return this.tableByNumber(decodeDocumentId(id).tableNumber);
+  }
+
+  /**
+   * Scans an index of a table over a range (equalities on a prefix of the
+   * index fields, then optional bounds on the next field), streaming
+   * documents in index order. A missing table reads as empty.
+   */
+  query(
+    tableName: string,
+    indexName: string,
+    range: readonly RangeExpression[] = [],
+    order: "asc" | "desc" = "asc",
+  ): IndexScan {
+    this.checkActive();
+    this.countRange();
+    const table = this.table(tableName);
+    if (table === undefined) {
+      if (!RESERVED_INDEX_NAMES.has(indexName)) {
+        throw new DatabaseError(
+          `Index ${tableName}.${indexName} not found: table ${JSON.stringify(tableName)} does not exist`,
+        );
+      }
+      return IndexScan.empty();
+    }
+    const index = this.index(table, indexName);
+    if (index === undefined) {
+      throw new DatabaseError(`Index ${tableName}.${indexName} not found`);
+    }
+    if (index.state !== "enabled") {
+      throw new DatabaseError(
+        `Index ${tableName}.${indexName} is still being backfilled and cannot be queried yet`,
+      );
+    }
+    return new IndexScan(this.host, this, table, index, keyRangeOf(index, tableName, range), order);
+  }
+
+  // ---- writes --------------------------------------------------------------
+
+  private checkWritable(): void {
+    this.checkActive();
+    if (this.readOnly)
+      throw new DatabaseError(
+        "This transaction is read-only: writes are only allowed in mutations",
+      );
+  }
+
+  private tableForWrite(name: string, options: WriteOptions | undefined): TableInfo {
+    checkTableName(name, options?.system === true && name.startsWith("_"));
+    if (name === "_tables" || name === "_index") {
+      throw new DatabaseError(
+        `Table ${name} is managed by the database and cannot be written directly`,
+      );
+    }
+    return this.table(name) ?? this.createTable(name);
+  }
+
+  private record(w: PendingWrite, doc: Document | null, size: number): void {
+    const existing = this.writes.get(w.id);
+    if (existing === undefined) {
+      this.writes.set(w.id, w);
+      this.counters.documentsWritten++;
+    } else {
+      this.counters.bytesWritten -= existing.size;
+    }
+    const target = existing ?? w;
+    target.current = doc === null ? null : deepFreeze(doc);
+    target.size = size;
+    this.counters.bytesWritten += size;
+    const limits = this.host.limits;
+    if (this.counters.documentsWritten > limits.maxDocumentsWritten) {
+      throw new TransactionLimitError(
+        `Too many documents written in a single function execution (limit: ${limits.maxDocumentsWritten}). Consider splitting the work into several mutations.`,
+        "documentsWritten",
+      );
+    }
+    if (this.counters.bytesWritten > limits.maxBytesWritten) {
+      throw new TransactionLimitError(
+        `Too many bytes written in a single function execution (limit: ${limits.maxBytesWritten} bytes). Consider splitting the work into several mutations.`,
+        "bytesWritten",
+      );
+    }
+  }
+
+  private rejectSystemFields(fields: ConvexObject, op: string): void {
+    for (const f of ["_id", "_creationTime"]) {
+      if (f in fields) throw new ValueError(`System field ${f} cannot be set in ${op}`, `.${f}`);
+    }
+  }
+
+  /** Inserts a document into a table (creating the table if needed) and returns its ID. */
+  async insert(tableName: string, value: unknown, options?: WriteOptions): Promise<string> {
+    this.checkWritable();
+    const { value: fields, size } = checkDocumentFields(value);
+    this.rejectSystemFields(fields, "insert");
+    const table = this.tableForWrite(tableName, options);
+    return this.insertInto(table, fields, size);
+  }
+
+  private insertInto(table: TableInfo, fields: ConvexObject, fieldsSize: number): string {
+    const id = newDocumentId(table.number);
+    const doc = { _id: id, _creationTime: this.host.creationTime(), ...fields } as Document;
+    const size = fieldsSize + 4 + (id.length + 2) + 14 + 9;
+    checkDocumentSize(size);
+    this.record(
+      { tableNumber: table.number, id, idKey: idKey(id), original: null, current: null, size: 0 },
+      doc,
+      size,
+    );
+    return id;
+  }
+
+  /** The current version of a document this transaction is about to change (read set included). */
+  private async existing(
+    id: string,
+    op: string,
+    options: WriteOptions | undefined,
+  ): Promise<{ doc: Document; table: TableInfo }> {
+    const table = this.tableOfId(id);
+    if (
+      table !== undefined &&
+      table.name.startsWith("_") &&
+      (options?.system !== true || table.number === TABLES_TABLE || table.number === INDEX_TABLE)
+    ) {
+      throw new DatabaseError(`System table ${table.name} cannot be modified with ${op}`);
+    }
+    const doc = await this.get(id);
+    if (doc === null || table === undefined) {
+      throw new DatabaseError(
+        `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be ${op === "delete" ? "deleted" : op === "replace" ? "replaced" : "patched"}`,
+      );
+    }
+    return { doc, table };
+  }
+
+  private pendingFor(table: TableInfo, id: string, original: Document): PendingWrite {
+    return (
+      this.writes.get(id) ?? {
+        tableNumber: table.number,
+        id,
+        idKey: idKey(id),
+        original,
+        current: null,
+        size: 0,
+      }
+    );
+  }
+
+  private checkSystemFieldsUnchanged(doc: Document, fields: Record<string, unknown>): void {
+    for (const f of ["_id", "_creationTime"] as const) {
+      if (f in fields && fields[f] !== undefined && !Object.is(fields[f], doc[f])) {
+        throw new ValueError(
+          `System field ${f} cannot be changed (it is ${JSON.stringify(doc[f])})`,
+          `.${f}`,
+        );
+      }
+    }
+  }
+
+  /** Shallow-merges fields into a document; a field set to `undefined` is removed. */
+  async patch(id: string, value: unknown, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    if (!isPlainObject(value)) throw new ValueError("The value of a patch must be an object");
+    const { doc, table } = await this.existing(id, "patch", options);
+    this.checkSystemFieldsUnchanged(doc, value);
+    const next: Record<string, unknown> = { ...doc };
+    for (const k of Object.keys(value)) {
+      if (k === "_id" || k === "_creationTime") continue;
+      const p = fieldPath("", k);
+      checkTopLevelFieldName(k, p);
+      const v = value[k];
+      if (v === undefined) delete next[k];
+      else next[k] = checkValue(v, p).value;
+    }
+    if (Object.keys(next).length > LIMITS.maxObjectFields) {
+      throw new ValueError(`A document can have at most ${LIMITS.maxObjectFields} fields`);
+    }
+    const size = valueSize(next as Document);
+    checkDocumentSize(size);
+    const w = this.pendingFor(table, id, doc);
+    this.record(w, next as Document, size);
+  }
+
+  /** Replaces all user fields of a document, keeping `_id` and `_creationTime`. */
+  async replace(id: string, value: unknown, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    const { value: fields } = checkDocumentFields(value);
+    const { doc, table } = await this.existing(id, "replace", options);
+    this.checkSystemFieldsUnchanged(doc, fields);
+    const next = { ...fields, _id: doc._id, _creationTime: doc._creationTime } as Document;
+    const size = valueSize(next);
+    checkDocumentSize(size);
+    this.record(this.pendingFor(table, id, doc), next, size);
+  }
+
+  async delete(id: string, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    const { doc, table } = await this.existing(id, "delete", options);
+    this.record(this.pendingFor(table, id, doc), null, 0);
+  }
+
+  // ---- catalog writes ------------------------------------------------------
+
+  private writeCatalogDocument(tableNumber: number, fields: ConvexObject): string {
+    const id = newDocumentId(tableNumber);
+    const doc = { _id: id, _creationTime: this.host.creationTime(), ...fields } as Document;
+    this.record(
+      { tableNumber, id, idKey: idKey(id), original: null, current: null, size: 0 },
+      doc,
+      valueSize(doc),
+    );
+    this.catalogWrites++;
+    this.catalog = this.catalog.withChanges([{ tableNumber, id, doc, ts: this.beginTs }]);
+    return id;
+  }
+
+  /** The next free number, with a read of "nothing above the current maximum" so concurrent allocations conflict. */
+  private allocate(indexNumber: number, currentMax: number): number {
+    this.readSet.addRange(indexNumber, prefixSuccessor(encodeKey([currentMax]))!, null);
+    return currentMax + 1;
+  }
+
+  private createTable(name: string): TableInfo {
+    const number = this.allocate(TABLES_BY_NUMBER, this.catalog.maxTableNumber);
+    this.writeCatalogDocument(TABLES_TABLE, tableDocumentFields(name, number));
+    this.addIndex(number, "by_id", "by_id", ["_id"], "enabled");
+    this.addIndex(number, "by_creation_time", "by_creation_time", ["_creationTime"], "enabled");
+    return this.catalog.tableByNumber(number)!;
+  }
+
+  private addIndex(
+    tableNumber: number,
+    name: string,
+    kind: IndexKind,
+    fields: readonly string[],
+    state: "enabled" | "backfilling",
+  ): IndexInfo {
+    const number = this.allocate(
+      INDEX_BY_NUMBER,
+      Math.max(this.catalog.maxIndexNumber, FIRST_USER_INDEX_NUMBER - 1),
+    );
+    this.writeCatalogDocument(
+      INDEX_TABLE,
+      indexDocumentFields(tableNumber, name, kind, fields, number, state),
+    );
+    return this.catalog.indexesByNumber.get(number)!;
+  }
+
+  /**
+   * Defines an index on a table (creating the table if needed). On a table
+   * that already has documents in this transaction's snapshot the index
+   * starts out backfilling: the database fills it after the commit and then
+   * enables it. Field paths are dotted (`a.b`).
+   */
+  async createIndex(
+    tableName: string,
+    indexName: string,
+    fields: readonly string[],
+    options?: WriteOptions,
+  ): Promise<void> {
+    this.checkWritable();
+    if (
+      typeof indexName !== "string" ||
+      !INDEX_NAME.test(indexName) ||
+      indexName.length > MAX_NAME_LENGTH
+    ) {
+      throw new DatabaseError(
+        `Invalid index name ${JSON.stringify(indexName)}: use letters, digits and underscores, starting with a letter, at most ${MAX_NAME_LENGTH} characters`,
+      );
+    }
+    if (RESERVED_INDEX_NAMES.has(indexName)) {
+      throw new DatabaseError(`Index name ${indexName} is reserved`);
+    }
+    if (!Array.isArray(fields) || fields.length === 0 || fields.length > MAX_FIELDS_PER_INDEX) {
+      throw new DatabaseError(
+        `Index ${tableName}.${indexName} must have 1 to ${MAX_FIELDS_PER_INDEX} fields`,
+      );
+    }
+    const seen = new Set<string>();
+    for (const f of fields) {
+      if (typeof f !== "string" || f.length === 0 || f.split(".").some((p) => p.length === 0)) {
+        throw new DatabaseError(
+          `Index ${tableName}.${indexName} has an invalid field path ${JSON.stringify(f)}`,
+        );
+      }
+      if (f === "_id" || f === "_creationTime") {
+        throw new DatabaseError(
+          `Index ${tableName}.${indexName} cannot list ${f}: every index ends with _creationTime and _id implicitly`,
+        );
+      }
+      if (seen.has(f))
+        throw new DatabaseError(`Index ${tableName}.${indexName} lists field ${f} twice`);
+      seen.add(f);
+    }
+    const existed = this.table(tableName) !== undefined;
+    const table = this.tableForWrite(tableName, options);
+    if (this.index(table, indexName) !== undefined) {
+      throw new DatabaseError(`Index ${tableName}.${indexName} already exists`);
+    }
+    const userIndexes = this.catalog.indexes(table.number).filter((i) => i.kind === "user").length;
+    if (userIndexes >= MAX_INDEXES_PER_TABLE) {
+      throw new DatabaseError(
+        `Table ${tableName} already has ${MAX_INDEXES_PER_TABLE} indexes, the maximum`,
+      );
+    }
+    // A table created in this transaction has no documents at the snapshot, so there is nothing to backfill.
+    const empty =
+      !existed &&
+      ![...this.writes.values()].some((w) => w.tableNumber === table.number && w.original !== null);
+    this.addIndex(table.number, indexName, "user", fields, empty ? "enabled" : "backfilling");
+  }
+
+  /** Removes a user index; its entries are deleted in the background after the commit. */
+  async dropIndex(tableName: string, indexName: string): Promise<void> {
+    this.checkWritable();
+    const table = this.table(tableName);
+    const index = table && this.index(table, indexName);
+    if (!table || !index || index.kind !== "user")
+      throw new DatabaseError(`Index ${tableName}.${indexName} not found`);
+    await this.setIndexState(index, "dropped");
+  }
+
+  /** @internal Moves an index to a new state by rewriting its `_index` document. */
+  async setIndexState(index: IndexInfo, state: "enabled" | "dropped"): Promise<void> {
+    if (!index.docId) throw new DatabaseError(`Index ${index.name} is built in and cannot change`);
+    const doc = await this.get(index.docId);
+    if (doc === null) throw new DatabaseError(`Index ${index.name} no longer exists`);
+    const next = { ...doc, state } as Document;
+    this.record(
+      this.pendingFor(this.catalog.tableByNumber(INDEX_TABLE)!, index.docId, doc),
+      next,
+      valueSize(next),
+    );
+    this.catalogWrites++;
+    this.catalog = this.catalog.withChanges([
+      { tableNumber: INDEX_TABLE, id: index.docId, doc: next, ts: this.beginTs },
+    ]);
+  }
+}

@@ -1,0 +1,2 @@
+export * from "./sqlite.js";
+export * from "./types.js";

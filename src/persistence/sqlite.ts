@@ -1,0 +1,317 @@
+/**
+ * The embedded default: one SQLite file in WAL mode with `synchronous=FULL`,
+ * through better-sqlite3. See README.md for the on-disk format and why
+ * durability holds.
+ */
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Sqlite from "better-sqlite3";
+import type {
+  GarbageWork,
+  IndexEntry,
+  KeyRange,
+  LogEntry,
+  Order,
+  Persistence,
+  PersistenceMetadata,
+  StoredDocument,
+  WriteBatch,
+} from "./types.js";
+
+export const SCHEMA_VERSION = 1;
+
+export interface SqliteOptions {
+  /** Path of the database file; its directory is created if missing. `:memory:` for tests of non-durable behaviour. */
+  path: string;
+  /** SQLite page cache, in KiB (default 64 MiB). */
+  cacheKiB?: number;
+  /** Bytes of the file to memory-map for reads (default 256 MiB; 0 turns it off). */
+  mmapBytes?: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS documents (
+  table_id INTEGER NOT NULL,
+  id BLOB NOT NULL,
+  ts INTEGER NOT NULL,
+  value TEXT,
+  PRIMARY KEY (table_id, id, ts)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS documents_by_ts ON documents (ts);
+
+CREATE TABLE IF NOT EXISTS index_entries (
+  index_id INTEGER NOT NULL,
+  key BLOB NOT NULL,
+  ts INTEGER NOT NULL,
+  doc_id BLOB,
+  PRIMARY KEY (index_id, key, ts)
+) WITHOUT ROWID;
+`;
+
+type Row = unknown[];
+
+/** Prepared statements for one scan shape, both directions, with and without an end bound. */
+interface ScanStatements {
+  asc: Sqlite.Statement;
+  ascOpen: Sqlite.Statement;
+  desc: Sqlite.Statement;
+  descOpen: Sqlite.Statement;
+}
+
+export class SqlitePersistence implements Persistence {
+  private readonly db: Sqlite.Database;
+  private readonly stmts;
+  private readonly docScans: ScanStatements;
+  private readonly indexScans: ScanStatements;
+  private readonly writeBatch: (batch: WriteBatch) => void;
+  private readonly collect: (work: GarbageWork) => void;
+  private closed = false;
+
+  constructor(options: SqliteOptions) {
+    if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
+    const db = new Sqlite(options.path);
+    this.db = db;
+    try {
+      const mode = db.pragma("journal_mode = WAL", { simple: true });
+      if (options.path !== ":memory:" && mode !== "wal") {
+        throw new Error(
+          `SQLite refused WAL mode on ${options.path} (got ${String(mode)}); Tessera needs it`,
+        );
+      }
+      db.pragma("synchronous = FULL");
+      db.pragma(`cache_size = ${-(options.cacheKiB ?? 64 * 1024)}`);
+      db.pragma(`mmap_size = ${options.mmapBytes ?? 256 * 1024 * 1024}`);
+      db.pragma("temp_store = MEMORY");
+      db.exec(SCHEMA);
+      this.checkSchemaVersion();
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+
+    const prep = (sql: string) => db.prepare(sql).safeIntegers(true);
+    this.stmts = {
+      getMeta: prep("SELECT value FROM meta WHERE key = ?").pluck(),
+      setMeta: prep(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      ),
+      insertDocument: prep("INSERT INTO documents (table_id, id, ts, value) VALUES (?, ?, ?, ?)"),
+      insertIndex: prep(
+        "INSERT INTO index_entries (index_id, key, ts, doc_id) VALUES (?, ?, ?, ?)",
+      ),
+      getDocument: prep(
+        "SELECT ts, value FROM documents WHERE table_id = ? AND id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+      ).raw(true),
+      readLog: prep(
+        "SELECT table_id, id, ts, value FROM documents WHERE ts > ? AND ts <= ? ORDER BY ts LIMIT ?",
+      ).raw(true),
+      readLogAt: prep("SELECT table_id, id, ts, value FROM documents WHERE ts = ?").raw(true),
+      gcDocumentBefore: prep("DELETE FROM documents WHERE table_id = ? AND id = ? AND ts < ?"),
+      gcDocumentThrough: prep("DELETE FROM documents WHERE table_id = ? AND id = ? AND ts <= ?"),
+      gcIndexBefore: prep("DELETE FROM index_entries WHERE index_id = ? AND key = ? AND ts < ?"),
+      gcIndexThrough: prep("DELETE FROM index_entries WHERE index_id = ? AND key = ? AND ts <= ?"),
+      dropIndex: prep(
+        "DELETE FROM index_entries WHERE index_id = ? AND key IN (SELECT key FROM index_entries WHERE index_id = ? LIMIT ?)",
+      ),
+    };
+    const scans = (
+      columns: string,
+      table: string,
+      group: string,
+      keyCol: string,
+    ): ScanStatements => {
+      const base = `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} >= ? AND ts <= ?`;
+      const bounded = `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} >= ? AND ${keyCol} < ? AND ts <= ?`;
+      return {
+        asc: prep(`${bounded} ORDER BY ${keyCol} ASC, ts ASC`).raw(true),
+        ascOpen: prep(`${base} ORDER BY ${keyCol} ASC, ts ASC`).raw(true),
+        desc: prep(`${bounded} ORDER BY ${keyCol} DESC, ts DESC`).raw(true),
+        descOpen: prep(`${base} ORDER BY ${keyCol} DESC, ts DESC`).raw(true),
+      };
+    };
+    this.docScans = scans("id, ts, value", "documents", "table_id", "id");
+    this.indexScans = scans("key, ts, doc_id", "index_entries", "index_id", "key");
+
+    const s = this.stmts;
+    this.writeBatch = db.transaction((batch: WriteBatch) => {
+      for (const d of batch.documents) s.insertDocument.run(d.tableNumber, d.id, d.ts, d.value);
+      for (const e of batch.indexes) s.insertIndex.run(e.indexNumber, e.key, e.ts, e.docId);
+      if (batch.maxTs !== undefined) s.setMeta.run("max_ts", batch.maxTs);
+    });
+    this.collect = db.transaction((work: GarbageWork) => {
+      for (const d of work.documents) {
+        (d.deleted ? s.gcDocumentThrough : s.gcDocumentBefore).run(d.tableNumber, d.id, d.ts);
+      }
+      for (const k of work.indexKeys) {
+        (k.removed ? s.gcIndexThrough : s.gcIndexBefore).run(k.indexNumber, k.key, k.ts);
+      }
+      s.setMeta.run("retained_from_ts", work.retainedFromTs);
+    });
+  }
+
+  private checkSchemaVersion(): void {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
+      | { value: number }
+      | undefined;
+    if (row === undefined) {
+      this.db
+        .prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)")
+        .run(SCHEMA_VERSION);
+    } else if (row.value !== SCHEMA_VERSION) {
+      throw new Error(
+        `This data directory was written with storage format ${row.value}; this Tessera reads format ${SCHEMA_VERSION}`,
+      );
+    }
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new Error("persistence is closed");
+  }
+
+  async load(): Promise<PersistenceMetadata> {
+    this.ensureOpen();
+    return {
+      maxTs: (this.stmts.getMeta.get("max_ts") as bigint | undefined) ?? 0n,
+      retainedFromTs: (this.stmts.getMeta.get("retained_from_ts") as bigint | undefined) ?? 0n,
+    };
+  }
+
+  async write(batch: WriteBatch): Promise<void> {
+    this.ensureOpen();
+    this.writeBatch(batch);
+  }
+
+  /** Synchronous form of {@link getDocument}, for callers that know they run on SQLite. */
+  getDocumentSync(tableNumber: number, id: Buffer, ts: bigint): StoredDocument | null {
+    const row = this.stmts.getDocument.get(tableNumber, id, ts) as Row | undefined;
+    if (row === undefined || row[1] === null) return null;
+    return { id, ts: row[0] as bigint, value: row[1] as string };
+  }
+
+  async getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<StoredDocument | null> {
+    this.ensureOpen();
+    return this.getDocumentSync(tableNumber, id, ts);
+  }
+
+  async scanDocuments(
+    tableNumber: number,
+    range: KeyRange,
+    ts: bigint,
+    order: Order,
+    limit: number,
+  ): Promise<StoredDocument[]> {
+    this.ensureOpen();
+    const out: StoredDocument[] = [];
+    for (const row of latestPerKey(this.docScans, tableNumber, range, ts, order, limit)) {
+      if (row[2] !== null)
+        out.push({ id: row[0] as Buffer, ts: row[1] as bigint, value: row[2] as string });
+    }
+    return out;
+  }
+
+  async scanIndex(
+    indexNumber: number,
+    range: KeyRange,
+    ts: bigint,
+    order: Order,
+    limit: number,
+  ): Promise<IndexEntry[]> {
+    this.ensureOpen();
+    const out: IndexEntry[] = [];
+    for (const row of latestPerKey(this.indexScans, indexNumber, range, ts, order, limit)) {
+      if (row[2] !== null) out.push({ key: row[0] as Buffer, docId: row[2] as Buffer });
+    }
+    return out;
+  }
+
+  async readLog(afterTs: bigint, untilTs: bigint, limit: number): Promise<LogEntry[]> {
+    this.ensureOpen();
+    let rows = this.stmts.readLog.all(afterTs, untilTs, limit) as Row[];
+    if (rows.length === limit && limit > 0) {
+      const lastTs = rows[rows.length - 1]![2] as bigint;
+      rows = rows
+        .filter((r) => (r[2] as bigint) !== lastTs)
+        .concat(this.stmts.readLogAt.all(lastTs) as Row[]);
+    }
+    return rows.map((r) => ({
+      tableNumber: Number(r[0]),
+      id: r[1] as Buffer,
+      ts: r[2] as bigint,
+      value: r[3] as string | null,
+    }));
+  }
+
+  async collectGarbage(work: GarbageWork): Promise<void> {
+    this.ensureOpen();
+    this.collect(work);
+  }
+
+  async dropIndexEntries(indexNumber: number, limit: number): Promise<number> {
+    this.ensureOpen();
+    return this.stmts.dropIndex.run(indexNumber, indexNumber, limit).changes;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}
+
+/**
+ * Walks the versions in `range` at or before `ts` and yields, for each key
+ * that has one, its latest version (tombstones included, as `null` in the
+ * last column), at most `limit` of them that are live. Rows come in key
+ * order with timestamps in the same direction, so the latest version of a
+ * key is the first row of its run when descending and the last when
+ * ascending.
+ */
+function* latestPerKey(
+  stmts: ScanStatements,
+  group: number,
+  range: KeyRange,
+  ts: bigint,
+  order: Order,
+  limit: number,
+): Generator<Row> {
+  if (limit <= 0) return;
+  const rows =
+    order === "asc"
+      ? range.end === null
+        ? stmts.ascOpen.iterate(group, range.start, ts)
+        : stmts.asc.iterate(group, range.start, range.end, ts)
+      : range.end === null
+        ? stmts.descOpen.iterate(group, range.start, ts)
+        : stmts.desc.iterate(group, range.start, range.end, ts);
+  let live = 0;
+  if (order === "desc") {
+    let prev: Buffer | null = null;
+    for (const row of rows as IterableIterator<Row>) {
+      const key = row[0] as Buffer;
+      if (prev !== null && key.equals(prev)) continue;
+      prev = key;
+      if (row[2] !== null) {
+        yield row;
+        if (++live >= limit) return;
+      }
+    }
+    return;
+  }
+  let current: Row | null = null;
+  for (const row of rows as IterableIterator<Row>) {
+    if (current !== null && !(row[0] as Buffer).equals(current[0] as Buffer)) {
+      if (current[2] !== null) {
+        yield current;
+        if (++live >= limit) return;
+      }
+    }
+    current = row;
+  }
+  if (current !== null && current[2] !== null) yield current;
+}

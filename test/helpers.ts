@@ -1,0 +1,45 @@
+/** Shared test helpers: temporary data directories and databases on real SQLite files. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Database, type DatabaseOptions } from "../src/database/index.js";
+import { SqlitePersistence } from "../src/persistence/index.js";
+
+export function tempDir(prefix = "tessera-test-"): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface TestDb {
+  db: Database;
+  dir: string;
+  reopen(options?: Partial<DatabaseOptions>): Promise<Database>;
+  close(): Promise<void>;
+}
+
+/** Opens a database on a fresh SQLite file; `close` closes it and removes the directory. */
+export async function openTestDb(options: Partial<DatabaseOptions> = {}): Promise<TestDb> {
+  const dir = tempDir();
+  const file = join(dir.path, "db.sqlite");
+  const open = (o: Partial<DatabaseOptions>) =>
+    Database.open({
+      gcIntervalMs: 0,
+      ...options,
+      ...o,
+      persistence: new SqlitePersistence({ path: file }),
+    });
+  const t: TestDb = {
+    db: await open({}),
+    dir: dir.path,
+    async reopen(o = {}) {
+      await t.db.close();
+      t.db = await open(o);
+      return t.db;
+    },
+    async close() {
+      await t.db.close();
+      dir.remove();
+    },
+  };
+  return t;
+}
