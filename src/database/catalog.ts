@@ -100,9 +100,9 @@ export class Catalog {
       indexesByNumber.set(i.number, i);
       maxIndex = Math.max(maxIndex, i.number);
       if (i.state === "dropped") continue;
-      let list = byTable.get(i.tableNumber);
-      if (!list) byTable.set(i.tableNumber, (list = []));
-      list.push(i);
+      const list = byTable.get(i.tableNumber);
+      if (list) list.push(i);
+      else byTable.set(i.tableNumber, [i]);
     }
     return new Catalog(byName, byNumber, indexesByNumber, byTable, maxTable, maxIndex);
   }

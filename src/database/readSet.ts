@@ -57,14 +57,18 @@ export class ReadSet {
 
   private reads(indexNumber: number): IndexReads {
     let r = this.byIndex.get(indexNumber);
-    if (!r) this.byIndex.set(indexNumber, (r = new IndexReads()));
+    if (!r) {
+      r = new IndexReads();
+      this.byIndex.set(indexNumber, r);
+    }
     return r;
   }
 
   /** Records that exactly `key` was looked up (present or not). */
   addPoint(indexNumber: number, key: Buffer): void {
     const r = this.reads(indexNumber);
-    (r.points ??= new Set()).add(key.toString("latin1"));
+    r.points ??= new Set();
+    r.points.add(key.toString("latin1"));
   }
 
   /** Records that every key in `[start, end)` was observed. Empty intervals are ignored. */
@@ -78,7 +82,7 @@ export class ReadSet {
   /** Whether a write of `key` in the given index would have changed what was read. */
   overlaps(indexNumber: number, key: Buffer): boolean {
     const r = this.byIndex.get(indexNumber);
-    return r !== undefined && r.overlaps(key);
+    return r?.overlaps(key) === true;
   }
 
   indexes(): IterableIterator<number> {

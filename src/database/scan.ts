@@ -96,7 +96,8 @@ export class IndexScan {
     const cmp = order === "asc" ? compareKeys : (a: Buffer, b: Buffer) => compareKeys(b, a);
     for (const w of tx.writes.values()) {
       if (w.tableNumber !== table.number) continue;
-      (this.overridden ??= new Set()).add(w.idKey.toString("latin1"));
+      this.overridden ??= new Set();
+      this.overridden.add(w.idKey.toString("latin1"));
       if (w.current === null) continue;
       const key = indexKey(index, w.current);
       if (keyInRange(key, range)) this.overlay.push({ key, docId: w.idKey, doc: w.current });

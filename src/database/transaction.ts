@@ -348,11 +348,8 @@ export class Transaction {
     options: WriteOptions | undefined,
   ): Promise<{ doc: Document; table: TableInfo }> {
     const table = this.tableOfId(id);
-    if (
-      table !== undefined &&
-      table.name.startsWith("_") &&
-      (options?.system !== true || table.number === TABLES_TABLE || table.number === INDEX_TABLE)
-    ) {
+    const managed = table?.number === TABLES_TABLE || table?.number === INDEX_TABLE;
+    if (table?.name.startsWith("_") && (options?.system !== true || managed)) {
       throw new DatabaseError(`System table ${table.name} cannot be modified with ${op}`);
     }
     const doc = await this.get(id);
