@@ -288,16 +288,16 @@ export class Transaction {
 
   private record(w: PendingWrite, doc: Document | null, size: number): void {
     const existing = this.writes.get(w.id);
-    if (existing === undefined) {
-      this.writes.set(w.id, w);
-      this.counters.documentsWritten++;
-    } else {
-      this.counters.bytesWritten -= existing.size;
-    }
     const target = existing ?? w;
+    if (existing === undefined) this.writes.set(w.id, w);
+    // Catalog bookkeeping (tables and indexes created on the way) does not count against user limits.
+    const counted = w.tableNumber !== TABLES_TABLE && w.tableNumber !== INDEX_TABLE;
+    if (counted) {
+      if (existing === undefined) this.counters.documentsWritten++;
+      this.counters.bytesWritten += size - target.size;
+    }
     target.current = doc === null ? null : deepFreeze(doc);
     target.size = size;
-    this.counters.bytesWritten += size;
     const limits = this.host.limits;
     if (this.counters.documentsWritten > limits.maxDocumentsWritten) {
       throw new TransactionLimitError(

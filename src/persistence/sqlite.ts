@@ -170,6 +170,15 @@ export class SqlitePersistence implements Persistence {
     }
   }
 
+  /** The durability settings in force on this connection (for diagnostics and tests). */
+  durability(): { journalMode: string; synchronous: "OFF" | "NORMAL" | "FULL" | "EXTRA" } {
+    const levels = ["OFF", "NORMAL", "FULL", "EXTRA"] as const;
+    return {
+      journalMode: String(this.db.pragma("journal_mode", { simple: true })),
+      synchronous: levels[Number(this.db.pragma("synchronous", { simple: true }))]!,
+    };
+  }
+
   private ensureOpen(): void {
     if (this.closed) throw new Error("persistence is closed");
   }

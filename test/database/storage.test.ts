@@ -1,0 +1,267 @@
+import Sqlite from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { SnapshotTooOldError, TransactionLimitError } from "../../src/database/index.js";
+import { openTestDb } from "../helpers.js";
+
+const values = (docs: Array<Record<string, unknown>>, f = "n") => docs.map((d) => d[f]);
+
+describe("snapshots", () => {
+  it("reads at older timestamps see exactly the state then, catalog included", async () => {
+    const t = await openTestDb();
+    try {
+      const states: Array<{ ts: bigint; ns: number[] }> = [];
+      let id = "";
+      for (let i = 0; i < 5; i++) {
+        const r = await t.db.run(async (tx) => {
+          if (i === 0) id = await tx.insert("counter", { n: 0 });
+          else await tx.patch(id, { n: i });
+          if (i === 3) await tx.insert("later", { n: 100 });
+          return (await tx.query("counter", "by_creation_time").collect()).map(
+            (d) => d.n as number,
+          );
+        });
+        states.push({ ts: r.ts, ns: [i] });
+      }
+      for (const [i, s] of states.entries()) {
+        const tx = await t.db.beginAt(s.ts);
+        expect(values(await tx.query("counter", "by_creation_time").collect())).toEqual(s.ns);
+        expect((await tx.get(id))?.n).toBe(i);
+        // `later` was created at state 3.
+        expect(tx.currentCatalog.table("later") === undefined).toBe(i < 3);
+      }
+      await expect(t.db.beginAt(t.db.latestTs() + 1000n)).rejects.toThrow(/in the future/);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe("timestamps", () => {
+  it("strictly increase, also across a restart with the wall clock moved backwards", async () => {
+    const t = await openTestDb();
+    try {
+      const seen: bigint[] = [];
+      for (let i = 0; i < 20; i++) seen.push((await t.db.run((tx) => tx.insert("t", { i }))).ts);
+      for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeGreaterThan(seen[i - 1]!);
+      const before = t.db.latestTs();
+      // Nanoseconds since the epoch, roughly now.
+      expect(before).toBeGreaterThan(BigInt(Date.now() - 60_000) * 1_000_000n);
+      const db = await t.reopen({ wallClockNs: () => 1_000_000n });
+      expect(db.latestTs()).toBe(before);
+      const a = (await db.run((tx) => tx.insert("t", { i: -1 }))).ts;
+      const b = (await db.run((tx) => tx.insert("t", { i: -2 }))).ts;
+      expect(a).toBeGreaterThan(before);
+      expect(b).toBeGreaterThan(a);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe("catalog", () => {
+  it("survives a reopen with the same table and index numbers, rebuilt from the system tables", async () => {
+    const t = await openTestDb();
+    try {
+      await t.db.run(async (tx) => {
+        await tx.createIndex("a", "by_x", ["x"]);
+        await tx.insert("a", { x: 2 });
+        await tx.insert("a", { x: 1 });
+        await tx.insert("b", { y: 1 });
+      });
+      const before = t.db.catalog;
+      const db = await t.reopen();
+      for (const name of ["a", "b"])
+        expect(db.catalog.table(name)?.number).toBe(before.table(name)?.number);
+      const ta = before.table("a")!.number;
+      expect(db.catalog.index(ta, "by_x")?.number).toBe(before.index(ta, "by_x")?.number);
+      const { value } = await db.run((tx) => tx.query("a", "by_x").collect());
+      expect(values(value, "x")).toEqual([1, 2]);
+      await db.run((tx) => tx.insert("c", { z: 1 }));
+      expect(db.catalog.table("c")!.number).toBeGreaterThan(db.catalog.table("b")!.number);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("backfills an index created on a table that has documents, then enables it", async () => {
+    const t = await openTestDb();
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 3000; i += 1000) {
+        const { value } = await t.db.run(async (tx) => {
+          const out: string[] = [];
+          for (let j = i; j < i + 1000; j++) out.push(await tx.insert("big", { n: j % 97, j }));
+          return out;
+        });
+        ids.push(...value);
+      }
+      await t.db.run((tx) => tx.createIndex("big", "by_n", ["n"]));
+      const tableNumber = t.db.catalog.table("big")!.number;
+      expect(t.db.catalog.index(tableNumber, "by_n")?.state).toBe("backfilling");
+      const probe = t.db.begin();
+      expect(() => probe.query("big", "by_n")).toThrow(/being backfilled/);
+      // Writes racing the backfill are indexed by their own commits.
+      await t.db.run(async (tx) => {
+        await tx.patch(ids[0]!, { n: 1000 });
+        await tx.delete(ids[1]!);
+        await tx.insert("big", { n: -1, j: -1 });
+      });
+      await t.db.waitForBackgroundWork();
+      expect(t.db.catalog.index(tableNumber, "by_n")?.state).toBe("enabled");
+      const { value } = await t.db.run(async (tx) => ({
+        viaIndex: await tx.query("big", "by_n").collect(),
+        all: await tx.query("big", "by_creation_time").collect(),
+        sevens: await tx.query("big", "by_n", [{ type: "Eq", fieldPath: "n", value: 7 }]).collect(),
+      }));
+      expect(value.viaIndex).toHaveLength(3000);
+      const expected = [...value.all].sort(
+        (a, b) => (a.n as number) - (b.n as number) || a._creationTime - b._creationTime,
+      );
+      expect(value.viaIndex.map((d) => d._id)).toEqual(expected.map((d) => d._id));
+      expect(value.sevens.every((d) => d.n === 7)).toBe(true);
+      expect(value.sevens).toHaveLength(value.all.filter((d) => d.n === 7).length);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("drops an index: its entries are deleted and its number is never reused", async () => {
+    const t = await openTestDb();
+    try {
+      await t.db.run(async (tx) => {
+        await tx.createIndex("d", "by_v", ["v"]);
+        for (let i = 0; i < 50; i++) await tx.insert("d", { v: i });
+      });
+      const tableNumber = t.db.catalog.table("d")!.number;
+      const dropped = t.db.catalog.index(tableNumber, "by_v")!.number;
+      await t.db.run((tx) => tx.dropIndex("d", "by_v"));
+      await t.db.waitForBackgroundWork();
+      const raw = new Sqlite(`${t.dir}/db.sqlite`, { readonly: true });
+      const left = raw
+        .prepare("SELECT count(*) AS n FROM index_entries WHERE index_id = ?")
+        .get(dropped) as { n: number };
+      raw.close();
+      expect(left.n).toBe(0);
+      expect(() => t.db.begin().query("d", "by_v")).toThrow(/not found/);
+      const db = await t.reopen();
+      expect(db.catalog.index(tableNumber, "by_v")).toBeUndefined();
+      await db.run((tx) => tx.createIndex("d", "by_v", ["v"]));
+      await db.waitForBackgroundWork();
+      expect(db.catalog.index(tableNumber, "by_v")!.number).toBeGreaterThan(dropped);
+      expect((await db.run((tx) => tx.query("d", "by_v").collect())).value).toHaveLength(50);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe("retention", () => {
+  it("collects superseded versions, keeps the latest state and refuses reads below the window", async () => {
+    let now = BigInt(Date.now()) * 1_000_000n;
+    const t = await openTestDb({ retentionMs: 1000, wallClockNs: () => now });
+    try {
+      const { value: id } = await t.db.run(async (tx) => {
+        await tx.createIndex("g", "by_n", ["n"]);
+        return tx.insert("g", { n: 0 });
+      });
+      const { value: gone } = await t.db.run((tx) => tx.insert("g", { n: -5 }));
+      const old = t.db.latestTs();
+      for (let i = 1; i <= 200; i++) {
+        now += 1_000_000n;
+        await t.db.run((tx) => tx.patch(id, { n: i }));
+      }
+      await t.db.run((tx) => tx.delete(gone));
+      const count = () => {
+        const raw = new Sqlite(`${t.dir}/db.sqlite`, { readonly: true });
+        const d = raw.prepare("SELECT count(*) AS n FROM documents").get() as { n: number };
+        const i = raw.prepare("SELECT count(*) AS n FROM index_entries").get() as { n: number };
+        raw.close();
+        return d.n + i.n;
+      };
+      const rowsBefore = count();
+      now += 10_000_000_000n;
+      await t.db.collectGarbage();
+      expect(count()).toBeLessThan(rowsBefore / 4);
+      const { value } = await t.db.run(async (tx) => ({
+        doc: await tx.get(id),
+        gone: await tx.get(gone),
+        scan: await tx.query("g", "by_n").collect(),
+        all: await tx.query("g", "by_creation_time").collect(),
+      }));
+      expect(value.doc?.n).toBe(200);
+      expect(value.gone).toBeNull();
+      expect(values(value.scan)).toEqual([200]);
+      expect(values(value.all)).toEqual([200]);
+      await expect(t.db.beginAt(old)).rejects.toBeInstanceOf(SnapshotTooOldError);
+      const db = await t.reopen({ retentionMs: 1000, wallClockNs: () => now });
+      expect(db.retainedFromTs).toBeGreaterThan(old);
+      expect((await db.run((tx) => tx.query("g", "by_n").collect())).value.map((d) => d.n)).toEqual(
+        [200],
+      );
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe("limits", () => {
+  it("fails a transaction that breaks a per-transaction limit with a clear error", async () => {
+    const t = await openTestDb({
+      limits: {
+        maxDocumentsRead: 20,
+        maxIndexRanges: 30,
+        maxDocumentsWritten: 25,
+        maxBytesWritten: 50_000,
+      },
+    });
+    try {
+      const { value: ids } = await t.db.run(async (tx) => {
+        const out: string[] = [];
+        for (let i = 0; i < 25; i++) out.push(await tx.insert("l", { i }));
+        return out;
+      });
+      await expect(t.db.run((tx) => tx.query("l", "by_creation_time").collect())).rejects.toThrow(
+        /Too many documents read.*limit: 20/,
+      );
+      await expect(
+        t.db.run(async (tx) => {
+          await tx.get(ids[0]!);
+          for (let i = 0; i < 30; i++) await tx.query("l", "by_creation_time").next(0);
+        }),
+      ).rejects.toThrow(/Too many reads.*limit: 30/);
+      await expect(
+        t.db.run(async (tx) => {
+          for (let i = 0; i < 26; i++) await tx.insert("l", { i });
+        }),
+      ).rejects.toThrow(/Too many documents written.*limit: 25/);
+      const err = await t.db
+        .run(async (tx) => {
+          for (let i = 0; i < 10; i++) await tx.insert("l", { big: "x".repeat(10_000) });
+        })
+        .catch((e) => e);
+      expect(err).toBeInstanceOf(TransactionLimitError);
+      expect(err.limit).toBe("bytesWritten");
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("enforces the 1 MiB document size on insert and patch", async () => {
+    const t = await openTestDb();
+    try {
+      const tx = t.db.begin();
+      await expect(tx.insert("s", { s: "x".repeat(1 << 20) })).rejects.toThrow(
+        /Document is too large/,
+      );
+      const id = await tx.insert("s", { a: "x".repeat(600_000) });
+      await expect(tx.patch(id, { b: "y".repeat(600_000) })).rejects.toThrow(
+        /Document is too large/,
+      );
+      await expect(
+        tx.insert("s", { a: { b: [1, { c: undefined }] }, d: [undefined] }),
+      ).rejects.toThrow(/\.d\[0\]/);
+    } finally {
+      await t.close();
+    }
+  });
+});

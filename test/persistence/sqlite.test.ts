@@ -1,0 +1,147 @@
+import { join } from "node:path";
+import Sqlite from "better-sqlite3";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { type IndexWrite, SqlitePersistence } from "../../src/persistence/index.js";
+import { compareKeys } from "../../src/values/index.js";
+import { tempDir } from "../helpers.js";
+
+function withStore<T>(f: (p: SqlitePersistence, path: string) => Promise<T>): Promise<T> {
+  const dir = tempDir();
+  const path = join(dir.path, "db.sqlite");
+  const p = new SqlitePersistence({ path });
+  return f(p, path).finally(async () => {
+    await p.close();
+    dir.remove();
+  });
+}
+
+const b = (...bytes: number[]) => Buffer.from(bytes);
+
+describe("SQLite persistence", () => {
+  it("returns the version of a document visible at each timestamp", () =>
+    withStore(async (p) => {
+      await p.write({
+        documents: [{ tableNumber: 1, id: b(7), ts: 10n, value: "1" }],
+        indexes: [],
+        maxTs: 10n,
+      });
+      await p.write({
+        documents: [{ tableNumber: 1, id: b(7), ts: 20n, value: "2" }],
+        indexes: [],
+        maxTs: 20n,
+      });
+      await p.write({
+        documents: [{ tableNumber: 1, id: b(7), ts: 30n, value: null }],
+        indexes: [],
+        maxTs: 30n,
+      });
+      expect(await p.getDocument(1, b(7), 9n)).toBeNull();
+      expect((await p.getDocument(1, b(7), 10n))?.value).toBe("1");
+      expect((await p.getDocument(1, b(7), 25n))?.value).toBe("2");
+      expect(await p.getDocument(1, b(7), 30n)).toBeNull();
+      expect(await p.getDocument(2, b(7), 25n)).toBeNull();
+      expect((await p.load()).maxTs).toBe(30n);
+    }));
+
+  it("index scans return the latest live version of each key, like a naive model", async () => {
+    const key = fc.integer({ min: 0, max: 6 }).map((k) => b(1, k));
+    const write = fc.record({ key, live: fc.boolean(), doc: fc.integer({ min: 0, max: 3 }) });
+    const scan = fc.record({
+      ts: fc.integer({ min: 0, max: 40 }),
+      lo: fc.integer({ min: 0, max: 7 }),
+      hi: fc.option(fc.integer({ min: 0, max: 8 })),
+      order: fc.constantFrom<"asc" | "desc">("asc", "desc"),
+      limit: fc.integer({ min: 1, max: 8 }),
+    });
+    await withStore(async (p) => {
+      let ts = 0n;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.array(write, { minLength: 1, maxLength: 4 }), { maxLength: 10 }),
+          fc.array(scan, { maxLength: 10 }),
+          async (batches, scans) => {
+            // A fresh index number per run keeps runs independent.
+            const index = Number(ts) + 1000;
+            const base = ts;
+            const model: IndexWrite[] = [];
+            for (const batch of batches) {
+              ts += 1n;
+              const seen = new Set<string>();
+              const entries = batch
+                .filter((w) => !seen.has(w.key.toString("hex")) && seen.add(w.key.toString("hex")))
+                .map((w) => ({
+                  indexNumber: index,
+                  key: w.key,
+                  ts,
+                  docId: w.live ? b(9, w.doc) : null,
+                }));
+              model.push(...entries);
+              await p.write({ documents: [], indexes: entries, maxTs: ts });
+            }
+            for (const s of scans) {
+              const at = base + BigInt(s.ts);
+              const range = { start: b(1, s.lo), end: s.hi === null ? null : b(1, s.hi) };
+              const got = await p.scanIndex(index, range, at, s.order, s.limit);
+              const latest = new Map<string, IndexWrite>();
+              for (const e of model) if (e.ts <= at) latest.set(e.key.toString("hex"), e);
+              const expected = [...latest.values()]
+                .filter(
+                  (e) =>
+                    e.docId !== null &&
+                    compareKeys(e.key, range.start) >= 0 &&
+                    (range.end === null || compareKeys(e.key, range.end) < 0),
+                )
+                .sort((x, y) => compareKeys(x.key, y.key) * (s.order === "asc" ? 1 : -1))
+                .slice(0, s.limit)
+                .map((e) => ({ key: e.key, docId: e.docId }));
+              expect(got).toEqual(expected);
+            }
+          },
+        ),
+        { numRuns: 200 },
+      );
+    });
+  });
+
+  it("reads the log in timestamp order, always in whole commits", () =>
+    withStore(async (p) => {
+      for (let ts = 1n; ts <= 5n; ts++) {
+        await p.write({
+          documents: [0, 1, 2].map((i) => ({ tableNumber: 1, id: b(i), ts, value: `${ts}` })),
+          indexes: [],
+          maxTs: ts,
+        });
+      }
+      const page = await p.readLog(1n, 5n, 4);
+      expect(page.map((r) => r.ts)).toEqual([2n, 2n, 2n, 3n, 3n, 3n]);
+      expect((await p.readLog(3n, 4n, 100)).map((r) => r.ts)).toEqual([4n, 4n, 4n]);
+    }));
+
+  it("writes a batch atomically: a failing batch leaves nothing behind", () =>
+    withStore(async (p) => {
+      const doc = { tableNumber: 1, id: b(1), ts: 5n, value: "x" };
+      await expect(
+        p.write({ documents: [{ ...doc, id: b(2) }, doc, doc], indexes: [], maxTs: 5n }),
+      ).rejects.toThrow();
+      expect(await p.getDocument(1, b(2), 10n)).toBeNull();
+      expect((await p.load()).maxTs).toBe(0n);
+    }));
+
+  it("uses WAL with synchronous=FULL and refuses a store written in another format", async () => {
+    const dir = tempDir();
+    try {
+      const path = join(dir.path, "db.sqlite");
+      const p = new SqlitePersistence({ path });
+      expect(p.durability()).toEqual({ journalMode: "wal", synchronous: "FULL" });
+      await p.close();
+      const raw = new Sqlite(path);
+      expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
+      raw.prepare("UPDATE meta SET value = 99 WHERE key = 'schema_version'").run();
+      raw.close();
+      expect(() => new SqlitePersistence({ path })).toThrow(/storage format 99/);
+    } finally {
+      dir.remove();
+    }
+  });
+});
