@@ -18,6 +18,8 @@ import {
   LIMITS,
   newDocumentId,
   prefixSuccessor,
+  rethrowWithin,
+  sortKeys,
   ValueError,
   valueSize,
 } from "../values/index.js";
@@ -330,7 +332,11 @@ export class Transaction {
 
   private insertInto(table: TableInfo, fields: ConvexObject, fieldsSize: number): string {
     const id = newDocumentId(table.number);
-    const doc = { _id: id, _creationTime: this.host.creationTime(), ...fields } as Document;
+    const doc = sortKeys({
+      _id: id,
+      _creationTime: this.host.creationTime(),
+      ...fields,
+    }) as Document;
     const size = fieldsSize + 4 + (id.length + 2) + 14 + 9;
     checkDocumentSize(size);
     this.record(
@@ -395,7 +401,11 @@ export class Transaction {
     for (const k of Object.keys(value)) {
       if (k === "_id" || k === "_creationTime") continue;
       const p = fieldPath("", k);
-      checkTopLevelFieldName(k, p);
+      try {
+        checkTopLevelFieldName(k);
+      } catch (e) {
+        rethrowWithin(e, p);
+      }
       const v = value[k];
       if (v === undefined) delete next[k];
       else next[k] = checkValue(v, p).value;
@@ -406,7 +416,7 @@ export class Transaction {
     const size = valueSize(next as Document);
     checkDocumentSize(size);
     const w = this.pendingFor(table, id, doc);
-    this.record(w, next as Document, size);
+    this.record(w, sortKeys(next) as Document, size);
   }
 
   /** Replaces all user fields of a document, keeping `_id` and `_creationTime`. */
@@ -415,7 +425,11 @@ export class Transaction {
     const { value: fields } = checkDocumentFields(value);
     const { doc, table } = await this.existing(id, "replace", options);
     this.checkSystemFieldsUnchanged(doc, fields);
-    const next = { ...fields, _id: doc._id, _creationTime: doc._creationTime } as Document;
+    const next = sortKeys({
+      ...fields,
+      _id: doc._id,
+      _creationTime: doc._creationTime,
+    }) as Document;
     const size = valueSize(next);
     checkDocumentSize(size);
     this.record(this.pendingFor(table, id, doc), next, size);
@@ -431,7 +445,11 @@ export class Transaction {
 
   private writeCatalogDocument(tableNumber: number, fields: ConvexObject): string {
     const id = newDocumentId(tableNumber);
-    const doc = { _id: id, _creationTime: this.host.creationTime(), ...fields } as Document;
+    const doc = sortKeys({
+      _id: id,
+      _creationTime: this.host.creationTime(),
+      ...fields,
+    }) as Document;
     this.record(
       { tableNumber, id, idKey: idKey(id), original: null, current: null, size: 0 },
       doc,

@@ -7,13 +7,12 @@ export const MAX_TOP_LEVEL_FIELD_NAME_LENGTH = 64;
 
 export const SYSTEM_FIELDS: ReadonlySet<string> = new Set(["_id", "_creationTime"]);
 
-function checkCharacters(name: string, path: string): void {
+function checkCharacters(name: string): void {
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
     if (c < 32 || c >= 127) {
       throw new ValueError(
         `Field name ${JSON.stringify(name)} has invalid character ${JSON.stringify(name[i])}: field names can only contain non-control ASCII characters`,
-        path,
       );
     }
   }
@@ -23,36 +22,30 @@ function checkCharacters(name: string, path: string): void {
  * The rule the official library applies to every object key on the wire:
  * at most 1024 characters, no leading `$`, only non-control ASCII.
  */
-export function checkNestedFieldName(name: string, path: string): void {
+export function checkNestedFieldName(name: string): void {
   if (name.length > MAX_NESTED_FIELD_NAME_LENGTH) {
     throw new ValueError(
       `Field name ${JSON.stringify(name.slice(0, 64))}... exceeds maximum field name length ${MAX_NESTED_FIELD_NAME_LENGTH}`,
-      path,
     );
   }
   if (name.startsWith("$")) {
-    throw new ValueError(
-      `Field name ${JSON.stringify(name)} starts with a '$', which is reserved`,
-      path,
-    );
+    throw new ValueError(`Field name ${JSON.stringify(name)} starts with a '$', which is reserved`);
   }
-  checkCharacters(name, path);
+  checkCharacters(name);
 }
 
 /** Stricter rules for the top-level fields of a stored document. */
-export function checkTopLevelFieldName(name: string, path: string): void {
-  if (name.length === 0) throw new ValueError("Field names must be nonempty", path);
+export function checkTopLevelFieldName(name: string): void {
+  if (name.length === 0) throw new ValueError("Field names must be nonempty");
   if (name.length > MAX_TOP_LEVEL_FIELD_NAME_LENGTH) {
     throw new ValueError(
       `Field name ${JSON.stringify(name.slice(0, 64))}... exceeds maximum top-level field name length ${MAX_TOP_LEVEL_FIELD_NAME_LENGTH}`,
-      path,
     );
   }
   if (name.startsWith("_") && !SYSTEM_FIELDS.has(name)) {
     throw new ValueError(
       `Field name ${JSON.stringify(name)} starts with an underscore, which is reserved for system fields (_id, _creationTime) at the top level of a document`,
-      path,
     );
   }
-  checkNestedFieldName(name, path);
+  checkNestedFieldName(name);
 }

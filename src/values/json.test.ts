@@ -33,6 +33,16 @@ describe("JSON wire form", () => {
     );
   });
 
+  it("serialises directly to the same text", () => {
+    fc.assert(
+      fc.property(value, (v) => {
+        expect(stringifyValue(v)).toBe(JSON.stringify(convexToJson(v as never)));
+      }),
+      runs,
+    );
+    expect(() => stringifyValue({ a: [{ $b: 1 }] })).toThrow(/'\$'.*at path \.a\[0\]\["\$b"\]/);
+  });
+
   it("round-trips through ours and theirs in both directions", () => {
     fc.assert(
       fc.property(value, (v) => {

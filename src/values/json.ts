@@ -4,7 +4,7 @@
  * int64 as `{"$integer": base64(8 bytes LE)}`, bytes as `{"$bytes": base64}`,
  * NaN/±Infinity/-0 as `{"$float": base64(8 bytes LE)}`, object keys sorted.
  */
-import { elementPath, fieldPath, ValueError } from "./errors.js";
+import { fieldSegment, rethrowWithin, ValueError } from "./errors.js";
 import { checkNestedFieldName } from "./fieldNames.js";
 import {
   describeType,
@@ -25,9 +25,9 @@ export function bytesToBase64(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 }
 
-export function base64ToBytes(encoded: string, path = ""): Uint8Array {
+export function base64ToBytes(encoded: string): Uint8Array {
   if (encoded.length % 4 !== 0 || !BASE64.test(encoded)) {
-    throw new ValueError(`Invalid base64 string ${JSON.stringify(encoded.slice(0, 64))}`, path);
+    throw new ValueError(`Invalid base64 string ${JSON.stringify(encoded.slice(0, 64))}`);
   }
   const buf = Buffer.from(encoded, "base64");
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -39,24 +39,38 @@ function copyToArrayBuffer(bytes: Uint8Array): ArrayBuffer {
   return out;
 }
 
+const scratch = Buffer.alloc(8);
+
 export function int64ToBase64(value: bigint): string {
-  const buf = Buffer.allocUnsafe(8);
-  buf.writeBigInt64LE(value);
-  return buf.toString("base64");
+  if (value < MIN_INT64 || value > MAX_INT64) {
+    throw new ValueError(`BigInt ${value} does not fit into a 64-bit signed integer`);
+  }
+  scratch.writeBigInt64LE(value);
+  return scratch.toString("base64");
 }
 
 function float64ToBase64(value: number): string {
-  const buf = Buffer.allocUnsafe(8);
-  buf.writeDoubleLE(value);
-  return buf.toString("base64");
+  scratch.writeDoubleLE(value);
+  return scratch.toString("base64");
+}
+
+function unsupported(value: unknown): ValueError {
+  return new ValueError(
+    `${describeType(value)} is not a supported Convex type. To learn about Convex's supported types, see https://docs.convex.dev/using/types`,
+  );
+}
+
+/**
+ * Object keys in sorted order. (Objects built by inserting keys in this
+ * order list array-index-like keys such as "0" first anyway: that is
+ * JavaScript's property order, and the official library's output has it too.)
+ */
+function sortedKeys(obj: Record<string, unknown>): string[] {
+  return Object.keys(obj).sort();
 }
 
 /** Converts a Convex value to its JSON wire form. Object fields set to `undefined` are omitted. */
 export function toJson(value: Value): JsonValue {
-  return toJsonAt(value, "");
-}
-
-function toJsonAt(value: unknown, path: string): JsonValue {
   switch (typeof value) {
     case "string":
     case "boolean":
@@ -64,37 +78,39 @@ function toJsonAt(value: unknown, path: string): JsonValue {
     case "number":
       return isSpecialFloat(value) ? { $float: float64ToBase64(value) } : value;
     case "bigint":
-      if (value < MIN_INT64 || value > MAX_INT64) {
-        throw new ValueError(`BigInt ${value} does not fit into a 64-bit signed integer`, path);
-      }
       return { $integer: int64ToBase64(value) };
     case "object": {
       if (value === null) return null;
       if (value instanceof ArrayBuffer) return { $bytes: bytesToBase64(new Uint8Array(value)) };
       if (Array.isArray(value)) {
         const out: JsonValue[] = new Array(value.length);
-        for (let i = 0; i < value.length; i++) out[i] = toJsonAt(value[i], elementPath(path, i));
+        for (let i = 0; i < value.length; i++) {
+          try {
+            out[i] = toJson(value[i]!);
+          } catch (e) {
+            rethrowWithin(e, `[${i}]`);
+          }
+        }
         return out;
       }
       if (isPlainObject(value)) {
         const out: { [key: string]: JsonValue } = {};
-        const keys = Object.keys(value).sort();
-        for (const k of keys) {
+        for (const k of sortedKeys(value)) {
           const v = value[k];
           if (v === undefined) continue;
-          const p = fieldPath(path, k);
-          checkNestedFieldName(k, p);
-          out[k] = toJsonAt(v, p);
+          try {
+            checkNestedFieldName(k);
+            out[k] = toJson(v);
+          } catch (e) {
+            rethrowWithin(e, fieldSegment(k));
+          }
         }
         return out;
       }
       break;
     }
   }
-  throw new ValueError(
-    `${describeType(value)} is not a supported Convex type. To learn about Convex's supported types, see https://docs.convex.dev/using/types`,
-    path,
-  );
+  throw unsupported(value);
 }
 
 /** Like {@link toJson}, but `undefined` becomes `{"$undefined": null}` (filters and index ranges use it). */
@@ -104,7 +120,43 @@ export function toJsonOrUndefined(value: Value | undefined): JsonValue {
 
 /** Parses the JSON wire form into a Convex value, rejecting anything `jsonToConvex` would. */
 export function fromJson(json: unknown): Value {
-  return fromJsonAt(json, "");
+  switch (typeof json) {
+    case "string":
+    case "boolean":
+    case "number":
+      return json;
+    case "object": {
+      if (json === null) return null;
+      if (Array.isArray(json)) {
+        const out: Value[] = new Array(json.length);
+        for (let i = 0; i < json.length; i++) {
+          try {
+            out[i] = fromJson(json[i]);
+          } catch (e) {
+            rethrowWithin(e, `[${i}]`);
+          }
+        }
+        return out;
+      }
+      if (!isPlainObject(json)) break;
+      const keys = Object.keys(json);
+      if (keys.length === 1 && keys[0]!.startsWith("$")) {
+        const special = fromSpecial(keys[0]!, json[keys[0]!]);
+        if (special !== NOT_SPECIAL) return special;
+      }
+      const out: { [key: string]: Value } = {};
+      for (const k of keys) {
+        try {
+          checkNestedFieldName(k);
+          out[k] = fromJson(json[k]);
+        } catch (e) {
+          rethrowWithin(e, fieldSegment(k));
+        }
+      }
+      return out;
+    }
+  }
+  throw new ValueError(`Unexpected ${describeType(json)} in a Convex JSON value`);
 }
 
 /** Like {@link fromJson}, also accepting `{"$undefined": null}` for a missing value. */
@@ -113,80 +165,83 @@ export function fromJsonOrUndefined(json: unknown): Value | undefined {
     const keys = Object.keys(json);
     if (keys.length === 1 && keys[0] === "$undefined" && json.$undefined === null) return undefined;
   }
-  return fromJsonAt(json, "");
-}
-
-function fromJsonAt(json: unknown, path: string): Value {
-  switch (typeof json) {
-    case "string":
-    case "boolean":
-      return json;
-    case "number":
-      return json;
-    case "object": {
-      if (json === null) return null;
-      if (Array.isArray(json)) {
-        const out: Value[] = new Array(json.length);
-        for (let i = 0; i < json.length; i++) out[i] = fromJsonAt(json[i], elementPath(path, i));
-        return out;
-      }
-      if (!isPlainObject(json)) break;
-      const keys = Object.keys(json);
-      if (keys.length === 1) {
-        const special = fromSpecial(keys[0]!, json[keys[0]!], path);
-        if (special !== NOT_SPECIAL) return special;
-      }
-      const out: { [key: string]: Value } = {};
-      for (const k of keys) {
-        const p = fieldPath(path, k);
-        checkNestedFieldName(k, p);
-        out[k] = fromJsonAt(json[k], p);
-      }
-      return out;
-    }
-  }
-  throw new ValueError(`Unexpected ${describeType(json)} in a Convex JSON value`, path);
+  return fromJson(json);
 }
 
 const NOT_SPECIAL = Symbol("not special");
 
-function fromSpecial(key: string, inner: unknown, path: string): Value | typeof NOT_SPECIAL {
+function fromSpecial(key: string, inner: unknown): Value | typeof NOT_SPECIAL {
   switch (key) {
     case "$bytes":
-      if (typeof inner !== "string") throw new ValueError("Malformed $bytes field", path);
-      return copyToArrayBuffer(base64ToBytes(inner, path));
+      if (typeof inner !== "string") throw new ValueError("Malformed $bytes field");
+      return copyToArrayBuffer(base64ToBytes(inner));
     case "$integer": {
-      if (typeof inner !== "string") throw new ValueError("Malformed $integer field", path);
-      const bytes = base64ToBytes(inner, path);
+      if (typeof inner !== "string") throw new ValueError("Malformed $integer field");
+      const bytes = base64ToBytes(inner);
       if (bytes.byteLength !== 8) {
-        throw new ValueError(`Received ${bytes.byteLength} bytes, expected 8 for $integer`, path);
+        throw new ValueError(`Received ${bytes.byteLength} bytes, expected 8 for $integer`);
       }
       return Buffer.from(bytes.buffer, bytes.byteOffset, 8).readBigInt64LE();
     }
     case "$float": {
-      if (typeof inner !== "string") throw new ValueError("Malformed $float field", path);
-      const bytes = base64ToBytes(inner, path);
+      if (typeof inner !== "string") throw new ValueError("Malformed $float field");
+      const bytes = base64ToBytes(inner);
       if (bytes.byteLength !== 8) {
-        throw new ValueError(`Received ${bytes.byteLength} bytes, expected 8 for $float`, path);
+        throw new ValueError(`Received ${bytes.byteLength} bytes, expected 8 for $float`);
       }
       const f = Buffer.from(bytes.buffer, bytes.byteOffset, 8).readDoubleLE();
-      if (!isSpecialFloat(f))
-        throw new ValueError(`Float ${f} should be encoded as a number`, path);
+      if (!isSpecialFloat(f)) throw new ValueError(`Float ${f} should be encoded as a number`);
       return f;
     }
     case "$commitTs":
-      throw new ValueError("not supported yet: commit timestamp placeholders ($commitTs)", path);
+      throw new ValueError("not supported yet: commit timestamp placeholders ($commitTs)");
     case "$set":
-      throw new ValueError("Received a Set which is no longer supported as a Convex type", path);
+      throw new ValueError("Received a Set which is no longer supported as a Convex type");
     case "$map":
-      throw new ValueError("Received a Map which is no longer supported as a Convex type", path);
+      throw new ValueError("Received a Map which is no longer supported as a Convex type");
   }
   return NOT_SPECIAL;
 }
 
-/** Serialises a value to JSON text in the wire form. */
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/**
+ * True when `JSON.stringify(value)` already is the wire form: no int64,
+ * bytes or special floats, and every object's keys in sorted order with
+ * valid names. Values that went through `checkValue` (or came from storage)
+ * are in sorted order, so this is the common case.
+ */
+function isWireReady(value: Value): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value) && !Object.is(value, -0);
+    case "object": {
+      if (value === null) return true;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!isWireReady(value[i]!)) return false;
+        return true;
+      }
+      if (value instanceof ArrayBuffer || !isPlainObject(value)) return false;
+      let prev: string | null = null;
+      for (const k in value) {
+        const v = value[k];
+        if (v === undefined || (prev !== null && !(prev < k))) return false;
+        if (k.length > 1024 || k.charCodeAt(0) === 36 || !PRINTABLE_ASCII.test(k)) return false;
+        if (!isWireReady(v)) return false;
+        prev = k;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Serialises a value to JSON text in the wire form (`JSON.stringify(toJson(value))`). */
 export function stringifyValue(value: Value): string {
-  return JSON.stringify(toJson(value));
+  return JSON.stringify(isWireReady(value) ? value : toJson(value));
 }
 
 /** Parses JSON text in the wire form. */

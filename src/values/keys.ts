@@ -122,11 +122,20 @@ class KeyWriter {
   }
 }
 
+// One writer reused by every call (encoding never re-enters itself), so a key
+// costs a single exact-size allocation.
+let shared = new KeyWriter(256);
+
 /** Encodes a tuple of values (a missing index field is `undefined`). */
 export function encodeKey(values: ReadonlyArray<Value | undefined>): Buffer {
-  const w = new KeyWriter();
-  for (const v of values) w.value(v);
-  return w.finish();
+  const w = shared;
+  w.pos = 0;
+  try {
+    for (const v of values) w.value(v);
+    return w.finish();
+  } finally {
+    if (w.buf.length > 1 << 16) shared = new KeyWriter(256);
+  }
 }
 
 /** Decodes a key produced by {@link encodeKey} back into its tuple. */

@@ -2,7 +2,7 @@
  * Checking untrusted input against the Convex value model and the documented
  * limits, producing a private copy the caller can no longer mutate.
  */
-import { elementPath, fieldPath, ValueError } from "./errors.js";
+import { fieldSegment, rethrowWithin, ValueError } from "./errors.js";
 import { checkNestedFieldName, checkTopLevelFieldName } from "./fieldNames.js";
 import {
   type ConvexObject,
@@ -29,11 +29,37 @@ export interface Checked<T extends Value> {
 }
 
 /**
+ * A copy of an object with its keys in sorted order (shallow), unless they
+ * already are.
+ */
+export function sortKeys<T extends Record<string, unknown>>(obj: T): T {
+  let prev: string | null = null;
+  for (const k in obj) {
+    if (prev !== null && !(prev < k)) {
+      const out: Record<string, unknown> = {};
+      for (const key of Object.keys(obj).sort()) out[key] = obj[key];
+      return out as T;
+    }
+    prev = k;
+  }
+  return obj;
+}
+
+/**
  * Checks any Convex value (arguments, nested values) and copies it. Object
  * fields set to `undefined` are dropped, as the official library does.
- * `depth` is the nesting depth already used by the value's container.
+ * `path` prefixes the path in error messages.
  */
-export function checkValue(input: unknown, path = "", depth = 0): Checked<Value> {
+export function checkValue(input: unknown, path = ""): Checked<Value> {
+  try {
+    return check(input, 0);
+  } catch (e) {
+    return rethrowWithin(e, path);
+  }
+}
+
+/** `depth` is the nesting depth already used by the value's container. */
+function check(input: unknown, depth: number): Checked<Value> {
   switch (typeof input) {
     case "boolean":
       return { value: input, size: 1 };
@@ -41,58 +67,56 @@ export function checkValue(input: unknown, path = "", depth = 0): Checked<Value>
       return { value: input, size: 9 };
     case "bigint":
       if (input < MIN_INT64 || input > MAX_INT64) {
-        throw new ValueError(`BigInt ${input} does not fit into a 64-bit signed integer`, path);
+        throw new ValueError(`BigInt ${input} does not fit into a 64-bit signed integer`);
       }
       return { value: input, size: 9 };
     case "string":
       if (!input.isWellFormed()) {
-        throw new ValueError(
-          "Strings must be valid Unicode: this one has an unpaired surrogate",
-          path,
-        );
+        throw new ValueError("Strings must be valid Unicode: this one has an unpaired surrogate");
       }
       return { value: input, size: 2 + Buffer.byteLength(input, "utf8") };
     case "object": {
       if (input === null) return { value: null, size: 1 };
       if (input instanceof ArrayBuffer)
         return { value: input.slice(0), size: 2 + input.byteLength };
-      if (Array.isArray(input)) return checkArray(input, path, depth + 1);
-      if (isPlainObject(input)) return checkObject(input, path, depth + 1, false);
+      if (Array.isArray(input)) return checkArray(input, depth + 1);
+      if (isPlainObject(input)) return checkObject(input, depth + 1, false);
       break;
     }
     case "undefined":
       throw new ValueError(
         "undefined is not a valid Convex value. To learn about Convex's supported types, see https://docs.convex.dev/using/types",
-        path,
       );
   }
   throw new ValueError(
     `${describeType(input)} is not a supported Convex type. To learn about Convex's supported types, see https://docs.convex.dev/using/types`,
-    path,
   );
 }
 
-function checkDepth(depth: number, path: string): void {
+function checkDepth(depth: number): void {
   if (depth > LIMITS.maxNestingDepth) {
     throw new ValueError(
       `Value is too deeply nested: objects and arrays can nest at most ${LIMITS.maxNestingDepth} levels`,
-      path,
     );
   }
 }
 
-function checkArray(input: unknown[], path: string, depth: number): Checked<Value[]> {
-  checkDepth(depth, path);
+function checkArray(input: unknown[], depth: number): Checked<Value[]> {
+  checkDepth(depth);
   if (input.length > LIMITS.maxArrayLength) {
     throw new ValueError(
       `Array has ${input.length} elements, more than the limit of ${LIMITS.maxArrayLength}`,
-      path,
     );
   }
   const out: Value[] = new Array(input.length);
   let size = 2;
   for (let i = 0; i < input.length; i++) {
-    const c = checkValue(input[i], elementPath(path, i), depth);
+    let c: Checked<Value>;
+    try {
+      c = check(input[i], depth);
+    } catch (e) {
+      rethrowWithin(e, `[${i}]`);
+    }
     out[i] = c.value;
     size += c.size;
   }
@@ -101,24 +125,28 @@ function checkArray(input: unknown[], path: string, depth: number): Checked<Valu
 
 function checkObject(
   input: Record<string, unknown>,
-  path: string,
   depth: number,
   topLevel: boolean,
 ): Checked<ConvexObject> {
-  if (!topLevel) checkDepth(depth, path);
+  if (!topLevel) checkDepth(depth);
   const out: ConvexObject = {};
   let size = 2;
   let fields = 0;
-  for (const key of Object.keys(input)) {
+  // Keys are copied in sorted order: the order of the wire form, and what readers get back.
+  for (const key of Object.keys(input).sort()) {
     const v = input[key];
     if (v === undefined) continue;
-    const p = fieldPath(path, key);
-    if (topLevel) checkTopLevelFieldName(key, p);
-    else checkNestedFieldName(key, p);
-    if (++fields > LIMITS.maxObjectFields) {
-      throw new ValueError(`Object has more than ${LIMITS.maxObjectFields} fields`, path);
+    let c: Checked<Value>;
+    try {
+      if (topLevel) checkTopLevelFieldName(key);
+      else checkNestedFieldName(key);
+      c = check(v, depth);
+    } catch (e) {
+      rethrowWithin(e, fieldSegment(key));
     }
-    const c = checkValue(v, p, depth);
+    if (++fields > LIMITS.maxObjectFields) {
+      throw new ValueError(`Object has more than ${LIMITS.maxObjectFields} fields`);
+    }
     out[key] = c.value;
     size += key.length + 1 + c.size;
   }
@@ -134,7 +162,7 @@ export function checkDocumentFields(input: unknown): Checked<ConvexObject> {
   if (!isPlainObject(input)) {
     throw new ValueError(`A document must be an object, not ${describeType(input)}`);
   }
-  return checkObject(input, "", 0, true);
+  return checkObject(input, 0, true);
 }
 
 /** Throws if a complete document (system fields included) is over the size limit. */
