@@ -88,7 +88,7 @@ export async function storageSection(o: Options, log: (s: string) => void): Prom
       await db.run((tx) => tx.insert("docs", sampleDoc(0)));
       const tessera = await repeat(o.runs, () => tesseraCommits(db, committers, o.durationMs));
       await db.close();
-      const raw = openRaw(join(dir, `raw-commits-${committers}.sqlite`));
+      const raw = openRaw(join(dir, `raw-commits-${committers}.sqlite`), false);
       const oneRow = await repeat(o.runs, async () => rawCommits(raw, 1, o.durationMs));
       const batched =
         committers > 1
@@ -116,7 +116,7 @@ export async function storageSection(o: Options, log: (s: string) => void): Prom
     const bigPath = join(dir, "big.sqlite");
     let db = await openDb(bigPath);
     await db.run((tx) => tx.createIndex("big", "by_n", ["n"]));
-    const raw = openRaw(join(dir, "raw-big.sqlite"));
+    const raw = openRaw(join(dir, "raw-big.sqlite"), true);
     const rawInsert = raw.prepare("INSERT INTO docs (id, n, value) VALUES (?, ?, ?)");
     const rawBatch = raw.transaction(
       (docs: Array<{ id: string; doc: ReturnType<typeof sampleDoc> }>) => {
@@ -233,7 +233,7 @@ export async function storageSection(o: Options, log: (s: string) => void): Prom
     const rawReopen: number[] = [];
     for (let i = 0; i < o.runs; i++) {
       const t0 = performance.now();
-      const r = openRaw(join(dir, "raw-big.sqlite"));
+      const r = openRaw(join(dir, "raw-big.sqlite"), true);
       r.prepare("SELECT value FROM docs WHERE id = ?").get(probe);
       r.close();
       rawReopen.push((performance.now() - t0) / 1000);
