@@ -24,14 +24,15 @@ async function openDb(path: string): Promise<Database> {
   return Database.open({ persistence: new SqlitePersistence({ path }), gcIntervalMs: 0 });
 }
 
-function openRaw(path: string): Sqlite.Database {
+/** A raw SQLite table of documents; `indexed` adds a secondary index on `n` (for range scans). */
+function openRaw(path: string, indexed: boolean): Sqlite.Database {
   const db = new Sqlite(path);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
   db.exec(
     "CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY, n REAL, value TEXT) WITHOUT ROWID",
   );
-  db.exec("CREATE INDEX IF NOT EXISTS docs_n ON docs (n)");
+  if (indexed) db.exec("CREATE INDEX IF NOT EXISTS docs_n ON docs (n)");
   return db;
 }
 

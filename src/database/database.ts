@@ -10,7 +10,7 @@ import type {
   KeyRange,
   Persistence,
 } from "../persistence/index.js";
-import { type Document, parseValue, stringifyValue } from "../values/index.js";
+import { type Document, keySuccessor, parseValue, stringifyValue } from "../values/index.js";
 import { Catalog, INDEX_TABLE, type IndexInfo, TABLES_TABLE } from "./catalog.js";
 import { CommitLog, type WrittenKey } from "./commitLog.js";
 import { DocumentCache, deepFreeze } from "./documentCache.js";
@@ -317,7 +317,9 @@ export class Database implements TransactionHost {
         q.reject(new DatabaseError(`Commit failed: ${this.failure.message}`));
       return this.afterFlush();
     }
-    for (const u of cacheUpdates) this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: u.size + 64 });
+    for (const u of cacheUpdates) {
+      this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
+    }
     const catalogChanged = head !== this.publishedCatalog;
     this.published = maxTs;
     this.publishedCatalog = head;
@@ -370,7 +372,7 @@ export class Database implements TransactionHost {
     const doc = deepFreeze(parseValue(stored.value) as Document);
     // Only the newest version may enter the cache (see DocumentCache).
     if (ts >= publishedBefore && this.published === publishedBefore) {
-      this.cache.set(id, { ts: stored.ts, doc, size: stored.value.length * 2 + 64 });
+      this.cache.set(id, { ts: stored.ts, doc, size: cachedSize(stored.value.length) });
     }
     return doc;
   }
@@ -425,35 +427,37 @@ export class Database implements TransactionHost {
   }
 
   /**
-   * Writes entries for every document that existed when the index was
-   * created (at the creation timestamp; later commits maintain the index
-   * themselves), then enables it.
+   * Writes entries for every document of the snapshot just before the
+   * index was created, at that timestamp (C−1, where C is the creating
+   * commit). The creating commit and every later one maintain the index
+   * themselves, and their entries at C or later take precedence; nobody
+   * reads the index at C−1, since it did not exist yet. Then enables it.
+   * Re-running an interrupted backfill rewrites the same entries, which
+   * the persistence ignores.
    */
   private async backfill(index: IndexInfo): Promise<void> {
+    const snapshot = index.createdTs - 1n;
     let range: KeyRange = { start: Buffer.alloc(0), end: null };
     for (;;) {
       if (this.closed) return;
       const rows = await this.persistence.scanDocuments(
         index.tableNumber,
         range,
-        index.createdTs,
+        snapshot,
         "asc",
         BACKFILL_CHUNK_DOCS,
       );
-      if (rows.length > 0) {
-        await this.persistence.write({
-          documents: [],
-          indexes: rows.map((r) => ({
-            indexNumber: index.number,
-            key: indexKey(index, parseValue(r.value) as Document),
-            ts: index.createdTs,
-            docId: r.id,
-          })),
-        });
-      }
+      await this.persistence.writeBackfill(
+        rows.map((r) => ({
+          indexNumber: index.number,
+          key: indexKey(index, parseValue(r.value) as Document),
+          ts: snapshot,
+          docId: r.id,
+        })),
+      );
       if (rows.length < BACKFILL_CHUNK_DOCS) break;
-      const last = rows[rows.length - 1]!.id;
-      range = { start: Buffer.concat([last, Buffer.from([0])]), end: null };
+      range = { start: keySuccessor(rows[rows.length - 1]!.id), end: null };
+      await new Promise((r) => setImmediate(r));
     }
     await this.run(async (tx) => {
       const current = tx.currentCatalog.indexesByNumber.get(index.number);
@@ -488,7 +492,7 @@ export class Database implements TransactionHost {
   private async runGarbageCollection(): Promise<void> {
     let cutoff = this.wallNs() - this.retentionNs;
     if (cutoff > this.published) cutoff = this.published;
-    // A backfill writes entries at its index's creation timestamp: keep that snapshot intact.
+    // A backfill reads and writes at the timestamp before its index's creation: keep it intact.
     for (const i of this.publishedCatalog.indexesByNumber.values()) {
       if (i.state === "backfilling" && i.createdTs - 1n < cutoff) cutoff = i.createdTs - 1n;
     }
@@ -548,6 +552,14 @@ export class Database implements TransactionHost {
   }
 }
 
+/**
+ * Memory a cached document takes, estimated from its Convex size (or JSON
+ * length): parsed objects cost a few times their serialised size.
+ */
+function cachedSize(serialized: number): number {
+  return 3 * serialized + 128;
+}
+
 /** The catalog at a timestamp, read from the `_tables` and `_index` system tables. */
 async function loadCatalog(persistence: Persistence, ts: bigint): Promise<Catalog> {
   const changes: Array<{ tableNumber: number; id: string; doc: Document; ts: bigint }> = [];
@@ -560,7 +572,7 @@ async function loadCatalog(persistence: Persistence, ts: bigint): Promise<Catalo
         changes.push({ tableNumber, id: doc._id, doc, ts: r.ts });
       }
       if (rows.length < 1000) break;
-      range = { start: Buffer.concat([rows[rows.length - 1]!.id, Buffer.from([0])]), end: null };
+      range = { start: keySuccessor(rows[rows.length - 1]!.id), end: null };
     }
   }
   return Catalog.builtin().withChanges(changes);

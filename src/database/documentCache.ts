@@ -40,12 +40,21 @@ export class DocumentCache {
     }
     this.map.set(id, version);
     this.bytes += version.size;
-    if (this.bytes > this.maxBytes) {
-      for (const [k, v] of this.map) {
-        if (this.bytes <= this.maxBytes) break;
-        this.map.delete(k);
-        this.bytes -= v.size;
-      }
+    if (this.bytes > this.maxBytes) this.evict();
+  }
+
+  /**
+   * Drops least recently used entries down to 90 % of the budget. Evicting
+   * in bulk matters: a Map keeps deleted slots until it rehashes, so
+   * restarting iteration at the front for every single eviction would walk
+   * ever more of them.
+   */
+  private evict(): void {
+    const target = this.maxBytes * 0.9;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= target) break;
+      this.map.delete(k);
+      this.bytes -= v.size;
     }
   }
 

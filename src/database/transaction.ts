@@ -48,7 +48,7 @@ import { IndexScan, type ScanHost } from "./scan.js";
 /** What a transaction needs from the database that owns it. */
 export interface TransactionHost extends ScanHost {
   readonly limits: TransactionLimits;
-  /** Milliseconds (with a fraction) for `_creationTime`, strictly increasing. */
+  /** Milliseconds since the epoch (with a fraction) for `_creationTime`. */
   creationTime(): number;
 }
 
@@ -84,6 +84,13 @@ const MAX_INDEXES_PER_TABLE = 32;
 const MAX_FIELDS_PER_INDEX = 16;
 const RESERVED_INDEX_NAMES = new Set(["by_id", "by_creation_time"]);
 
+const MAX_ID_LENGTH = 37;
+
+/** The size of a document's fields plus `_id` (a string of `idLength` characters) and `_creationTime`. */
+function withSystemFieldsSize(fieldsSize: number, idLength: number): number {
+  return fieldsSize + "_id".length + 1 + (2 + idLength) + "_creationTime".length + 1 + 9;
+}
+
 export function checkTableName(name: unknown, system = false): asserts name is string {
   if (typeof name !== "string" || name.length === 0 || name.length > MAX_NAME_LENGTH) {
     throw new DatabaseError(
@@ -109,7 +116,7 @@ export class Transaction {
     documentsWritten: 0,
     bytesWritten: 0,
   };
-  /** Catalog documents written by this transaction, in order. */
+  /** How many catalog documents (`_tables`, `_index`) this transaction wrote. */
   catalogWrites = 0;
   private state: "active" | "committing" | "committed" | "aborted" = "active";
   private catalog: Catalog;
@@ -288,31 +295,33 @@ export class Transaction {
     return this.table(name) ?? this.createTable(name);
   }
 
+  /** Adds a write to the write set, after checking it keeps the transaction within its limits. */
   private record(w: PendingWrite, doc: Document | null, size: number): void {
     const existing = this.writes.get(w.id);
     const target = existing ?? w;
-    if (existing === undefined) this.writes.set(w.id, w);
     // Catalog bookkeeping (tables and indexes created on the way) does not count against user limits.
-    const counted = w.tableNumber !== TABLES_TABLE && w.tableNumber !== INDEX_TABLE;
-    if (counted) {
-      if (existing === undefined) this.counters.documentsWritten++;
-      this.counters.bytesWritten += size - target.size;
+    if (w.tableNumber !== TABLES_TABLE && w.tableNumber !== INDEX_TABLE) {
+      const limits = this.host.limits;
+      const documents = this.counters.documentsWritten + (existing === undefined ? 1 : 0);
+      const bytes = this.counters.bytesWritten + size - target.size;
+      if (documents > limits.maxDocumentsWritten) {
+        throw new TransactionLimitError(
+          `Too many documents written in a single function execution (limit: ${limits.maxDocumentsWritten}). Consider splitting the work into several mutations.`,
+          "documentsWritten",
+        );
+      }
+      if (bytes > limits.maxBytesWritten) {
+        throw new TransactionLimitError(
+          `Too many bytes written in a single function execution (limit: ${limits.maxBytesWritten} bytes). Consider splitting the work into several mutations.`,
+          "bytesWritten",
+        );
+      }
+      this.counters.documentsWritten = documents;
+      this.counters.bytesWritten = bytes;
     }
+    if (existing === undefined) this.writes.set(w.id, w);
     target.current = doc === null ? null : deepFreeze(doc);
     target.size = size;
-    const limits = this.host.limits;
-    if (this.counters.documentsWritten > limits.maxDocumentsWritten) {
-      throw new TransactionLimitError(
-        `Too many documents written in a single function execution (limit: ${limits.maxDocumentsWritten}). Consider splitting the work into several mutations.`,
-        "documentsWritten",
-      );
-    }
-    if (this.counters.bytesWritten > limits.maxBytesWritten) {
-      throw new TransactionLimitError(
-        `Too many bytes written in a single function execution (limit: ${limits.maxBytesWritten} bytes). Consider splitting the work into several mutations.`,
-        "bytesWritten",
-      );
-    }
   }
 
   private rejectSystemFields(fields: ConvexObject, op: string): void {
@@ -326,23 +335,19 @@ export class Transaction {
     this.checkWritable();
     const { value: fields, size } = checkDocumentFields(value);
     this.rejectSystemFields(fields, "insert");
+    // Check the size before the table is created on the way, with the longest possible ID.
+    checkDocumentSize(withSystemFieldsSize(size, MAX_ID_LENGTH));
     const table = this.tableForWrite(tableName, options);
-    return this.insertInto(table, fields, size);
-  }
-
-  private insertInto(table: TableInfo, fields: ConvexObject, fieldsSize: number): string {
     const id = newDocumentId(table.number);
     const doc = sortKeys({
       _id: id,
       _creationTime: this.host.creationTime(),
       ...fields,
     }) as Document;
-    const size = fieldsSize + 4 + (id.length + 2) + 14 + 9;
-    checkDocumentSize(size);
     this.record(
       { tableNumber: table.number, id, idKey: idKey(id), original: null, current: null, size: 0 },
       doc,
-      size,
+      withSystemFieldsSize(size, id.length),
     );
     return id;
   }

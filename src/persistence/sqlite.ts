@@ -9,6 +9,7 @@ import Sqlite from "better-sqlite3";
 import type {
   GarbageWork,
   IndexEntry,
+  IndexWrite,
   KeyRange,
   LogEntry,
   Order,
@@ -71,6 +72,7 @@ export class SqlitePersistence implements Persistence {
   private readonly indexScans: ScanStatements;
   private readonly writeBatch: (batch: WriteBatch) => void;
   private readonly collect: (work: GarbageWork) => void;
+  private readonly backfill: (entries: IndexWrite[]) => void;
   private closed = false;
 
   constructor(options: SqliteOptions) {
@@ -153,6 +155,14 @@ export class SqlitePersistence implements Persistence {
       insertDocuments(batch.documents, (d, out) => out.push(d.tableNumber, d.id, d.ts, d.value));
       insertIndexes(batch.indexes, (e, out) => out.push(e.indexNumber, e.key, e.ts, e.docId));
       if (batch.maxTs !== undefined) s.setMeta.run("max_ts", batch.maxTs);
+    });
+    const insertBackfill = multiRowInsert(
+      db,
+      "INSERT OR IGNORE INTO index_entries (index_id, key, ts, doc_id) VALUES",
+      4,
+    );
+    this.backfill = db.transaction((entries: IndexWrite[]) => {
+      insertBackfill(entries, (e, out) => out.push(e.indexNumber, e.key, e.ts, e.docId));
     });
     this.collect = db.transaction((work: GarbageWork) => {
       for (const d of work.documents) {
@@ -264,6 +274,11 @@ export class SqlitePersistence implements Persistence {
       ts: r[2] as bigint,
       value: r[3] as string | null,
     }));
+  }
+
+  async writeBackfill(entries: IndexWrite[]): Promise<void> {
+    this.ensureOpen();
+    this.backfill(entries);
   }
 
   async collectGarbage(work: GarbageWork): Promise<void> {

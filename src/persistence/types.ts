@@ -130,6 +130,13 @@ export interface Persistence {
    */
   collectGarbage(work: GarbageWork): Promise<void>;
 
+  /**
+   * Adds index entries for a backfill, durably. Entries that already exist
+   * (same index, key and timestamp) are left as they are, so an interrupted
+   * backfill can simply start over.
+   */
+  writeBackfill(entries: IndexWrite[]): Promise<void>;
+
   /** Deletes up to `limit` entries of a dropped index; resolves to how many were deleted. */
   dropIndexEntries(indexNumber: number, limit: number): Promise<number>;
 

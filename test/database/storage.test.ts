@@ -95,7 +95,12 @@ describe("catalog", () => {
         });
         ids.push(...value);
       }
-      await t.db.run((tx) => tx.createIndex("big", "by_n", ["n"]));
+      // The creating transaction also writes to the table: its own commit indexes those writes.
+      await t.db.run(async (tx) => {
+        await tx.createIndex("big", "by_n", ["n"]);
+        await tx.insert("big", { n: 7, j: -2 });
+        await tx.patch(ids[2]!, { n: 7 });
+      });
       const tableNumber = t.db.catalog.table("big")!.number;
       expect(t.db.catalog.index(tableNumber, "by_n")?.state).toBe("backfilling");
       const probe = t.db.begin();
@@ -113,13 +118,36 @@ describe("catalog", () => {
         all: await tx.query("big", "by_creation_time").collect(),
         sevens: await tx.query("big", "by_n", [{ type: "Eq", fieldPath: "n", value: 7 }]).collect(),
       }));
-      expect(value.viaIndex).toHaveLength(3000);
+      expect(value.viaIndex).toHaveLength(3001);
       const expected = [...value.all].sort(
         (a, b) => (a.n as number) - (b.n as number) || a._creationTime - b._creationTime,
       );
       expect(value.viaIndex.map((d) => d._id)).toEqual(expected.map((d) => d._id));
       expect(value.sevens.every((d) => d.n === 7)).toBe(true);
       expect(value.sevens).toHaveLength(value.all.filter((d) => d.n === 7).length);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("finishes a backfill interrupted by a restart", async () => {
+    const t = await openTestDb();
+    try {
+      for (let i = 0; i < 3; i++) {
+        await t.db.run(async (tx) => {
+          for (let j = 0; j < 1000; j++) await tx.insert("r", { n: (i * 1000 + j) % 13 });
+        });
+      }
+      await t.db.run((tx) => tx.createIndex("r", "by_n", ["n"]));
+      // Closing stops the backfill after at most one chunk.
+      const db = await t.reopen();
+      await db.waitForBackgroundWork();
+      const tableNumber = db.catalog.table("r")!.number;
+      expect(db.catalog.index(tableNumber, "by_n")?.state).toBe("enabled");
+      const { value } = await db.run((tx) => tx.query("r", "by_n").collect());
+      expect(value).toHaveLength(3000);
+      for (let i = 1; i < value.length; i++)
+        expect(value[i]!.n as number).toBeGreaterThanOrEqual(value[i - 1]!.n as number);
     } finally {
       await t.close();
     }
