@@ -29,6 +29,9 @@ function openRaw(path: string, indexed: boolean): Sqlite.Database {
   const db = new Sqlite(path);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
+  // The same page cache and memory map Tessera's SQLite persistence uses, so the ratio compares layers, not tuning.
+  db.pragma("cache_size = -65536");
+  db.pragma(`mmap_size = ${2 ** 31}`);
   db.exec(
     "CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY, n REAL, value TEXT) WITHOUT ROWID",
   );

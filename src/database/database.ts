@@ -10,7 +10,7 @@ import type {
   KeyRange,
   Persistence,
 } from "../persistence/index.js";
-import { type Document, keySuccessor, parseValue, stringifyValue } from "../values/index.js";
+import { type Document, keySuccessor, parseStoredValue, stringifyValue } from "../values/index.js";
 import { Catalog, INDEX_TABLE, type IndexInfo, TABLES_TABLE } from "./catalog.js";
 import { CommitLog, type WrittenKey } from "./commitLog.js";
 import { DocumentCache, deepFreeze } from "./documentCache.js";
@@ -369,10 +369,11 @@ export class Database implements TransactionHost {
     const publishedBefore = this.published;
     const stored = await this.persistence.getDocument(tableNumber, key, ts);
     if (stored === null) return null;
-    const doc = deepFreeze(parseValue(stored.value) as Document);
-    // Only the newest version may enter the cache (see DocumentCache).
+    const doc = deepFreeze(parseStoredDocument(stored));
+    // Only the newest version may enter the cache (see DocumentCache). It is
+    // valid from the read timestamp on: nothing newer is published yet.
     if (ts >= publishedBefore && this.published === publishedBefore) {
-      this.cache.set(id, { ts: stored.ts, doc, size: cachedSize(stored.value.length) });
+      this.cache.set(id, { ts, doc, size: cachedSize(stored.length) });
     }
     return doc;
   }
@@ -390,9 +391,7 @@ export class Database implements TransactionHost {
       const id = r.id.toString("latin1", 1, r.id.length - 1);
       const cached = this.cache.get(id, ts);
       const doc =
-        cached?.ts === r.ts && cached.doc
-          ? cached.doc
-          : deepFreeze(parseValue(r.value) as Document);
+        cached?.ts === r.ts && cached.doc ? cached.doc : deepFreeze(parseStoredDocument(r.value));
       return { key: r.id, doc };
     });
   }
@@ -450,7 +449,7 @@ export class Database implements TransactionHost {
       await this.persistence.writeBackfill(
         rows.map((r) => ({
           indexNumber: index.number,
-          key: indexKey(index, parseValue(r.value) as Document),
+          key: indexKey(index, parseStoredDocument(r.value)),
           ts: snapshot,
           docId: r.id,
         })),
@@ -510,8 +509,8 @@ export class Database implements TransactionHost {
           deleted: row.value === null,
         });
         const prev = await this.persistence.getDocument(row.tableNumber, row.id, row.ts - 1n);
-        const oldDoc = prev === null ? null : (parseValue(prev.value) as Document);
-        const newDoc = row.value === null ? null : (parseValue(row.value) as Document);
+        const oldDoc = prev === null ? null : parseStoredDocument(prev);
+        const newDoc = row.value === null ? null : parseStoredDocument(row.value);
         for (const index of this.headCatalog.indexes(row.tableNumber)) {
           if (index.kind === "by_id") continue;
           const oldKey = oldDoc && indexKey(index, oldDoc);
@@ -552,6 +551,10 @@ export class Database implements TransactionHost {
   }
 }
 
+function parseStoredDocument(text: string): Document {
+  return parseStoredValue(text) as Document;
+}
+
 /**
  * Memory a cached document takes, estimated from its Convex size (or JSON
  * length): parsed objects cost a few times their serialised size.
@@ -568,7 +571,7 @@ async function loadCatalog(persistence: Persistence, ts: bigint): Promise<Catalo
     for (;;) {
       const rows = await persistence.scanDocuments(tableNumber, range, ts, "asc", 1000);
       for (const r of rows) {
-        const doc = parseValue(r.value) as Document;
+        const doc = parseStoredDocument(r.value);
         changes.push({ tableNumber, id: doc._id, doc, ts: r.ts });
       }
       if (rows.length < 1000) break;

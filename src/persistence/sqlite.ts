@@ -26,7 +26,7 @@ export interface SqliteOptions {
   path: string;
   /** SQLite page cache, in KiB (default 64 MiB). */
   cacheKiB?: number;
-  /** Bytes of the file to memory-map for reads (default 256 MiB; 0 turns it off). */
+  /** Bytes of the file to memory-map for reads (default 2 GiB of address space; 0 turns it off). */
   mmapBytes?: number;
 }
 
@@ -88,7 +88,7 @@ export class SqlitePersistence implements Persistence {
       }
       db.pragma("synchronous = FULL");
       db.pragma(`cache_size = ${-(options.cacheKiB ?? 64 * 1024)}`);
-      db.pragma(`mmap_size = ${options.mmapBytes ?? 256 * 1024 * 1024}`);
+      db.pragma(`mmap_size = ${options.mmapBytes ?? 2 ** 31}`);
       db.pragma("temp_store = MEMORY");
       db.exec(SCHEMA);
       this.checkSchemaVersion();
@@ -107,9 +107,10 @@ export class SqlitePersistence implements Persistence {
       insertIndex: prep(
         "INSERT INTO index_entries (index_id, key, ts, doc_id) VALUES (?, ?, ?, ?)",
       ),
+      // Only the value: turning the version timestamp into a BigInt costs more than the lookup saves.
       getDocument: prep(
-        "SELECT ts, value FROM documents WHERE table_id = ? AND id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
-      ).raw(true),
+        "SELECT value FROM documents WHERE table_id = ? AND id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+      ).pluck(),
       readLog: prep(
         "SELECT table_id, id, ts, value FROM documents WHERE ts > ? AND ts <= ? ORDER BY ts LIMIT ?",
       ).raw(true),
@@ -216,16 +217,9 @@ export class SqlitePersistence implements Persistence {
     this.writeBatch(batch);
   }
 
-  /** Synchronous form of {@link getDocument}, for callers that know they run on SQLite. */
-  getDocumentSync(tableNumber: number, id: Buffer, ts: bigint): StoredDocument | null {
-    const row = this.stmts.getDocument.get(tableNumber, id, ts) as Row | undefined;
-    if (row === undefined || row[1] === null) return null;
-    return { id, ts: row[0] as bigint, value: row[1] as string };
-  }
-
-  async getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<StoredDocument | null> {
+  async getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<string | null> {
     this.ensureOpen();
-    return this.getDocumentSync(tableNumber, id, ts);
+    return (this.stmts.getDocument.get(tableNumber, id, ts) as string | null | undefined) ?? null;
   }
 
   async scanDocuments(

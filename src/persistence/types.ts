@@ -90,8 +90,8 @@ export interface Persistence {
    */
   write(batch: WriteBatch): Promise<void>;
 
-  /** The version of a document visible at `ts`, or null if it does not exist then. */
-  getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<StoredDocument | null>;
+  /** The JSON of the document version visible at `ts`, or null if the document does not exist then. */
+  getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<string | null>;
 
   /**
    * Up to `limit` documents of a table visible at `ts`, ordered by id, with

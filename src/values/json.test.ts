@@ -5,6 +5,7 @@ import { value } from "./arbitraries.test-util.js";
 import {
   fromJson,
   fromJsonOrUndefined,
+  parseStoredValue,
   parseValue,
   stringifyValue,
   toJson,
@@ -49,6 +50,7 @@ describe("JSON wire form", () => {
         expect(valuesEqual(fromJson(convexToJson(v as never)), v)).toBe(true);
         expect(valuesEqual(jsonToConvex(toJson(v)) as never, v)).toBe(true);
         expect(valuesEqual(parseValue(stringifyValue(v)), v)).toBe(true);
+        expect(valuesEqual(parseStoredValue(stringifyValue(v)), v)).toBe(true);
       }),
       runs,
     );

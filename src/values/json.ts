@@ -248,3 +248,28 @@ export function stringifyValue(value: Value): string {
 export function parseValue(text: string): Value {
   return fromJson(JSON.parse(text));
 }
+
+/**
+ * Parses wire-form text that Tessera itself wrote (stored documents): no
+ * validation, and when the text cannot contain a `{"$…": …}` special form
+ * (no `"$` anywhere in it) no second pass at all.
+ */
+export function parseStoredValue(text: string): Value {
+  const json = JSON.parse(text) as JsonValue;
+  return text.includes('"$') ? decodeSpecials(json) : (json as Value);
+}
+
+function decodeSpecials(json: JsonValue): Value {
+  if (typeof json !== "object" || json === null) return json;
+  if (Array.isArray(json)) {
+    for (let i = 0; i < json.length; i++) json[i] = decodeSpecials(json[i]!) as JsonValue;
+    return json as Value;
+  }
+  const keys = Object.keys(json);
+  if (keys.length === 1 && keys[0]!.startsWith("$")) {
+    const special = fromSpecial(keys[0]!, json[keys[0]!]);
+    if (special !== NOT_SPECIAL) return special;
+  }
+  for (const k of keys) json[k] = decodeSpecials(json[k]!) as JsonValue;
+  return json as Value;
+}

@@ -37,8 +37,8 @@ describe("SQLite persistence", () => {
         maxTs: 30n,
       });
       expect(await p.getDocument(1, b(7), 9n)).toBeNull();
-      expect((await p.getDocument(1, b(7), 10n))?.value).toBe("1");
-      expect((await p.getDocument(1, b(7), 25n))?.value).toBe("2");
+      expect(await p.getDocument(1, b(7), 10n)).toBe("1");
+      expect(await p.getDocument(1, b(7), 25n)).toBe("2");
       expect(await p.getDocument(1, b(7), 30n)).toBeNull();
       expect(await p.getDocument(2, b(7), 25n)).toBeNull();
       expect((await p.load()).maxTs).toBe(30n);
