@@ -42,17 +42,26 @@ export function base32Encode(bytes: Uint8Array): string {
 }
 
 /** Decodes canonical base32 (no trailing character beyond the last byte, zero padding bits). */
+/** Decodes canonical base32 (no trailing character beyond the last byte, zero padding bits). */
 export function base32Decode(text: string): Uint8Array | null {
+  const out = new Uint8Array(Math.floor((text.length * 5) / 8));
+  return base32DecodeInto(text, out) < 0 ? null : out;
+}
+
+/**
+ * Decodes into `out` (at least ⌊5·length/8⌋ bytes); returns the byte count,
+ * or -1 if the text is not canonical base32.
+ */
+function base32DecodeInto(text: string, out: Uint8Array): number {
   const byteLength = Math.floor((text.length * 5) / 8);
-  if (text.length * 5 - byteLength * 8 >= 5) return null;
-  const out = new Uint8Array(byteLength);
+  if (text.length * 5 - byteLength * 8 >= 5) return -1;
   let acc = 0;
   let bits = 0;
   let j = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     const d = c < 128 ? DECODE[c]! : -1;
-    if (d < 0) return null;
+    if (d < 0) return -1;
     acc = ((acc << 5) | d) & 0xfff;
     bits += 5;
     if (bits >= 8) {
@@ -60,8 +69,8 @@ export function base32Decode(text: string): Uint8Array | null {
       out[j++] = (acc >> bits) & 0xff;
     }
   }
-  if ((acc & ((1 << bits) - 1)) !== 0) return null;
-  return out;
+  if ((acc & ((1 << bits) - 1)) !== 0) return -1;
+  return byteLength;
 }
 
 // CRC-12 (generator 0x80F): detects every burst of up to 12 flipped bits,
@@ -134,11 +143,16 @@ function invalid(id: string, reason: string): never {
 }
 
 /** Decodes an ID, throwing a `ValueError` for anything we did not generate. */
+// Decoding runs on every document read; one scratch buffer avoids an allocation each time.
+const scratch = new Uint8Array(24);
+
+/** Decodes an ID, throwing a `ValueError` for anything we did not generate. */
 export function decodeDocumentId(id: string): DecodedId {
   if (typeof id !== "string") invalid(String(id), "an ID must be a string");
   if (id.length < 31 || id.length > 37) invalid(id, `wrong length ${id.length}`);
-  const bytes = base32Decode(id);
-  if (bytes === null) invalid(id, "not canonical base32");
+  const bytes = scratch;
+  const length = base32DecodeInto(id, bytes);
+  if (length < 0) invalid(id, "not canonical base32");
   let tableNumber = 0;
   let scale = 1;
   let pos = 0;
@@ -153,13 +167,12 @@ export function decodeDocumentId(id: string): DecodedId {
     }
   }
   if (tableNumber < 1 || tableNumber > MAX_TABLE_NUMBER) invalid(id, "table number out of range");
-  if (bytes.length !== pos + TIME_BYTES + RANDOM_BYTES + FOOTER_BYTES) invalid(id, "wrong length");
-  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const createdMs = view.readUIntBE(pos, TIME_BYTES);
-  const footer = view.readUInt16BE(bytes.length - FOOTER_BYTES);
+  if (length !== pos + TIME_BYTES + RANDOM_BYTES + FOOTER_BYTES) invalid(id, "wrong length");
+  let createdMs = 0;
+  for (let i = pos; i < pos + TIME_BYTES; i++) createdMs = createdMs * 256 + bytes[i]!;
+  const footer = (bytes[length - 2]! << 8) | bytes[length - 1]!;
   if (footer >> 12 !== VERSION) invalid(id, `unknown ID version ${footer >> 12}`);
-  if ((footer & 0xfff) !== checksum(bytes, bytes.length - FOOTER_BYTES))
-    invalid(id, "checksum mismatch");
+  if ((footer & 0xfff) !== checksum(bytes, length - FOOTER_BYTES)) invalid(id, "checksum mismatch");
   return { tableNumber, createdMs };
 }
 

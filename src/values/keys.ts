@@ -60,10 +60,25 @@ class KeyWriter {
     this.buf[this.pos++] = END;
   }
   string(s: string): void {
-    // Fast path: no NUL characters, so UTF-8 can be written in place.
+    const n = s.length;
+    this.ensure(n * 3 + 1);
+    // Short ASCII strings (IDs, names, most field values) are copied char by
+    // char: cheaper than a native UTF-8 write for a few dozen bytes.
+    if (n <= 64) {
+      const start = this.pos;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c === 0 || c >= 0x80) break;
+        this.buf[start + i] = c;
+      }
+      if (i === n) {
+        this.pos = start + n;
+        this.buf[this.pos++] = END;
+        return;
+      }
+    }
     if (s.indexOf("\0") === -1) {
-      const max = s.length * 3 + 1;
-      this.ensure(max);
       this.pos += this.buf.write(s, this.pos, "utf8");
       this.buf[this.pos++] = END;
     } else {
@@ -118,7 +133,9 @@ class KeyWriter {
     throw new TypeError(`not a Convex value: ${typeof v}`);
   }
   finish(): Buffer {
-    return Buffer.from(this.buf.subarray(0, this.pos));
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
+    return out;
   }
 }
 
