@@ -369,11 +369,12 @@ export class Database implements TransactionHost {
     const publishedBefore = this.published;
     const stored = await this.persistence.getDocument(tableNumber, key, ts);
     if (stored === null) return null;
-    const doc = deepFreeze(parseStoredDocument(stored));
+    const doc = parseStoredDocument(stored);
     // Only the newest version may enter the cache (see DocumentCache). It is
-    // valid from the read timestamp on: nothing newer is published yet.
-    if (ts >= publishedBefore && this.published === publishedBefore) {
-      this.cache.set(id, { ts, doc, size: cachedSize(stored.length) });
+    // valid from the read timestamp on: nothing newer is published yet. Only
+    // shared documents need freezing; others belong to this caller alone.
+    if (ts >= publishedBefore && this.published === publishedBefore && this.cache.admit(id)) {
+      this.cache.set(id, { ts, doc: deepFreeze(doc), size: cachedSize(stored.length) });
     }
     return doc;
   }
@@ -390,8 +391,7 @@ export class Database implements TransactionHost {
     return rows.map((r) => {
       const id = r.id.toString("latin1", 1, r.id.length - 1);
       const cached = this.cache.get(id, ts);
-      const doc =
-        cached?.ts === r.ts && cached.doc ? cached.doc : deepFreeze(parseStoredDocument(r.value));
+      const doc = cached?.doc ?? parseStoredDocument(r.value);
       return { key: r.id, doc };
     });
   }

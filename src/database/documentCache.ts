@@ -17,8 +17,29 @@ export interface CachedVersion {
 export class DocumentCache {
   private readonly map = new Map<string, CachedVersion>();
   private bytes = 0;
+  /** IDs that missed recently: a document read from storage is only admitted on its second miss. */
+  private recentMisses = new Set<string>();
+  private readonly missWindow: number;
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(private readonly maxBytes: number) {
+    this.missWindow = Math.max(1024, Math.floor(maxBytes / 4096));
+  }
+
+  /**
+   * Whether a document just read from storage should enter the cache.
+   * Admitting every read would, for random reads over a table much larger
+   * than the cache, turn the cache over constantly: each read would allocate
+   * a long-lived entry only to evict it later, which costs the garbage
+   * collector more than the rare hit saves. A document read twice within the
+   * recent-miss window is admitted.
+   */
+  admit(id: string): boolean {
+    if (this.maxBytes <= 0) return false;
+    if (this.recentMisses.delete(id)) return true;
+    if (this.recentMisses.size >= this.missWindow) this.recentMisses = new Set();
+    this.recentMisses.add(id);
+    return false;
+  }
 
   /** The cached version of `id` if it is valid at `readTs`. */
   get(id: string, readTs: bigint): CachedVersion | undefined {
@@ -60,6 +81,7 @@ export class DocumentCache {
 
   clear(): void {
     this.map.clear();
+    this.recentMisses.clear();
     this.bytes = 0;
   }
 
