@@ -29,6 +29,8 @@ export interface IndexInfo {
   state: IndexState;
   /** Timestamp of the commit that created the index (0 for built-in ones). */
   createdTs: bigint;
+  /** Timestamp of the commit that dropped it, for dropped indexes. */
+  droppedTs?: bigint;
   docId?: string;
 }
 
@@ -175,15 +177,19 @@ function tableFromDocument(doc: Document): TableInfo {
 }
 
 function indexFromDocument(doc: Document, ts: bigint, previous: IndexInfo | undefined): IndexInfo {
+  const state = doc.state as IndexState;
   return {
     number: doc.number as number,
     tableNumber: doc.table as number,
     name: doc.name as string,
     kind: doc.kind as IndexKind,
     fields: doc.fields as string[],
-    state: doc.state as IndexState,
-    // The creation timestamp is that of the first version of the document.
+    state,
+    // The creation timestamp is that of the first version of the document; the
+    // drop timestamp that of the version that first says "dropped" (a dropped
+    // index's document never changes again, so on reload it is the version's).
     createdTs: previous?.createdTs ?? ts,
+    droppedTs: state === "dropped" ? (previous?.droppedTs ?? ts) : undefined,
     docId: doc._id,
   };
 }

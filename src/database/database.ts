@@ -8,6 +8,7 @@ import type {
   GarbageWork,
   IndexWrite,
   KeyRange,
+  LogEntry,
   Persistence,
 } from "../persistence/index.js";
 import { type Document, keySuccessor, parseStoredValue, stringifyValue } from "../values/index.js";
@@ -73,6 +74,8 @@ export class Database implements TransactionHost {
   private closed = false;
 
   private readonly backgroundJobs = new Map<number, Promise<void>>();
+  /** Indexes whose background work is finished (or failed) for the life of this process. */
+  private readonly settledIndexes = new Set<number>();
   private gcTimer: NodeJS.Timeout | null = null;
   private gcRunning: Promise<void> | null = null;
 
@@ -202,7 +205,7 @@ export class Database implements TransactionHost {
     // setImmediate lets every commit issued in this turn of the event loop join the batch.
     setImmediate(() => {
       this.flushScheduled = false;
-      void this.flush();
+      this.flush().catch((e) => this.fail(e));
     });
   }
 
@@ -247,55 +250,20 @@ export class Database implements TransactionHost {
         continue;
       }
       const ts = this.oracle.next();
-      const keys: WrittenKey[] = [];
-      // Catalog changes apply first: this commit's own writes (and later commits in the batch)
-      // maintain the indexes it creates.
-      const catalogChanges: Array<{
-        tableNumber: number;
-        id: string;
-        doc: Document | null;
-        ts: bigint;
-      }> = [];
-      if (tx.catalogWrites > 0) {
-        for (const w of tx.writes.values()) {
-          if (w.tableNumber === TABLES_TABLE || w.tableNumber === INDEX_TABLE) {
-            catalogChanges.push({ tableNumber: w.tableNumber, id: w.id, doc: w.current, ts });
-          }
-        }
-        head = head.withChanges(catalogChanges);
+      let prepared: PreparedWrites;
+      try {
+        prepared = prepareWrites(tx, head, ts);
+      } catch (e) {
+        // A commit that cannot be turned into writes fails alone; the batch goes on.
+        tx.markState("aborted");
+        item.reject(e);
+        continue;
       }
-      for (const w of tx.writes.values()) {
-        if (w.original === null && w.current === null) continue;
-        documents.push({
-          tableNumber: w.tableNumber,
-          id: w.idKey,
-          ts,
-          value: w.current === null ? null : stringifyValue(w.current),
-        });
-        cacheUpdates.push({ id: w.id, ts, doc: w.current, size: w.size });
-        for (const index of head.indexes(w.tableNumber)) {
-          if (index.kind === "by_id") {
-            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: w.idKey });
-            continue;
-          }
-          const oldKey = w.original === null ? null : indexKey(index, w.original);
-          const newKey = w.current === null ? null : indexKey(index, w.current);
-          if (oldKey !== null && newKey !== null && oldKey.equals(newKey)) {
-            // The entry stays; readers of it still see new content, so it is a written key.
-            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: newKey });
-            continue;
-          }
-          if (oldKey !== null) {
-            indexes.push({ indexNumber: index.number, key: oldKey, ts, docId: null });
-            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: oldKey });
-          }
-          if (newKey !== null) {
-            indexes.push({ indexNumber: index.number, key: newKey, ts, docId: w.idKey });
-            keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key: newKey });
-          }
-        }
-      }
-      this.commitLog.append({ ts, keys });
+      head = prepared.catalog;
+      documents.push(...prepared.documents);
+      indexes.push(...prepared.indexes);
+      cacheUpdates.push(...prepared.cacheUpdates);
+      this.commitLog.append({ ts, keys: prepared.keys });
       accepted.push({ ...item, ts });
     }
     if (accepted.length === 0) return this.afterFlush();
@@ -307,15 +275,11 @@ export class Database implements TransactionHost {
       await this.persistence.write({ documents, indexes, maxTs });
     } catch (e) {
       // The outcome on disk is unknown, so nothing more can be acknowledged: fail loudly.
-      this.failure = e instanceof Error ? e : new Error(String(e));
-      this.writing = false;
       for (const c of accepted) {
         c.tx.markState("aborted");
-        c.reject(new DatabaseError(`Commit failed: storage write error: ${this.failure.message}`));
+        c.reject(new DatabaseError(`Commit failed: storage write error: ${errorMessage(e)}`));
       }
-      for (const q of this.queue.splice(0))
-        q.reject(new DatabaseError(`Commit failed: ${this.failure.message}`));
-      return this.afterFlush();
+      return this.fail(e);
     }
     for (const u of cacheUpdates) {
       this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
@@ -329,6 +293,17 @@ export class Database implements TransactionHost {
       c.resolve(c.ts);
     }
     if (catalogChanged) this.startBackgroundWork();
+    this.afterFlush();
+  }
+
+  /** Puts the database in the failed state and rejects everything waiting to commit. */
+  private fail(e: unknown): void {
+    this.failure ??= e instanceof Error ? e : new Error(String(e));
+    this.writing = false;
+    for (const q of this.queue.splice(0)) {
+      q.tx.markState("aborted");
+      q.reject(new DatabaseError(`Commit failed: ${this.failure.message}`));
+    }
     this.afterFlush();
   }
 
@@ -409,18 +384,35 @@ export class Database implements TransactionHost {
 
   // ---- background work: index backfill and cleanup -------------------------
 
-  /** Starts backfills of new indexes and cleanup of dropped ones that are not running yet. */
+  /**
+   * Starts the index work that is due and not running: backfills of new
+   * indexes, and cleanup of dropped ones once no reader can see them any
+   * more (the retention horizon has passed the drop, so older snapshots are
+   * refused rather than shown an emptied index). A finished job looks again,
+   * since one job can make another due; a failed one is not retried until
+   * the database is reopened.
+   */
   private startBackgroundWork(): void {
+    if (this.closed) return;
     for (const index of this.publishedCatalog.indexesByNumber.values()) {
-      if (index.state === "enabled" || this.backgroundJobs.has(index.number)) continue;
-      const job = (
-        index.state === "backfilling" ? this.backfill(index) : this.cleanUpDropped(index)
-      )
+      if (this.backgroundJobs.has(index.number) || this.settledIndexes.has(index.number)) continue;
+      let work: (() => Promise<void>) | null = null;
+      if (index.state === "backfilling") work = () => this.backfill(index);
+      else if (index.state === "dropped" && this.retainedFrom >= index.droppedTs!) {
+        work = () => this.cleanUpDropped(index);
+      }
+      if (work === null) continue;
+      const job = work()
+        .then(() => {
+          this.backgroundJobs.delete(index.number);
+          this.startBackgroundWork();
+        })
         .catch((e) => {
+          this.backgroundJobs.delete(index.number);
+          this.settledIndexes.add(index.number);
           if (!this.closed)
             console.error(`tessera: background work on index ${index.name} failed:`, e);
-        })
-        .finally(() => this.backgroundJobs.delete(index.number));
+        });
       this.backgroundJobs.set(index.number, job);
     }
   }
@@ -438,7 +430,12 @@ export class Database implements TransactionHost {
     const snapshot = index.createdTs - 1n;
     let range: KeyRange = { start: Buffer.alloc(0), end: null };
     for (;;) {
-      if (this.closed) return;
+      if (
+        this.closed ||
+        this.publishedCatalog.indexesByNumber.get(index.number)?.state !== "backfilling"
+      ) {
+        return;
+      }
       const rows = await this.persistence.scanDocuments(
         index.tableNumber,
         range,
@@ -465,7 +462,11 @@ export class Database implements TransactionHost {
   }
 
   private async cleanUpDropped(index: IndexInfo): Promise<void> {
-    while (!this.closed && (await this.persistence.dropIndexEntries(index.number, 1000)) > 0) {
+    while (!this.closed) {
+      if ((await this.persistence.dropIndexEntries(index.number, 1000)) === 0) {
+        this.settledIndexes.add(index.number);
+        return;
+      }
       await new Promise((r) => setImmediate(r));
     }
   }
@@ -498,43 +499,50 @@ export class Database implements TransactionHost {
     while (!this.closed && !this.failure && this.retainedFrom < cutoff) {
       const rows = await this.persistence.readLog(this.retainedFrom, cutoff, GC_CHUNK_ROWS);
       const through = rows.length < GC_CHUNK_ROWS ? cutoff : rows[rows.length - 1]!.ts;
+      const work = await this.garbageIn(rows, through);
       // Refuse reads below the new horizon before anything is deleted.
       this.retainedFrom = through;
-      const work: GarbageWork = { documents: [], indexKeys: [], retainedFromTs: through };
-      for (const row of rows) {
-        work.documents.push({
-          tableNumber: row.tableNumber,
-          id: row.id,
-          ts: row.ts,
-          deleted: row.value === null,
-        });
-        const prev = await this.persistence.getDocument(row.tableNumber, row.id, row.ts - 1n);
-        const oldDoc = prev === null ? null : parseStoredDocument(prev);
-        const newDoc = row.value === null ? null : parseStoredDocument(row.value);
-        for (const index of this.headCatalog.indexes(row.tableNumber)) {
-          if (index.kind === "by_id") continue;
-          const oldKey = oldDoc && indexKey(index, oldDoc);
-          const newKey = newDoc && indexKey(index, newDoc);
-          if (oldKey && newKey && oldKey.equals(newKey)) continue;
-          if (oldKey)
-            work.indexKeys.push({
-              indexNumber: index.number,
-              key: oldKey,
-              ts: row.ts,
-              removed: true,
-            });
-          if (newKey)
-            work.indexKeys.push({
-              indexNumber: index.number,
-              key: newKey,
-              ts: row.ts,
-              removed: false,
-            });
-        }
-      }
       await this.persistence.collectGarbage(work);
+      this.startBackgroundWork();
       await new Promise((r) => setImmediate(r));
     }
+  }
+
+  /** What collecting the given log rows deletes: superseded versions and index entries. */
+  private async garbageIn(rows: LogEntry[], through: bigint): Promise<GarbageWork> {
+    const work: GarbageWork = { documents: [], indexKeys: [], retainedFromTs: through };
+    for (const row of rows) {
+      work.documents.push({
+        tableNumber: row.tableNumber,
+        id: row.id,
+        ts: row.ts,
+        deleted: row.value === null,
+      });
+      const prev = await this.persistence.getDocument(row.tableNumber, row.id, row.ts - 1n);
+      const oldDoc = prev === null ? null : parseStoredDocument(prev);
+      const newDoc = row.value === null ? null : parseStoredDocument(row.value);
+      for (const index of this.headCatalog.indexes(row.tableNumber)) {
+        if (index.kind === "by_id") continue;
+        const oldKey = oldDoc && indexKey(index, oldDoc);
+        const newKey = newDoc && indexKey(index, newDoc);
+        if (oldKey && newKey && oldKey.equals(newKey)) continue;
+        if (oldKey)
+          work.indexKeys.push({
+            indexNumber: index.number,
+            key: oldKey,
+            ts: row.ts,
+            removed: true,
+          });
+        if (newKey)
+          work.indexKeys.push({
+            indexNumber: index.number,
+            key: newKey,
+            ts: row.ts,
+            removed: false,
+          });
+      }
+    }
+    return work;
   }
 
   // ---- shutdown ------------------------------------------------------------
@@ -553,6 +561,73 @@ export class Database implements TransactionHost {
 
 function parseStoredDocument(text: string): Document {
   return parseStoredValue(text) as Document;
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+interface PreparedWrites {
+  /** The catalog after this commit (the input one if it changed no table or index). */
+  catalog: Catalog;
+  documents: DocumentWrite[];
+  indexes: IndexWrite[];
+  keys: WrittenKey[];
+  cacheUpdates: Array<{ id: string; ts: bigint; doc: Document | null; size: number }>;
+}
+
+/**
+ * Turns a validated transaction into the rows its commit at `ts` appends:
+ * document versions, index entries for every key that appeared or
+ * disappeared, and the written keys for the commit log. Catalog changes apply
+ * first, so the commit's own writes maintain the indexes it creates.
+ */
+function prepareWrites(tx: Transaction, catalog: Catalog, ts: bigint): PreparedWrites {
+  const out: PreparedWrites = { catalog, documents: [], indexes: [], keys: [], cacheUpdates: [] };
+  if (tx.catalogWrites > 0) {
+    const changes: Array<{ tableNumber: number; id: string; doc: Document | null; ts: bigint }> =
+      [];
+    for (const w of tx.writes.values()) {
+      if (w.tableNumber === TABLES_TABLE || w.tableNumber === INDEX_TABLE) {
+        changes.push({ tableNumber: w.tableNumber, id: w.id, doc: w.current, ts });
+      }
+    }
+    out.catalog = catalog.withChanges(changes);
+  }
+  for (const w of tx.writes.values()) {
+    if (w.original === null && w.current === null) continue;
+    out.documents.push({
+      tableNumber: w.tableNumber,
+      id: w.idKey,
+      ts,
+      value: w.current === null ? null : stringifyValue(w.current),
+    });
+    out.cacheUpdates.push({ id: w.id, ts, doc: w.current, size: w.size });
+    for (const index of out.catalog.indexes(w.tableNumber)) {
+      const written = (key: Buffer) =>
+        out.keys.push({ indexNumber: index.number, tableNumber: w.tableNumber, key });
+      if (index.kind === "by_id") {
+        written(w.idKey);
+        continue;
+      }
+      const oldKey = w.original === null ? null : indexKey(index, w.original);
+      const newKey = w.current === null ? null : indexKey(index, w.current);
+      if (oldKey !== null && newKey !== null && oldKey.equals(newKey)) {
+        // The entry stays; readers of it still see new content, so it is a written key.
+        written(newKey);
+        continue;
+      }
+      if (oldKey !== null) {
+        out.indexes.push({ indexNumber: index.number, key: oldKey, ts, docId: null });
+        written(oldKey);
+      }
+      if (newKey !== null) {
+        out.indexes.push({ indexNumber: index.number, key: newKey, ts, docId: w.idKey });
+        written(newKey);
+      }
+    }
+  }
+  return out;
 }
 
 /**

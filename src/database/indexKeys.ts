@@ -14,17 +14,18 @@ import {
   type Document,
   encodeKey,
   isPlainObject,
-  prefixSuccessor,
+  tuplePrefixEnd,
   type Value,
 } from "../values/index.js";
 import type { IndexInfo } from "./catalog.js";
 import { DatabaseError } from "./errors.js";
 
+/** The value at a dotted field path; only own fields count (`constructor` is not a field of `{}`). */
 export function getFieldPath(doc: Document, path: string): Value | undefined {
-  if (path.indexOf(".") === -1) return doc[path];
+  if (path.indexOf(".") === -1) return Object.hasOwn(doc, path) ? doc[path] : undefined;
   let v: unknown = doc;
   for (const part of path.split(".")) {
-    if (!isPlainObject(v)) return undefined;
+    if (!isPlainObject(v) || !Object.hasOwn(v, part)) return undefined;
     v = v[part];
   }
   return v as Value | undefined;
@@ -124,14 +125,14 @@ export function keyRangeOf(
   }
   const prefixKey = encodeKey(prefix);
   let start: Buffer = prefixKey;
-  let end: Buffer | null = prefixSuccessor(prefixKey);
+  let end: Buffer | null = tuplePrefixEnd(prefixKey);
   if (lower) {
     const k = encodeKey([...prefix, lower.value]);
-    start = lower.type === "Gte" ? k : (prefixSuccessor(k) ?? k);
+    start = lower.type === "Gte" ? k : tuplePrefixEnd(k)!;
   }
   if (upper) {
     const k = encodeKey([...prefix, upper.value]);
-    end = upper.type === "Lt" ? k : prefixSuccessor(k);
+    end = upper.type === "Lt" ? k : tuplePrefixEnd(k);
   }
   // An empty range (lower bound above upper bound) is legal and matches nothing.
   if (end !== null && compareKeys(start, end) > 0) end = start;

@@ -17,9 +17,9 @@ import {
   isPlainObject,
   LIMITS,
   newDocumentId,
-  prefixSuccessor,
   rethrowWithin,
   sortKeys,
+  tuplePrefixEnd,
   ValueError,
   valueSize,
 } from "../values/index.js";
@@ -158,7 +158,7 @@ export class Transaction {
   /** Looks a table up by name; the lookup (hit or miss) joins the read set. */
   table(name: string): TableInfo | undefined {
     const key = encodeKey([name]);
-    this.readSet.addRange(TABLES_BY_NAME, key, prefixSuccessor(key));
+    this.readSet.addRange(TABLES_BY_NAME, key, tuplePrefixEnd(key));
     return this.catalog.table(name);
   }
 
@@ -166,7 +166,7 @@ export class Transaction {
     const t = this.catalog.tableByNumber(number);
     if (t === undefined) {
       const key = encodeKey([number]);
-      this.readSet.addRange(TABLES_BY_NUMBER, key, prefixSuccessor(key));
+      this.readSet.addRange(TABLES_BY_NUMBER, key, tuplePrefixEnd(key));
     }
     return t;
   }
@@ -174,7 +174,7 @@ export class Transaction {
   /** Looks an index up by table and name; the lookup joins the read set. */
   index(table: TableInfo, name: string): IndexInfo | undefined {
     const key = encodeKey([table.number, name]);
-    this.readSet.addRange(INDEX_BY_TABLE, key, prefixSuccessor(key));
+    this.readSet.addRange(INDEX_BY_TABLE, key, tuplePrefixEnd(key));
     return this.catalog.index(table.number, name);
   }
 
@@ -415,8 +415,9 @@ export class Transaction {
       if (v === undefined) delete next[k];
       else next[k] = checkValue(v, p).value;
     }
-    if (Object.keys(next).length > LIMITS.maxObjectFields) {
-      throw new ValueError(`A document can have at most ${LIMITS.maxObjectFields} fields`);
+    // The same count as on insert: user fields only.
+    if (Object.keys(next).length - 2 > LIMITS.maxObjectFields) {
+      throw new ValueError(`Object has more than ${LIMITS.maxObjectFields} fields`);
     }
     const size = valueSize(next as Document);
     checkDocumentSize(size);
@@ -467,7 +468,7 @@ export class Transaction {
 
   /** The next free number, with a read of "nothing above the current maximum" so concurrent allocations conflict. */
   private allocate(indexNumber: number, currentMax: number): number {
-    this.readSet.addRange(indexNumber, prefixSuccessor(encodeKey([currentMax]))!, null);
+    this.readSet.addRange(indexNumber, tuplePrefixEnd(encodeKey([currentMax]))!, null);
     return currentMax + 1;
   }
 

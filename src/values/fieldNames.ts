@@ -28,6 +28,10 @@ export function checkNestedFieldName(name: string): void {
       `Field name ${JSON.stringify(name.slice(0, 64))}... exceeds maximum field name length ${MAX_NESTED_FIELD_NAME_LENGTH}`,
     );
   }
+  if (name === "__proto__") {
+    // Assigning it would set an object's prototype instead of creating a field.
+    throw new ValueError(`Field name "__proto__" is not allowed`);
+  }
   if (name.startsWith("$")) {
     throw new ValueError(`Field name ${JSON.stringify(name)} starts with a '$', which is reserved`);
   }

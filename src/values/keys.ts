@@ -254,15 +254,19 @@ export function compareKeys(a: Uint8Array, b: Uint8Array): number {
 }
 
 /**
- * The smallest key greater than every key that starts with `prefix`, or
- * `null` when no such key exists (the prefix is empty or all 0xFF).
+ * The exclusive end of the range of keys whose leading values are exactly
+ * the tuple encoded in `prefix`: `prefix ++ FF`, or `null` (unbounded) for
+ * the empty tuple. A following value starts with a tag byte below `FF`, so
+ * every key extending the tuple sorts below it; a string or bytes value that
+ * merely extends the last one with NULs continues `00 FF …` and sorts at or
+ * above it. (Incrementing the last byte instead would be wrong: `"a"` ends
+ * `… 00`, and `"a\0b"` starts with those same bytes.)
  */
-export function prefixSuccessor(prefix: Uint8Array): Buffer | null {
-  let end = prefix.length;
-  while (end > 0 && prefix[end - 1] === 0xff) end--;
-  if (end === 0) return null;
-  const out = Buffer.from(prefix.subarray(0, end));
-  out[end - 1] = out[end - 1]! + 1;
+export function tuplePrefixEnd(prefix: Uint8Array): Buffer | null {
+  if (prefix.length === 0) return null;
+  const out = Buffer.allocUnsafe(prefix.length + 1);
+  out.set(prefix);
+  out[prefix.length] = ESCAPE;
   return out;
 }
 

@@ -3,7 +3,7 @@
  * limits, producing a private copy the caller can no longer mutate.
  */
 import { fieldSegment, rethrowWithin, ValueError } from "./errors.js";
-import { checkNestedFieldName, checkTopLevelFieldName } from "./fieldNames.js";
+import { checkNestedFieldName, checkTopLevelFieldName, SYSTEM_FIELDS } from "./fieldNames.js";
 import {
   type ConvexObject,
   describeType,
@@ -144,7 +144,8 @@ function checkObject(
     } catch (e) {
       rethrowWithin(e, fieldSegment(key));
     }
-    if (++fields > LIMITS.maxObjectFields) {
+    // System fields (`_id`, `_creationTime`) do not count against a document's field limit.
+    if (!(topLevel && SYSTEM_FIELDS.has(key)) && ++fields > LIMITS.maxObjectFields) {
       throw new ValueError(`Object has more than ${LIMITS.maxObjectFields} fields`);
     }
     out[key] = c.value;

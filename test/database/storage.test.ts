@@ -153,7 +153,7 @@ describe("catalog", () => {
     }
   });
 
-  it("drops an index: its entries are deleted and its number is never reused", async () => {
+  it("drops an index: it is gone at once, its number is never reused", async () => {
     const t = await openTestDb();
     try {
       await t.db.run(async (tx) => {
@@ -163,13 +163,6 @@ describe("catalog", () => {
       const tableNumber = t.db.catalog.table("d")!.number;
       const dropped = t.db.catalog.index(tableNumber, "by_v")!.number;
       await t.db.run((tx) => tx.dropIndex("d", "by_v"));
-      await t.db.waitForBackgroundWork();
-      const raw = new Sqlite(`${t.dir}/db.sqlite`, { readonly: true });
-      const left = raw
-        .prepare("SELECT count(*) AS n FROM index_entries WHERE index_id = ?")
-        .get(dropped) as { n: number };
-      raw.close();
-      expect(left.n).toBe(0);
       expect(() => t.db.begin().query("d", "by_v")).toThrow(/not found/);
       const db = await t.reopen();
       expect(db.catalog.index(tableNumber, "by_v")).toBeUndefined();
@@ -269,6 +262,24 @@ describe("limits", () => {
         .catch((e) => e);
       expect(err).toBeInstanceOf(TransactionLimitError);
       expect(err.limit).toBe("bytesWritten");
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("counts the 1024 fields of a document the same way on insert and patch", async () => {
+    const t = await openTestDb();
+    try {
+      const fields: Record<string, number> = {};
+      for (let i = 0; i < 1024; i++) fields[`f${i}`] = i;
+      const { value: id } = await t.db.run((tx) => tx.insert("wide", fields));
+      await expect(t.db.run((tx) => tx.patch(id, { f0: 42 }))).resolves.toBeDefined();
+      await expect(t.db.run((tx) => tx.patch(id, { f1024: 1 }))).rejects.toThrow(
+        /more than 1024 fields/,
+      );
+      await expect(t.db.run((tx) => tx.insert("wide", { ...fields, f1024: 1 }))).rejects.toThrow(
+        /more than 1024 fields/,
+      );
     } finally {
       await t.close();
     }
