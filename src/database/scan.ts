@@ -75,6 +75,9 @@ export class IndexScan {
   /** The part of the range not yet recorded in the read set. */
   private unobserved: KeyRange;
   private finished = false;
+  private lastReturned: Buffer | null = null;
+  /** Expected number of documents the caller will take; sizes storage pages (reads are recorded as consumed). */
+  prefetch = 0;
 
   /** A scan over nothing (a table that does not exist). */
   static empty(): IndexScan {
@@ -105,13 +108,18 @@ export class IndexScan {
     this.overlay.sort((a, b) => cmp(a.key, b.key));
   }
 
+  /** The index key of the last document returned (where a page that stops here would continue). */
+  get lastKey(): Buffer | null {
+    return this.lastReturned;
+  }
+
   /** True once every document in the range has been returned. */
   get done(): boolean {
     return this.finished;
   }
 
   private async fetchPage(wanted: number): Promise<void> {
-    const limit = Math.min(MAX_PAGE, Math.max(MIN_PAGE, wanted));
+    const limit = Math.min(MAX_PAGE, Math.max(MIN_PAGE, wanted, this.prefetch));
     const ts = this.tx.beginTs;
     let page: Candidate[];
     if (this.index.kind === "by_id") {
@@ -213,6 +221,7 @@ export class IndexScan {
         this.tx.countDocumentRead(doc, size);
         out.push(doc);
         lastKey = pick.key;
+        this.lastReturned = pick.key;
       }
     } finally {
       this.observe(lastKey);

@@ -4,17 +4,20 @@
  * Reads see the transaction's own writes. Nothing is visible to others until
  * `Database.commit` validates and persists it.
  */
+import type { KeyRange } from "../persistence/index.js";
 import {
   type ConvexObject,
   checkDocumentFields,
   checkDocumentSize,
   checkTopLevelFieldName,
   checkValue,
+  compareKeys,
   type Document,
   decodeDocumentId,
   encodeKey,
   fieldPath,
   isPlainObject,
+  keySuccessor,
   LIMITS,
   newDocumentId,
   rethrowWithin,
@@ -106,6 +109,31 @@ export function checkTableName(name: unknown, system = false): asserts name is s
   }
 }
 
+/**
+ * Narrows a scan to continue a page: `after` is the index key where a
+ * previous page stopped (exclusive), `through` the key where this page must
+ * end (inclusive). Both are in scan order.
+ */
+export interface ScanBounds {
+  after?: Buffer;
+  through?: Buffer;
+}
+
+function narrow(range: KeyRange, order: "asc" | "desc", bounds: ScanBounds): KeyRange {
+  let { start, end } = range;
+  const later = (a: Buffer, b: Buffer) => (compareKeys(a, b) > 0 ? a : b);
+  const earlier = (a: Buffer, b: Buffer | null) => (b === null || compareKeys(a, b) < 0 ? a : b);
+  if (order === "asc") {
+    if (bounds.after) start = later(start, keySuccessor(bounds.after));
+    if (bounds.through) end = earlier(keySuccessor(bounds.through), end);
+  } else {
+    if (bounds.after) end = earlier(bounds.after, end);
+    if (bounds.through) start = later(start, bounds.through);
+  }
+  if (end !== null && compareKeys(start, end) > 0) end = start;
+  return { start, end };
+}
+
 export class Transaction {
   readonly readSet = new ReadSet();
   readonly writes = new Map<string, PendingWrite>();
@@ -116,6 +144,12 @@ export class Transaction {
     documentsWritten: 0,
     bytesWritten: 0,
   };
+  /**
+   * Called with every document a write is about to leave in a user or system
+   * table (not for deletions), before it is recorded; throwing rejects the
+   * write. The function runner uses it for schema validation.
+   */
+  checkWrite: ((tableName: string, doc: Document) => void) | null = null;
   /** How many catalog documents (`_tables`, `_index`) this transaction wrote. */
   catalogWrites = 0;
   private state: "active" | "committing" | "committed" | "aborted" = "active";
@@ -128,6 +162,11 @@ export class Transaction {
     readonly readOnly: boolean,
   ) {
     this.catalog = baseCatalog;
+  }
+
+  /** The per-transaction limits in force. */
+  get limits(): TransactionLimits {
+    return this.host.limits;
   }
 
   get isActive(): boolean {
@@ -251,6 +290,7 @@ export class Transaction {
     indexName: string,
     range: readonly RangeExpression[] = [],
     order: "asc" | "desc" = "asc",
+    bounds: ScanBounds = {},
   ): IndexScan {
     this.checkActive();
     this.countRange();
@@ -272,7 +312,44 @@ export class Transaction {
         `Index ${tableName}.${indexName} is still being backfilled and cannot be queried yet`,
       );
     }
-    return new IndexScan(this.host, this, table, index, keyRangeOf(index, tableName, range), order);
+    return new IndexScan(
+      this.host,
+      this,
+      table,
+      index,
+      narrow(keyRangeOf(index, tableName, range), order, bounds),
+      order,
+    );
+  }
+
+  /**
+   * The number of documents in a table at the snapshot, this transaction's
+   * writes included. Reads the keys of the table's `by_creation_time` index,
+   * not the documents (so they do not count against the read limits), and
+   * records the whole table as read.
+   */
+  async count(tableName: string): Promise<number> {
+    this.checkActive();
+    this.countRange();
+    const table = this.table(tableName);
+    if (table === undefined) return 0;
+    const index = this.catalog.index(table.number, "by_creation_time")!;
+    const own = new Set<string>();
+    let count = 0;
+    for (const w of this.writes.values()) {
+      if (w.tableNumber !== table.number) continue;
+      own.add(w.idKey.toString("latin1"));
+      if (w.current !== null) count++;
+    }
+    let range: KeyRange = { start: Buffer.alloc(0), end: null };
+    for (;;) {
+      const entries = await this.host.scanIndexPage(index.number, range, this.beginTs, "asc", 1024);
+      for (const e of entries) if (!own.has(e.docId.toString("latin1"))) count++;
+      if (entries.length < 1024) break;
+      range = { start: keySuccessor(entries[entries.length - 1]!.key), end: null };
+    }
+    this.readSet.addRange(index.number, Buffer.alloc(0), null);
+    return count;
   }
 
   // ---- writes --------------------------------------------------------------
@@ -344,6 +421,7 @@ export class Transaction {
       _creationTime: this.host.creationTime(),
       ...fields,
     }) as Document;
+    this.checkWrite?.(table.name, doc);
     this.record(
       { tableNumber: table.number, id, idKey: idKey(id), original: null, current: null, size: 0 },
       doc,
@@ -421,8 +499,9 @@ export class Transaction {
     }
     const size = valueSize(next as Document);
     checkDocumentSize(size);
-    const w = this.pendingFor(table, id, doc);
-    this.record(w, sortKeys(next) as Document, size);
+    const patched = sortKeys(next) as Document;
+    this.checkWrite?.(table.name, patched);
+    this.record(this.pendingFor(table, id, doc), patched, size);
   }
 
   /** Replaces all user fields of a document, keeping `_id` and `_creationTime`. */
@@ -438,6 +517,7 @@ export class Transaction {
     }) as Document;
     const size = valueSize(next);
     checkDocumentSize(size);
+    this.checkWrite?.(table.name, next);
     this.record(this.pendingFor(table, id, doc), next, size);
   }
 

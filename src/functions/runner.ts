@@ -1,0 +1,261 @@
+/**
+ * Runs an app's queries and mutations: resolves the function, checks its
+ * arguments, executes it in a fresh isolate context against a transaction,
+ * checks its return value, and for mutations commits — re-running the whole
+ * function on optimistic-concurrency conflicts, a bounded number of times.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  ConflictError,
+  type Database,
+  DatabaseError,
+  type Transaction,
+} from "../database/index.js";
+import type { AppRuntime, FunctionSpec } from "../runtime/appRuntime.js";
+import { type ExecutionError, execute, type LogLine } from "../runtime/execution.js";
+import { modulePathOf } from "../runtime/modules.js";
+import { StackMapper } from "../runtime/sourceMaps.js";
+import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/syscalls.js";
+import { fromJson, type JsonValue, stringifyValue, type Value } from "../values/index.js";
+import type { Schema } from "./schema.js";
+import {
+  parseArgsValidator,
+  parseReturnsValidator,
+  type ValidationContext,
+  type ValidatorJSON,
+  validateArgs,
+  validateReturns,
+  validateWrite,
+} from "./validators.js";
+
+export type FunctionKind = "query" | "mutation";
+
+/** Why a function call failed; `message` is what its caller sees. */
+export type FunctionErrorKind =
+  | "notFound"
+  | "arguments"
+  | "returns"
+  | "user"
+  | "timeout"
+  | "memory"
+  | "conflict"
+  | "internal";
+
+export class FunctionError extends Error {
+  override name = "FunctionError";
+  constructor(
+    message: string,
+    readonly kind: FunctionErrorKind,
+    readonly logs: LogLine[] = [],
+    /** For a `ConvexError`: its data, as a Convex value. */
+    readonly data?: Value,
+    /** Stack trace mapped to the user's source files, when there is one. */
+    readonly userStack?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CallOptions {
+  identity?: UserIdentity | null;
+  /** Internal functions may only be called by other functions and admins. */
+  allowInternal?: boolean;
+}
+
+export interface CallResult {
+  value: Value;
+  logs: LogLine[];
+  /** The snapshot a query read, or the commit timestamp of a mutation. */
+  ts: bigint;
+}
+
+interface ResolvedFunction {
+  spec: FunctionSpec;
+  module: string;
+  exportName: string;
+  args: ValidatorJSON;
+  returns: ValidatorJSON | null;
+}
+
+export interface RunnerOptions {
+  db: Database;
+  runtime: AppRuntime;
+  schema?: Schema | null;
+  deploymentName?: string;
+  /** Attempts of a mutation before an OCC conflict is reported (default 12). */
+  maxAttempts?: number;
+  /** User-code time limit per execution (default 1000 ms). */
+  timeLimitMs?: number;
+}
+
+export class FunctionRunner {
+  private readonly resolved = new Map<string, ResolvedFunction>();
+  private readonly stacks: StackMapper;
+
+  constructor(private readonly options: RunnerOptions) {
+    this.stacks = new StackMapper(options.runtime.app.sourceMap);
+  }
+
+  private validationContext(tx: Transaction): ValidationContext {
+    return {
+      tableNumberForName: (name) => tx.currentCatalog.table(name)?.number,
+      tableNameForNumber: (n) => tx.currentCatalog.tableByNumber(n)?.name,
+    };
+  }
+
+  /** Finds a function by path (`file:export`, `dir/file:export`, default export without colon). */
+  private resolve(path: string, kind: FunctionKind, options: CallOptions): ResolvedFunction {
+    const key = `${kind}:${path}`;
+    let r = this.resolved.get(key);
+    if (r === undefined) {
+      const { module, exportName } = modulePathOf(path);
+      const spec = this.options.runtime.functionSpec(module, exportName);
+      if (spec === undefined) {
+        throw new FunctionError(
+          `Could not find public function for '${path}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+          "notFound",
+        );
+      }
+      if (spec.kind !== kind) {
+        throw new FunctionError(
+          `Trying to execute ${path} as ${kind === "query" ? "Query" : "Mutation"}, but it is defined as ${spec.kind === "query" ? "Query" : spec.kind === "mutation" ? "Mutation" : spec.kind === "action" ? "Action" : "HTTP action"}.`,
+          "notFound",
+        );
+      }
+      if (spec.error !== undefined) throw new FunctionError(spec.error, "internal");
+      r = {
+        spec,
+        module,
+        exportName,
+        args: parseArgsValidator(spec.args ?? '{"type":"any"}'),
+        returns: spec.returns === null ? null : parseReturnsValidator(spec.returns),
+      };
+      this.resolved.set(key, r);
+    }
+    if (r.spec.visibility === "internal" && options.allowInternal !== true) {
+      throw new FunctionError(
+        `Could not find public function for '${path}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+        "notFound",
+      );
+    }
+    return r;
+  }
+
+  /** Runs a query at the latest snapshot. */
+  async query(
+    path: string,
+    args: Value | undefined,
+    options: CallOptions = {},
+  ): Promise<CallResult> {
+    const fn = this.resolve(path, "query", options);
+    const tx = this.options.db.begin({ readOnly: true });
+    try {
+      const value = await this.runOnce(fn, path, "query", args, tx, options);
+      return { ...value, ts: tx.beginTs };
+    } finally {
+      tx.abort();
+    }
+  }
+
+  /** Runs a mutation and commits it, re-running it on conflicts. */
+  async mutation(
+    path: string,
+    args: Value | undefined,
+    options: CallOptions = {},
+  ): Promise<CallResult> {
+    const fn = this.resolve(path, "mutation", options);
+    const maxAttempts = this.options.maxAttempts ?? 12;
+    for (let attempt = 1; ; attempt++) {
+      const tx = this.options.db.begin();
+      try {
+        const result = await this.runOnce(fn, path, "mutation", args, tx, options);
+        const ts = await this.options.db.commit(tx);
+        return { ...result, ts };
+      } catch (e) {
+        tx.abort();
+        if (e instanceof ConflictError) {
+          if (attempt < maxAttempts) continue;
+          throw new FunctionError(
+            `${e.message} It conflicted ${attempt} times in a row; the documents it reads are changing too often.`,
+            "conflict",
+          );
+        }
+        throw e;
+      }
+    }
+  }
+
+  private async runOnce(
+    fn: ResolvedFunction,
+    path: string,
+    kind: FunctionKind,
+    args: Value | undefined,
+    tx: Transaction,
+    options: CallOptions,
+  ): Promise<{ value: Value; logs: LogLine[] }> {
+    const ctx = this.validationContext(tx);
+    const argError = validateArgs(fn.args, args, ctx);
+    if (argError !== null) throw new FunctionError(argError.message, "arguments");
+    const schema = this.options.schema ?? null;
+    if (kind === "mutation" && schema !== null) {
+      tx.checkWrite = (table, doc) => {
+        const e = validateWrite(schema.validators, table, doc, ctx);
+        // Reaches user code as the error of the db call that wrote the document.
+        if (e !== null) throw new DatabaseError(e.message);
+      };
+    }
+    const env: UdfEnvironment = {
+      tx,
+      kind,
+      identity: options.identity ?? null,
+      functionName: path.includes(":") ? path : `${path}:default`,
+      visibility: fn.spec.visibility,
+      deployment: { name: this.options.deploymentName ?? "tessera", region: null, class: "s16" },
+    };
+    const outcome = await execute(
+      this.options.runtime,
+      {
+        kind,
+        module: fn.module,
+        exportName: fn.exportName,
+        argsJson: stringifyValue(args === undefined ? {} : args),
+        seed: randomBytes(16).toString("hex"),
+        nowMs: Date.now(),
+        timeLimitMs: this.options.timeLimitMs,
+      },
+      udfSyscalls(env),
+    );
+    if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
+    const value = fromJson(outcome.value as JsonValue);
+    const returnsError = validateReturns(fn.returns, value, ctx);
+    if (returnsError !== null)
+      throw new FunctionError(returnsError.message, "returns", outcome.logs);
+    return { value, logs: outcome.logs };
+  }
+
+  private userError(error: ExecutionError, logs: LogLine[]): FunctionError {
+    if (error.kind === "timeout" || error.kind === "memory" || error.kind === "internal") {
+      return new FunctionError(error.message, error.kind, logs);
+    }
+    const stack = error.stack ? this.stacks.mapStack(error.stack) : "";
+    if (error.data !== undefined) {
+      return new FunctionError(
+        error.message,
+        "user",
+        logs,
+        fromJson(JSON.parse(error.data) as JsonValue),
+        stack,
+      );
+    }
+    // What Convex shows for an uncaught error: "Uncaught Error: message" and the mapped frames.
+    const frames = stack.split("\n").filter((l) => /^\s+at /.test(l));
+    const head = `Uncaught ${error.name}: ${error.message}`;
+    return new FunctionError(
+      frames.length > 0 ? `${head}\n${frames.join("\n")}` : head,
+      "user",
+      logs,
+      undefined,
+      stack,
+    );
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The app's schema: evaluated from its bundled `schema.js` (in an isolate,
+ * like any user code), enforced on writes, and its indexes created in the
+ * database.
+ */
+import type { Database } from "../database/index.js";
+import { AppRuntime } from "../runtime/appRuntime.js";
+import { linkModules } from "../runtime/loader.js";
+import type { ModuleSource } from "../runtime/modules.js";
+import { type SchemaValidators, schemaValidatorsFromJson } from "./validators.js";
+
+export interface SchemaIndex {
+  table: string;
+  name: string;
+  fields: string[];
+}
+
+export interface Schema {
+  /** `defineSchema(…).export()` text, as the official CLI sends it. */
+  json: string;
+  validators: SchemaValidators;
+  indexes: SchemaIndex[];
+}
+
+/** Reads the indexes out of a schema's `export()` JSON. */
+export function schemaIndexes(json: string): SchemaIndex[] {
+  const parsed = JSON.parse(json) as {
+    tables: Array<{
+      tableName: string;
+      indexes?: Array<{ indexDescriptor: string; fields: string[] }>;
+    }>;
+  };
+  const out: SchemaIndex[] = [];
+  for (const t of parsed.tables) {
+    for (const i of t.indexes ?? [])
+      out.push({ table: t.tableName, name: i.indexDescriptor, fields: i.fields });
+  }
+  return out;
+}
+
+export function schemaFromJson(json: string): Schema {
+  return { json, validators: schemaValidatorsFromJson(json), indexes: schemaIndexes(json) };
+}
+
+/** Evaluates a bundled `schema.js` in an isolate and returns its `export()` JSON. */
+export async function evaluateSchema(module: ModuleSource): Promise<Schema> {
+  const linked = await linkModules([{ ...module, path: "schema.js", environment: "isolate" }]);
+  const runtime = await AppRuntime.create(linked, { isolates: 1, warmContexts: 0 });
+  try {
+    const json = await runtime.withContext(async (context) => {
+      const text = await context.eval(
+        `(() => { const s = __tessera_app.modules["schema.js"].default; if (!s || typeof s.export !== "function") throw new Error("schema.ts must export default defineSchema(…)"); return s.export(); })()`,
+        { copy: true },
+      );
+      return text as string;
+    });
+    return schemaFromJson(json);
+  } finally {
+    runtime.dispose();
+  }
+}
+
+/**
+ * Creates the tables and indexes the schema declares that the database does
+ * not have yet, and waits until every new index is backfilled.
+ */
+export async function applySchemaIndexes(db: Database, schema: Schema): Promise<void> {
+  await db.run(async (tx) => {
+    for (const index of schema.indexes) {
+      const table = tx.table(index.table);
+      if (table !== undefined && tx.index(table, index.name) !== undefined) continue;
+      await tx.createIndex(index.table, index.name, index.fields);
+    }
+  });
+  await db.waitForBackgroundWork();
+}

@@ -1,0 +1,204 @@
+/**
+ * Runs INSIDE the isolate, after the prelude and before the app's modules.
+ * It provides the `Convex` global the official `convex/server` library calls
+ * (`syscall`, `asyncSyscall`, `jsSyscall`) and the entry points the host uses
+ * (`__tessera_runtime.invoke`, `settle`, `analyze`).
+ *
+ * The host is reached through `globalThis.__tessera_host`, which the host
+ * installs in each context before using it (host functions cannot live in a
+ * V8 snapshot). Async syscalls are queued on the host, which answers them one
+ * at a time in the order they were made, so `Promise.race` and friends give
+ * the same result on every run.
+ */
+
+/** Host functions installed in each context (plain globals: host callbacks cannot be object members). */
+type SyncSyscall = (op: string, argsJson: string) => string;
+type AsyncSyscall = (id: number, op: string, argsJson: string) => void;
+
+interface Env {
+  begin(options: { mode: string; seed: string; nowMs: number }): void;
+  takeLogs(): Array<{ level: string; message: string }>;
+}
+
+interface Registered {
+  isRegistered?: boolean;
+  isQuery?: boolean;
+  isMutation?: boolean;
+  isAction?: boolean;
+  isHttp?: boolean;
+  isPublic?: boolean;
+  isInternal?: boolean;
+  invokeQuery?: (args: string) => Promise<string>;
+  invokeMutation?: (args: string) => Promise<string>;
+  exportArgs?: () => string;
+  exportReturns?: () => string;
+}
+
+type Namespace = Record<string, unknown>;
+
+const g = globalThis as unknown as {
+  /** A synchronous syscall: returns the JSON result, throws on error. */
+  __tessera_syscall?: SyncSyscall;
+  /** Starts an async syscall; the host later calls `settle(id, …)`. */
+  __tessera_async_syscall?: AsyncSyscall;
+  __tessera_env: Env;
+  __tessera_app?: { modules: Record<string, Namespace> };
+};
+
+function notAvailable(): never {
+  throw new Error("Convex syscalls are not available while modules are being imported");
+}
+
+const pending = new Map<number, { resolve: (v: string) => void; reject: (e: unknown) => void }>();
+let nextId = 1;
+
+/** Rebuilds an error thrown by the host; `data` marks a ConvexError's JSON-encoded data. */
+function hostError(payload: string): Error {
+  const { message, data } = JSON.parse(payload) as { message: string; data?: string };
+  const e = new Error(message) as Error & { data?: string };
+  if (data !== undefined) e.data = data;
+  return e;
+}
+
+const Convex = {
+  syscall(op: string, argsJson: string): string {
+    return (g.__tessera_syscall ?? notAvailable)(op, argsJson);
+  },
+  asyncSyscall(op: string, argsJson: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const id = nextId++;
+      pending.set(id, { resolve, reject });
+      (g.__tessera_async_syscall ?? notAvailable)(id, op, argsJson);
+    });
+  },
+  jsSyscall(op: string, _args: Record<string, unknown>): unknown {
+    throw new Error(`not supported yet: ${op}`);
+  },
+};
+Object.defineProperty(globalThis, "Convex", { value: Convex, enumerable: false });
+
+function serializeError(e: unknown): {
+  message: string;
+  name: string;
+  stack: string;
+  data?: string;
+} {
+  if (e instanceof Error || (typeof e === "object" && e !== null && "message" in e)) {
+    const err = e as Error & { data?: unknown; ConvexErrorSymbol?: symbol };
+    const isConvexError =
+      err.ConvexErrorSymbol === Symbol.for("ConvexError") && typeof err.data === "string";
+    return {
+      message: String(err.message),
+      name: String(err.name ?? "Error"),
+      stack: String(err.stack ?? ""),
+      ...(isConvexError ? { data: err.data as string } : {}),
+    };
+  }
+  return { message: `Uncaught ${String(e)}`, name: "Error", stack: "" };
+}
+
+function lookup(module: string, exportName: string): Registered {
+  const ns = g.__tessera_app?.modules[module];
+  if (ns === undefined) throw new Error(`Could not find module "${module}"`);
+  const fn = ns[exportName] as Registered | undefined;
+  if (fn === undefined || fn === null)
+    throw new Error(`Could not find function "${exportName}" in module "${module}"`);
+  return fn;
+}
+
+interface Invocation {
+  kind: "query" | "mutation";
+  module: string;
+  exportName: string;
+  args: string;
+  seed: string;
+  nowMs: number;
+}
+
+async function invoke(requestJson: string): Promise<string> {
+  const req = JSON.parse(requestJson) as Invocation;
+  g.__tessera_env.begin({ mode: req.kind, seed: req.seed, nowMs: req.nowMs });
+  try {
+    const fn = lookup(req.module, req.exportName);
+    let result: string;
+    if (req.kind === "query") {
+      if (typeof fn.invokeQuery !== "function")
+        throw new Error(`${req.module}:${req.exportName} is not a query`);
+      result = await fn.invokeQuery(req.args);
+    } else {
+      if (typeof fn.invokeMutation !== "function") {
+        throw new Error(`${req.module}:${req.exportName} is not a mutation`);
+      }
+      result = await fn.invokeMutation(req.args);
+    }
+    // `result` is already JSON text: splice it in rather than encoding it twice.
+    return `{"ok":true,"logs":${JSON.stringify(g.__tessera_env.takeLogs())},"value":${result}}`;
+  } catch (e) {
+    return JSON.stringify({
+      ok: false,
+      error: serializeError(e),
+      logs: g.__tessera_env.takeLogs(),
+    });
+  }
+}
+
+/** Completes an async syscall: `ok` with the JSON result, or an error payload from `hostError`. */
+function settle(id: number, ok: boolean, payload: string): void {
+  const p = pending.get(id);
+  if (p === undefined) return;
+  pending.delete(id);
+  if (ok) p.resolve(payload);
+  else p.reject(hostError(payload));
+}
+
+interface FunctionSpec {
+  name: string;
+  kind: "query" | "mutation" | "action" | "httpAction";
+  visibility: "public" | "internal";
+  args: string | null;
+  returns: string | null;
+  error?: string;
+}
+
+/** Every registered function of every module, with its kind, visibility and validators (JSON text). */
+function analyze(): string {
+  const out: Array<{ path: string; functions: FunctionSpec[] }> = [];
+  for (const [path, ns] of Object.entries(g.__tessera_app?.modules ?? {})) {
+    const functions: FunctionSpec[] = [];
+    for (const name of Object.keys(ns).sort()) {
+      const fn = ns[name] as Registered | null | undefined;
+      if ((typeof fn !== "function" && typeof fn !== "object") || fn === null) continue;
+      const kind = fn.isQuery
+        ? "query"
+        : fn.isMutation
+          ? "mutation"
+          : fn.isAction
+            ? "action"
+            : fn.isHttp
+              ? "httpAction"
+              : null;
+      if (kind === null) continue;
+      const spec: FunctionSpec = {
+        name,
+        kind,
+        visibility: fn.isInternal ? "internal" : "public",
+        args: null,
+        returns: null,
+      };
+      try {
+        spec.args = typeof fn.exportArgs === "function" ? fn.exportArgs() : null;
+        spec.returns = typeof fn.exportReturns === "function" ? fn.exportReturns() : null;
+      } catch (e) {
+        spec.error = serializeError(e).message;
+      }
+      functions.push(spec);
+    }
+    out.push({ path, functions });
+  }
+  return JSON.stringify(out);
+}
+
+Object.defineProperty(globalThis, "__tessera_runtime", {
+  value: Object.freeze({ invoke, settle, analyze }),
+  enumerable: false,
+});

@@ -1,0 +1,247 @@
+/**
+ * Runs one query or mutation in a fresh context: installs the syscall bridge,
+ * calls the function through the official library's `invokeQuery` /
+ * `invokeMutation`, answers its async syscalls one at a time in the order
+ * they were made (so racing promises always settle the same way), and
+ * enforces the user-code time limit on the isolate's CPU time — time spent
+ * answering syscalls on the host does not count.
+ */
+import ivm from "isolated-vm";
+import type { AppRuntime } from "./appRuntime.js";
+
+/** The host side of syscalls for one execution. */
+export interface SyscallHandler {
+  /** A synchronous syscall (`1.0/queryStream`, `1.0/db/normalizeId`, …): returns a JSON-serialisable result. */
+  sync(op: string, args: unknown): unknown;
+  /** An asynchronous syscall (`1.0/get`, `1.0/insert`, …). */
+  async(op: string, args: unknown): Promise<unknown>;
+}
+
+/**
+ * An error a syscall reports to user code. With `convexErrorData` (the JSON
+ * text of a value) it reaches user code as a `ConvexError` carrying that data.
+ * Errors that are not `SyscallError`s are internal: user code sees a generic
+ * message, and the execution fails even if the code catches it.
+ */
+export class SyscallError extends Error {
+  override name = "SyscallError";
+  constructor(
+    message: string,
+    readonly convexErrorData?: string,
+    /** The execution fails even if user code catches it (limits, snapshot too old). */
+    readonly fatal = false,
+  ) {
+    super(message);
+  }
+}
+
+export interface ExecutionRequest {
+  kind: "query" | "mutation";
+  module: string;
+  exportName: string;
+  /** JSON text of the arguments object in the wire form. */
+  argsJson: string;
+  /** Seed of `Math.random` and `crypto.getRandomValues` for this execution. */
+  seed: string;
+  /** What `Date.now()` returns throughout the execution. */
+  nowMs: number;
+  /** Limit on user-code CPU time (default 1000 ms, as the Convex docs give for queries and mutations). */
+  timeLimitMs?: number;
+}
+
+export interface LogLine {
+  level: string;
+  message: string;
+}
+
+export interface ExecutionError {
+  message: string;
+  name: string;
+  /** Stack trace as V8 reported it (positions in the linked app script; see sourceMaps.ts). */
+  stack: string;
+  /** For a `ConvexError`: JSON text of its data. */
+  data?: string;
+  /** Why the runtime stopped the execution, when it did. */
+  kind?: "timeout" | "memory" | "internal";
+}
+
+export type ExecutionOutcome =
+  | { ok: true; value: unknown; logs: LogLine[]; userTimeMs: number }
+  | { ok: false; error: ExecutionError; logs: LogLine[]; userTimeMs: number };
+
+interface QueuedSyscall {
+  id: number;
+  op: string;
+  argsJson: string;
+}
+
+function errorPayload(e: unknown): string {
+  if (e instanceof SyscallError) {
+    return JSON.stringify({
+      message: e.message,
+      ...(e.convexErrorData !== undefined ? { data: e.convexErrorData } : {}),
+    });
+  }
+  return JSON.stringify({ message: "Internal error while running a syscall" });
+}
+
+function isFatal(e: unknown): boolean {
+  return !(e instanceof SyscallError) || e.fatal;
+}
+
+export async function execute(
+  runtime: AppRuntime,
+  request: ExecutionRequest,
+  handler: SyscallHandler,
+): Promise<ExecutionOutcome> {
+  return runtime.withContext(async (context, isolate) => {
+    const queue: QueuedSyscall[] = [];
+    let wake: (() => void) | null = null;
+    let fatal: unknown = null;
+    const jail = context.global;
+    await jail.set(
+      "__tessera_syscall",
+      new ivm.Callback((op: string, argsJson: string) => {
+        try {
+          return JSON.stringify(handler.sync(op, JSON.parse(argsJson)) ?? null);
+        } catch (e) {
+          if (isFatal(e)) fatal ??= e;
+          throw new Error(
+            e instanceof SyscallError ? e.message : "Internal error while running a syscall",
+          );
+        }
+      }),
+    );
+    await jail.set(
+      "__tessera_async_syscall",
+      new ivm.Callback((id: number, op: string, argsJson: string) => {
+        queue.push({ id, op, argsJson });
+        wake?.();
+      }),
+    );
+    const runtimeRef = await jail.get("__tessera_runtime", { reference: true });
+    const invoke = await runtimeRef.get("invoke", { reference: true });
+    const settle = await runtimeRef.get("settle", { reference: true });
+
+    const limitNs = BigInt(request.timeLimitMs ?? 1000) * 1_000_000n;
+    const cpuStart = isolate.cpuTime;
+    // A disposed isolate (memory limit) no longer reports its CPU time: keep the last reading.
+    let lastUsed = 0n;
+    const used = () => {
+      if (!isolate.isDisposed) lastUsed = isolate.cpuTime - cpuStart;
+      return lastUsed;
+    };
+    const remainingMs = () => Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6));
+    const userTimeMs = () => Number(used()) / 1e6;
+
+    let finished = false;
+    const payload = JSON.stringify({
+      kind: request.kind,
+      module: request.module,
+      exportName: request.exportName,
+      args: `[${request.argsJson}]`,
+      seed: request.seed,
+      nowMs: request.nowMs,
+    });
+    const result = invoke
+      .apply(undefined, [payload], {
+        timeout: remainingMs(),
+        result: { promise: true, copy: true },
+      })
+      .finally(() => {
+        finished = true;
+        wake?.();
+      });
+    result.catch(() => {});
+
+    try {
+      while (!finished) {
+        const call = queue.shift();
+        if (call === undefined) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          wake = null;
+          continue;
+        }
+        let ok = true;
+        let answer: string;
+        try {
+          answer = JSON.stringify(
+            (await handler.async(call.op, JSON.parse(call.argsJson))) ?? null,
+          );
+        } catch (e) {
+          ok = false;
+          if (isFatal(e)) fatal ??= e;
+          answer = errorPayload(e);
+        }
+        if (used() >= limitNs) throw timeoutError();
+        await settle.apply(undefined, [call.id, ok, answer], { timeout: remainingMs() });
+      }
+      const text = (await result) as string;
+      const outcome = JSON.parse(text) as
+        | { ok: true; value: unknown; logs: LogLine[] }
+        | { ok: false; error: ExecutionError; logs: LogLine[] };
+      if (used() >= limitNs) throw timeoutError();
+      if (fatal !== null) {
+        return {
+          ok: false,
+          error: fatalError(fatal),
+          logs: outcome.logs,
+          userTimeMs: userTimeMs(),
+        };
+      }
+      return { ...outcome, userTimeMs: userTimeMs() };
+    } catch (e) {
+      return {
+        ok: false,
+        error: runtimeError(e, isolate, request),
+        logs: [],
+        userTimeMs: userTimeMs(),
+      };
+    }
+  });
+
+  function timeoutError(): Error {
+    return Object.assign(new Error("Script execution timed out."), { tesseraTimeout: true });
+  }
+}
+
+function fatalError(e: unknown): ExecutionError {
+  if (e instanceof SyscallError) return { message: e.message, name: "Error", stack: "" };
+  return {
+    message: "Internal error while running a syscall",
+    name: "Error",
+    stack: e instanceof Error ? (e.stack ?? "") : String(e),
+    kind: "internal",
+  };
+}
+
+/** Maps a failure of the isolate itself (timeout, memory, disposal) to a message for the caller. */
+function runtimeError(e: unknown, isolate: ivm.Isolate, request: ExecutionRequest): ExecutionError {
+  const message = e instanceof Error ? e.message : String(e);
+  const limit = request.timeLimitMs ?? 1000;
+  if (/timed out/i.test(message)) {
+    return {
+      message: `Function execution timed out: your ${request.kind} used more than ${limit / 1000} s of JavaScript execution time (the limit for queries and mutations)`,
+      name: "Error",
+      stack: "",
+      kind: "timeout",
+    };
+  }
+  if (isolate.isDisposed || /memory limit|disposed/i.test(message)) {
+    return {
+      message:
+        "JavaScript execution ran out of memory: your function used more memory than the limit of its isolate",
+      name: "Error",
+      stack: "",
+      kind: "memory",
+    };
+  }
+  return {
+    message,
+    name: "Error",
+    stack: e instanceof Error ? (e.stack ?? "") : "",
+    kind: "internal",
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * The frozen clock: `Date.now()`, `new Date()`, `Date()`, `performance.now()`
+ * and `Intl.DateTimeFormat#format()` without a date all read the execution's
+ * frozen time (env.ts) instead of the wall clock.
+ */
+import { now } from "./env.js";
+import { setToStringTag } from "./util.js";
+
+const OriginalDate = Date;
+
+/** performance.now(): time since the execution's time origin; frozen, so always 0. */
+export function performanceNow(): number {
+  return 0;
+}
+
+/** Builds the replacement `Date` constructor; `Date.prototype` stays the same object. */
+export function createDate(): DateConstructor {
+  // A plain function (not a class) so that calling `Date()` without `new` works.
+  const FrozenDate = function FrozenDate(this: unknown, ...args: unknown[]): unknown {
+    if (new.target === undefined) {
+      return new OriginalDate(now()).toString();
+    }
+    if (args.length === 0) {
+      return Reflect.construct(OriginalDate, [now()], new.target);
+    }
+    return Reflect.construct(OriginalDate, args, new.target);
+  } as unknown as DateConstructor;
+
+  Object.defineProperty(FrozenDate, "length", { value: 7, configurable: true });
+  Object.defineProperty(FrozenDate, "name", { value: "Date", configurable: true });
+  Object.defineProperty(FrozenDate, "prototype", {
+    value: OriginalDate.prototype,
+    writable: false,
+    enumerable: false,
+    configurable: false,
+  });
+  const statics: Record<string, unknown> = {
+    now: function now_() {
+      return now();
+    },
+    parse: OriginalDate.parse,
+    UTC: OriginalDate.UTC,
+  };
+  Object.defineProperty(statics.now, "name", { value: "now" });
+  for (const [name, value] of Object.entries(statics)) {
+    Object.defineProperty(FrozenDate, name, {
+      value,
+      writable: true,
+      enumerable: false,
+      configurable: true,
+    });
+  }
+  Object.defineProperty(OriginalDate.prototype, "constructor", {
+    value: FrozenDate,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+  return FrozenDate;
+}
+
+/** Makes `Intl.DateTimeFormat.prototype.format()` / `formatToParts()` use the frozen time when no date is given. */
+export function patchIntl(): void {
+  if (typeof Intl !== "object" || typeof Intl.DateTimeFormat !== "function") return;
+  const proto = Intl.DateTimeFormat.prototype;
+  const formatDesc = Object.getOwnPropertyDescriptor(proto, "format");
+  const getFormat = formatDesc?.get;
+  if (getFormat !== undefined) {
+    const bound = new WeakMap<object, (date?: unknown) => string>();
+    Object.defineProperty(proto, "format", {
+      get(this: Intl.DateTimeFormat) {
+        let fn = bound.get(this);
+        if (fn === undefined) {
+          const original = getFormat.call(this) as (date?: unknown) => string;
+          fn = (date?: unknown) => original(date === undefined ? now() : date);
+          bound.set(this, fn);
+        }
+        return fn;
+      },
+      enumerable: formatDesc!.enumerable ?? false,
+      configurable: true,
+    });
+  }
+  const originalFormatToParts = proto.formatToParts;
+  Object.defineProperty(proto, "formatToParts", {
+    value: function formatToParts(
+      this: Intl.DateTimeFormat,
+      date?: unknown,
+    ): Intl.DateTimeFormatPart[] {
+      return originalFormatToParts.call(this, (date === undefined ? now() : date) as number);
+    },
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+}
+
+/** `performance`: `now()` (frozen at 0 during an execution) and `timeOrigin` (the frozen time). */
+export class Performance {
+  get timeOrigin(): number {
+    return now();
+  }
+
+  now(): number {
+    return performanceNow();
+  }
+
+  toJSON(): { timeOrigin: number } {
+    return { timeOrigin: this.timeOrigin };
+  }
+}
+setToStringTag(Performance, "Performance");

@@ -1,0 +1,265 @@
+/**
+ * The fixture app (test/fixtures/app/convex) run end to end: bundled like the
+ * official CLI does, linked, imported into a V8 snapshot, and executed in
+ * isolates against a real SQLite database through the official
+ * `convex/server` library's syscalls.
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type FunctionError, FunctionRunner } from "../../src/functions/runner.js";
+import { applySchemaIndexes, evaluateSchema, type Schema } from "../../src/functions/schema.js";
+import { AppRuntime } from "../../src/runtime/appRuntime.js";
+import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
+import { linkModules } from "../../src/runtime/loader.js";
+import type { Value } from "../../src/values/index.js";
+import { openTestDb, type TestDb } from "../helpers.js";
+
+const fixture = join(import.meta.dirname, "../fixtures/app/convex");
+const IMPORT_TIME = 1_700_000_000_000;
+
+let t: TestDb;
+let runtime: AppRuntime;
+let schema: Schema;
+let runner: FunctionRunner;
+
+beforeAll(async () => {
+  const modules = await bundleConvexDir(fixture);
+  runtime = await AppRuntime.create(await linkModules(modules), {
+    importTimeMs: IMPORT_TIME,
+    isolates: 2,
+  });
+  schema = await evaluateSchema((await bundleSchema(fixture))!);
+  t = await openTestDb();
+  await applySchemaIndexes(t.db, schema);
+  runner = new FunctionRunner({ db: t.db, runtime, schema });
+});
+
+afterAll(async () => {
+  runtime?.dispose();
+  await t?.close();
+});
+
+const query = (path: string, args: Value = {}) => runner.query(path, args).then((r) => r.value);
+const mutation = (path: string, args: Value = {}) =>
+  runner.mutation(path, args).then((r) => r.value);
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => {
+      throw new Error("expected the call to fail");
+    },
+    (e: unknown) => e as FunctionError,
+  );
+
+describe("module analysis", () => {
+  it("lists every function with its kind, visibility and validators", () => {
+    const items = runtime.modules.find((m) => m.path === "items.js")!;
+    const byName = Object.fromEntries(items.functions.map((f) => [f.name, f]));
+    expect(Object.keys(byName).sort()).toEqual(["add", "echo", "get", "inStock", "secret"]);
+    expect(byName.add).toMatchObject({ kind: "mutation", visibility: "public" });
+    expect(byName.secret).toMatchObject({ kind: "query", visibility: "internal" });
+    expect(JSON.parse(byName.get!.args!)).toEqual({
+      type: "object",
+      value: { id: { fieldType: { type: "id", tableName: "items" }, optional: false } },
+    });
+    expect(JSON.parse(byName.add!.returns!)).toEqual({ type: "id", tableName: "items" });
+    expect(byName.echo!.args).toBe('{"type":"any"}');
+    expect(runtime.modules.find((m) => m.path === "lib/format.js")?.functions).toEqual([]);
+  });
+});
+
+describe("queries and mutations", () => {
+  it("insert, get and index range queries", async () => {
+    const hat = await mutation("items:add", { name: "hat", price: 19.5, remaining: 1 });
+    await mutation("items:add", { name: "shirt", price: 25, remaining: 0 });
+    expect(await query("items:get", { id: hat })).toMatchObject({
+      _id: hat,
+      name: "hat",
+      price: 19.5,
+    });
+    expect(await query("items:inStock")).toEqual(["hat (19.50)"]);
+    expect(await query("items:echo", { a: 1n, b: [new ArrayBuffer(2)] })).toEqual({
+      a: 1n,
+      b: [new ArrayBuffer(2)],
+    });
+  });
+
+  it("serializes the last-hat race: exactly one cart gets it", async () => {
+    const hat = await mutation("items:add", { name: "last hat", price: 10, remaining: 1 });
+    const results = await Promise.allSettled([
+      mutation("cart:addCart", { itemId: hat, userToken: "alice" }),
+      mutation("cart:addCart", { itemId: hat, userToken: "bob" }),
+    ]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    const rejected = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+    expect(rejected.reason.message).toMatch(/Uncaught Error: Insufficient stock of last hat/);
+    expect(await query("items:get", { id: hat })).toMatchObject({ remaining: 0 });
+  });
+
+  it("leaves no writes behind when a mutation throws", async () => {
+    const e = await failure(mutation("behaviour:fail", { text: "ghost" }));
+    expect(e.kind).toBe("user");
+    const page = (await query("behaviour:page", { cursor: null, numItems: 100 })) as {
+      page: Array<{ text: string }>;
+    };
+    expect(page.page.map((n) => n.text)).not.toContain("ghost");
+  });
+
+  it("filters, orders, takes, iterates and finds unique documents", async () => {
+    await mutation("items:add", { name: "skip", price: 100, remaining: 3 });
+    await mutation("items:add", { name: "cheap", price: 1, remaining: 3 });
+    // Items so far: hat 19.5, shirt 25, last hat 10, skip 100, cheap 1.
+    expect(((await query("behaviour:filtered", { min: 15 })) as string[]).sort()).toEqual([
+      "hat",
+      "shirt",
+    ]);
+    const counts = (await query("behaviour:counts")) as {
+      first: string;
+      taken: number;
+      iterated: number;
+    };
+    expect(counts).toEqual({ first: "cheap", taken: 2, iterated: 5 });
+    expect(await query("behaviour:uniqueByName", { name: "cheap" })).toMatch(/^[0-9a-z]{32}$/);
+  });
+
+  it("paginates with cursors until done", async () => {
+    for (let i = 0; i < 5; i++) await mutation("behaviour:addNote", { text: `note ${i}` });
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let pages = 0; pages < 10; pages++) {
+      const r = (await query("behaviour:page", { cursor, numItems: 2 })) as {
+        page: Array<{ text: string }>;
+        isDone: boolean;
+        continueCursor: string;
+      };
+      seen.push(...r.page.map((n) => n.text));
+      if (r.isDone) break;
+      cursor = r.continueCursor;
+    }
+    expect(seen.slice(0, 5)).toEqual(["note 4", "note 3", "note 2", "note 1", "note 0"]);
+  });
+
+  it("normalizes IDs by table", async () => {
+    const note = (await mutation("behaviour:addNote", { text: "n" })) as string;
+    expect(await query("behaviour:normalize", { id: note })).toEqual({
+      asItem: null,
+      asNote: note,
+    });
+    expect(await query("behaviour:normalize", { id: "garbage" })).toEqual({
+      asItem: null,
+      asNote: null,
+    });
+  });
+});
+
+describe("validation", () => {
+  it("checks arguments, return values and schema on writes", async () => {
+    const args = await failure(mutation("items:add", { name: "x", price: "free", remaining: 1 }));
+    expect(args.kind).toBe("arguments");
+    expect(args.message).toMatch(/ArgumentValidationError/);
+    expect(args.message).toMatch(/\.price/);
+    const returns = await failure(query("behaviour:badReturn"));
+    expect(returns.kind).toBe("returns");
+    expect(returns.message).toMatch(/ReturnsValidationError/);
+    const schemaError = await failure(
+      mutation("behaviour:addLoose", { table: "items", doc: { name: 5 } }),
+    );
+    expect(schemaError.message).toMatch(/does not match the schema/);
+    // Tables the schema does not list are not validated.
+    await mutation("behaviour:addLoose", { table: "free", doc: { anything: [1, "two"] } });
+    const idOfOtherTable = await failure(
+      query("items:get", { id: (await mutation("behaviour:addNote", { text: "n" })) as string }),
+    );
+    expect(idOfOtherTable.kind).toBe("arguments");
+  });
+
+  it("keeps internal functions private", async () => {
+    expect((await failure(query("items:secret"))).kind).toBe("notFound");
+    expect((await runner.query("items:secret", {}, { allowInternal: true })).value).toBe(
+      "internal only",
+    );
+    expect((await failure(query("items:nope"))).kind).toBe("notFound");
+    expect((await failure(runner.mutation("items:get", {}))).message).toMatch(/defined as Query/);
+  });
+});
+
+describe("errors and logs", () => {
+  it("passes ConvexError data to the caller", async () => {
+    const e = await failure(query("behaviour:failWithData"));
+    expect(e.data).toEqual({ code: "NOPE", detail: [1, 2n] });
+  });
+
+  it("maps stack traces to the user's TypeScript", async () => {
+    const e = await failure(mutation("behaviour:fail", { text: "trace" }));
+    expect(e.message).toMatch(/^Uncaught Error: refusing trace/);
+    expect(e.userStack).toMatch(/convex\/behaviour\.ts:\d+:\d+/);
+  });
+
+  it("captures console lines with the result", async () => {
+    const r = await runner.query("behaviour:logs", {});
+    expect(r.logs.map((l) => [l.level, l.message])).toEqual([
+      ["LOG", "hello { a: 1 } [ 2, 3 ]"],
+      ["WARN", "careful"],
+      ["ERROR", "shown"],
+    ]);
+  });
+
+  it("refuses writes in queries and side effects in queries and mutations", async () => {
+    expect((await failure(query("behaviour:writeInQuery"))).message).toMatch(
+      /only mutations can write|insert is not a function/,
+    );
+    expect((await failure(query("behaviour:tryFetch"))).message).toMatch(
+      /Can't use fetch in queries and mutations/,
+    );
+    expect((await failure(mutation("behaviour:tryTimer"))).message).toMatch(
+      /Can't use setTimeout in queries and mutations/,
+    );
+  });
+});
+
+describe("isolation and limits", () => {
+  it("gives every execution fresh module state, import-time values frozen at deploy", async () => {
+    const a = (await query("behaviour:moduleState")) as {
+      counter: number;
+      importedAt: number;
+      importRandom: number;
+    };
+    const b = (await query("behaviour:moduleState")) as typeof a;
+    expect(a.counter).toBe(1);
+    expect(b.counter).toBe(1);
+    expect(a.importedAt).toBe(IMPORT_TIME);
+    expect(b.importRandom).toBe(a.importRandom);
+  });
+
+  it("freezes time within an execution and seeds randomness per execution", async () => {
+    const a = (await query("behaviour:clock")) as {
+      a: number;
+      b: number;
+      date: number;
+      random: number[];
+    };
+    const b = (await query("behaviour:clock")) as typeof a;
+    expect(a.a).toBe(a.b);
+    expect(a.date).toBe(a.a);
+    expect(Math.abs(a.a - Date.now())).toBeLessThan(60_000);
+    expect(a.random[0]).not.toBe(a.random[1]);
+    expect(a.random[0]).not.toBe(b.random[0]);
+  });
+
+  it("settles racing database reads in the order they were made", async () => {
+    const x = (await mutation("behaviour:addNote", { text: "first" })) as string;
+    const y = (await mutation("behaviour:addNote", { text: "second" })) as string;
+    for (let i = 0; i < 5; i++)
+      expect(await query("behaviour:race", { a: x, b: y })).toBe("second");
+  });
+
+  it("stops runaway loops and memory bombs with a clear error and keeps serving", async () => {
+    const loop = await failure(query("behaviour:spin"));
+    expect(loop.kind).toBe("timeout");
+    expect(loop.message).toMatch(/timed out/);
+    const late = await failure(query("behaviour:spinAfterRead"));
+    expect(late.kind).toBe("timeout");
+    const bomb = await failure(query("behaviour:allocate"));
+    expect(bomb.kind).toBe("memory");
+    expect(await query("behaviour:moduleState")).toMatchObject({ counter: 1 });
+  });
+});
