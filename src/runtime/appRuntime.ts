@@ -13,6 +13,7 @@
  * on this Node/V8 contexts made from a snapshot lost the snapshot's globals.
  */
 import { randomBytes } from "node:crypto";
+import v8 from "node:v8";
 import ivm from "isolated-vm";
 import { APP_SCRIPT_NAME, type LinkedApp } from "./loader.js";
 import { buildPrelude } from "./prelude/build.js";
@@ -65,6 +66,15 @@ interface ScriptSource {
   code: string;
   filename: string;
 }
+
+// Contexts are discarded after one execution, and V8 is slow to reclaim them:
+// under a small heap limit isolated-vm would kill the isolate first. With
+// --expose-gc the bootstrap keeps a private handle to collect them on time.
+// (Flags must be set before the first isolate exists.)
+v8.setFlagsFromString("--expose-gc");
+
+/** Collect garbage in an isolate once its heap passes this share of the limit. */
+const COLLECT_AT = 0.3;
 
 const importEnv = (seed: string, nowMs: number) =>
   `globalThis.__tessera_env.begin({ mode: "import", seed: ${JSON.stringify(seed)}, nowMs: ${nowMs} });`;
@@ -137,6 +147,21 @@ export class AppRuntime {
 
   /** A new context with the prelude, bootstrap and app imported. */
   private async freshContext(p: PooledIsolate): Promise<ivm.Context> {
+    if (process.env.TESSERA_DEBUG_HEAP) {
+      const h = p.isolate.getHeapStatisticsSync();
+      console.log(
+        "heap",
+        (h.used_heap_size / 1048576).toFixed(1),
+        "total",
+        (h.total_heap_size / 1048576).toFixed(1),
+        "limit",
+        (h.heap_size_limit / 1048576).toFixed(1),
+        "ext",
+        (h.externally_allocated_size / 1048576).toFixed(1),
+        "avail",
+        (h.total_available_size / 1048576).toFixed(1),
+      );
+    }
     const context = await p.isolate.createContext();
     try {
       for (const [i, script] of (await p.scripts).entries()) {
@@ -147,6 +172,10 @@ export class AppRuntime {
           const err = e as Error;
           throw new AppLoadError(`Failed to import the app's modules: ${err.stack ?? err.message}`);
         }
+      }
+      const heap = p.isolate.getHeapStatisticsSync().used_heap_size;
+      if (heap > this.options.memoryLimitMb * 1024 * 1024 * COLLECT_AT) {
+        await context.eval("__tessera_runtime.collect()");
       }
       return context;
     } catch (e) {
@@ -211,6 +240,13 @@ export class AppRuntime {
     return this.modules
       .find((m) => m.path === module)
       ?.functions.find((f) => f.name === exportName);
+  }
+
+  /** Heap in use by each live isolate, in bytes (diagnostics and tests). */
+  heapUsed(): number[] {
+    return this.pool
+      .filter((p) => !p.isolate.isDisposed)
+      .map((p) => p.isolate.getHeapStatisticsSync().used_heap_size);
   }
 
   dispose(): void {

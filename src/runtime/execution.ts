@@ -89,36 +89,48 @@ function isFatal(e: unknown): boolean {
   return !(e instanceof SyscallError) || e.fatal;
 }
 
+interface Bridge {
+  queue: QueuedSyscall[];
+  wake: (() => void) | null;
+  /** The first error that must fail the execution whatever user code does with it. */
+  fatal: unknown;
+}
+
+/**
+ * The host functions an execution installs in its context, made in a scope
+ * that holds only the handler and the bridge state (a V8 closure keeps its
+ * whole enclosing scope alive; these must not reach the context's handles).
+ */
+function syncSyscall(handler: SyscallHandler, bridge: Bridge) {
+  return (op: string, argsJson: string): string => {
+    try {
+      return JSON.stringify(handler.sync(op, JSON.parse(argsJson)) ?? null);
+    } catch (e) {
+      if (isFatal(e)) bridge.fatal ??= e;
+      throw new Error(
+        e instanceof SyscallError ? e.message : "Internal error while running a syscall",
+      );
+    }
+  };
+}
+
+function asyncSyscall(bridge: Bridge) {
+  return (id: number, op: string, argsJson: string): void => {
+    bridge.queue.push({ id, op, argsJson });
+    bridge.wake?.();
+  };
+}
+
 export async function execute(
   runtime: AppRuntime,
   request: ExecutionRequest,
   handler: SyscallHandler,
 ): Promise<ExecutionOutcome> {
   return runtime.withContext(async (context, isolate) => {
-    const queue: QueuedSyscall[] = [];
-    let wake: (() => void) | null = null;
-    let fatal: unknown = null;
+    const bridge: Bridge = { queue: [], wake: null, fatal: null };
     const jail = context.global;
-    await jail.set(
-      "__tessera_syscall",
-      new ivm.Callback((op: string, argsJson: string) => {
-        try {
-          return JSON.stringify(handler.sync(op, JSON.parse(argsJson)) ?? null);
-        } catch (e) {
-          if (isFatal(e)) fatal ??= e;
-          throw new Error(
-            e instanceof SyscallError ? e.message : "Internal error while running a syscall",
-          );
-        }
-      }),
-    );
-    await jail.set(
-      "__tessera_async_syscall",
-      new ivm.Callback((id: number, op: string, argsJson: string) => {
-        queue.push({ id, op, argsJson });
-        wake?.();
-      }),
-    );
+    await jail.set("__tessera_syscall", new ivm.Callback(syncSyscall(handler, bridge)));
+    await jail.set("__tessera_async_syscall", new ivm.Callback(asyncSyscall(bridge)));
     const runtimeRef = await jail.get("__tessera_runtime", { reference: true });
     const invoke = await runtimeRef.get("invoke", { reference: true });
     const settle = await runtimeRef.get("settle", { reference: true });
@@ -134,6 +146,7 @@ export async function execute(
     const remainingMs = () => Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6));
     const userTimeMs = () => Number(used()) / 1e6;
 
+    const { queue } = bridge;
     let finished = false;
     const payload = JSON.stringify({
       kind: request.kind,
@@ -150,7 +163,7 @@ export async function execute(
       })
       .finally(() => {
         finished = true;
-        wake?.();
+        bridge.wake?.();
       });
     result.catch(() => {});
 
@@ -159,9 +172,9 @@ export async function execute(
         const call = queue.shift();
         if (call === undefined) {
           await new Promise<void>((resolve) => {
-            wake = resolve;
+            bridge.wake = resolve;
           });
-          wake = null;
+          bridge.wake = null;
           continue;
         }
         let ok = true;
@@ -172,7 +185,7 @@ export async function execute(
           );
         } catch (e) {
           ok = false;
-          if (isFatal(e)) fatal ??= e;
+          if (isFatal(e)) bridge.fatal ??= e;
           answer = errorPayload(e);
         }
         if (used() >= limitNs) throw timeoutError();
@@ -183,10 +196,10 @@ export async function execute(
         | { ok: true; value: unknown; logs: LogLine[] }
         | { ok: false; error: ExecutionError; logs: LogLine[] };
       if (used() >= limitNs) throw timeoutError();
-      if (fatal !== null) {
+      if (bridge.fatal !== null) {
         return {
           ok: false,
-          error: fatalError(fatal),
+          error: fatalError(bridge.fatal),
           logs: outcome.logs,
           userTimeMs: userTimeMs(),
         };
@@ -199,6 +212,10 @@ export async function execute(
         logs: [],
         userTimeMs: userTimeMs(),
       };
+    } finally {
+      // A handle into a context keeps the whole context alive until the host's
+      // garbage collector finalises it: release them now.
+      for (const r of [invoke, settle, runtimeRef]) r.release();
     }
   });
 

@@ -49,6 +49,12 @@ function notAvailable(): never {
   throw new Error("Convex syscalls are not available while modules are being imported");
 }
 
+// The host starts V8 with --expose-gc so that it can collect discarded contexts
+// on time (see appRuntime.ts); user code must not get the function.
+// V8 installs it writable but not configurable: overwrite rather than delete.
+const collectGarbage = (globalThis as { gc?: () => void }).gc;
+(globalThis as { gc?: () => void }).gc = undefined;
+
 const pending = new Map<number, { resolve: (v: string) => void; reject: (e: unknown) => void }>();
 let nextId = 1;
 
@@ -199,6 +205,6 @@ function analyze(): string {
 }
 
 Object.defineProperty(globalThis, "__tessera_runtime", {
-  value: Object.freeze({ invoke, settle, analyze }),
+  value: Object.freeze({ invoke, settle, analyze, collect: () => collectGarbage?.() }),
   enumerable: false,
 });
