@@ -5,6 +5,7 @@
  * the suite runs, never how fast).
  */
 import { parseOptions, type Row, writeResults } from "./lib.js";
+import { runtimeSection } from "./runtime.js";
 import { storageSection } from "./storage.js";
 
 const sections: Record<
@@ -12,6 +13,7 @@ const sections: Record<
   (o: ReturnType<typeof parseOptions>, log: (s: string) => void) => Promise<Row[]>
 > = {
   storage: storageSection,
+  runtime: runtimeSection,
 };
 
 async function main() {

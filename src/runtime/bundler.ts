@@ -36,11 +36,17 @@ export function entryPoints(dir: string): string[] {
   return out;
 }
 
+export interface BundleOptions {
+  /** Package aliases, e.g. `{ convex: "convex-1-17" }` to build against another version of the library (tests). */
+  alias?: Record<string, string>;
+}
+
 async function build(
   dir: string,
   entries: string[],
   platform: "browser" | "node",
   chunks: string,
+  options: BundleOptions = {},
 ): Promise<ModuleSource[]> {
   if (entries.length === 0) return [];
   const result = await esbuild.build({
@@ -65,6 +71,7 @@ async function build(
     keepNames: true,
     define: { "process.env.NODE_ENV": '"production"' },
     logLevel: "silent",
+    ...(options.alias ? { alias: options.alias } : {}),
   });
   const maps = new Map<string, string>();
   const modules: ModuleSource[] = [];
@@ -83,15 +90,18 @@ async function build(
 }
 
 /** Bundles a `convex/` folder into the module set a push would carry. */
-export async function bundleConvexDir(dir: string): Promise<ModuleSet> {
+export async function bundleConvexDir(
+  dir: string,
+  options: BundleOptions = {},
+): Promise<ModuleSet> {
   const isolate: string[] = [];
   const node: string[] = [];
   for (const entry of entryPoints(dir)) {
     (hasUseNodeDirective(readFileSync(entry, "utf8")) ? node : isolate).push(entry);
   }
   return [
-    ...(await build(dir, isolate, "browser", "_deps")),
-    ...(await build(dir, node, "node", join("_deps", "node"))),
+    ...(await build(dir, isolate, "browser", "_deps", options)),
+    ...(await build(dir, node, "node", join("_deps", "node"), options)),
   ];
 }
 

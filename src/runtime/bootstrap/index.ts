@@ -14,6 +14,8 @@
 /** Host functions installed in each context (plain globals: host callbacks cannot be object members). */
 type SyncSyscall = (op: string, argsJson: string) => string;
 type AsyncSyscall = (id: number, op: string, argsJson: string) => void;
+/** Receives the outcome of `invoke` (the host calls into the isolate synchronously and cannot await). */
+type Done = (outcomeJson: string) => void;
 
 interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
@@ -41,6 +43,7 @@ const g = globalThis as unknown as {
   __tessera_syscall?: SyncSyscall;
   /** Starts an async syscall; the host later calls `settle(id, …)`. */
   __tessera_async_syscall?: AsyncSyscall;
+  __tessera_done?: Done;
   __tessera_env: Env;
   __tessera_app?: { modules: Record<string, Namespace> };
 };
@@ -119,6 +122,11 @@ interface Invocation {
   args: string;
   seed: string;
   nowMs: number;
+}
+
+/** Starts an invocation; its outcome goes to the host's `__tessera_done` callback. */
+function start(requestJson: string): void {
+  void invoke(requestJson).then((outcome) => (g.__tessera_done ?? notAvailable)(outcome));
 }
 
 async function invoke(requestJson: string): Promise<string> {
@@ -205,6 +213,6 @@ function analyze(): string {
 }
 
 Object.defineProperty(globalThis, "__tessera_runtime", {
-  value: Object.freeze({ invoke, settle, analyze, collect: () => collectGarbage?.() }),
+  value: Object.freeze({ invoke, start, settle, analyze, collect: () => collectGarbage?.() }),
   enumerable: false,
 });
