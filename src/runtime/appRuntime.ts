@@ -101,10 +101,9 @@ export class AppRuntime {
     const [prelude, bootstrap] = await Promise.all([buildPrelude(), buildBootstrap()]);
     const seed = options.importSeed ?? randomBytes(16).toString("hex");
     const nowMs = options.importTimeMs ?? Date.now();
+    // Two scripts per context: each run is a round trip to the isolate's thread.
     const scripts = [
-      { code: prelude, filename: "tessera:prelude.js" },
-      { code: bootstrap, filename: "tessera:bootstrap.js" },
-      { code: importEnv(seed, nowMs), filename: "tessera:import-env.js" },
+      { code: `${prelude}\n;${bootstrap}\n;${importEnv(seed, nowMs)}\n`, filename: "tessera:runtime.js" },
       { code: app.script, filename: APP_SCRIPT_NAME },
     ];
     const runtime = new AppRuntime(

@@ -5,11 +5,11 @@
 
 import { utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now } from "./env.js";
-import { cloneHooks } from "./structured_clone.js";
 import {
+  cloneHooks,
   inspectCustom,
   requireArgs,
-  setToStringTag,
+  setInterfaceName,
   toArrayBuffer,
   toUSVString,
   viewBytes,
@@ -177,7 +177,7 @@ export class Blob {
     return `${this instanceof File ? "File" : "Blob"} ${inspect(fields, { ...(options as object), depth })}`;
   }
 }
-setToStringTag(Blob, "Blob");
+setInterfaceName(Blob, "Blob");
 
 interface FileData {
   name: string;
@@ -217,7 +217,7 @@ export class File extends Blob {
     return "";
   }
 }
-setToStringTag(File, "File");
+setInterfaceName(File, "File");
 
 /** A File over `bytes` without copying them. */
 export function makeFile(

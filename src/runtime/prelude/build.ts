@@ -2,6 +2,10 @@
  * Host side: bundles the prelude (globals.ts and what it imports, including
  * whatwg-url and @noble/hashes) into one classic script with esbuild. The
  * script is built once per process and cached.
+ *
+ * The script runs in every fresh context, so the less it does when it runs
+ * the better: the modules globals.ts loads with require() become functions
+ * called on first use of their globals (see globals.ts).
  */
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -39,21 +43,62 @@ const fastTr46: esbuild.Plugin = {
   },
 };
 
+/**
+ * Options shared by the prelude build and the prebundled modules. Platform
+ * "neutral" looks at no package.json main fields by default; CommonJS builds
+ * come first since esbuild wraps a CommonJS module whole in a function called
+ * on first require(), while an ES module required from CommonJS code (as
+ * tr46 requires punycode) gets its exports object built when the script runs.
+ */
+const common = {
+  bundle: true,
+  platform: "neutral",
+  target: "es2022",
+  mainFields: ["main", "module"],
+  minify: false,
+  sourcemap: false,
+  write: false,
+  logLevel: "silent",
+  charset: "utf8",
+} satisfies esbuild.BuildOptions;
+
+/**
+ * Modules the prelude loads lazily with require() that are built first, on
+ * their own, into one CommonJS module each: the prelude script then holds one
+ * lazily called function for each rather than one per module inside it
+ * (whatwg-url is some twenty modules, @noble/hashes five), which every fresh
+ * context would create when the script runs, and no exports object built
+ * then (an ES module loaded with require() gets one).
+ */
+const PREBUNDLED = [/^whatwg-url$/, /^@noble\/hashes\/(?:legacy|sha2)\.js$/];
+
+const prebundle: esbuild.Plugin = {
+  name: "tessera-prebundle",
+  setup(build) {
+    for (const filter of PREBUNDLED) {
+      build.onResolve({ filter }, (args) => ({ path: args.path, namespace: "tessera-prebundle" }));
+    }
+    build.onLoad({ filter: /.*/, namespace: "tessera-prebundle" }, async (args) => {
+      const resolveDir = dirname(sourceFile("globals"));
+      const result = await esbuild.build({
+        ...common,
+        stdin: { contents: `module.exports = require(${JSON.stringify(args.path)});`, resolveDir },
+        format: "cjs",
+        plugins: [fastTr46],
+      });
+      const file = result.outputFiles[0];
+      if (file === undefined) throw new Error(`esbuild produced no output for ${args.path}`);
+      return { contents: file.text, loader: "js", resolveDir };
+    });
+  },
+};
+
 async function build(): Promise<string> {
   const result = await esbuild.build({
+    ...common,
     entryPoints: [sourceFile("globals")],
-    bundle: true,
     format: "iife",
-    platform: "neutral",
-    target: "es2022",
-    // Platform "neutral" looks at no package.json main fields by default.
-    mainFields: ["module", "main"],
-    minify: false,
-    sourcemap: false,
-    write: false,
-    logLevel: "silent",
-    charset: "utf8",
-    plugins: [fastTr46],
+    plugins: [fastTr46, prebundle],
   });
   const file = result.outputFiles[0];
   if (file === undefined) throw new Error("esbuild produced no output for the prelude");

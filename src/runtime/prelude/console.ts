@@ -5,6 +5,7 @@
  */
 import { appendLog, type LogLevel, onBegin } from "./env.js";
 import { format, type InspectOptions, inspect } from "./inspect.js";
+import { mapSizeGetter as mapSize, setSizeGetter as setSize } from "./intrinsics.js";
 import { performanceNow } from "./time.js";
 
 let groupIndent = "";
@@ -104,8 +105,6 @@ function tableInspect(v: unknown): string {
   return inspect(v, { depth, maxArrayLength: 3 });
 }
 
-const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
-const setSize = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!;
 function isMapObject(v: object): v is Map<unknown, unknown> {
   try {
     mapSize.call(v);

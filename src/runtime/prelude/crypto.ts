@@ -8,7 +8,7 @@ import type * as Legacy from "@noble/hashes/legacy.js";
 import type * as Sha2 from "@noble/hashes/sha2.js";
 import { DOMException } from "./domexception.js";
 import { rng } from "./env.js";
-import { copyBytes, requireArgs, setToStringTag, toArrayBuffer, typedArrayName } from "./util.js";
+import { copyBytes, requireArgs, setInterfaceName, toArrayBuffer, typedArrayName } from "./util.js";
 
 const INTEGER_ARRAYS = new Set([
   "Int8Array",
@@ -26,8 +26,8 @@ const HASH_NAMES = ["SHA-1", "SHA-256", "SHA-384", "SHA-512"];
 
 /**
  * The hash function for a normalized name. @noble/hashes is loaded on first
- * use (require() is bundled lazily by esbuild): its SHA-512 tables cost time
- * in every fresh context otherwise.
+ * use (require() is bundled lazily by esbuild, and build.ts prebundles these
+ * two modules): its SHA-512 tables cost time in every fresh context otherwise.
  */
 function hashFunction(name: string): (data: Uint8Array) => Uint8Array {
   if (name === "SHA-1") return (require("@noble/hashes/legacy.js") as typeof Legacy).sha1;
@@ -69,7 +69,7 @@ export class SubtleCrypto {
     }
   }
 }
-setToStringTag(SubtleCrypto, "SubtleCrypto");
+setInterfaceName(SubtleCrypto, "SubtleCrypto");
 
 for (const name of [
   "encrypt",
@@ -146,7 +146,7 @@ export class Crypto {
     return hex;
   }
 }
-setToStringTag(Crypto, "Crypto");
+setInterfaceName(Crypto, "Crypto");
 
 /** The single `crypto` object (its classes cannot be constructed by user code). */
 export function createCrypto(): Crypto {

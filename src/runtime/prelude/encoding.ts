@@ -7,7 +7,7 @@
 import {
   isBufferSource,
   requireArgs,
-  setToStringTag,
+  setInterfaceName,
   toDOMString,
   toUSVString,
   viewBytes,
@@ -110,7 +110,7 @@ export class TextEncoder {
     return encodeFrom(toDOMString(source), 0, destination, 0, destination.length);
   }
 }
-setToStringTag(TextEncoder, "TextEncoder");
+setInterfaceName(TextEncoder, "TextEncoder");
 
 // ---------------------------------------------------------------------------
 // Decoding
@@ -483,7 +483,7 @@ export class TextDecoder {
     return out;
   }
 }
-setToStringTag(TextDecoder, "TextDecoder");
+setInterfaceName(TextDecoder, "TextDecoder");
 
 function concat(prefix: number[], rest: Uint8Array): Uint8Array {
   const out = new Uint8Array(prefix.length + rest.length);

@@ -31,7 +31,10 @@ const MODES: readonly string[] = ["import", "query", "mutation", "action"];
 interface State {
   mode: Mode;
   nowMs: number;
-  rng: Xoshiro128;
+  /** The seed of this execution. */
+  seed: string;
+  /** The generator, created (seeded with `seed`) on first use. */
+  rng: Xoshiro128 | undefined;
   logs: LogLine[];
   /** Lines accepted this execution (including ones already taken). */
   lineCount: number;
@@ -44,7 +47,8 @@ interface State {
 const state: State = {
   mode: "import",
   nowMs: 0,
-  rng: new Xoshiro128(DEFAULT_IMPORT_SEED),
+  seed: DEFAULT_IMPORT_SEED,
+  rng: undefined,
   logs: [],
   lineCount: 0,
   overflowed: false,
@@ -67,7 +71,8 @@ export function begin(options: BeginOptions): void {
   }
   state.mode = mode;
   state.nowMs = nowMs;
-  state.rng.reseed(seed);
+  state.seed = seed;
+  state.rng?.reseed(seed);
   state.logs = [];
   state.lineCount = 0;
   state.overflowed = false;
@@ -90,6 +95,7 @@ export function now(): number {
 }
 
 export function rng(): Xoshiro128 {
+  state.rng ??= new Xoshiro128(state.seed);
   return state.rng;
 }
 

@@ -3,9 +3,14 @@
  * (DOM standard), without a DOM tree: dispatch reaches only the target's own
  * listeners (no capture or bubble path).
  */
-import { reportError } from "./console.js";
 import { DOMException } from "./domexception.js";
-import { requireArgs, setToStringTag, toDOMString } from "./util.js";
+import { abortSignalTimers } from "./timers.js";
+import { preludeGlobal, requireArgs, setInterfaceName, toDOMString } from "./util.js";
+
+/** The prelude's `reportError` (console.js, evaluated only when an error is reported). */
+function reportError(error: unknown): void {
+  (preludeGlobal("reportError") as (error: unknown) => void)(error);
+}
 
 interface EventData {
   type: string;
@@ -125,7 +130,7 @@ export class Event {
     d.stopImmediatePropagation = true;
   }
 }
-setToStringTag(Event, "Event");
+setInterfaceName(Event, "Event");
 for (const [name, value] of [
   ["NONE", 0],
   ["CAPTURING_PHASE", 1],
@@ -154,7 +159,7 @@ export class CustomEvent<T = unknown> extends Event {
     return customDetail.get(this) as T;
   }
 }
-setToStringTag(CustomEvent, "CustomEvent");
+setInterfaceName(CustomEvent, "CustomEvent");
 
 type Callback = ((event: Event) => unknown) | { handleEvent(event: Event): unknown };
 
@@ -286,7 +291,7 @@ export class EventTarget {
     return !d.canceled;
   }
 }
-setToStringTag(EventTarget, "EventTarget");
+setInterfaceName(EventTarget, "EventTarget");
 
 // ---------------------------------------------------------------------------
 // AbortController / AbortSignal
@@ -329,9 +334,6 @@ function signalAbort(signal: AbortSignal, reason: unknown): void {
   signal.dispatchEvent(new Event("abort"));
   for (const dep of dependents) signalAbort(dep, d.reason);
 }
-
-/** Filled in by timers.ts: schedules `AbortSignal.timeout` (or throws where timers are not allowed). */
-export const abortSignalTimers: { timeout?: (ms: number, signal: AbortSignal) => void } = {};
 
 export class AbortSignal extends EventTarget {
   constructor() {
@@ -407,7 +409,7 @@ export class AbortSignal extends EventTarget {
     if (d.onabort !== null) this.addEventListener("abort", d.onabort);
   }
 }
-setToStringTag(AbortSignal, "AbortSignal");
+setInterfaceName(AbortSignal, "AbortSignal");
 
 const controllerSignal = new WeakMap<object, AbortSignal>();
 
@@ -426,4 +428,4 @@ export class AbortController {
     signalAbort(this.signal, reason);
   }
 }
-setToStringTag(AbortController, "AbortController");
+setInterfaceName(AbortController, "AbortController");

@@ -12,7 +12,8 @@ import { AbortController, AbortSignal } from "./events.js";
 import {
   concatBytes,
   inspectCustom,
-  setToStringTag,
+  isPendingGlobal,
+  setInterfaceName,
   toArrayBuffer,
   toDOMString,
   toUSVString,
@@ -229,7 +230,7 @@ export class Headers {
     return `Headers ${inspect(obj, { ...(options as object), depth })}`;
   }
 }
-setToStringTag(Headers, "Headers");
+setInterfaceName(Headers, "Headers");
 
 function headersWithGuard(guard: Guard, list: [string, string][] = []): Headers {
   const h = new Headers();
@@ -355,7 +356,7 @@ export class FormData {
     return this.entries();
   }
 }
-setToStringTag(FormData, "FormData");
+setInterfaceName(FormData, "FormData");
 
 function escapeMultipartName(name: string): string {
   return name
@@ -492,6 +493,8 @@ function extractBody(init: unknown): { bytes: Uint8Array; type: string | null } 
 }
 
 function isURLSearchParams(value: unknown): boolean {
+  // Before whatwg-url is loaded there is no URLSearchParams: do not load it just to ask.
+  if (isPendingGlobal("URLSearchParams")) return false;
   const Ctor = (globalThis as { URLSearchParams?: new () => unknown }).URLSearchParams;
   return typeof Ctor === "function" && value instanceof Ctor;
 }
@@ -844,7 +847,7 @@ export class Request extends BodyMixin {
     )}`;
   }
 }
-setToStringTag(Request, "Request");
+setInterfaceName(Request, "Request");
 
 // ---------------------------------------------------------------------------
 // Response
@@ -1000,4 +1003,4 @@ export class Response extends BodyMixin {
     )}`;
   }
 }
-setToStringTag(Response, "Response");
+setInterfaceName(Response, "Response");

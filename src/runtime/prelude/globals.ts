@@ -3,17 +3,10 @@
  * installs the Web-standard globals Convex code expects and the determinism
  * controls (`globalThis.__tessera_env`). See README.md for the list.
  */
-import { atob, btoa } from "./base64.js";
-import { Blob, File } from "./blob.js";
-import { createConsole, reportError } from "./console.js";
-import { Crypto, createCrypto, SubtleCrypto } from "./crypto.js";
-import { DOMException } from "./domexception.js";
-import { TextDecoder, TextEncoder } from "./encoding.js";
+// First: captures the builtins before anything is installed or user code runs.
+import "./intrinsics.js";
 import { type BeginOptions, begin, currentMode, type LogLine, rng, takeLogs } from "./env.js";
-import { AbortController, AbortSignal, CustomEvent, Event, EventTarget } from "./events.js";
-import { FormData, Headers, Request, Response } from "./fetch.js";
-import { cloneHooks, structuredClone } from "./structured_clone.js";
-import { createDate, Performance, patchIntl } from "./time.js";
+import { createDate, patchIntl, providePerformance } from "./time.js";
 import {
   clearInterval,
   clearTimeout,
@@ -22,8 +15,7 @@ import {
   setInterval,
   setTimeout,
 } from "./timers.js";
-import { loadUrl } from "./url.js";
-import { defineGlobals, defineLazyGlobals } from "./util.js";
+import { cloneHooks, defineGlobal, defineLazyGlobals } from "./util.js";
 
 /** The host's handle on the isolate's per-execution state. */
 export interface TesseraEnv {
@@ -35,56 +27,58 @@ export interface TesseraEnv {
   readonly mode: string;
 }
 
-const globals: Record<string, unknown> = {
-  TextEncoder,
-  TextDecoder,
-  atob,
-  btoa,
-  structuredClone,
-  DOMException,
-  console: createConsole(),
-  crypto: createCrypto(),
-  Crypto,
-  SubtleCrypto,
-  Blob,
-  File,
-  Headers,
-  Request,
-  Response,
-  FormData,
-  Event,
-  EventTarget,
-  CustomEvent,
-  AbortController,
-  AbortSignal,
-  fetch,
-  setTimeout,
-  setInterval,
-  clearTimeout,
-  clearInterval,
-  queueMicrotask,
-  reportError,
-  performance: Object.freeze(new Performance()),
-  Performance,
-  Date: createDate(),
-};
+// Most globals are installed lazily (util.ts, defineLazyGlobals): the modules
+// implementing them are evaluated on first access in a context, which most
+// executions never make. esbuild bundles a module loaded with require(), and
+// the modules it imports that no eagerly evaluated module imports, as
+// functions called on the first require(). The modules loaded here export
+// nothing (they call provideGlobals): esbuild would build the exports object of
+// a module loaded with require() when the script runs, in every context. The
+// order of the calls is the order of the global object's properties (console
+// and Date replace V8's own, keeping their places).
+defineLazyGlobals(["TextEncoder", "TextDecoder"], () => require("./lazy_encoding.js"));
+defineLazyGlobals(["atob", "btoa"], () => require("./lazy_base64.js"));
+defineLazyGlobals(["structuredClone"], () => require("./lazy_structured_clone.js"));
+defineLazyGlobals(["DOMException"], () => require("./lazy_domexception.js"));
+defineLazyGlobals(["console"], () => require("./lazy_console.js"));
+defineLazyGlobals(["crypto", "Crypto", "SubtleCrypto"], () => require("./lazy_crypto.js"));
+defineLazyGlobals(["Blob", "File"], () => require("./lazy_blob.js"));
+defineLazyGlobals(["Headers", "Request", "Response", "FormData"], () => require("./lazy_fetch.js"));
+defineLazyGlobals(["Event", "EventTarget", "CustomEvent", "AbortController", "AbortSignal"], () =>
+  require("./lazy_events.js"),
+);
+// Small, and needed by the mode rules: installed directly.
+defineGlobal("fetch", fetch);
+defineGlobal("setTimeout", setTimeout);
+defineGlobal("setInterval", setInterval);
+defineGlobal("clearTimeout", clearTimeout);
+defineGlobal("clearInterval", clearInterval);
+defineGlobal("queueMicrotask", queueMicrotask);
+defineLazyGlobals(["reportError"], () => require("./lazy_console.js"));
+defineLazyGlobals(["performance", "Performance"], providePerformance);
+defineGlobal("Date", createDate());
+defineLazyGlobals(["URL", "URLSearchParams"], () => require("./url.js"));
 
-// The bundler may rename classes (TextEncoder2, _DOMException); restore the Web names.
-for (const [name, value] of Object.entries(globals)) {
-  if (typeof value === "function" && value.name !== name) {
-    Object.defineProperty(value, "name", { value: name, configurable: true });
-  }
-}
-defineGlobals(globals);
-
-// structuredClone refuses platform objects, as browsers do; Blob, File and DOMException are cloneable.
-for (const [name, value] of Object.entries(globals)) {
-  if (typeof value !== "function" || !/^[A-Z]/.test(name)) continue;
-  if (name === "Blob" || name === "File" || name === "DOMException" || name === "Date") continue;
-  const ctor = value as new () => unknown;
-  cloneHooks.refused.push({ test: (v) => v instanceof ctor, name });
-}
-defineLazyGlobals(["URL", "URLSearchParams"], () => ({ ...loadUrl() }));
+// structuredClone refuses platform objects, as browsers do (in this order);
+// Blob, File and DOMException are cloneable.
+cloneHooks.refused = [
+  "URL",
+  "URLSearchParams",
+  "TextEncoder",
+  "TextDecoder",
+  "Crypto",
+  "SubtleCrypto",
+  "Headers",
+  "Request",
+  "Response",
+  "FormData",
+  "Event",
+  "EventTarget",
+  "CustomEvent",
+  "AbortController",
+  "AbortSignal",
+  "Performance",
+];
 
 Object.defineProperty(Math, "random", {
   value: function random(): number {

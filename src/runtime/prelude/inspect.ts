@@ -10,6 +10,32 @@
  * (no engine internals here), and shows no colors.
  */
 import {
+  bigintValueOf,
+  booleanValueOf,
+  dateGetTime,
+  dateToISOString,
+  dateToString,
+  errorToString,
+  functionToString,
+  hasOwn,
+  initialGlobalNames,
+  isEnumerable,
+  mapEntries,
+  mapSizeGetter,
+  numberValueOf,
+  ObjectProto,
+  objectToString,
+  regexpSourceGetter,
+  regexpToString,
+  setSizeGetter,
+  setValues,
+  stringValueOf,
+  symbolToString,
+  symbolValueOf,
+  weakMapHas,
+  weakSetHas,
+} from "./intrinsics.js";
+import {
   inspectCustom,
   isArrayBuffer,
   isDataView,
@@ -36,34 +62,9 @@ interface Ctx {
   indentationLvl: number;
 }
 
-// Captured at prelude start, before user code can replace them.
-const ObjectProto = Object.prototype;
-const hasOwn = Object.prototype.hasOwnProperty;
-const isEnumerable = Object.prototype.propertyIsEnumerable;
-const objectToString = Object.prototype.toString;
-const functionToString = Function.prototype.toString;
-const errorToString = Error.prototype.toString;
-const dateGetTime = Date.prototype.getTime;
-const dateToISOString = Date.prototype.toISOString;
-const dateToString = Date.prototype.toString;
-const regexpToString = RegExp.prototype.toString;
-const regexpSourceGetter = Object.getOwnPropertyDescriptor(RegExp.prototype, "source")!.get!;
-const mapSizeGetter = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
-const setSizeGetter = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!;
-const mapEntries = Map.prototype.entries;
-const setValues = Set.prototype.values;
-const weakMapHas = WeakMap.prototype.has;
-const weakSetHas = WeakSet.prototype.has;
-const numberValueOf = Number.prototype.valueOf;
-const stringValueOf = String.prototype.valueOf;
-const booleanValueOf = Boolean.prototype.valueOf;
-const bigintValueOf = BigInt.prototype.valueOf;
-const symbolValueOf = Symbol.prototype.valueOf;
-const symbolToString = Symbol.prototype.toString;
-
 /** Names of the ECMAScript builtin constructors (for `%s`: objects of these use inspect, others their own toString). */
 export const builtInObjects = new Set(
-  Object.getOwnPropertyNames(globalThis).filter((name) => /^[A-Z][a-zA-Z0-9]+$/.test(name)),
+  initialGlobalNames.filter((name) => /^[A-Z][a-zA-Z0-9]+$/.test(name)),
 );
 
 function brand(fn: (this: unknown) => unknown, value: unknown): boolean {

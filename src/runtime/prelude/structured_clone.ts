@@ -9,52 +9,41 @@
  */
 import { DOMException, isDOMException } from "./domexception.js";
 import {
+  arrayBufferByteLength as abByteLength,
+  arrayBufferMaxByteLength as abMaxByteLength,
+  arrayBufferResizable as abResizable,
+  arrayBufferSlice as abSlice,
+  arrayBufferTransfer as abTransfer,
+  bigintValueOf,
+  booleanValueOf,
+  dateGetTime,
+  ERROR_CTORS,
+  mapEntries,
+  mapSizeGetter as mapSize,
+  numberValueOf,
+  objectToString,
+  regexpFlagsGetter as regexpFlags,
+  regexpSourceGetter as regexpSource,
+  setSizeGetter as setSize,
+  setValues,
+  stringValueOf,
+  symbolValueOf,
+  TYPED_ARRAY_CTORS,
+  weakMapHas,
+  weakRefDeref,
+  weakSetHas,
+} from "./intrinsics.js";
+import {
+  cloneHooks,
   isArrayBuffer,
   isDataView,
   isSharedArrayBuffer,
+  loadedGlobal,
   type TypedArray,
   typedArrayName,
 } from "./util.js";
 
-const objectToString = Object.prototype.toString;
-const dateGetTime = Date.prototype.getTime;
-const regexpSource = Object.getOwnPropertyDescriptor(RegExp.prototype, "source")!.get!;
-const regexpFlags = Object.getOwnPropertyDescriptor(RegExp.prototype, "flags")!.get!;
-const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
-const setSize = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!;
-const mapEntries = Map.prototype.entries;
-const setValues = Set.prototype.values;
-const weakMapHas = WeakMap.prototype.has;
-const weakSetHas = WeakSet.prototype.has;
-const weakRefDeref = typeof WeakRef === "function" ? WeakRef.prototype.deref : undefined;
-const numberValueOf = Number.prototype.valueOf;
-const stringValueOf = String.prototype.valueOf;
-const booleanValueOf = Boolean.prototype.valueOf;
-const bigintValueOf = BigInt.prototype.valueOf;
-const symbolValueOf = Symbol.prototype.valueOf;
-const abResizable = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, "resizable")?.get;
-const abMaxByteLength = Object.getOwnPropertyDescriptor(
-  ArrayBuffer.prototype,
-  "maxByteLength",
-)?.get;
-const abSlice = ArrayBuffer.prototype.slice;
-const abByteLength = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength")!.get!;
-const abTransfer = (ArrayBuffer.prototype as { transfer?: (this: ArrayBuffer) => ArrayBuffer })
-  .transfer;
-const TYPED_ARRAYS: Record<string, new (b: ArrayBuffer, o: number, l?: number) => TypedArray> = {
-  Int8Array,
-  Uint8Array,
-  Uint8ClampedArray,
-  Int16Array,
-  Uint16Array,
-  Int32Array,
-  Uint32Array,
-  Float32Array,
-  Float64Array,
-  BigInt64Array,
-  BigUint64Array,
-};
-const ERROR_NAMES = new Set([
+const ERROR_NAME_LIST = [
   "Error",
   "EvalError",
   "RangeError",
@@ -62,16 +51,31 @@ const ERROR_NAMES = new Set([
   "SyntaxError",
   "TypeError",
   "URIError",
-]);
-const ERROR_CTORS: Record<string, ErrorConstructor> = {
-  Error,
-  EvalError,
-  RangeError,
-  ReferenceError,
-  SyntaxError,
-  TypeError,
-  URIError,
-};
+];
+const ERROR_NAMES = new Set(ERROR_NAME_LIST);
+/** The standard error constructors (captured in intrinsics.ts) by name. */
+const ERROR_CTOR_BY_NAME: Record<string, ErrorConstructor> = {};
+for (let i = 0; i < ERROR_NAME_LIST.length; i++) {
+  ERROR_CTOR_BY_NAME[ERROR_NAME_LIST[i]!] = ERROR_CTORS[i]!;
+}
+/** The typed array constructors (captured in intrinsics.ts) by name. */
+const TYPED_ARRAYS: Record<string, (typeof TYPED_ARRAY_CTORS)[number]> = {};
+const TYPED_ARRAY_NAMES = [
+  "Int8Array",
+  "Uint8Array",
+  "Uint8ClampedArray",
+  "Int16Array",
+  "Uint16Array",
+  "Int32Array",
+  "Uint32Array",
+  "Float32Array",
+  "Float64Array",
+  "BigInt64Array",
+  "BigUint64Array",
+];
+for (let i = 0; i < TYPED_ARRAY_NAMES.length; i++) {
+  TYPED_ARRAYS[TYPED_ARRAY_NAMES[i]!] = TYPED_ARRAY_CTORS[i]!;
+}
 
 function tryCall(fn: ((this: unknown, ...a: never[]) => unknown) | undefined, v: unknown): boolean {
   if (fn === undefined) return false;
@@ -86,16 +90,6 @@ function tryCall(fn: ((this: unknown, ...a: never[]) => unknown) | undefined, v:
 function dataCloneError(what: string): DOMException {
   return new DOMException(`${what} could not be cloned.`, "DataCloneError");
 }
-
-/**
- * Classes of the prelude that are cloneable (Blob, File, DOMException are
- * registered by their modules) and that must be refused (other platform
- * objects such as Headers or URL).
- */
-export const cloneHooks: {
-  cloneable: { test: (v: object) => boolean; clone: (v: object) => object }[];
-  refused: { test: (v: object) => boolean; name: string }[];
-} = { cloneable: [], refused: [] };
 
 export function structuredClone(value: unknown, options?: unknown): unknown {
   // biome-ignore lint/complexity/noArguments: Web IDL counts the arguments actually passed.
@@ -226,8 +220,10 @@ function cloneValue(value: unknown, memory: Map<object, unknown>): unknown {
   for (const hook of cloneHooks.cloneable) {
     if (hook.test(value)) return remember(memory, value, hook.clone(value));
   }
-  for (const hook of cloneHooks.refused) {
-    if (hook.test(value)) throw dataCloneError(`#<${hook.name}>`);
+  for (const name of cloneHooks.refused) {
+    // A class not loaded yet has no instances.
+    const ctor = loadedGlobal(name);
+    if (typeof ctor === "function" && value instanceof ctor) throw dataCloneError(`#<${name}>`);
   }
   if (isDOMException(value)) {
     return remember(memory, value, new DOMException(value.message, value.name));
@@ -296,7 +292,7 @@ function cloneError(value: Error, memory: Map<object, unknown>): Error {
   const rawName = (value as { name?: unknown }).name;
   const name = typeof rawName === "string" && ERROR_NAMES.has(rawName) ? rawName : "Error";
   // A real error object (with [[ErrorData]]), its own stack replaced below.
-  const out = new (ERROR_CTORS[name] ?? Error)();
+  const out = new (ERROR_CTOR_BY_NAME[name] ?? Error)();
   memory.set(value, out);
   const define = (key: string, v: unknown) =>
     Object.defineProperty(out, key, {

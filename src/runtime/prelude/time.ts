@@ -4,7 +4,7 @@
  * frozen time (env.ts) instead of the wall clock.
  */
 import { now } from "./env.js";
-import { setToStringTag } from "./util.js";
+import { provideGlobals, setInterfaceName } from "./util.js";
 
 const OriginalDate = Date;
 
@@ -34,22 +34,13 @@ export function createDate(): DateConstructor {
     enumerable: false,
     configurable: false,
   });
-  const statics: Record<string, unknown> = {
-    now: function now_() {
-      return now();
-    },
-    parse: OriginalDate.parse,
-    UTC: OriginalDate.UTC,
+  const dateNow = function now_() {
+    return now();
   };
-  Object.defineProperty(statics.now, "name", { value: "now" });
-  for (const [name, value] of Object.entries(statics)) {
-    Object.defineProperty(FrozenDate, name, {
-      value,
-      writable: true,
-      enumerable: false,
-      configurable: true,
-    });
-  }
+  Object.defineProperty(dateNow, "name", { value: "now" });
+  defineMethod(FrozenDate, "now", dateNow);
+  defineMethod(FrozenDate, "parse", OriginalDate.parse);
+  defineMethod(FrozenDate, "UTC", OriginalDate.UTC);
   Object.defineProperty(OriginalDate.prototype, "constructor", {
     value: FrozenDate,
     writable: true,
@@ -57,6 +48,15 @@ export function createDate(): DateConstructor {
     configurable: true,
   });
   return FrozenDate;
+}
+
+function defineMethod(target: object, name: string, value: unknown): void {
+  Object.defineProperty(target, name, {
+    value,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
 }
 
 /** Makes `Intl.DateTimeFormat.prototype.format()` / `formatToParts()` use the frozen time when no date is given. */
@@ -95,18 +95,26 @@ export function patchIntl(): void {
   });
 }
 
-/** `performance`: `now()` (frozen at 0 during an execution) and `timeOrigin` (the frozen time). */
-export class Performance {
-  get timeOrigin(): number {
-    return now();
-  }
+/**
+ * Creates `Performance` and the `performance` object and hands them to
+ * provideGlobals. Called on first use of either global (see globals.ts): the
+ * class would otherwise be created in every fresh context.
+ */
+export function providePerformance(): void {
+  /** `performance`: `now()` (frozen at 0 during an execution) and `timeOrigin` (the frozen time). */
+  class Performance {
+    get timeOrigin(): number {
+      return now();
+    }
 
-  now(): number {
-    return performanceNow();
-  }
+    now(): number {
+      return performanceNow();
+    }
 
-  toJSON(): { timeOrigin: number } {
-    return { timeOrigin: this.timeOrigin };
+    toJSON(): { timeOrigin: number } {
+      return { timeOrigin: this.timeOrigin };
+    }
   }
+  setInterfaceName(Performance, "Performance");
+  provideGlobals({ performance: Object.freeze(new Performance()), Performance });
 }
-setToStringTag(Performance, "Performance");

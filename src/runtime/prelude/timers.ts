@@ -4,9 +4,10 @@
  * mode "action" the host will provide them; until it does they throw
  * "not supported yet". `queueMicrotask` is deterministic and always works.
  */
-import { reportError } from "./console.js";
 import { currentMode } from "./env.js";
-import { abortSignalTimers } from "./events.js";
+import type { AbortSignal } from "./events.js";
+import { resolvedPromise as resolved, promiseThen as then } from "./intrinsics.js";
+import { preludeGlobal } from "./util.js";
 
 /** The error for a side-effecting API used where it is not allowed. */
 export function unavailable(name: string): Error {
@@ -34,12 +35,12 @@ export function clearInterval(_id?: unknown): void {
   throw unavailable("clearInterval");
 }
 
-abortSignalTimers.timeout = () => {
-  throw unavailable("AbortSignal.timeout");
+/** Schedules `AbortSignal.timeout` (events.ts), or throws where timers are not allowed. */
+export const abortSignalTimers: { timeout?: (ms: number, signal: AbortSignal) => void } = {
+  timeout: () => {
+    throw unavailable("AbortSignal.timeout");
+  },
 };
-
-const resolved = Promise.resolve();
-const then = Promise.prototype.then;
 
 export function queueMicrotask(callback: unknown): void {
   if (typeof callback !== "function") {
@@ -51,7 +52,8 @@ export function queueMicrotask(callback: unknown): void {
     try {
       (callback as () => void)();
     } catch (err) {
-      reportError(err);
+      // The prelude's reportError (console.js, evaluated only when needed).
+      (preludeGlobal("reportError") as (error: unknown) => void)(err);
     }
   });
 }

@@ -3,8 +3,21 @@
  * isolate: only ECMAScript builtins are available.
  */
 
-/** Installs `value` on globalThis as a non-enumerable, writable, configurable property (like Web IDL globals). */
+/**
+ * The prelude's own values of its globals, by name, as far as they exist:
+ * eager globals, the values lazily evaluated modules provided, and classes
+ * named with setInterfaceName (a class can exist, through instances made by
+ * another module, before its global is read).
+ */
+const preludeValues: Record<string, unknown> = Object.create(null);
+
+/** Installs a global (non-enumerable, writable, configurable, like Web IDL globals). */
 export function defineGlobal(name: string, value: unknown): void {
+  // The bundler may rename functions (fetch2); restore the Web names.
+  if (typeof value === "function" && value.name !== name) {
+    Object.defineProperty(value, "name", { value: name, configurable: true });
+  }
+  preludeValues[name] = value;
   Object.defineProperty(globalThis, name, {
     value,
     writable: true,
@@ -13,53 +26,162 @@ export function defineGlobal(name: string, value: unknown): void {
   });
 }
 
-/** Installs several globals at once (one defineProperties call on the global object is cheaper). */
-export function defineGlobals(values: Record<string, unknown>): void {
-  const descriptors: PropertyDescriptorMap = {};
-  for (const [name, value] of Object.entries(values)) {
-    descriptors[name] = { value, writable: true, enumerable: false, configurable: true };
+/** Globals evaluated together: by a module that calls provideGlobals with their values. */
+interface LazyGroup {
+  names: readonly string[];
+  /** Evaluates the module (a require() call). */
+  load: () => unknown;
+  /** The values of `names`, once loaded. */
+  values: Record<string, unknown> | undefined;
+}
+
+/** A lazily installed global: its group and the getter installed for it. */
+interface LazyGlobal {
+  group: LazyGroup;
+  get: () => unknown;
+}
+
+const lazyGlobals: Record<string, LazyGlobal> = Object.create(null);
+
+/**
+ * Called by the modules that globals.ts loads lazily (lazy_*.ts, url.ts) when
+ * they are evaluated: hands over the values of their globals. (Those modules
+ * export nothing: esbuild builds the exports object of a module loaded with
+ * require() when the script is evaluated, which costs time in every context.)
+ */
+export function provideGlobals(values: Record<string, unknown>): void {
+  for (const name in values) preludeValues[name] = values[name];
+}
+
+/** A group's values, evaluating its module on first call. */
+function groupValues(group: LazyGroup): Record<string, unknown> {
+  let values = group.values;
+  if (values === undefined) {
+    group.load();
+    values = {};
+    for (const name of group.names) {
+      if (!(name in preludeValues)) throw new Error(`prelude: no value provided for ${name}`);
+      const value = preludeValues[name];
+      // The bundler may rename functions (structuredClone2); restore the Web names.
+      if (typeof value === "function" && value.name !== name) {
+        Object.defineProperty(value, "name", { value: name, configurable: true });
+      }
+      values[name] = value;
+    }
+    group.values = values;
   }
-  Object.defineProperties(globalThis, descriptors);
+  return values;
 }
 
 /**
- * Installs globals whose values are computed on first access of any of them,
- * then stored as plain data properties (assigning one first just replaces it).
+ * Replaces the accessors of a loaded group by the data properties Web IDL
+ * globals are, except where user code has replaced an accessor meanwhile (and
+ * calls a getter it kept). Fails only when the global object is frozen; the
+ * accessors stay then.
  */
-export function defineLazyGlobals(
-  names: readonly string[],
-  load: () => Record<string, unknown>,
-): void {
-  let values: Record<string, unknown> | undefined;
-  const materialize = () => {
-    values ??= load();
-    for (const other of names) {
-      const desc = Object.getOwnPropertyDescriptor(globalThis, other);
-      // Only globals still lazy (not replaced or deleted by user code).
-      if (desc?.get !== undefined && lazyGetters.has(desc.get)) defineGlobal(other, values[other]);
+function materialize(group: LazyGroup, values: Record<string, unknown>): void {
+  for (const name of group.names) {
+    if (Object.getOwnPropertyDescriptor(globalThis, name)?.get === lazyGlobals[name]!.get) {
+      Reflect.defineProperty(globalThis, name, {
+        value: values[name],
+        writable: true,
+        enumerable: false,
+        configurable: true,
+      });
     }
-    return values;
-  };
-  for (const name of names) {
-    const get = () => materialize()[name];
-    lazyGetters.add(get);
-    Object.defineProperty(globalThis, name, {
-      get,
-      set(value: unknown) {
-        defineGlobal(name, value);
-      },
-      enumerable: false,
-      configurable: true,
-    });
   }
 }
 
-const lazyGetters = new WeakSet<object>();
+function defineLazyGlobal(name: string, group: LazyGroup): void {
+  const get = (): unknown => {
+    const values = groupValues(group);
+    materialize(group, values);
+    return values[name];
+  };
+  lazyGlobals[name] = { group, get };
+  Object.defineProperty(globalThis, name, {
+    get,
+    // Assigning replaces the global without evaluating it, as assigning to the
+    // writable data property would; on an object inheriting from globalThis
+    // it creates an own property of that object.
+    set(this: unknown, value: unknown): void {
+      const target = this ?? globalThis;
+      if (typeof target !== "object" && typeof target !== "function") return;
+      const ok = Reflect.defineProperty(target, name, {
+        value,
+        writable: true,
+        enumerable: target !== globalThis,
+        configurable: true,
+      });
+      if (!ok) throw new TypeError(`Cannot assign to read only property '${name}' of object`);
+    },
+    enumerable: false,
+    configurable: true,
+  });
+}
 
-/** Sets `Symbol.toStringTag` on a class prototype, as Web IDL interfaces have. */
-export function setToStringTag(ctor: { prototype: object }, tag: string): void {
+/**
+ * Installs globals whose values are computed on first access: `load`
+ * evaluates a module that calls provideGlobals with the values of `names`,
+ * on first access of any of them. Until a global is read it is an accessor
+ * (non-enumerable, configurable); its first read replaces it with the data
+ * property (writable, non-enumerable, configurable) a Web IDL global is, and
+ * assigning to it replaces it with the assigned value.
+ */
+export function defineLazyGlobals(names: readonly string[], load: () => unknown): void {
+  const group: LazyGroup = { names, load, values: undefined };
+  for (let i = 0; i < names.length; i++) defineLazyGlobal(names[i]!, group);
+}
+
+/**
+ * The prelude's own value of the lazy global `name` (whatever user code did
+ * to the global), evaluating its module if needed.
+ */
+export function preludeGlobal(name: string): unknown {
+  return groupValues(lazyGlobals[name]!.group)[name];
+}
+
+/**
+ * The prelude's own value of the global `name` if it exists yet, else
+ * undefined (then no object of its class exists either). Evaluates nothing.
+ */
+export function loadedGlobal(name: string): unknown {
+  return preludeValues[name];
+}
+
+/**
+ * True when reading the global `name` would evaluate its module: it is still
+ * the prelude's accessor and the value does not exist yet. Code that only
+ * needs to know whether a value is an instance of the global can skip it then.
+ */
+export function isPendingGlobal(name: string): boolean {
+  const lazy = lazyGlobals[name];
+  if (lazy === undefined || name in preludeValues) return false;
+  return Object.getOwnPropertyDescriptor(globalThis, name)?.get === lazy.get;
+}
+
+/**
+ * Classes of the prelude that structuredClone clones (Blob, File, registered
+ * by their module) and names of the globals whose instances it refuses
+ * (other platform objects such as Headers or URL), in the order it tests them.
+ */
+export const cloneHooks: {
+  cloneable: { test: (v: object) => boolean; clone: (v: object) => object }[];
+  refused: readonly string[];
+} = { cloneable: [], refused: [] };
+
+/**
+ * Gives a class its Web IDL interface name: `Symbol.toStringTag` on its
+ * prototype, and its `name` where the bundler renamed it (TextEncoder2,
+ * _Request). Done when the class is created: it can be reached through
+ * instances before (or without) its global being read. Also records it as
+ * the prelude's value of the global `name` (see loadedGlobal).
+ */
+export function setInterfaceName(ctor: { prototype: object; name: string }, name: string): void {
+  if (ctor.name !== name) Object.defineProperty(ctor, "name", { value: name, configurable: true });
+  preludeValues[name] = ctor;
   Object.defineProperty(ctor.prototype, Symbol.toStringTag, {
-    value: tag,
+    value: name,
     writable: false,
     enumerable: false,
     configurable: true,
