@@ -103,7 +103,10 @@ export class AppRuntime {
     const nowMs = options.importTimeMs ?? Date.now();
     // Two scripts per context: each run is a round trip to the isolate's thread.
     const scripts = [
-      { code: `${prelude}\n;${bootstrap}\n;${importEnv(seed, nowMs)}\n`, filename: "tessera:runtime.js" },
+      {
+        code: `${prelude}\n;${bootstrap}\n;${importEnv(seed, nowMs)}\n`,
+        filename: "tessera:runtime.js",
+      },
       { code: app.script, filename: APP_SCRIPT_NAME },
     ];
     const runtime = new AppRuntime(

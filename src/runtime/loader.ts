@@ -123,7 +123,6 @@ export async function linkModules(modules: ModuleSet): Promise<LinkedApp> {
       plugins: [plugin],
       logLevel: "silent",
       treeShaking: false,
-      keepNames: true,
     });
   } catch (e) {
     const errors = (e as { errors?: esbuild.Message[] }).errors;
