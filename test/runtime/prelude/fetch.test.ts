@@ -98,9 +98,12 @@ describe("Headers", () => {
 });
 
 describe("Blob and File", () => {
+  // Random strings carry no CR: Node leaves a lone CR alone with endings: "native", where the
+  // File API turns it into LF (checked separately below), so a lone CR would make Node differ.
+  const noCr = (s: string) => s.replace(/\r/g, "");
   const part = fc.oneof(
-    fc.string({ maxLength: 8 }).map((s) => ({ kind: "string", value: s })),
-    fc.string({ unit: "binary", maxLength: 4 }).map((s) => ({ kind: "string", value: s })),
+    fc.string({ maxLength: 8 }).map((s) => ({ kind: "string", value: noCr(s) })),
+    fc.string({ unit: "binary", maxLength: 4 }).map((s) => ({ kind: "string", value: noCr(s) })),
     fc.uint8Array({ maxLength: 8 }).map((b) => ({ kind: "bytes", value: [...b] })),
     fc.uint8Array({ maxLength: 8 }).map((b) => ({ kind: "buffer", value: [...b] })),
     // Node leaves a lone CR alone with endings: "native"; the File API (and browsers) turn it into LF.

@@ -124,9 +124,13 @@ describe("URL", () => {
         ),
         (hosts) => {
           const cases = hosts.map((h) => [`http://${h}/`]);
-          expect(ctx.run(`${URL_PROGRAM} return program($0);`, cases)).toEqual(
-            nodeUrlProgram(cases),
-          );
+          const ours = ctx.run(`${URL_PROGRAM} return program($0);`, cases) as unknown[][];
+          const node = nodeUrlProgram(cases) as unknown[][];
+          // Node 20's URL.canParse disagrees with its own constructor for some IDNA hosts
+          // ("http://ß/" parses, yet canParse says false); the standard says they agree.
+          // So the parse is compared with Node, and canParse with the parse.
+          expect(ours.map((r) => r.slice(0, -1))).toEqual(node.map((r) => r.slice(0, -1)));
+          for (const r of ours) expect(r[r.length - 1]).toBe(r[0] !== "error");
         },
       ),
       { numRuns: 100 },
