@@ -45,15 +45,15 @@ export function schemaFromJson(json: string): Schema {
 /** Evaluates a bundled `schema.js` in an isolate and returns its `export()` JSON. */
 export async function evaluateSchema(module: ModuleSource): Promise<Schema> {
   const linked = await linkModules([{ ...module, path: "schema.js", environment: "isolate" }]);
-  const runtime = await AppRuntime.create(linked, { isolates: 1, warmContexts: 0 });
+  const runtime = await AppRuntime.create(linked, {
+    isolates: 1,
+    warmContexts: 0,
+    contextReuse: false,
+  });
   try {
-    const json = await runtime.withContext(async (context) => {
-      const text = await context.eval(
-        `(() => { const s = __tessera_app.modules["schema.js"].default; if (!s || typeof s.export !== "function") throw new Error("schema.ts must export default defineSchema(…)"); return s.export(); })()`,
-        { copy: true },
-      );
-      return text as string;
-    });
+    const json = await runtime.evaluateOnce<string>(
+      `(() => { const s = __tessera_app.modules["schema.js"].default; if (!s || typeof s.export !== "function") throw new Error("schema.ts must export default defineSchema(…)"); return s.export(); })()`,
+    );
     return schemaFromJson(json);
   } finally {
     runtime.dispose();

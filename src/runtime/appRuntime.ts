@@ -1,12 +1,17 @@
 /**
  * The runtime of one deployed app version: a pool of isolates, each with the
  * prelude (Web globals), the bootstrap (syscall bridge) and the app's linked
- * modules compiled once, and a supply of fresh contexts into which those
- * scripts have already been run. Every execution gets a context of its own,
- * used once: no execution can see state another one left behind. Module
- * import code runs in each context with the deployment's frozen time and
- * seed, so every context starts from the same imported state. See README.md
- * for why (and what it costs).
+ * modules compiled once, and contexts into which those scripts have been run.
+ * Module import code runs in each context with the deployment's frozen time
+ * and seed, so every context starts from the same imported state.
+ *
+ * A context serves executions one at a time for as long as none of them
+ * changes state that existed before it began: once the app is imported the
+ * context is *sealed* (prelude/guard.ts registers everything that exists) and
+ * each execution reports whether it touched any of it. A context that was
+ * touched is discarded and the next execution gets a fresh one. Apps the
+ * guard cannot follow (instrument.ts, guard.ts) get a fresh context for every
+ * execution. See README.md, "Context reuse".
  *
  * V8 snapshots would skip re-running import code, but isolated-vm documents
  * its snapshot support as unstable ("You should not use this feature"), and
@@ -24,12 +29,51 @@ export interface RuntimeOptions {
   memoryLimitMb?: number;
   /** Isolates in the pool (default 4). Each runs one execution at a time. */
   isolates?: number;
-  /** Fresh contexts kept ready per isolate (default 2). */
+  /** Contexts kept ready per isolate besides the one in use (default 2, or 1 when contexts are reused). */
   warmContexts?: number;
   /** Deployment time (ms since the epoch) that module import code sees (default: now). */
   importTimeMs?: number;
   /** Seed of `Math.random` during module import (default: random, fixed for this deployment). */
   importSeed?: string;
+  /** Let a context serve several executions while none changes pre-existing state (default true). */
+  contextReuse?: boolean;
+}
+
+/** Hooks of the execution a context is serving (execution.ts); its host callbacks call them. */
+export interface ExecutionHooks {
+  sync(op: string, argsJson: string): string;
+  async(id: number, op: string, argsJson: string): void;
+  done(outcomeJson: string): void;
+}
+
+/** A context with the runtime and the app imported, and the host's handles on it. */
+export interface LiveContext {
+  readonly context: ivm.Context;
+  readonly isolate: ivm.Isolate;
+  /** `__tessera_runtime.start(requestJson)`. */
+  readonly start: ivm.Reference<(requestJson: string) => void>;
+  /** `__tessera_runtime.settle(id, ok, payload)`. */
+  readonly settle: ivm.Reference<(id: number, ok: boolean, payload: string) => void>;
+  /** The execution being served, if any. */
+  readonly slot: { current: ExecutionHooks | null };
+  /** Sealed: may serve another execution if this one leaves it clean. */
+  readonly sealed: boolean;
+  /** Executions served so far. */
+  uses: number;
+}
+
+/** How contexts have been used (diagnostics, tests and the benchmark). */
+export interface ReuseStats {
+  /** Whether contexts are reused, and if not, why. */
+  enabled: boolean;
+  reason?: string;
+  executions: number;
+  /** Executions that ran in a context that had served another before. */
+  reused: number;
+  /** Executions after which the context was discarded because they changed pre-existing state. */
+  tainted: number;
+  /** The latest taint, described (file and line where known). */
+  lastTaint?: string;
 }
 
 export interface FunctionSpec {
@@ -59,7 +103,9 @@ interface PooledIsolate {
   /** The scripts, compiled for this isolate, run into every new context. */
   scripts: Promise<ivm.Script[]>;
   busy: boolean;
-  warm: Array<Promise<ivm.Context>>;
+  warm: Array<Promise<LiveContext>>;
+  /** A sealed context that served executions and is still clean. */
+  current: LiveContext | null;
 }
 
 interface ScriptSource {
@@ -77,12 +123,13 @@ v8.setFlagsFromString("--expose-gc");
 const COLLECT_AT = 0.3;
 
 const importEnv = (seed: string, nowMs: number) =>
-  `globalThis.__tessera_env.begin({ mode: "import", seed: ${JSON.stringify(seed)}, nowMs: ${nowMs} });`;
+  `globalThis.__tessera_runtime.beginImport(${JSON.stringify(seed)}, ${nowMs});`;
 
 export class AppRuntime {
   private readonly pool: PooledIsolate[] = [];
   private readonly waiting: Array<(p: PooledIsolate) => void> = [];
   private disposed = false;
+  private readonly reuseStats: ReuseStats;
 
   private constructor(
     private readonly scripts: ScriptSource[],
@@ -91,7 +138,21 @@ export class AppRuntime {
     >,
     readonly modules: ModuleSpec[],
     readonly app: LinkedApp,
-  ) {}
+    reuse: boolean,
+  ) {
+    const off = !reuse
+      ? "context reuse is turned off"
+      : app.reuse.possible
+        ? undefined
+        : app.reuse.reason;
+    this.reuseStats = {
+      enabled: off === undefined,
+      ...(off !== undefined ? { reason: off } : {}),
+      executions: 0,
+      reused: 0,
+      tainted: 0,
+    };
+  }
 
   /**
    * Imports the app's modules (in a first context) and analyses them.
@@ -109,24 +170,21 @@ export class AppRuntime {
       },
       { code: app.script, filename: APP_SCRIPT_NAME },
     ];
+    const reuse = options.contextReuse ?? true;
     const runtime = new AppRuntime(
       scripts,
       {
         memoryLimitMb: options.memoryLimitMb ?? 64,
         isolates: options.isolates ?? 4,
-        warmContexts: options.warmContexts ?? 2,
+        warmContexts: options.warmContexts ?? (reuse ? 1 : 2),
       },
       [],
       app,
+      reuse,
     );
     try {
-      const analysis = await runtime.withContext(
-        async (context) =>
-          JSON.parse(
-            await context.eval("__tessera_runtime.analyze()", { copy: true }),
-          ) as ModuleSpec[],
-      );
-      runtime.modules.push(...analysis);
+      const analysis = await runtime.evaluateOnce<string>("__tessera_runtime.analyze()");
+      runtime.modules.push(...(JSON.parse(analysis) as ModuleSpec[]));
     } catch (e) {
       runtime.dispose();
       throw e instanceof AppLoadError
@@ -136,19 +194,27 @@ export class AppRuntime {
     return runtime;
   }
 
+  /** Whether contexts are reused, and how often executions found one ready. */
+  get reuse(): Readonly<ReuseStats> {
+    return this.reuseStats;
+  }
+
   private newIsolate(): PooledIsolate {
     const isolate = new ivm.Isolate({ memoryLimit: this.options.memoryLimitMb });
     const scripts = Promise.all(
       this.scripts.map((s) => isolate.compileScript(s.code, { filename: s.filename })),
     );
     scripts.catch(() => {});
-    const p: PooledIsolate = { isolate, scripts, busy: false, warm: [] };
+    const p: PooledIsolate = { isolate, scripts, busy: false, warm: [], current: null };
     this.pool.push(p);
     return p;
   }
 
-  /** A new context with the prelude, bootstrap and app imported. */
-  private async freshContext(p: PooledIsolate): Promise<ivm.Context> {
+  /**
+   * A new context with the prelude, bootstrap and app imported, its host
+   * callbacks installed, and (when contexts are reused) sealed.
+   */
+  private async prepare(p: PooledIsolate): Promise<LiveContext> {
     if (process.env.TESSERA_DEBUG_HEAP) {
       const h = p.isolate.getHeapStatisticsSync();
       console.log(
@@ -158,13 +224,10 @@ export class AppRuntime {
         (h.total_heap_size / 1048576).toFixed(1),
         "limit",
         (h.heap_size_limit / 1048576).toFixed(1),
-        "ext",
-        (h.externally_allocated_size / 1048576).toFixed(1),
-        "avail",
-        (h.total_available_size / 1048576).toFixed(1),
       );
     }
     const context = await p.isolate.createContext();
+    const refs: ivm.Reference[] = [];
     try {
       for (const [i, script] of (await p.scripts).entries()) {
         try {
@@ -179,19 +242,74 @@ export class AppRuntime {
       if (heap > this.options.memoryLimitMb * 1024 * 1024 * COLLECT_AT) {
         await context.eval("__tessera_runtime.collect()");
       }
-      return context;
+      const slot: LiveContext["slot"] = { current: null };
+      const jail = context.global;
+      await jail.set("__tessera_syscall", new ivm.Callback(syncCallback(slot)));
+      await jail.set("__tessera_async_syscall", new ivm.Callback(asyncCallback(slot)));
+      await jail.set("__tessera_done", new ivm.Callback(doneCallback(slot)));
+      const runtimeRef = await jail.get("__tessera_runtime", { reference: true });
+      refs.push(runtimeRef);
+      const start = await runtimeRef.get("start", { reference: true });
+      refs.push(start);
+      const settle = await runtimeRef.get("settle", { reference: true });
+      refs.push(settle);
+      const connect = await runtimeRef.get("connect", { reference: true });
+      await connect.apply(undefined, []);
+      connect.release();
+      let sealed = false;
+      if (this.reuseStats.enabled) {
+        const seal = await runtimeRef.get("seal", { reference: true });
+        refs.push(seal);
+        const result = JSON.parse(
+          (await seal.apply(undefined, [], { timeout: 10_000 })) as string,
+        ) as { reusable: boolean; reason?: string };
+        seal.release();
+        if (result.reusable) sealed = true;
+        else this.turnReuseOff(result.reason ?? "the app's imported state cannot be watched");
+      }
+      runtimeRef.release();
+      return {
+        context,
+        isolate: p.isolate,
+        start: start as LiveContext["start"],
+        settle: settle as LiveContext["settle"],
+        slot,
+        sealed,
+        uses: 0,
+      };
     } catch (e) {
+      for (const r of refs) r.release();
       context.release();
       throw e;
     }
   }
 
+  private turnReuseOff(reason: string): void {
+    if (!this.reuseStats.enabled) return;
+    this.reuseStats.enabled = false;
+    this.reuseStats.reason = reason;
+    for (const p of this.pool) {
+      if (p.current) {
+        this.discard(p.current);
+        p.current = null;
+      }
+    }
+  }
+
   private warmUp(p: PooledIsolate): void {
-    while (p.warm.length < this.options.warmContexts && !p.isolate.isDisposed && !this.disposed) {
-      const context = this.freshContext(p);
+    const wanted = this.reuseStats.enabled && p.current ? 1 : this.options.warmContexts;
+    while (p.warm.length < wanted && !p.isolate.isDisposed && !this.disposed) {
+      const context = this.prepare(p);
       context.catch(() => {});
       p.warm.push(context);
     }
+  }
+
+  private discard(live: LiveContext): void {
+    if (live.isolate.isDisposed) return;
+    live.start.release();
+    live.settle.release();
+    live.context.release();
   }
 
   private async acquire(): Promise<PooledIsolate> {
@@ -222,19 +340,44 @@ export class AppRuntime {
   }
 
   /**
-   * Runs `f` with a fresh context of a pooled isolate, used only for this
-   * call, and the isolate it belongs to.
+   * Runs an execution in a context of a pooled isolate: the clean context
+   * the previous execution left, or a new one. `f` says whether the context
+   * is still clean (the guard found no change to pre-existing state and
+   * nothing went wrong); otherwise it is discarded.
    */
-  async withContext<T>(f: (context: ivm.Context, isolate: ivm.Isolate) => Promise<T>): Promise<T> {
+  async withContext<T>(
+    f: (live: LiveContext) => Promise<{ value: T; clean: boolean; taint?: string }>,
+  ): Promise<T> {
     const p = await this.acquire();
-    let context: ivm.Context | undefined;
+    let live: LiveContext | undefined;
     try {
-      context = await (p.warm.shift() ?? this.freshContext(p));
-      return await f(context, p.isolate);
+      live = p.current ?? (await (p.warm.shift() ?? this.prepare(p)));
+      p.current = null;
+      this.reuseStats.executions++;
+      if (live.uses > 0) this.reuseStats.reused++;
+      live.uses++;
+      const { value, clean, taint } = await f(live);
+      if (taint !== undefined) {
+        this.reuseStats.tainted++;
+        this.reuseStats.lastTaint = taint;
+      }
+      if (clean && live.sealed && this.reuseStats.enabled && !p.isolate.isDisposed) {
+        p.current = live;
+        live = undefined;
+      }
+      return value;
     } finally {
-      if (context && !p.isolate.isDisposed) context.release();
+      if (live) this.discard(live);
       this.release(p);
     }
+  }
+
+  /** Evaluates `expression` (its result copied out) in a context used only for this. */
+  async evaluateOnce<T>(expression: string): Promise<T> {
+    return this.withContext(async (live) => ({
+      value: (await live.context.eval(expression, { copy: true })) as T,
+      clean: false,
+    }));
   }
 
   /** The spec of a function, or undefined. */
@@ -256,4 +399,24 @@ export class AppRuntime {
     for (const p of this.pool) if (!p.isolate.isDisposed) p.isolate.dispose();
     this.pool.length = 0;
   }
+}
+
+// The host callbacks of a context, made in a scope that holds only its slot
+// (a V8 closure keeps its whole enclosing scope alive; these must not reach
+// the context's handles).
+function syncCallback(slot: LiveContext["slot"]) {
+  return (op: string, argsJson: string): string => hooks(slot).sync(op, argsJson);
+}
+
+function asyncCallback(slot: LiveContext["slot"]) {
+  return (id: number, op: string, argsJson: string): void => hooks(slot).async(id, op, argsJson);
+}
+
+function doneCallback(slot: LiveContext["slot"]) {
+  return (outcomeJson: string): void => hooks(slot).done(outcomeJson);
+}
+
+function hooks(slot: LiveContext["slot"]): ExecutionHooks {
+  if (slot.current === null) throw new Error("No execution is in progress in this context");
+  return slot.current;
 }

@@ -6,8 +6,8 @@
  * enforces the user-code time limit on the isolate's CPU time — time spent
  * answering syscalls on the host does not count.
  */
-import ivm from "isolated-vm";
-import type { AppRuntime } from "./appRuntime.js";
+import type ivm from "isolated-vm";
+import type { AppRuntime, ExecutionHooks } from "./appRuntime.js";
 
 /** The host side of syscalls for one execution. */
 export interface SyscallHandler {
@@ -97,34 +97,32 @@ interface Bridge {
   fatal: unknown;
 }
 
-/**
- * The host functions an execution installs in its context, made in a scope
- * that holds only the handler and the bridge state (a V8 closure keeps its
- * whole enclosing scope alive; these must not reach the context's handles).
- */
-function syncSyscall(handler: SyscallHandler, bridge: Bridge) {
-  return (op: string, argsJson: string): string => {
-    try {
-      return JSON.stringify(handler.sync(op, JSON.parse(argsJson)) ?? null);
-    } catch (e) {
-      if (isFatal(e)) bridge.fatal ??= e;
-      throw new Error(
-        e instanceof SyscallError ? e.message : "Internal error while running a syscall",
-      );
-    }
+/** What the context's host callbacks do during this execution (see appRuntime.ts). */
+function executionHooks(handler: SyscallHandler, bridge: Bridge): ExecutionHooks {
+  return {
+    sync(op, argsJson) {
+      try {
+        return JSON.stringify(handler.sync(op, JSON.parse(argsJson)) ?? null);
+      } catch (e) {
+        if (isFatal(e)) bridge.fatal ??= e;
+        throw new Error(
+          e instanceof SyscallError ? e.message : "Internal error while running a syscall",
+        );
+      }
+    },
+    async(id, op, argsJson) {
+      bridge.queue.push({ id, op, argsJson });
+    },
+    done(outcomeJson) {
+      bridge.outcome = outcomeJson;
+    },
   };
 }
 
-function done(bridge: Bridge) {
-  return (outcomeJson: string): void => {
-    bridge.outcome = outcomeJson;
-  };
-}
-
-function asyncSyscall(bridge: Bridge) {
-  return (id: number, op: string, argsJson: string): void => {
-    bridge.queue.push({ id, op, argsJson });
-  };
+/** The guard's verdict on the context after an execution (prelude/guard.ts). */
+interface GuardVerdict {
+  tainted: boolean;
+  reason?: number | string;
 }
 
 export async function execute(
@@ -132,19 +130,14 @@ export async function execute(
   request: ExecutionRequest,
   handler: SyscallHandler,
 ): Promise<ExecutionOutcome> {
-  return runtime.withContext(async (context, isolate) => {
+  return runtime.withContext(async (live) => {
+    const { isolate } = live;
     const bridge: Bridge = { queue: [], outcome: null, fatal: null };
     // Everything below enters the isolate synchronously, on this thread: an
     // async call would hop to the isolate's thread and back for every
     // syscall (measured ~1 ms per hop under load, 100 ms for a 100-document
-    // scan). Contexts are still created ahead of time on the isolate threads.
-    const jail = context.global;
-    jail.setSync("__tessera_syscall", new ivm.Callback(syncSyscall(handler, bridge)));
-    jail.setSync("__tessera_async_syscall", new ivm.Callback(asyncSyscall(bridge)));
-    jail.setSync("__tessera_done", new ivm.Callback(done(bridge)));
-    const runtimeRef = jail.getSync("__tessera_runtime", { reference: true });
-    const invoke = runtimeRef.getSync("start", { reference: true });
-    const settle = runtimeRef.getSync("settle", { reference: true });
+    // scan). Contexts are still prepared ahead of time on the isolate threads.
+    live.slot.current = executionHooks(handler, bridge);
 
     const limitNs = BigInt(request.timeLimitMs ?? 1000) * 1_000_000n;
     const cpuStart = isolate.cpuTime;
@@ -168,7 +161,7 @@ export async function execute(
     });
 
     try {
-      invoke.applySync(undefined, [payload], { timeout: remainingMs() });
+      live.start.applySync(undefined, [payload], { timeout: remainingMs() });
       while (bridge.outcome === null) {
         const call = queue.shift();
         if (call === undefined) {
@@ -187,33 +180,49 @@ export async function execute(
           answer = errorPayload(e);
         }
         if (used() >= limitNs) throw timeoutError();
-        settle.applySync(undefined, [call.id, ok, answer], { timeout: remainingMs() });
+        live.settle.applySync(undefined, [call.id, ok, answer], { timeout: remainingMs() });
       }
-      const text = bridge.outcome;
-      const outcome = JSON.parse(text) as
+      const outcome = JSON.parse(bridge.outcome) as (
         | { ok: true; value: unknown; logs: LogLine[] }
-        | { ok: false; error: ExecutionError; logs: LogLine[] };
+        | { ok: false; error: ExecutionError; logs: LogLine[] }
+      ) & { guard?: GuardVerdict };
+      const guard = outcome.guard ?? { tainted: true, reason: "no verdict from the guard" };
+      delete outcome.guard;
+      const taint = guard.tainted
+        ? runtime.app.describeTaint(guard.reason ?? "unknown")
+        : undefined;
       if (used() >= limitNs) throw timeoutError();
       if (bridge.fatal !== null) {
         return {
-          ok: false,
-          error: fatalError(bridge.fatal),
-          logs: outcome.logs,
-          userTimeMs: userTimeMs(),
+          value: {
+            ok: false,
+            error: fatalError(bridge.fatal),
+            logs: outcome.logs,
+            userTimeMs: userTimeMs(),
+          },
+          clean: false,
+          ...(taint !== undefined ? { taint } : {}),
         };
       }
-      return { ...outcome, userTimeMs: userTimeMs() };
-    } catch (e) {
       return {
-        ok: false,
-        error: runtimeError(e, isolate, request),
-        logs: [],
-        userTimeMs: userTimeMs(),
+        value: { ...outcome, userTimeMs: userTimeMs() },
+        clean: !guard.tainted,
+        ...(taint !== undefined ? { taint } : {}),
+      };
+    } catch (e) {
+      // Stopped midway (time, memory, a function that never finishes): the
+      // context's state is whatever it was then.
+      return {
+        value: {
+          ok: false,
+          error: runtimeError(e, isolate, request),
+          logs: [],
+          userTimeMs: userTimeMs(),
+        },
+        clean: false,
       };
     } finally {
-      // A handle into a context keeps the whole context alive until the host's
-      // garbage collector finalises it: release them now.
-      for (const r of [invoke, settle, runtimeRef]) r.release();
+      live.slot.current = null;
     }
   });
 

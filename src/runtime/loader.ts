@@ -2,9 +2,9 @@
  * Turns a pushed module set into one script for the isolate: every isolate
  * module is linked (imports between modules resolved inside the set) and
  * wrapped so that evaluating the script defines `globalThis.__tessera_app`
- * with each module's namespace. Evaluation happens once per deployment, into
- * a V8 snapshot (see isolates.ts), which is also when module import-time
- * code runs — with the deployment's frozen time and seed.
+ * with each module's namespace. The script is evaluated in each context the
+ * runtime makes (appRuntime.ts), with the deployment's frozen time and seed,
+ * and instrumented (instrument.ts) so that contexts can be reused safely.
  *
  * Linking is done by esbuild over an in-memory file system; the CLI's source
  * maps are chained into the script's map, so stack traces point at the
@@ -12,7 +12,10 @@
  */
 import { isBuiltin } from "node:module";
 import { posix } from "node:path";
+import remapping from "@jridgewell/remapping";
+import { originalPositionFor, TraceMap } from "@jridgewell/trace-mapping";
 import * as esbuild from "esbuild";
+import { instrumentApp } from "./instrument.js";
 import type { ModuleSet, ModuleSource } from "./modules.js";
 
 export class ModuleLoadError extends Error {
@@ -26,6 +29,18 @@ export interface LinkedApp {
   sourceMap: string;
   /** Paths of the isolate modules it contains (entry modules, not chunks). */
   modulePaths: string[];
+  /**
+   * Whether a context may serve several executions of this app (see
+   * instrument.ts; the runtime also checks the imported state when it seals
+   * a context), and if not, why.
+   */
+  reuse: { possible: true } | { possible: false; reason: string };
+  /**
+   * Describes why an execution tainted its context (the guard's reason: a
+   * site id of the instrumentation, or the name of a built-in), with the
+   * user's file and line where known.
+   */
+  describeTaint(reason: number | string): string;
 }
 
 const NAMESPACE = "tessera-module";
@@ -120,6 +135,8 @@ export async function linkModules(modules: ModuleSet): Promise<LinkedApp> {
       target: "esnext",
       sourcemap: "external",
       outfile: APP_SCRIPT_NAME,
+      // ES modules are strict code; so is the script that links them.
+      banner: { js: '"use strict";' },
       plugins: [plugin],
       logLevel: "silent",
       treeShaking: false,
@@ -134,7 +151,38 @@ export async function linkModules(modules: ModuleSet): Promise<LinkedApp> {
     throw new ModuleLoadError(`Failed to load the pushed modules:\n${detail}`);
   }
   if (problems.length > 0) throw new ModuleLoadError(problems.join("\n"));
-  const script = result.outputFiles.find((f) => !f.path.endsWith(".map"))!.text;
-  const sourceMap = result.outputFiles.find((f) => f.path.endsWith(".map"))!.text;
-  return { script, sourceMap, modulePaths: entries };
+  const linked = result.outputFiles.find((f) => !f.path.endsWith(".map"))!.text;
+  const linkedMap = result.outputFiles.find((f) => f.path.endsWith(".map"))!.text;
+  const instrumented = instrumentApp(linked);
+  const sourceMap = remapping([instrumented.map, linkedMap], () => null).toString();
+  return {
+    script: instrumented.code,
+    sourceMap,
+    modulePaths: entries,
+    reuse: instrumented.reusable
+      ? { possible: true }
+      : { possible: false, reason: instrumented.reason ?? "unknown" },
+    describeTaint: (reason) => describeTaint(reason, linked, linkedMap, instrumented.sites),
+  };
+}
+
+function describeTaint(
+  reason: number | string,
+  linked: string,
+  linkedMap: string,
+  sites: number[],
+): string {
+  if (typeof reason === "string") return reason;
+  const offset = sites[reason];
+  if (offset === undefined) return `site ${reason}`;
+  let line = 1;
+  let lineStart = 0;
+  for (let i = linked.indexOf("\n"); i !== -1 && i < offset; i = linked.indexOf("\n", i + 1)) {
+    line++;
+    lineStart = i + 1;
+  }
+  const pos = originalPositionFor(new TraceMap(linkedMap), { line, column: offset - lineStart });
+  return pos.source === null
+    ? `a write at ${APP_SCRIPT_NAME}:${line}:${offset - lineStart + 1}`
+    : `a write at ${pos.source}:${pos.line}:${(pos.column ?? 0) + 1}`;
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { GUARD_GLOBAL } from "../../src/runtime/instrument.js";
 import { linkModules, ModuleLoadError } from "../../src/runtime/loader.js";
 import { hasUseNodeDirective, type ModuleSource, modulePathOf } from "../../src/runtime/modules.js";
 
@@ -52,7 +53,20 @@ describe("module loading", () => {
       },
     ]);
     expect(app.modulePaths).toEqual(["a.js", "dir/b.js"]);
-    const g: { __tessera_app?: { modules: Record<string, Record<string, unknown>> } } = {};
+    // A guard that lets everything through (the real one is in the prelude).
+    const pass = <T>(o: T) => o;
+    const g: { __tessera_app?: { modules: Record<string, Record<string, unknown>> } } = {
+      [GUARD_GLOBAL]: {
+        e: 0,
+        w: pass,
+        wc: pass,
+        r: pass,
+        rv: (_h: unknown, v: unknown) => v,
+        t() {},
+        roots() {},
+        install() {},
+      },
+    } as never;
     new Function("globalThis", app.script)(g);
     expect(g.__tessera_app!.modules["a.js"]!.a).toBe(42);
     expect(g.__tessera_app!.modules["dir/b.js"]!.default).toBe(83);

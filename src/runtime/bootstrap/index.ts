@@ -20,6 +20,8 @@ type Done = (outcomeJson: string) => void;
 interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
   takeLogs(): Array<{ level: string; message: string }>;
+  seal(): { reusable: boolean; reason?: string };
+  end(): { tainted: boolean; reason?: number | string };
 }
 
 interface Registered {
@@ -44,12 +46,31 @@ const g = globalThis as unknown as {
   /** Starts an async syscall; the host later calls `settle(id, …)`. */
   __tessera_async_syscall?: AsyncSyscall;
   __tessera_done?: Done;
-  __tessera_env: Env;
+  __tessera_env?: Env;
   __tessera_app?: { modules: Record<string, Namespace> };
 };
 
+// The prelude's controls, out of user code's reach from here on.
+const env = g.__tessera_env!;
+delete g.__tessera_env;
+
 function notAvailable(): never {
   throw new Error("Convex syscalls are not available while modules are being imported");
+}
+
+// The host's callbacks, taken from the globals the host sets (connect()).
+let syscallHost: SyncSyscall = notAvailable;
+let asyncSyscallHost: AsyncSyscall = notAvailable;
+let doneHost: Done = notAvailable;
+
+/** Takes the host's callbacks out of the global object, out of user code's reach. */
+function connect(): void {
+  syscallHost = g.__tessera_syscall ?? notAvailable;
+  asyncSyscallHost = g.__tessera_async_syscall ?? notAvailable;
+  doneHost = g.__tessera_done ?? notAvailable;
+  delete g.__tessera_syscall;
+  delete g.__tessera_async_syscall;
+  delete g.__tessera_done;
 }
 
 // The host starts V8 with --expose-gc so that it can collect discarded contexts
@@ -71,13 +92,13 @@ function hostError(payload: string): Error {
 
 const Convex = {
   syscall(op: string, argsJson: string): string {
-    return (g.__tessera_syscall ?? notAvailable)(op, argsJson);
+    return syscallHost(op, argsJson);
   },
   asyncSyscall(op: string, argsJson: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const id = nextId++;
       pending.set(id, { resolve, reject });
-      (g.__tessera_async_syscall ?? notAvailable)(id, op, argsJson);
+      asyncSyscallHost(id, op, argsJson);
     });
   },
   jsSyscall(op: string, _args: Record<string, unknown>): unknown {
@@ -126,12 +147,14 @@ interface Invocation {
 
 /** Starts an invocation; its outcome goes to the host's `__tessera_done` callback. */
 function start(requestJson: string): void {
-  void invoke(requestJson).then((outcome) => (g.__tessera_done ?? notAvailable)(outcome));
+  void invoke(requestJson).then((outcome) => doneHost(outcome));
 }
 
 async function invoke(requestJson: string): Promise<string> {
   const req = JSON.parse(requestJson) as Invocation;
-  g.__tessera_env.begin({ mode: req.kind, seed: req.seed, nowMs: req.nowMs });
+  // Promises of an earlier execution that were never settled stay so.
+  pending.clear();
+  env.begin({ mode: req.kind, seed: req.seed, nowMs: req.nowMs });
   try {
     const fn = lookup(req.module, req.exportName);
     let result: string;
@@ -146,12 +169,13 @@ async function invoke(requestJson: string): Promise<string> {
       result = await fn.invokeMutation(req.args);
     }
     // `result` is already JSON text: splice it in rather than encoding it twice.
-    return `{"ok":true,"logs":${JSON.stringify(g.__tessera_env.takeLogs())},"value":${result}}`;
+    return `{"ok":true,"logs":${JSON.stringify(env.takeLogs())},"guard":${JSON.stringify(env.end())},"value":${result}}`;
   } catch (e) {
     return JSON.stringify({
       ok: false,
       error: serializeError(e),
-      logs: g.__tessera_env.takeLogs(),
+      logs: env.takeLogs(),
+      guard: env.end(),
     });
   }
 }
@@ -213,6 +237,18 @@ function analyze(): string {
 }
 
 Object.defineProperty(globalThis, "__tessera_runtime", {
-  value: Object.freeze({ invoke, start, settle, analyze, collect: () => collectGarbage?.() }),
+  value: Object.freeze({
+    invoke,
+    start,
+    settle,
+    analyze,
+    collect: () => collectGarbage?.(),
+    connect,
+    /** Registers the imported state; the context may then serve several executions. */
+    seal: () => JSON.stringify(env.seal()),
+    /** Freezes time and seeds randomness for the app's import code. */
+    beginImport: (seed: string, nowMs: number) => env.begin({ mode: "import", seed, nowMs }),
+  }),
   enumerable: false,
+  configurable: true,
 });

@@ -8,6 +8,7 @@ import type * as Legacy from "@noble/hashes/legacy.js";
 import type * as Sha2 from "@noble/hashes/sha2.js";
 import { DOMException } from "./domexception.js";
 import { rng } from "./env.js";
+import { guardWriteBytes } from "./guard.js";
 import { copyBytes, requireArgs, setInterfaceName, toArrayBuffer, typedArrayName } from "./util.js";
 
 const INTEGER_ARRAYS = new Set([
@@ -129,6 +130,7 @@ export class Crypto {
         "QuotaExceededError",
       );
     }
+    guardWriteBytes(array, "crypto.getRandomValues");
     rng().fill(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
     return array;
   }

@@ -4,6 +4,7 @@
  * `ignoreBOM` and streaming), UTF-16LE/BE and windows-1252 (which the
  * standard maps "latin1", "ascii" and "iso-8859-1" to).
  */
+import { guardWrite, guardWriteBytes } from "./guard.js";
 import {
   isBufferSource,
   requireArgs,
@@ -107,6 +108,7 @@ export class TextEncoder {
         "Failed to execute 'encodeInto' on 'TextEncoder': parameter 2 is not of type 'Uint8Array'.",
       );
     }
+    guardWriteBytes(destination, "TextEncoder.prototype.encodeInto");
     return encodeFrom(toDOMString(source), 0, destination, 0, destination.length);
   }
 }
@@ -444,6 +446,8 @@ export class TextDecoder {
       );
     }
     const stream = Boolean((options as { stream?: unknown } | null)?.stream);
+    // Only streaming leaves state behind (a complete decode starts and ends reset).
+    if (stream || s.streaming) guardWrite(this, "a streaming TextDecoder");
     if (!s.streaming) {
       s.decoder.reset();
       s.bomPending = true;

@@ -4,6 +4,7 @@
  * listeners (no capture or bubble path).
  */
 import { DOMException } from "./domexception.js";
+import { guardReach, guardWrite } from "./guard.js";
 import { abortSignalTimers } from "./timers.js";
 import { preludeGlobal, requireArgs, setInterfaceName, toDOMString } from "./util.js";
 
@@ -34,6 +35,13 @@ const eventData = new WeakMap<object, EventData>();
 function ev(self: unknown): EventData {
   const d = typeof self === "object" && self !== null ? eventData.get(self) : undefined;
   if (d === undefined) throw new TypeError("Illegal invocation");
+  return d;
+}
+
+/** The event's data, about to be changed (see guard.ts). */
+function evWrite(self: unknown): EventData {
+  const d = ev(self);
+  guardWrite(self, "an Event");
   return d;
 }
 
@@ -71,13 +79,13 @@ export class Event {
     return ev(this).type;
   }
   get target(): EventTarget | null {
-    return ev(this).target;
+    return guardReach(this, ev(this).target);
   }
   get srcElement(): EventTarget | null {
     return ev(this).target;
   }
   get currentTarget(): EventTarget | null {
-    return ev(this).currentTarget;
+    return guardReach(this, ev(this).currentTarget);
   }
   get eventPhase(): number {
     return ev(this).eventPhase;
@@ -104,7 +112,7 @@ export class Event {
     return ev(this).stopPropagation;
   }
   set cancelBubble(value: boolean) {
-    if (value) ev(this).stopPropagation = true;
+    if (value) evWrite(this).stopPropagation = true;
   }
   get isTrusted(): boolean {
     ev(this);
@@ -118,14 +126,14 @@ export class Event {
     return d.dispatching && d.currentTarget !== null ? [d.currentTarget] : [];
   }
   preventDefault(): void {
-    const d = ev(this);
+    const d = evWrite(this);
     if (d.cancelable && !d.inPassiveListener) d.canceled = true;
   }
   stopPropagation(): void {
-    ev(this).stopPropagation = true;
+    evWrite(this).stopPropagation = true;
   }
   stopImmediatePropagation(): void {
-    const d = ev(this);
+    const d = evWrite(this);
     d.stopPropagation = true;
     d.stopImmediatePropagation = true;
   }
@@ -156,7 +164,7 @@ export class CustomEvent<T = unknown> extends Event {
 
   get detail(): T {
     ev(this);
-    return customDetail.get(this) as T;
+    return guardReach(this, customDetail.get(this) as T);
   }
 }
 setInterfaceName(CustomEvent, "CustomEvent");
@@ -173,9 +181,11 @@ interface Listener {
 
 const listenersOf = new WeakMap<object, Map<string, Listener[]>>();
 
+/** The target's listeners, about to be changed or called (see guard.ts). */
 function listeners(self: unknown): Map<string, Listener[]> {
   const l = typeof self === "object" && self !== null ? listenersOf.get(self) : undefined;
   if (l === undefined) throw new TypeError("Illegal invocation");
+  guardWrite(self, "an EventTarget");
   return l;
 }
 
@@ -257,7 +267,7 @@ export class EventTarget {
         "Failed to execute 'dispatchEvent' on 'EventTarget': parameter 1 is not of type 'Event'.",
       );
     }
-    const d = ev(event);
+    const d = evWrite(event);
     if (d.dispatching) {
       throw new DOMException("The event is already being dispatched.", "InvalidStateError");
     }
@@ -314,6 +324,13 @@ function sig(self: unknown): SignalData {
   return d;
 }
 
+/** The signal's data, about to be changed (see guard.ts). */
+function sigWrite(self: unknown): SignalData {
+  const d = sig(self);
+  guardWrite(self, "an AbortSignal");
+  return d;
+}
+
 function newSignal(): AbortSignal {
   creatingSignal = true;
   try {
@@ -324,7 +341,7 @@ function newSignal(): AbortSignal {
 }
 
 function signalAbort(signal: AbortSignal, reason: unknown): void {
-  const d = sig(signal);
+  const d = sigWrite(signal);
   if (d.aborted) return;
   d.aborted = true;
   d.reason =
@@ -381,7 +398,7 @@ export class AbortSignal extends EventTarget {
         return result;
       }
     }
-    for (const s of list) sig(s).dependents.push(result);
+    for (const s of list) sigWrite(s).dependents.push(result);
     return result;
   }
 
@@ -390,7 +407,7 @@ export class AbortSignal extends EventTarget {
   }
 
   get reason(): unknown {
-    return sig(this).reason;
+    return guardReach(this, sig(this).reason);
   }
 
   throwIfAborted(): void {
@@ -399,11 +416,11 @@ export class AbortSignal extends EventTarget {
   }
 
   get onabort(): ((event: Event) => unknown) | null {
-    return sig(this).onabort;
+    return guardReach(this, sig(this).onabort);
   }
 
   set onabort(handler: ((event: Event) => unknown) | null) {
-    const d = sig(this);
+    const d = sigWrite(this);
     if (d.onabort !== null) this.removeEventListener("abort", d.onabort);
     d.onabort = typeof handler === "function" ? handler : null;
     if (d.onabort !== null) this.addEventListener("abort", d.onabort);
@@ -421,7 +438,7 @@ export class AbortController {
   get signal(): AbortSignal {
     const s = controllerSignal.get(this);
     if (s === undefined) throw new TypeError("Illegal invocation");
-    return s;
+    return guardReach(this, s);
   }
 
   abort(reason?: unknown): void {

@@ -5,10 +5,12 @@
  * ReadableStream is missing: the getter returns null for no body and throws
  * "not supported yet" otherwise.
  */
+
 import { type Blob, blobBytes, File, isBlob, makeBlob, makeFile } from "./blob.js";
 import { utf8DecodeBody, utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now, rng } from "./env.js";
 import { AbortController, AbortSignal } from "./events.js";
+import { guardReach, guardWrite } from "./guard.js";
 import {
   concatBytes,
   inspectCustom,
@@ -145,11 +147,14 @@ export class Headers {
   }
 
   append(name: unknown, value: unknown): void {
-    appendHeader(hdata(this), name, value, "Headers.append");
+    const d = hdata(this);
+    guardWrite(this, "a Headers");
+    appendHeader(d, name, value, "Headers.append");
   }
 
   delete(name: unknown): void {
     const d = hdata(this);
+    guardWrite(this, "a Headers");
     const n = toDOMString(name);
     validateName(n, "Headers.delete");
     checkMutable(d);
@@ -180,6 +185,7 @@ export class Headers {
 
   set(name: unknown, value: unknown): void {
     const d = hdata(this);
+    guardWrite(this, "a Headers");
     const n = toDOMString(name);
     const v = normalizeValue(toDOMString(value));
     validateName(n, "Headers.set");
@@ -286,12 +292,14 @@ export class FormData {
 
   append(name: unknown, value: unknown, filename?: unknown): void {
     const e = fentries(this);
+    guardWrite(this, "a FormData");
     // biome-ignore lint/complexity/noArguments: Web IDL counts the arguments actually passed.
     e.push([toUSVString(name), toFormValue(value, filename, arguments.length)]);
   }
 
   delete(name: unknown): void {
     const e = fentries(this);
+    guardWrite(this, "a FormData");
     const n = toUSVString(name);
     formEntries.set(
       this,
@@ -301,14 +309,14 @@ export class FormData {
 
   get(name: unknown): FormValue | null {
     const n = toUSVString(name);
-    return fentries(this).find(([k]) => k === n)?.[1] ?? null;
+    return guardReach(this, fentries(this).find(([k]) => k === n)?.[1] ?? null);
   }
 
   getAll(name: unknown): FormValue[] {
     const n = toUSVString(name);
     return fentries(this)
       .filter(([k]) => k === n)
-      .map(([, v]) => v);
+      .map(([, v]) => guardReach(this, v));
   }
 
   has(name: unknown): boolean {
@@ -318,6 +326,7 @@ export class FormData {
 
   set(name: unknown, value: unknown, filename?: unknown): void {
     const e = fentries(this);
+    guardWrite(this, "a FormData");
     const n = toUSVString(name);
     // biome-ignore lint/complexity/noArguments: Web IDL counts the arguments actually passed.
     const entry: [string, FormValue] = [n, toFormValue(value, filename, arguments.length)];
@@ -334,13 +343,14 @@ export class FormData {
   }
 
   forEach(callback: (value: FormValue, key: string, parent: FormData) => void, thisArg?: unknown) {
-    for (const [k, v] of fentries(this).slice()) callback.call(thisArg, v, k, this);
+    for (const [k, v] of fentries(this).slice())
+      callback.call(thisArg, guardReach(this, v), k, this);
   }
 
   *entries(): IterableIterator<[string, FormValue]> {
     for (let i = 0; i < fentries(this).length; i++) {
       const entry = fentries(this)[i]!;
-      yield [entry[0], entry[1]];
+      yield [entry[0], guardReach(this, entry[1])];
     }
   }
 
@@ -519,6 +529,7 @@ function consume(self: unknown): Promise<Uint8Array> {
       return Promise.reject(new TypeError("Body is unusable: Body has already been read"));
     }
     if (d.bytes === null) return Promise.resolve(new Uint8Array(0));
+    guardWrite(self, "a body read");
     d.used = true;
     return Promise.resolve(d.bytes);
   } catch (err) {
@@ -780,13 +791,13 @@ export class Request extends BodyMixin {
   }
   get headers(): Headers {
     rdata(this);
-    return headersOf.get(this)!;
+    return guardReach(this, headersOf.get(this)!);
   }
   get redirect(): string {
     return rdata(this).redirect;
   }
   get signal(): AbortSignal {
-    return rdata(this).signal;
+    return guardReach(this, rdata(this).signal);
   }
   get cache(): string {
     return rdata(this).cache;
@@ -963,7 +974,7 @@ export class Response extends BodyMixin {
   }
   get headers(): Headers {
     sdata(this);
-    return headersOf.get(this)!;
+    return guardReach(this, headersOf.get(this)!);
   }
 
   clone(): Response {

@@ -6,6 +6,14 @@
 // First: captures the builtins before anything is installed or user code runs.
 import "./intrinsics.js";
 import { type BeginOptions, begin, currentMode, type LogLine, rng, takeLogs } from "./env.js";
+// Second: the guard captures the builtins it relies on before the prelude changes any.
+import {
+  beginExecution,
+  type ExecutionGuardResult,
+  endExecution,
+  type SealResult,
+  seal,
+} from "./guard.js";
 import { createDate, patchIntl, providePerformance } from "./time.js";
 import {
   clearInterval,
@@ -15,7 +23,7 @@ import {
   setInterval,
   setTimeout,
 } from "./timers.js";
-import { cloneHooks, defineGlobal, defineLazyGlobals } from "./util.js";
+import { cloneHooks, defineGlobal, defineLazyGlobals, loadAllLazyGlobals } from "./util.js";
 
 /** The host's handle on the isolate's per-execution state. */
 export interface TesseraEnv {
@@ -25,6 +33,10 @@ export interface TesseraEnv {
   takeLogs(): LogLine[];
   /** The current execution mode. */
   readonly mode: string;
+  /** Registers everything that exists, once the app is imported (guard.ts): the context may then be reused. */
+  seal(): SealResult;
+  /** Ends an execution: whether the context may serve another one (guard.ts). */
+  end(): ExecutionGuardResult;
 }
 
 // Most globals are installed lazily (util.ts, defineLazyGlobals): the modules
@@ -94,6 +106,13 @@ patchIntl();
 const env: TesseraEnv = Object.freeze({
   begin(options: BeginOptions): void {
     begin(options);
+    if (options.mode !== "import") beginExecution();
+  },
+  seal(): SealResult {
+    return seal(loadAllLazyGlobals);
+  },
+  end(): ExecutionGuardResult {
+    return endExecution();
   },
   takeLogs(): LogLine[] {
     return takeLogs();
@@ -103,9 +122,10 @@ const env: TesseraEnv = Object.freeze({
   },
 });
 
+// The bootstrap takes it (and deletes the global) before user code runs.
 Object.defineProperty(globalThis, "__tessera_env", {
   value: env,
   writable: false,
   enumerable: false,
-  configurable: false,
+  configurable: true,
 });

@@ -8,6 +8,7 @@
  * DataCloneError, as in browsers.
  */
 import { DOMException, isDOMException } from "./domexception.js";
+import { guardWrite } from "./guard.js";
 import {
   arrayBufferByteLength as abByteLength,
   arrayBufferMaxByteLength as abMaxByteLength,
@@ -130,7 +131,10 @@ export function structuredClone(value: unknown, options?: unknown): unknown {
   const result = cloneValue(value, memory);
   // Detach transferred buffers where the engine can (ArrayBuffer.prototype.transfer).
   if (abTransfer !== undefined) {
-    for (const buffer of transfer) abTransfer.call(buffer as ArrayBuffer);
+    for (const buffer of transfer) {
+      guardWrite(buffer, "structuredClone's transfer");
+      abTransfer.call(buffer as ArrayBuffer);
+    }
   }
   return result;
 }

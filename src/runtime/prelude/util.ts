@@ -328,3 +328,14 @@ export function requireArgs(count: number, needed: number, where: string): void 
     );
   }
 }
+
+/**
+ * Evaluates every lazy global that is still pending, as a first read would.
+ * The guard calls it before sealing a context (guard.ts): afterwards every
+ * object of the prelude that user code can reach exists and is registered.
+ */
+export function loadAllLazyGlobals(): void {
+  for (const name in lazyGlobals) {
+    if (isPendingGlobal(name)) void (globalThis as Record<string, unknown>)[name];
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * Context reuse must never let an execution see state another one left
+ * behind. The fixture's leaks.ts tries some fifty ways to leave state for
+ * the next execution; each query is run several times in a runtime that
+ * reuses contexts (one isolate, so consecutive calls share a context when
+ * allowed) and must give what it gives in fresh contexts every time.
+ * clean.ts holds queries that must leave their context reusable.
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FunctionRunner } from "../../src/functions/runner.js";
+import { AppRuntime } from "../../src/runtime/appRuntime.js";
+import { bundleConvexDir } from "../../src/runtime/bundler.js";
+import { type LinkedApp, linkModules } from "../../src/runtime/loader.js";
+import type { Value } from "../../src/values/index.js";
+import { openTestDb, type TestDb } from "../helpers.js";
+
+const fixtures = join(import.meta.dirname, "../fixtures/reuse");
+
+let t: TestDb;
+let app: LinkedApp;
+let reusing: AppRuntime;
+let fresh: AppRuntime;
+let reuseRunner: FunctionRunner;
+let freshRunner: FunctionRunner;
+
+beforeAll(async () => {
+  app = await linkModules(await bundleConvexDir(join(fixtures, "leaks/convex")));
+  reusing = await AppRuntime.create(app, { isolates: 1 });
+  fresh = await AppRuntime.create(app, { isolates: 1, contextReuse: false });
+  t = await openTestDb();
+  reuseRunner = new FunctionRunner({ db: t.db, runtime: reusing });
+  freshRunner = new FunctionRunner({ db: t.db, runtime: fresh });
+});
+
+afterAll(async () => {
+  reusing?.dispose();
+  fresh?.dispose();
+  await t?.close();
+});
+
+async function results(runner: FunctionRunner, path: string, args: Value, times: number) {
+  const out: unknown[] = [];
+  for (let i = 0; i < times; i++) {
+    const r = await runner.query(path, args).then(
+      (x) => ({ value: x.value }),
+      (e: Error) => ({ error: e.message }),
+    );
+    out.push(r);
+  }
+  return out;
+}
+
+function leakNames(): string[] {
+  const spec = reusing.modules.find((m) => m.path === "leaks.js")!;
+  return spec.functions.map((f) => f.name);
+}
+
+/** Leaks the guard undoes itself (built-ins' changes it restores), without discarding the context. */
+const RESTORED = new Set(["regexLastIndex", "regexStatics"]);
+/** Queries in leaks.ts that leave nothing behind (controls). */
+const CLEAN = new Set([
+  "generatorPerExecution",
+  // Without ArrayBuffer.prototype.transfer (V8 before 11.4) nothing is detached.
+  ...("transfer" in ArrayBuffer.prototype ? [] : ["structuredCloneTransfer"]),
+]);
+
+describe("context reuse", () => {
+  it("is on for the fixture app", () => {
+    expect(reusing.reuse.enabled).toBe(true);
+    expect(fresh.reuse).toMatchObject({ enabled: false, reason: "context reuse is turned off" });
+  });
+
+  it("leaves nothing behind for the next execution, whatever the function does", async () => {
+    const names = leakNames();
+    expect(names.length).toBeGreaterThanOrEqual(50);
+    const failures: string[] = [];
+    for (const name of names) {
+      try {
+        await checkLeak(name);
+      } catch (e) {
+        failures.push(`${name}: ${(e as Error).message.split("\n")[0]}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
+  async function checkLeak(name: string): Promise<void> {
+    {
+      const expected = await results(freshRunner, `leaks:${name}`, {}, 1);
+      // A fresh context per execution: the same result every time.
+      expect(await results(freshRunner, `leaks:${name}`, {}, 2), name).toEqual([
+        expected[0],
+        expected[0],
+      ]);
+      const tainted = reusing.reuse.tainted;
+      // Warm the context with a clean execution first, so the leak runs in a reused context.
+      await reuseRunner.query("clean:readsModuleState", { k: "a" });
+      const got = await results(reuseRunner, `leaks:${name}`, {}, 3);
+      expect(got, name).toEqual([expected[0], expected[0], expected[0]]);
+      if (RESTORED.has(name) || CLEAN.has(name)) expect(reusing.reuse.tainted, name).toBe(tainted);
+      else expect(reusing.reuse.tainted, name).toBe(tainted + 3);
+    }
+  }
+
+  it("keeps serving from the same context while functions leave it clean", async () => {
+    // The previous test ended with a taint: start in a context that has served once.
+    await reuseRunner.query("clean:readsModuleState", { k: "a" });
+    const before = { ...reusing.reuse };
+    const calls: Array<[string, Value]> = [
+      ["clean:readsModuleState", { k: "a" }],
+      ["clean:readsModuleState", { k: "zz" }],
+      ["clean:buildsItsOwnState", {}],
+      ["clean:usesGlobals", {}],
+      ["clean:awaitsAndThrows", {}],
+      ["leaks:regexLastIndex", {}],
+      ["leaks:regexStatics", {}],
+    ];
+    for (const [path, args] of calls) {
+      const a = await results(reuseRunner, path, args, 3);
+      const b = await results(freshRunner, path, args, 1);
+      expect(a, path).toEqual([b[0], b[0], b[0]]);
+    }
+    expect(reusing.reuse.tainted).toBe(before.tainted);
+    expect(reusing.reuse.reused - before.reused).toBe(calls.length * 3);
+    expect(reusing.reuse.lastTaint ?? "").not.toMatch(/clean/);
+  });
+
+  it("says where a function changed pre-existing state", async () => {
+    await reuseRunner.query("leaks:objectProperty", {});
+    expect(reusing.reuse.lastTaint).toMatch(/leaks\.ts:\d+:\d+/);
+    await reuseRunner.query("leaks:arrayPush", {});
+    expect(reusing.reuse.lastTaint).toBe("Array.prototype.push");
+  });
+});
+
+describe("apps the guard cannot follow", () => {
+  const cases: Array<[string, RegExp]> = [
+    ["generator", /generator/],
+    ["iterator", /iterator/],
+    ["resolver", /resolve or reject/],
+    ["dynamic-code", /code from a string/],
+    ["direct-eval", /direct eval/],
+  ];
+  for (const [dir, reason] of cases) {
+    it(`get a fresh context for every execution: ${dir}`, async () => {
+      const linked = await linkModules(await bundleConvexDir(join(fixtures, dir, "convex")));
+      const runtime = await AppRuntime.create(linked, { isolates: 1 });
+      try {
+        const runner = new FunctionRunner({ db: t.db, runtime });
+        const got = await results(runner, "state:next", {}, 3);
+        expect(got).toEqual([got[0], got[0], got[0]]);
+        expect(runtime.reuse.enabled).toBe(false);
+        expect(runtime.reuse.reason).toMatch(reason);
+        expect(runtime.reuse.reused).toBe(0);
+      } finally {
+        runtime.dispose();
+      }
+    });
+  }
+});
