@@ -54,6 +54,10 @@ export interface LiveContext {
   readonly start: ivm.Reference<(requestJson: string) => void>;
   /** `__tessera_runtime.settle(id, ok, payload)`. */
   readonly settle: ivm.Reference<(id: number, ok: boolean, payload: string) => void>;
+  /** `__tessera_runtime.verdict()`: "clean", or "tainted:" and why. */
+  readonly verdict: ivm.Reference<() => string>;
+  /** `__tessera_runtime.analyze()`: the app's functions (JSON). */
+  readonly analyze: ivm.Reference<() => string>;
   /** The execution being served, if any. */
   readonly slot: { current: ExecutionHooks | null };
   /** Sealed: may serve another execution if this one leaves it clean. */
@@ -183,7 +187,10 @@ export class AppRuntime {
       reuse,
     );
     try {
-      const analysis = await runtime.evaluateOnce<string>("__tessera_runtime.analyze()");
+      const analysis = await runtime.withContext(async (live) => ({
+        value: (await live.analyze.apply(undefined, [], { timeout: 10_000 })) as string,
+        clean: false,
+      }));
       runtime.modules.push(...(JSON.parse(analysis) as ModuleSpec[]));
     } catch (e) {
       runtime.dispose();
@@ -253,26 +260,31 @@ export class AppRuntime {
       refs.push(start);
       const settle = await runtimeRef.get("settle", { reference: true });
       refs.push(settle);
-      const connect = await runtimeRef.get("connect", { reference: true });
-      await connect.apply(undefined, []);
-      connect.release();
+      const verdict = await runtimeRef.get("verdict", { reference: true });
+      refs.push(verdict);
+      const analyze = await runtimeRef.get("analyze", { reference: true });
+      refs.push(analyze);
+      const prepare = await runtimeRef.get("prepare", { reference: true });
+      refs.push(prepare);
+      const seal = this.reuseStats.enabled;
+      const sealJson = (await prepare.apply(undefined, [seal], { timeout: 10_000 })) as string;
       let sealed = false;
-      if (this.reuseStats.enabled) {
-        const seal = await runtimeRef.get("seal", { reference: true });
-        refs.push(seal);
-        const result = JSON.parse(
-          (await seal.apply(undefined, [], { timeout: 10_000 })) as string,
-        ) as { reusable: boolean; reason?: string };
-        seal.release();
+      if (seal) {
+        const result = JSON.parse(sealJson) as { reusable: boolean; reason?: string };
         if (result.reusable) sealed = true;
         else this.turnReuseOff(result.reason ?? "the app's imported state cannot be watched");
       }
+      // The host holds what it needs: user code must not reach the runtime's entry points.
+      await context.eval("delete globalThis.__tessera_runtime");
       runtimeRef.release();
+      prepare.release();
       return {
         context,
         isolate: p.isolate,
         start: start as LiveContext["start"],
         settle: settle as LiveContext["settle"],
+        verdict: verdict as LiveContext["verdict"],
+        analyze: analyze as LiveContext["analyze"],
         slot,
         sealed,
         uses: 0,
@@ -309,6 +321,8 @@ export class AppRuntime {
     if (live.isolate.isDisposed) return;
     live.start.release();
     live.settle.release();
+    live.verdict.release();
+    live.analyze.release();
     live.context.release();
   }
 

@@ -119,10 +119,10 @@ function executionHooks(handler: SyscallHandler, bridge: Bridge): ExecutionHooks
   };
 }
 
-/** The guard's verdict on the context after an execution (prelude/guard.ts). */
-interface GuardVerdict {
-  tainted: boolean;
-  reason?: number | string;
+/** Describes the guard's verdict ("tainted:" and a site id or a description). */
+function describeVerdict(runtime: AppRuntime, verdict: string): string {
+  const reason = verdict.startsWith("tainted:") ? verdict.slice("tainted:".length) : verdict;
+  return runtime.app.describeTaint(/^\d+$/.test(reason) ? Number(reason) : reason);
 }
 
 export async function execute(
@@ -182,15 +182,14 @@ export async function execute(
         if (used() >= limitNs) throw timeoutError();
         live.settle.applySync(undefined, [call.id, ok, answer], { timeout: remainingMs() });
       }
-      const outcome = JSON.parse(bridge.outcome) as (
+      const outcome = JSON.parse(bridge.outcome) as
         | { ok: true; value: unknown; logs: LogLine[] }
-        | { ok: false; error: ExecutionError; logs: LogLine[] }
-      ) & { guard?: GuardVerdict };
-      const guard = outcome.guard ?? { tainted: true, reason: "no verdict from the guard" };
-      delete outcome.guard;
-      const taint = guard.tainted
-        ? runtime.app.describeTaint(guard.reason ?? "unknown")
-        : undefined;
+        | { ok: false; error: ExecutionError; logs: LogLine[] };
+      // Asked once every microtask the execution left has run (the last call
+      // into the isolate ran them): code that runs after the outcome counts too.
+      const verdict = live.verdict.applySync(undefined, [], { timeout: remainingMs() });
+      const clean = verdict === "clean";
+      const taint = clean ? undefined : describeVerdict(runtime, verdict);
       if (used() >= limitNs) throw timeoutError();
       if (bridge.fatal !== null) {
         return {
@@ -206,7 +205,7 @@ export async function execute(
       }
       return {
         value: { ...outcome, userTimeMs: userTimeMs() },
-        clean: !guard.tainted,
+        clean,
         ...(taint !== undefined ? { taint } : {}),
       };
     } catch (e) {

@@ -3,22 +3,30 @@
  * tell whether an execution touched state that existed before it began —
  * the condition under which a context may serve another execution. See
  * README.md, "Context reuse", for the whole argument; this pass supplies
- * three of its pieces:
+ * these pieces of it:
  *
  * - Writes to object properties go through the guard first: `o.p = v`
  *   becomes `G.w(o, site).p = v` (and `G.wc` for computed keys, which also
  *   covers typed-array views over a registered buffer), so a write to a
- *   registered object taints the context before it happens.
+ *   registered object taints the context.
  * - Every function activation whose variables are used by a closure records
  *   the epoch it began in (`const E = G.e`). A closure that assigns such a
  *   variable in a later epoch taints the context; a closure that reads one
  *   registers the value (`G.r`), so that writes to it are seen in turn. The
- *   same holds for `this` seen from arrow functions and for private fields.
+ *   same holds for `this` and `new.target` seen from arrow functions, and
+ *   for `super.x` reads (the home object is as old as the class or object
+ *   literal that made the method).
+ * - Classes with private fields hand the guard a reader for them (a static
+ *   block), so that registration reaches what they hold; derived classes with
+ *   fields check `this` before defining them (a base constructor may return
+ *   an object that existed before).
  * - The top-level bindings are handed to the guard (`G.roots`) so that it can
  *   register everything reachable from them when the context is sealed.
  *
- * Direct `eval` can reach local variables behind the instrumentation's back:
- * an app that uses it is reported as not reusable.
+ * Direct `eval` can reach local variables behind the instrumentation's back,
+ * and a `delete` through an inner optional chain cannot be checked without
+ * changing what it does: an app that uses either is reported as not reusable
+ * (its code is left as it is there).
  */
 import * as acorn from "acorn";
 import * as eslintScope from "eslint-scope";
@@ -37,7 +45,7 @@ export interface InstrumentResult {
   code: string;
   /** Source map of `code` in terms of the input script (JSON text). */
   map: string;
-  /** False when the script uses direct eval: contexts must not be reused. */
+  /** False when contexts running the script must not be reused. */
   reusable: boolean;
   reason?: string;
   /** Offsets in the input script of the sites that can taint, by site id. */
@@ -50,12 +58,11 @@ export const GUARD_GLOBAL = "__tessera_guard";
 /** Layers, for edits on the same source range: lower layers wrap first (innermost). */
 enum Layer {
   Identifier = 0,
-  PrivateRead = 1,
-  MemberObject = 2,
-  Write = 3,
-  Function = 4,
+  MemberObject = 1,
+  Write = 2,
+  Function = 3,
   /** Wraps a class field's value, which may itself be an arrow function with its own edit. */
-  Initializer = 5,
+  Initializer = 4,
 }
 
 /**
@@ -90,24 +97,19 @@ function isNode(value: unknown): value is Node {
   return typeof value === "object" && value !== null && typeof (value as Node).type === "string";
 }
 
-/** Calls `visit` on every node, parents before children, with each node's parent. */
-function walk(root: Node, visit: (node: Node, parent: Node | null) => void): void {
-  const stack: Array<[Node, Node | null]> = [[root, null]];
-  while (stack.length > 0) {
-    const [node, parent] = stack.pop()!;
-    visit(node, parent);
-    const children: Node[] = [];
-    for (const key in node) {
-      if (key === "type" || key === "start" || key === "end" || key === "range") continue;
-      const value = node[key];
-      if (Array.isArray(value)) {
-        for (const item of value) if (isNode(item)) children.push(item);
-      } else if (isNode(value)) {
-        children.push(value);
-      }
+/** The child nodes of `node`, in source order. */
+function children(node: Node): Node[] {
+  const out: Node[] = [];
+  for (const key in node) {
+    if (key === "type" || key === "start" || key === "end" || key === "range") continue;
+    const value = node[key];
+    if (Array.isArray(value)) {
+      for (const item of value) if (isNode(item)) out.push(item);
+    } else if (isNode(value)) {
+      out.push(value);
     }
-    for (let i = children.length - 1; i >= 0; i--) stack.push([children[i]!, node]);
   }
+  return out;
 }
 
 const FUNCTION_TYPES = new Set([
@@ -153,13 +155,20 @@ export function instrumentApp(code: string): InstrumentResult {
   const topScope = manager.acquire(top as never)!;
 
   const parents = new Map<Node, Node | null>();
-  walk(ast, (node, parent) => parents.set(node, parent));
+  const stack: Array<[Node, Node | null]> = [[ast, null]];
+  while (stack.length > 0) {
+    const [node, parent] = stack.pop()!;
+    parents.set(node, parent);
+    for (const child of children(node)) stack.push([child, node]);
+  }
 
   const P = freshPrefix(code);
   const G = `${P}g`;
   const edits: Edit[] = [];
   const sites: number[] = [];
   const site = (offset: number): number => sites.push(offset) - 1;
+  /** Constructs the pass cannot instrument soundly: the app is then not reusable. */
+  const problems: string[] = [];
 
   // Epoch bindings: one per function-like scope whose activation is referred to.
   const epochNames = new Map<Scope, string>();
@@ -171,13 +180,34 @@ export function instrumentApp(code: string): InstrumentResult {
     }
     return name;
   };
+  /** Statements to run first in an arrow function's body (besides its epoch binding). */
+  const arrowPrologues = new Map<Node, string[]>();
+
+  /** The scope of a function-like node (the function's own scope, not its name's). */
+  const scopeOf = (node: Node): Scope | null => manager.acquire(node as never, true) ?? null;
+
+  /** The variable scope (function-like) in which `node` is evaluated. */
+  const enclosingScope = (node: Node): Scope => {
+    for (let p = parents.get(node); p; p = parents.get(p)) {
+      if (FUNCTION_TYPES.has(p.type) || p.type === "StaticBlock") {
+        const scope = scopeOf(p);
+        if (scope) return scope.variableScope;
+      }
+      const parent = parents.get(p);
+      if (parent?.type === "PropertyDefinition" && parent.value === p) {
+        const scope = manager.acquire(p as never);
+        if (scope) return scope.variableScope;
+      }
+    }
+    return topScope;
+  };
 
   /** True when `offset` lies in the parameter list of the function owning `scope`. */
   const inParams = (scope: Scope, offset: number): boolean => {
     const block = scope.block as unknown as Node;
-    if (!FUNCTION_TYPES.has(block.type)) return false;
+    if (!FUNCTION_TYPES.has(block.type) || block === top) return false;
     const fnBody = block.body as Node;
-    return offset >= block.start && offset < fnBody.start && block !== top;
+    return offset >= block.start && offset < fnBody.start;
   };
 
   /** `(E === G.e || G.t(site))`: taints when the activation is from an earlier epoch. */
@@ -187,13 +217,13 @@ export function instrumentApp(code: string): InstrumentResult {
     return `(${epochOf(declScope)} === ${G}.e || ${G}.t(${s}))`;
   };
 
+  /** Registers the value read at `node` when the activation it comes from is older. */
   const wrapRead = (declScope: Scope, node: Node, text: string): void => {
-    const shorthand = (() => {
-      const parent = parents.get(node);
-      return parent?.type === "Property" && parent.shorthand === true && parent.value === node
+    const parent = parents.get(node);
+    const shorthand =
+      parent?.type === "Property" && parent.shorthand === true && parent.value === node
         ? `${text}: `
         : "";
-    })();
     if (inParams(declScope, node.start)) {
       edits.push(wrap(node.start, node.end, Layer.Identifier, `${shorthand}${G}.r(`, ")"));
       return;
@@ -256,8 +286,6 @@ export function instrumentApp(code: string): InstrumentResult {
   };
 
   let directEval = false;
-  /** Constructs the pass cannot instrument soundly: the app is then not reusable. */
-  const problems: string[] = [];
 
   // Variable references.
   for (const scope of manager.scopes) {
@@ -286,96 +314,47 @@ export function instrumentApp(code: string): InstrumentResult {
         // Bindings of the top-level function scope are registered when the
         // context is sealed (G.roots); block-scoped ones at top level are not.
         if (variable.scope === topScope) continue;
+        // A class's or a named function expression's own name is the class or
+        // function itself: code inside it runs only once that was reached
+        // (and registered, if it existed before).
+        if (variable.scope.type === "class" || variable.scope.type === "function-expression-name") {
+          continue;
+        }
         wrapRead(declScope, id, (id as { name?: string }).name!);
       }
     }
   }
 
-  // `this` seen from arrow functions, member writes, private reads.
-  const thisProviders: Array<{ node: Node; scope: Scope | null; arrow: boolean }> = [];
+  // `this`, `new.target` and `super` seen from arrow functions, member writes,
+  // home-object reads, classes.
+  interface Provider {
+    node: Node;
+    scope: Scope | null;
+    arrow: boolean;
+  }
+  const providers: Provider[] = [];
 
-  const visit = (node: Node, parent: Node | null): void => {
-    switch (node.type) {
-      case "ThisExpression": {
-        // Nearest non-arrow provider of `this`.
-        let crossed = false;
-        for (let i = thisProviders.length - 1; i >= 0; i--) {
-          const p = thisProviders[i]!;
-          if (p.arrow) {
-            crossed = true;
-            continue;
-          }
-          if (crossed && p.node !== top && p.scope !== null) {
-            wrapRead(p.scope, node, "this");
-          }
-          break;
-        }
-        break;
+  /** The nearest non-arrow provider, and the arrows crossed on the way to it. */
+  const provider = (): { p: Provider | undefined; arrowsCrossed: Node[] } => {
+    const arrowsCrossed: Node[] = [];
+    for (let i = providers.length - 1; i >= 0; i--) {
+      const p = providers[i]!;
+      if (p.arrow) {
+        arrowsCrossed.push(p.node);
+        continue;
       }
-      case "MemberExpression": {
-        const object = node.object as Node;
-        const property = node.property as Node;
-        const isTarget = isWriteTarget(node, parent);
-        if (isTarget) {
-          if (object.type === "Super") {
-            const insideArrow = thisProviders.some((p) => p.arrow);
-            const at = writeSite(node) ?? enclosingDelete(node);
-            if (at === null || at.type === "ForInStatement" || at.type === "ForOfStatement") {
-              problems.push(`a write to a super property at offset ${node.start}`);
-            } else {
-              const s = site(node.start);
-              const check = insideArrow ? `${G}.t(${s})` : `${G}.w(this, ${s})`;
-              edits.push(wrap(at.start, at.end, Layer.Write, `(${check}, `, ")"));
-            }
-          } else {
-            const fn = node.computed === true ? "wc" : "w";
-            edits.push(
-              wrap(
-                object.start,
-                object.end,
-                Layer.MemberObject,
-                `${G}.${fn}((`,
-                `), ${site(node.start)})`,
-              ),
-            );
-          }
-        } else if (
-          property.type === "PrivateIdentifier" &&
-          !(parent?.type === "CallExpression" && parent.callee === node) &&
-          !(parent?.type === "TaggedTemplateExpression" && parent.tag === node) &&
-          !(parent?.type === "ChainExpression" && isCallee(parent))
-        ) {
-          if (object.type === "ThisExpression" || object.type === "Identifier") {
-            const holder = object.type === "ThisExpression" ? "this" : (object.name as string);
-            edits.push(wrap(node.start, node.end, Layer.PrivateRead, `${G}.rv(${holder}, `, ")"));
-          } else {
-            // Evaluate the object once, into a scratch slot of the guard.
-            edits.push({
-              start: node.start,
-              end: node.end,
-              layer: Layer.PrivateRead,
-              inserts: [
-                { at: node.start, text: `(${G}.$ = `, side: "right" },
-                { at: object.end, text: `, ${G}.rv(${G}.$, ${G}.$`, side: "left" },
-                { at: node.end, text: "))", side: "left" },
-              ],
-            });
-          }
-        }
-        break;
-      }
+      return { p, arrowsCrossed };
     }
+    return { p: undefined, arrowsCrossed };
   };
 
-  const isCallee = (chain: Node): boolean => {
-    const p = parents.get(chain);
-    return p?.type === "CallExpression" && p.callee === chain;
-  };
-
-  const enclosingDelete = (node: Node): Node | null => {
+  const isCallee = (node: Node): boolean => {
     const p = parents.get(node);
-    if (p?.type === "UnaryExpression" && p.operator === "delete") return p;
-    return null;
+    return (
+      (p?.type === "CallExpression" && p.callee === node) ||
+      (p?.type === "TaggedTemplateExpression" && p.tag === node) ||
+      (p?.type === "ChainExpression" && isCallee(p))
+    );
   };
 
   function isWriteTarget(node: Node, parent: Node | null): boolean {
@@ -408,44 +387,201 @@ export function instrumentApp(code: string): InstrumentResult {
     }
   }
 
-  // A second walk with the stack of `this` providers.
-  const walkThis = (node: Node, parent: Node | null): void => {
+  /** Whether an optional link precedes `node` in its chain (`a?.b.c`: before `.c`). */
+  const innerOptional = (node: Node): boolean => {
+    for (let n: Node | undefined = node; n; ) {
+      if (n.type === "MemberExpression") {
+        if (n !== node && n.optional === true) return true;
+        n = n.object as Node;
+      } else if (n.type === "CallExpression") {
+        if (n.optional === true) return true;
+        n = n.callee as Node;
+      } else {
+        return false;
+      }
+    }
+    return false;
+  };
+
+  /** The scope in which the home object of the innermost method was made. */
+  const homeScope = (): Scope | null => {
+    const { p } = provider();
+    if (!p) return null;
+    let holder = parents.get(p.node);
+    if (holder?.type === "MethodDefinition" || holder?.type === "PropertyDefinition") {
+      holder = parents.get(parents.get(holder)!); // ClassBody → class
+    } else if (holder?.type === "Property") {
+      holder = parents.get(holder); // ObjectExpression
+    } else if (p.node.type === "StaticBlock") {
+      holder = parents.get(holder!);
+    }
+    return holder ? enclosingScope(holder) : null;
+  };
+
+  const visit = (node: Node, parent: Node | null): void => {
+    switch (node.type) {
+      case "ThisExpression":
+      case "MetaProperty": {
+        if (node.type === "MetaProperty" && (node.meta as { name: string }).name !== "new") break;
+        const { p, arrowsCrossed } = provider();
+        if (arrowsCrossed.length > 0 && p && p.node !== top && p.scope !== null) {
+          wrapRead(p.scope, node, node.type === "ThisExpression" ? "this" : "new.target");
+        }
+        break;
+      }
+      case "Super": {
+        // In an arrow, `super.m()` passes the arrow's captured `this` on: register it on entry.
+        // (Not for `super()`, before which `this` is not bound.)
+        if (parent?.type === "CallExpression" && parent.callee === node) break;
+        const { p, arrowsCrossed } = provider();
+        if (arrowsCrossed.length > 0 && p && p.scope !== null) {
+          const check = `${epochOf(p.scope)} === ${G}.e || ${G}.r(this);`;
+          for (const arrow of arrowsCrossed) {
+            const list = arrowPrologues.get(arrow) ?? [];
+            if (!list.includes(check)) list.push(check);
+            arrowPrologues.set(arrow, list);
+          }
+        }
+        break;
+      }
+      case "MemberExpression": {
+        const object = node.object as Node;
+        if (isWriteTarget(node, parent)) {
+          if (object.type === "Super") {
+            const insideArrow = provider().arrowsCrossed.length > 0;
+            const at = writeSite(node) ?? enclosingDelete(node);
+            if (at === null || at.type === "ForInStatement" || at.type === "ForOfStatement") {
+              problems.push(`a write to a super property at offset ${node.start}`);
+            } else {
+              const s = site(node.start);
+              const check = insideArrow ? `${G}.t(${s})` : `${G}.w(this, ${s})`;
+              edits.push(wrap(at.start, at.end, Layer.Write, `(${check}, `, ")"));
+            }
+          } else if (parent?.type === "ChainExpression" || node.optional === true) {
+            // Only `delete` takes an optional chain.
+            if (innerOptional(node)) {
+              problems.push(`a delete through an optional chain at offset ${node.start}`);
+            } else {
+              const fn = node.computed === true ? "wc" : "w";
+              edits.push(
+                wrap(
+                  object.start,
+                  object.end,
+                  Layer.MemberObject,
+                  `${G}.${fn}((`,
+                  `), ${site(node.start)})`,
+                ),
+              );
+            }
+          } else {
+            const fn = node.computed === true ? "wc" : "w";
+            edits.push(
+              wrap(
+                object.start,
+                object.end,
+                Layer.MemberObject,
+                `${G}.${fn}((`,
+                `), ${site(node.start)})`,
+              ),
+            );
+          }
+        } else if (object.type === "Super" && !isCallee(node)) {
+          // `super.x` reads the home object's prototype chain, as old as the method's class.
+          const scope = homeScope();
+          if (scope !== null) {
+            edits.push(
+              wrap(node.start, node.end, Layer.Identifier, `${G}.rs(${epochOf(scope)}, `, ")"),
+            );
+          }
+        }
+        break;
+      }
+      case "ClassBody":
+        instrumentClass(node, parent!);
+        break;
+    }
+  };
+
+  const enclosingDelete = (node: Node): Node | null => {
+    const p = parents.get(node);
+    if (p?.type === "UnaryExpression" && p.operator === "delete") return p;
+    return null;
+  };
+
+  /**
+   * A class with private fields hands the guard a reader of them; a derived
+   * class with instance fields checks `this` first (defining a field on an
+   * object is a write, and super() may return one that existed before).
+   */
+  const instrumentClass = (classBody: Node, classNode: Node): void => {
+    const members = classBody.body as Node[];
+    const privateFields: string[] = [];
+    let instanceFields = false;
+    for (const m of members) {
+      const key = m.key as Node | undefined;
+      if (m.type === "PropertyDefinition") {
+        if (m.static !== true) instanceFields = true;
+        if (key?.type === "PrivateIdentifier") privateFields.push(key.name as string);
+      } else if (
+        m.type === "MethodDefinition" &&
+        m.static !== true &&
+        key?.type === "PrivateIdentifier"
+      ) {
+        instanceFields = true; // private methods brand the instance
+      }
+    }
+    const inserts: Edit["inserts"] = [];
+    if (instanceFields && classNode.superClass) {
+      inserts.push({
+        at: classBody.start + 1,
+        text: ` #${P}f = void ${G}.w(this, ${site(classBody.start)});`,
+        side: "left",
+      });
+    }
+    if (privateFields.length > 0) {
+      const reads = privateFields.map((n) => `#${n} in o ? o.#${n} : void 0`).join(", ");
+      inserts.push({
+        at: classBody.end - 1,
+        text: ` static { ${G}.pr(this, (o) => [${reads}]); }`,
+        side: "right",
+      });
+    }
+    if (inserts.length > 0) {
+      edits.push({ start: classBody.start, end: classBody.end, layer: Layer.Function, inserts });
+    }
+  };
+
+  // A walk with the stack of providers of `this`.
+  const walk = (node: Node, parent: Node | null): void => {
     let pushed = 0;
     if (parent?.type === "PropertyDefinition" && parent.value === node) {
       // A field initializer provides `this` (the instance); its scope's block is the value.
-      thisProviders.push({ node, scope: manager.acquire(node as never) ?? null, arrow: false });
+      providers.push({ node, scope: manager.acquire(node as never) ?? null, arrow: false });
       pushed++;
     }
     if (FUNCTION_TYPES.has(node.type)) {
-      thisProviders.push({
+      providers.push({
         node,
-        scope: manager.acquire(node as never, true) ?? null,
+        scope: scopeOf(node),
         arrow: node.type === "ArrowFunctionExpression",
       });
       pushed++;
     } else if (node.type === "StaticBlock") {
-      thisProviders.push({ node, scope: manager.acquire(node as never) ?? null, arrow: false });
+      providers.push({ node, scope: manager.acquire(node as never) ?? null, arrow: false });
       pushed++;
     }
     visit(node, parent);
-    for (const key in node) {
-      if (key === "type" || key === "start" || key === "end" || key === "range") continue;
-      const value = node[key];
-      if (Array.isArray(value)) {
-        for (const item of value) if (isNode(item)) walkThis(item, node);
-      } else if (isNode(value)) {
-        walkThis(value, node);
-      }
-    }
-    thisProviders.length -= pushed;
+    for (const child of children(node)) walk(child, node);
+    providers.length -= pushed;
   };
-  walkThis(ast, null);
+  walk(ast, null);
 
-  // Epoch bindings, now that every scope that needs one is known.
+  // Function prologues: epoch bindings, now that every scope that needs one is known.
+  const prologues = new Map<Node, string[]>(arrowPrologues);
   for (const [scope, name] of epochNames) {
     const block = scope.block as unknown as Node;
     const decl = `const ${name} = ${G}.e;`;
-    if (block === top) continue; // declared in the prologue
+    if (block === top) continue; // declared in the script's prologue
     if (scope.type === "class-field-initializer") {
       edits.push(wrap(block.start, block.end, Layer.Initializer, `((${name}) => (`, `))(${G}.e)`));
     } else if (scope.type === "class-static-block") {
@@ -459,40 +595,45 @@ export function instrumentApp(code: string): InstrumentResult {
         });
       }
     } else if (FUNCTION_TYPES.has(block.type)) {
-      const fnBody = block.body as Node;
-      if (fnBody.type === "BlockStatement") {
-        let at = fnBody.start + 1;
-        for (const statement of fnBody.body as Node[]) {
-          if (statement.type === "ExpressionStatement" && typeof statement.directive === "string") {
-            at = statement.end;
-          } else {
-            break;
-          }
-        }
-        edits.push({
-          start: block.start,
-          end: block.end,
-          layer: Layer.Function,
-          inserts: [{ at, text: ` ${decl}`, side: "right" }],
-        });
-      } else {
-        // An expression body becomes a block that binds the epoch first.
-        edits.push({
-          start: block.start,
-          end: block.end,
-          layer: Layer.Function,
-          inserts: [
-            {
-              at: arrowTokenEnd(arrows, block.start, fnBody.start),
-              text: ` { ${decl} return (`,
-              side: "right",
-            },
-            { at: block.end, text: "); }", side: "left" },
-          ],
-        });
-      }
+      // The epoch binding comes first: other prologue statements may use it.
+      prologues.set(block, [decl, ...(prologues.get(block) ?? [])]);
     } else {
       throw new Error(`instrumentApp: unexpected scope ${scope.type} needs an epoch`);
+    }
+  }
+  for (const [fn, statements] of prologues) {
+    const text = statements.join(" ");
+    const fnBody = fn.body as Node;
+    if (fnBody.type === "BlockStatement") {
+      let at = fnBody.start + 1;
+      for (const statement of fnBody.body as Node[]) {
+        if (statement.type === "ExpressionStatement" && typeof statement.directive === "string") {
+          at = statement.end;
+        } else {
+          break;
+        }
+      }
+      edits.push({
+        start: fn.start,
+        end: fn.end,
+        layer: Layer.Function,
+        inserts: [{ at, text: ` ${text}`, side: "right" }],
+      });
+    } else {
+      // An expression body becomes a block that runs the prologue first.
+      edits.push({
+        start: fn.start,
+        end: fn.end,
+        layer: Layer.Function,
+        inserts: [
+          {
+            at: arrowTokenEnd(arrows, fn.start, fnBody.start),
+            text: ` { ${text} return (`,
+            side: "right",
+          },
+          { at: fn.end, text: "); }", side: "left" },
+        ],
+      });
     }
   }
 
@@ -518,6 +659,8 @@ export function instrumentApp(code: string): InstrumentResult {
 
   const map = s.generateMap({ hires: "boundary", includeContent: false });
   const reasons = [...(directEval ? ["the app uses direct eval"] : []), ...problems];
+  // Code the pass could not instrument is left as it was (no edits there):
+  // the app still runs, in a fresh context for every execution.
   return {
     code: s.toString(),
     map: map.toString(),

@@ -57,10 +57,13 @@ function leakNames(): string[] {
 }
 
 /** Leaks the guard undoes itself (built-ins' changes it restores), without discarding the context. */
-const RESTORED = new Set(["regexLastIndex", "regexStatics"]);
+const RESTORED = new Set(["regexLastIndex", "regexStatics", "regexpWithTagLastIndex"]);
 /** Queries in leaks.ts that leave nothing behind (controls). */
 const CLEAN = new Set([
   "generatorPerExecution",
+  // whatwg-url's implementation objects are out of reach: nothing to change.
+  "urlImplementationMethod",
+  "urlImplementationSetter",
   // Without ArrayBuffer.prototype.transfer (V8 before 11.4) nothing is detached.
   ...("transfer" in ArrayBuffer.prototype ? [] : ["structuredCloneTransfer"]),
 ]);
@@ -115,15 +118,46 @@ describe("context reuse", () => {
       ["clean:awaitsAndThrows", {}],
       ["leaks:regexLastIndex", {}],
       ["leaks:regexStatics", {}],
+      ["clean:registrationRunsAppCode", {}],
+      ["clean:lazyGlobalDescriptor", {}],
+      ["clean:usesLazyGlobals", {}],
     ];
     for (const [path, args] of calls) {
       const a = await results(reuseRunner, path, args, 3);
       const b = await results(freshRunner, path, args, 1);
-      expect(a, path).toEqual([b[0], b[0], b[0]]);
+      expect.soft(a, path).toEqual([b[0], b[0], b[0]]);
     }
-    expect(reusing.reuse.tainted).toBe(before.tainted);
-    expect(reusing.reuse.reused - before.reused).toBe(calls.length * 3);
+    expect.soft(reusing.reuse.tainted).toBe(before.tainted);
+    expect.soft(reusing.reuse.reused - before.reused).toBe(calls.length * 3);
     expect(reusing.reuse.lastTaint ?? "").not.toMatch(/clean/);
+  });
+
+  it("runs the app's code as the original script would", async () => {
+    const linked = await linkModules(await bundleConvexDir(join(fixtures, "semantics/convex")));
+    // `delete a?.b.c` is left uninstrumented, and the app not reusable.
+    expect(linked.reuse).toMatchObject({
+      possible: false,
+      reason: expect.stringMatching(/optional chain/),
+    });
+    const runtime = await AppRuntime.create(linked, { isolates: 1 });
+    let got: { value: unknown };
+    try {
+      got = await new FunctionRunner({ db: t.db, runtime }).query(
+        "semantics:instrumentedCodeSemantics",
+        {},
+      );
+    } finally {
+      runtime.dispose();
+    }
+    // What plain JavaScript gives (V8, without the instrumentation and the guard's wrappers).
+    expect(got.value).toEqual({
+      optionalChainPrivate: "undefined",
+      parenthesizedPrivate: 42,
+      privateAfterAwait: 42,
+      optionalDelete: true,
+      revokeSource: "function () { [native code] }",
+      captureStackTraceFirstFrame: "the caller",
+    });
   });
 
   it("says where a function changed pre-existing state", async () => {
@@ -136,9 +170,11 @@ describe("context reuse", () => {
 
 describe("apps the guard cannot follow", () => {
   const cases: Array<[string, RegExp]> = [
-    ["generator", /generator/],
     ["iterator", /iterator/],
     ["resolver", /resolve or reject/],
+    ["renamed-resolver", /resolve or reject/],
+    ["promise-subclass", /subclass/],
+    ["wasm", /WebAssembly/],
     ["dynamic-code", /code from a string/],
     ["direct-eval", /direct eval/],
   ];
@@ -158,4 +194,19 @@ describe("apps the guard cannot follow", () => {
       }
     });
   }
+});
+
+describe("state the guard follows through its built-ins", () => {
+  it("a generator made at import taints the context it advances in", async () => {
+    const linked = await linkModules(await bundleConvexDir(join(fixtures, "generator/convex")));
+    const runtime = await AppRuntime.create(linked, { isolates: 1 });
+    try {
+      const runner = new FunctionRunner({ db: t.db, runtime });
+      const got = await results(runner, "state:next", {}, 3);
+      expect(got).toEqual([{ value: 1 }, { value: 1 }, { value: 1 }]);
+      expect(runtime.reuse).toMatchObject({ enabled: true, tainted: 3 });
+    } finally {
+      runtime.dispose();
+    }
+  });
 });

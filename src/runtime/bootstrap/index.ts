@@ -4,12 +4,31 @@
  * (`syscall`, `asyncSyscall`, `jsSyscall`) and the entry points the host uses
  * (`__tessera_runtime.invoke`, `settle`, `analyze`).
  *
- * The host is reached through `globalThis.__tessera_host`, which the host
- * installs in each context before using it (host functions cannot live in a
- * V8 snapshot). Async syscalls are queued on the host, which answers them one
- * at a time in the order they were made, so `Promise.race` and friends give
- * the same result on every run.
+ * The host's callbacks arrive as globals, which connect() takes out of the
+ * global object; the host then takes `__tessera_runtime` out too (see
+ * appRuntime.ts): user code reaches neither. Async syscalls are queued on the
+ * host, which answers them one at a time in the order they were made, so
+ * `Promise.race` and friends give the same result on every run.
+ *
+ * The app's import code may change any built-in: what this script uses after
+ * it ran was captured when this script was evaluated.
  */
+
+const JSONParse = JSON.parse;
+const JSONStringify = JSON.stringify;
+const OriginalPromise = Promise;
+const OriginalError = Error;
+const promiseThen = Promise.prototype.then;
+const mapGet = Map.prototype.get;
+const mapSet = Map.prototype.set;
+const mapDelete = Map.prototype.delete;
+const mapClear = Map.prototype.clear;
+const symbolFor = Symbol.for;
+const ReflectApply = Reflect.apply;
+const defineProperty = Object.defineProperty;
+const freeze = Object.freeze;
+const parse = (text: string): unknown => ReflectApply(JSONParse, JSON, [text]);
+const stringify = (value: unknown): string => ReflectApply(JSONStringify, JSON, [value]) as string;
 
 /** Host functions installed in each context (plain globals: host callbacks cannot be object members). */
 type SyncSyscall = (op: string, argsJson: string) => string;
@@ -20,8 +39,9 @@ type Done = (outcomeJson: string) => void;
 interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
   takeLogs(): Array<{ level: string; message: string }>;
+  materialize(): void;
   seal(): { reusable: boolean; reason?: string };
-  end(): { tainted: boolean; reason?: number | string };
+  end(): string;
 }
 
 interface Registered {
@@ -55,7 +75,7 @@ const env = g.__tessera_env!;
 delete g.__tessera_env;
 
 function notAvailable(): never {
-  throw new Error("Convex syscalls are not available while modules are being imported");
+  throw new OriginalError("Convex syscalls are not available while modules are being imported");
 }
 
 // The host's callbacks, taken from the globals the host sets (connect()).
@@ -84,8 +104,8 @@ let nextId = 1;
 
 /** Rebuilds an error thrown by the host; `data` marks a ConvexError's JSON-encoded data. */
 function hostError(payload: string): Error {
-  const { message, data } = JSON.parse(payload) as { message: string; data?: string };
-  const e = new Error(message) as Error & { data?: string };
+  const { message, data } = parse(payload) as { message: string; data?: string };
+  const e = new OriginalError(message) as Error & { data?: string };
   if (data !== undefined) e.data = data;
   return e;
 }
@@ -95,17 +115,17 @@ const Convex = {
     return syscallHost(op, argsJson);
   },
   asyncSyscall(op: string, argsJson: string): Promise<string> {
-    return new Promise((resolve, reject) => {
+    return new OriginalPromise((resolve, reject) => {
       const id = nextId++;
-      pending.set(id, { resolve, reject });
+      ReflectApply(mapSet, pending, [id, { resolve, reject }]);
       asyncSyscallHost(id, op, argsJson);
     });
   },
   jsSyscall(op: string, _args: Record<string, unknown>): unknown {
-    throw new Error(`not supported yet: ${op}`);
+    throw new OriginalError(`not supported yet: ${op}`);
   },
 };
-Object.defineProperty(globalThis, "Convex", { value: Convex, enumerable: false });
+defineProperty(globalThis, "Convex", { value: Convex, enumerable: false });
 
 function serializeError(e: unknown): {
   message: string;
@@ -116,7 +136,7 @@ function serializeError(e: unknown): {
   if (e instanceof Error || (typeof e === "object" && e !== null && "message" in e)) {
     const err = e as Error & { data?: unknown; ConvexErrorSymbol?: symbol };
     const isConvexError =
-      err.ConvexErrorSymbol === Symbol.for("ConvexError") && typeof err.data === "string";
+      err.ConvexErrorSymbol === symbolFor("ConvexError") && typeof err.data === "string";
     return {
       message: String(err.message),
       name: String(err.name ?? "Error"),
@@ -129,10 +149,10 @@ function serializeError(e: unknown): {
 
 function lookup(module: string, exportName: string): Registered {
   const ns = g.__tessera_app?.modules[module];
-  if (ns === undefined) throw new Error(`Could not find module "${module}"`);
+  if (ns === undefined) throw new OriginalError(`Could not find module "${module}"`);
   const fn = ns[exportName] as Registered | undefined;
   if (fn === undefined || fn === null)
-    throw new Error(`Could not find function "${exportName}" in module "${module}"`);
+    throw new OriginalError(`Could not find function "${exportName}" in module "${module}"`);
   return fn;
 }
 
@@ -147,44 +167,41 @@ interface Invocation {
 
 /** Starts an invocation; its outcome goes to the host's `__tessera_done` callback. */
 function start(requestJson: string): void {
-  void invoke(requestJson).then((outcome) => doneHost(outcome));
+  ReflectApply(promiseThen, invoke(requestJson), [(outcome: string) => doneHost(outcome)]);
 }
 
 async function invoke(requestJson: string): Promise<string> {
-  const req = JSON.parse(requestJson) as Invocation;
+  const req = parse(requestJson) as Invocation;
   // Promises of an earlier execution that were never settled stay so.
-  pending.clear();
+  ReflectApply(mapClear, pending, []);
   env.begin({ mode: req.kind, seed: req.seed, nowMs: req.nowMs });
   try {
     const fn = lookup(req.module, req.exportName);
     let result: string;
     if (req.kind === "query") {
       if (typeof fn.invokeQuery !== "function")
-        throw new Error(`${req.module}:${req.exportName} is not a query`);
+        throw new OriginalError(`${req.module}:${req.exportName} is not a query`);
       result = await fn.invokeQuery(req.args);
     } else {
       if (typeof fn.invokeMutation !== "function") {
-        throw new Error(`${req.module}:${req.exportName} is not a mutation`);
+        throw new OriginalError(`${req.module}:${req.exportName} is not a mutation`);
       }
       result = await fn.invokeMutation(req.args);
     }
     // `result` is already JSON text: splice it in rather than encoding it twice.
-    return `{"ok":true,"logs":${JSON.stringify(env.takeLogs())},"guard":${JSON.stringify(env.end())},"value":${result}}`;
+    return `{"ok":true,"logs":${stringify(env.takeLogs())},"value":${result}}`;
   } catch (e) {
-    return JSON.stringify({
-      ok: false,
-      error: serializeError(e),
-      logs: env.takeLogs(),
-      guard: env.end(),
-    });
+    return stringify({ ok: false, error: serializeError(e), logs: env.takeLogs() });
   }
 }
 
 /** Completes an async syscall: `ok` with the JSON result, or an error payload from `hostError`. */
 function settle(id: number, ok: boolean, payload: string): void {
-  const p = pending.get(id);
+  const p = ReflectApply(mapGet, pending, [id]) as
+    | { resolve: (v: string) => void; reject: (e: unknown) => void }
+    | undefined;
   if (p === undefined) return;
-  pending.delete(id);
+  ReflectApply(mapDelete, pending, [id]);
   if (ok) p.resolve(payload);
   else p.reject(hostError(payload));
 }
@@ -236,18 +253,27 @@ function analyze(): string {
   return JSON.stringify(out);
 }
 
-Object.defineProperty(globalThis, "__tessera_runtime", {
-  value: Object.freeze({
+defineProperty(globalThis, "__tessera_runtime", {
+  value: freeze({
     invoke,
     start,
     settle,
     analyze,
     collect: () => collectGarbage?.(),
-    connect,
-    /** Registers the imported state; the context may then serve several executions. */
-    seal: () => JSON.stringify(env.seal()),
     /** Freezes time and seeds randomness for the app's import code. */
     beginImport: (seed: string, nowMs: number) => env.begin({ mode: "import", seed, nowMs }),
+    /**
+     * Once the app is imported: takes the host's callbacks, evaluates the lazy
+     * globals, and when `seal`, registers the imported state so that the
+     * context may serve several executions (the guard's verdict, as JSON).
+     */
+    prepare: (seal: boolean): string => {
+      connect();
+      env.materialize();
+      return seal ? stringify(env.seal()) : "";
+    },
+    /** After an execution and all its microtasks: "clean", or "tainted:" and why. */
+    verdict: (): string => env.end(),
   }),
   enumerable: false,
   configurable: true,

@@ -8,7 +8,7 @@ import type * as Legacy from "@noble/hashes/legacy.js";
 import type * as Sha2 from "@noble/hashes/sha2.js";
 import { DOMException } from "./domexception.js";
 import { rng } from "./env.js";
-import { guardWriteBytes } from "./guard.js";
+import { guardInternals, guardWriteBytes } from "./guard.js";
 import { copyBytes, requireArgs, setInterfaceName, toArrayBuffer, typedArrayName } from "./util.js";
 
 const INTEGER_ARRAYS = new Set([
@@ -98,6 +98,8 @@ for (const name of [
   });
 }
 
+let cryptoInternals: (o: object) => unknown[] = () => [];
+
 export class Crypto {
   readonly #subtle: SubtleCrypto;
 
@@ -108,6 +110,11 @@ export class Crypto {
 
   get subtle(): SubtleCrypto {
     return this.#subtle;
+  }
+
+  static {
+    // For registration (guard.ts): what a Crypto holds.
+    cryptoInternals = (o) => (#subtle in o ? [o.#subtle] : []);
   }
 
   getRandomValues<T extends ArrayBufferView>(array: T): T {
@@ -149,6 +156,7 @@ export class Crypto {
   }
 }
 setInterfaceName(Crypto, "Crypto");
+guardInternals(Crypto.prototype, (o) => cryptoInternals(o));
 
 /** The single `crypto` object (its classes cannot be constructed by user code). */
 export function createCrypto(): Crypto {

@@ -4,7 +4,7 @@
  * listeners (no capture or bubble path).
  */
 import { DOMException } from "./domexception.js";
-import { guardReach, guardWrite } from "./guard.js";
+import { guardInternals, guardReach, guardWrite, mapValues, weakMapGet } from "./guard.js";
 import { abortSignalTimers } from "./timers.js";
 import { preludeGlobal, requireArgs, setInterfaceName, toDOMString } from "./util.js";
 
@@ -139,6 +139,10 @@ export class Event {
   }
 }
 setInterfaceName(Event, "Event");
+guardInternals(Event.prototype, (o) => {
+  const d = weakMapGet(eventData, o);
+  return d === undefined ? [] : [d.target, d.currentTarget, weakMapGet(customDetail, o)];
+});
 for (const [name, value] of [
   ["NONE", 0],
   ["CAPTURING_PHASE", 1],
@@ -302,6 +306,18 @@ export class EventTarget {
   }
 }
 setInterfaceName(EventTarget, "EventTarget");
+// Listeners are called only by dispatchEvent, which taints a registered target first.
+guardInternals(EventTarget.prototype, (o) => {
+  const all = weakMapGet(listenersOf, o);
+  const out: unknown[] = [];
+  if (all === undefined) return out;
+  const lists = mapValues(all);
+  for (let i = 0; i < lists.length; i++) {
+    const list = lists[i]!;
+    for (let j = 0; j < list.length; j++) out[out.length] = list[j]!.callback;
+  }
+  return out;
+});
 
 // ---------------------------------------------------------------------------
 // AbortController / AbortSignal
@@ -427,6 +443,13 @@ export class AbortSignal extends EventTarget {
   }
 }
 setInterfaceName(AbortSignal, "AbortSignal");
+guardInternals(AbortSignal.prototype, (o) => {
+  const d = weakMapGet(signalData, o);
+  if (d === undefined) return [];
+  const out: unknown[] = [d.reason, d.onabort];
+  for (let i = 0; i < d.dependents.length; i++) out[out.length] = d.dependents[i];
+  return out;
+});
 
 const controllerSignal = new WeakMap<object, AbortSignal>();
 
@@ -446,3 +469,4 @@ export class AbortController {
   }
 }
 setInterfaceName(AbortController, "AbortController");
+guardInternals(AbortController.prototype, (o) => [weakMapGet(controllerSignal, o)]);

@@ -10,7 +10,7 @@ import { type Blob, blobBytes, File, isBlob, makeBlob, makeFile } from "./blob.j
 import { utf8DecodeBody, utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now, rng } from "./env.js";
 import { AbortController, AbortSignal } from "./events.js";
-import { guardReach, guardWrite } from "./guard.js";
+import { guardInternals, guardReach, guardWrite, weakMapGet } from "./guard.js";
 import {
   concatBytes,
   inspectCustom,
@@ -367,6 +367,12 @@ export class FormData {
   }
 }
 setInterfaceName(FormData, "FormData");
+guardInternals(FormData.prototype, (o) => {
+  const entries = weakMapGet(formEntries, o);
+  const out: unknown[] = [];
+  if (entries !== undefined) for (let i = 0; i < entries.length; i++) out[i] = entries[i]![1];
+  return out;
+});
 
 function escapeMultipartName(name: string): string {
   return name
@@ -779,6 +785,7 @@ export class Request extends BodyMixin {
     }
     if (input instanceof Request && inputBody !== null) {
       // The input's body moved to the new request.
+      guardWrite(input, "a Request's body taken by another");
       bdata(input).used = true;
     }
   }
@@ -859,6 +866,10 @@ export class Request extends BodyMixin {
   }
 }
 setInterfaceName(Request, "Request");
+guardInternals(Request.prototype, (o) => [
+  weakMapGet(headersOf, o),
+  weakMapGet(requestData, o)?.signal,
+]);
 
 // ---------------------------------------------------------------------------
 // Response
@@ -1015,3 +1026,4 @@ export class Response extends BodyMixin {
   }
 }
 setInterfaceName(Response, "Response");
+guardInternals(Response.prototype, (o) => [weakMapGet(headersOf, o)]);

@@ -6,14 +6,9 @@
 // First: captures the builtins before anything is installed or user code runs.
 import "./intrinsics.js";
 import { type BeginOptions, begin, currentMode, type LogLine, rng, takeLogs } from "./env.js";
-// Second: the guard captures the builtins it relies on before the prelude changes any.
-import {
-  beginExecution,
-  type ExecutionGuardResult,
-  endExecution,
-  type SealResult,
-  seal,
-} from "./guard.js";
+// The guard captures the builtins it relies on when it is evaluated: before
+// this module's body changes any (no imported module changes them).
+import { beginExecution, endExecution, type SealResult, seal } from "./guard.js";
 import { createDate, patchIntl, providePerformance } from "./time.js";
 import {
   clearInterval,
@@ -33,10 +28,12 @@ export interface TesseraEnv {
   takeLogs(): LogLine[];
   /** The current execution mode. */
   readonly mode: string;
+  /** Evaluates the lazily installed globals (every context, once the app is imported). */
+  materialize(): void;
   /** Registers everything that exists, once the app is imported (guard.ts): the context may then be reused. */
   seal(): SealResult;
-  /** Ends an execution: whether the context may serve another one (guard.ts). */
-  end(): ExecutionGuardResult;
+  /** Ends an execution, after its microtasks: "clean", or "tainted:" and why (guard.ts). */
+  end(): string;
 }
 
 // Most globals are installed lazily (util.ts, defineLazyGlobals): the modules
@@ -108,10 +105,13 @@ const env: TesseraEnv = Object.freeze({
     begin(options);
     if (options.mode !== "import") beginExecution();
   },
-  seal(): SealResult {
-    return seal(loadAllLazyGlobals);
+  materialize(): void {
+    loadAllLazyGlobals();
   },
-  end(): ExecutionGuardResult {
+  seal(): SealResult {
+    return seal();
+  },
+  end(): string {
     return endExecution();
   },
   takeLogs(): LogLine[] {

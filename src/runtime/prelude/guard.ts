@@ -8,29 +8,34 @@
  * execution changes anything that existed before it began. The app script is
  * instrumented (../instrument.ts) so that property writes, writes to variables
  * of older function activations and reads of values reachable only through
- * closures go through this module; the built-ins that change their arguments
- * or receiver (Object.assign, Array.prototype.push, Map.prototype.set, …) are
+ * closures go through this module; the built-ins that change their arguments,
+ * their receiver or an object a caller-chosen constructor made
+ * (Array.prototype.push, Map.prototype.set, Object.assign, Array.from, …) are
  * wrapped to check their target. A change to pre-existing state *taints* the
  * context: the execution itself is unaffected (it ran on the state every
  * execution starts from), and the host discards the context afterwards.
  *
  * State the guard cannot watch makes the app not reusable when it exists at
- * sealing time (generator and iterator objects, promises' resolving
- * functions, FinalizationRegistry, WebAssembly instances, code made from
- * strings during import), and taints the context when an execution reaches
- * it later.
+ * sealing time (iterator objects, promises' resolving functions, promises of
+ * subclasses, FinalizationRegistry, WebAssembly, code made from strings during
+ * import, a custom Error.prepareStackTrace), and taints the context when an
+ * execution reaches it later.
  *
- * Everything here is captured when the prelude runs, before any user code:
- * later changes to the built-ins cannot blind the guard (and taint anyway).
+ * Registration runs no app code: it reads own property descriptors (never
+ * calling getters), recognises built-in objects by brand checks of captured
+ * built-ins (never by Symbol.toStringTag), and skips proxies (whose target and
+ * handler it knows). Everything the guard calls after the app's code has run
+ * was captured when the prelude ran: changes to the built-ins cannot blind it
+ * (and taint anyway).
  */
-
-const uncurry =
-  <T, A extends unknown[], R>(f: (this: T, ...args: A) => R) =>
-  (self: T, ...args: A): R =>
-    Reflect.apply(f, self, args);
 
 const ReflectApply = Reflect.apply;
 const ReflectConstruct = Reflect.construct;
+const uncurry =
+  <T, A extends unknown[], R>(f: (this: T, ...args: A) => R) =>
+  (self: T, ...args: A): R =>
+    ReflectApply(f, self, args);
+
 const ownKeys = Reflect.ownKeys;
 const getOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor;
 const getPrototypeOf = Reflect.getPrototypeOf;
@@ -38,74 +43,79 @@ const defineProperty = Reflect.defineProperty;
 const isFrozen = Object.isFrozen;
 const isSealed = Object.isSealed;
 const isExtensible = Object.isExtensible;
+const isArray = Array.isArray;
 const isView = ArrayBuffer.isView;
-const wsHas = uncurry(WeakSet.prototype.has as (this: WeakSet<object>, v: object) => boolean);
+const symbolKeyFor = Symbol.keyFor;
+const wsHas = uncurry(WeakSet.prototype.has as (this: WeakSet<WeakKey>, v: WeakKey) => boolean);
 const wsAdd = uncurry(
-  WeakSet.prototype.add as (this: WeakSet<object>, v: object) => WeakSet<object>,
+  WeakSet.prototype.add as (this: WeakSet<WeakKey>, v: WeakKey) => WeakSet<WeakKey>,
 );
 const wmGet = uncurry(
-  WeakMap.prototype.get as (this: WeakMap<object, unknown>, k: object) => unknown,
+  WeakMap.prototype.get as (this: WeakMap<WeakKey, unknown>, k: WeakKey) => unknown,
 );
 const wmSet = uncurry(
   WeakMap.prototype.set as (
-    this: WeakMap<object, unknown>,
-    k: object,
+    this: WeakMap<WeakKey, unknown>,
+    k: WeakKey,
     v: unknown,
-  ) => WeakMap<object, unknown>,
+  ) => WeakMap<WeakKey, unknown>,
 );
 const arrayPush = uncurry(Array.prototype.push as (this: unknown[], ...items: unknown[]) => number);
-const mapForEach = uncurry(
-  Map.prototype.forEach as (
-    this: Map<unknown, unknown>,
-    f: (v: unknown, k: unknown) => void,
-  ) => void,
-);
-const setForEach = uncurry(
-  Set.prototype.forEach as (this: Set<unknown>, f: (v: unknown) => void) => void,
-);
-const promiseThen = uncurry(
-  Promise.prototype.then as (
-    this: Promise<unknown>,
-    f: (v: unknown) => unknown,
-    r: (e: unknown) => unknown,
-  ) => Promise<unknown>,
-);
-const objectToString = uncurry(Object.prototype.toString as (this: unknown) => string);
-const functionToString = Function.prototype.toString;
+const arrayPop = uncurry(Array.prototype.pop as (this: unknown[]) => unknown);
+const stringTrim = uncurry(String.prototype.trim as (this: string) => string);
 const regexpExec = uncurry(
   RegExp.prototype.exec as (this: RegExp, s: string) => RegExpExecArray | null,
 );
+const functionToString = Function.prototype.toString;
+const getter = (proto: object | undefined, key: PropertyKey) =>
+  proto
+    ? (getOwnPropertyDescriptor(proto, key)?.get as ((this: unknown) => unknown) | undefined)
+    : undefined;
+const mapSize = getter(Map.prototype, "size")!;
+const setSize = getter(Set.prototype, "size")!;
+const mapForEach = Map.prototype.forEach as (
+  this: unknown,
+  f: (v: unknown, k: unknown) => void,
+) => void;
+const setForEach = Set.prototype.forEach as (this: unknown, f: (v: unknown) => void) => void;
+const promiseThen = Promise.prototype.then as (
+  this: unknown,
+  f: (v: unknown) => unknown,
+  r: (e: unknown) => unknown,
+) => unknown;
+const regexpSource = getter(RegExp.prototype, "source")!;
 const TypedArrayProto = getPrototypeOf(Uint8Array.prototype) as object;
-const typedArrayTag = uncurry(
-  getOwnPropertyDescriptor(TypedArrayProto, Symbol.toStringTag)!.get as (
-    this: unknown,
-  ) => string | undefined,
-);
-const typedArrayBuffer = uncurry(
-  getOwnPropertyDescriptor(TypedArrayProto, "buffer")!.get as (this: unknown) => ArrayBufferLike,
-);
-const typedArrayLength = uncurry(
-  getOwnPropertyDescriptor(TypedArrayProto, "length")!.get as (this: unknown) => number,
-);
-const dataViewBuffer = uncurry(
-  getOwnPropertyDescriptor(DataView.prototype, "buffer")!.get as (this: unknown) => ArrayBufferLike,
-);
+const typedArrayTag = getter(TypedArrayProto, Symbol.toStringTag)!;
+const typedArrayBuffer = getter(TypedArrayProto, "buffer")!;
+const typedArrayLength = getter(TypedArrayProto, "length")!;
+const dataViewBuffer = getter(DataView.prototype, "buffer")!;
+const OriginalPromise = Promise;
+const promiseSpecies = getter(Promise, Symbol.species);
 const OriginalFunction = Function;
+const OriginalError = Error;
+const ErrorPrototype = Error.prototype;
 // biome-ignore lint/security/noGlobalEval: the guard wraps eval to see code made from strings.
 const originalEval = eval;
 
 type AnyObject = object;
 type Site = number | string;
 
+const call0 = (f: (this: unknown) => unknown, self: unknown): unknown => ReflectApply(f, self, []);
+
 const isObject = (v: unknown): v is AnyObject =>
   (typeof v === "object" && v !== null) || typeof v === "function";
+
+/** What a WeakSet can hold: objects, and symbols outside the global registry. */
+const isWeakKey = (v: unknown): v is WeakKey =>
+  isObject(v) || (typeof v === "symbol" && symbolKeyFor(v) === undefined);
 
 const protoOf = (v: unknown): AnyObject | null => (isObject(v) ? getPrototypeOf(v) : null);
 
 // ---------------------------------------------------------------------------
 // State
 
-const registry = new WeakSet<AnyObject>();
+const registry = new WeakSet<WeakKey>();
+const registered = (v: unknown): boolean => isWeakKey(v) && wsHas(registry, v);
 let sealed = false;
 let sealing = false;
 let tainted = false;
@@ -117,8 +127,26 @@ let importDynamicCode = false;
 let rootsThunk: (() => unknown[]) | undefined;
 /** Registered regular expressions and their `lastIndex` when registered. */
 const regexps: Array<{ re: RegExp; lastIndex: unknown }> = [];
-/** Targets and arguments of bound functions, and proxies' targets and handlers (hidden from reflection). */
-const hidden = new WeakMap<AnyObject, unknown[]>();
+/** Bound functions' targets and arguments; proxies' targets and handlers (hidden from reflection). */
+const hidden = new WeakMap<AnyObject, { proxy: boolean; refs: unknown[] }>();
+/** Readers of private fields, by class (static fields) and by class prototype (instance fields). */
+const privateReaders = new WeakMap<AnyObject, (o: AnyObject) => unknown[]>();
+/** Objects the prelude keeps for an object of one of its classes, by class prototype. */
+const internalsOf = new WeakMap<AnyObject, (o: AnyObject) => unknown[]>();
+const hiddenOf = (o: unknown) =>
+  wmGet(hidden as WeakMap<WeakKey, unknown>, o as WeakKey) as
+    | { proxy: boolean; refs: unknown[] }
+    | undefined;
+const readerOf = (o: unknown) =>
+  wmGet(privateReaders as WeakMap<WeakKey, unknown>, o as WeakKey) as
+    | ((o: AnyObject) => unknown[])
+    | undefined;
+const internalsFor = (o: unknown) =>
+  wmGet(internalsOf as WeakMap<WeakKey, unknown>, o as WeakKey) as
+    | ((o: AnyObject) => unknown[])
+    | undefined;
+/** Built-in functions without a name that are not promise resolving functions. */
+const namelessNatives = new WeakSet<AnyObject>();
 /** Wrapper → original built-in, for Function.prototype.toString. */
 const originals = new WeakMap<AnyObject, AnyObject>();
 
@@ -136,30 +164,133 @@ function unwatchable(what: string): void {
 }
 
 // ---------------------------------------------------------------------------
-// Registration
+// Recognising built-in objects (brand checks that run no user code)
 
-const iteratorPrototypes: AnyObject[] = [];
-const generatorPrototypes: AnyObject[] = [];
-
-function collectIteratorPrototypes(): void {
-  const add = (list: AnyObject[], v: unknown) => {
-    if (isObject(v)) arrayPush(list, v);
-  };
-  add(iteratorPrototypes, getPrototypeOf([][Symbol.iterator]()));
-  add(iteratorPrototypes, getPrototypeOf(new Map()[Symbol.iterator]()));
-  add(iteratorPrototypes, getPrototypeOf(new Set()[Symbol.iterator]()));
-  add(iteratorPrototypes, getPrototypeOf(""[Symbol.iterator]()));
-  add(iteratorPrototypes, getPrototypeOf("".matchAll(/(?:)/g)));
-  const segmenter = (Intl as { Segmenter?: new () => { segment(s: string): Iterable<unknown> } })
-    .Segmenter;
-  if (segmenter) {
-    add(iteratorPrototypes, getPrototypeOf(new segmenter().segment("")[Symbol.iterator]()));
+const brand = (check: ((this: unknown) => unknown) | undefined, o: unknown): boolean => {
+  if (check === undefined) return false;
+  try {
+    call0(check, o);
+    return true;
+  } catch {
+    return false;
   }
-  const values = [][Symbol.iterator]() as { map?: (f: (x: unknown) => unknown) => unknown };
-  if (typeof values.map === "function") add(iteratorPrototypes, protoOf(values.map((x) => x)));
-  // Generator objects inherit from their function's `prototype`, which inherits from these.
-  add(generatorPrototypes, protoOf(protoOf((function* () {})())));
-  add(generatorPrototypes, protoOf(protoOf((async function* () {})())));
+};
+
+const intl = globalThis.Intl as unknown as Record<string, { prototype: AnyObject } | undefined>;
+const wasm = (globalThis as unknown as { WebAssembly?: Record<string, { prototype: AnyObject }> })
+  .WebAssembly;
+const FinalizationRegistryProto = (
+  globalThis as { FinalizationRegistry?: { prototype: AnyObject } }
+).FinalizationRegistry?.prototype;
+const finalizationUnregister = FinalizationRegistryProto
+  ? (getOwnPropertyDescriptor(FinalizationRegistryProto, "unregister")?.value as (
+      this: unknown,
+      token: unknown,
+    ) => unknown)
+  : undefined;
+
+/** Kinds of objects registration treats specially, each with its prototype and brand check. */
+interface Kind {
+  proto: AnyObject | undefined;
+  is: (o: AnyObject) => boolean;
+  visit: (o: AnyObject, stack: unknown[]) => void;
+}
+
+const kinds: Kind[] = [
+  {
+    proto: Map.prototype,
+    is: (o) => o !== Map.prototype && brand(mapSize, o),
+    visit: (o, stack) =>
+      ReflectApply(mapForEach, o, [
+        (v: unknown, k: unknown) => {
+          arrayPush(stack, k);
+          arrayPush(stack, v);
+        },
+      ]),
+  },
+  {
+    proto: Set.prototype,
+    is: (o) => o !== Set.prototype && brand(setSize, o),
+    visit: (o, stack) => ReflectApply(setForEach, o, [(v: unknown) => arrayPush(stack, v)]),
+  },
+  {
+    proto: Promise.prototype,
+    // Not a subclass's prototype (which holds its own `constructor`, whose `prototype` it is).
+    is: (o) => o !== Promise.prototype && !isPrototypeObject(o),
+    visit: (o) => watchPromise(o),
+  },
+  {
+    proto: RegExp.prototype,
+    is: (o) => o !== RegExp.prototype && brand(regexpSource, o),
+    visit: (o) => {
+      const desc = getOwnPropertyDescriptor(o, "lastIndex");
+      arrayPush(regexps, { re: o as RegExp, lastIndex: desc?.value });
+    },
+  },
+  // (DateTimeFormat's format is the prelude's, which registers it: time.ts.)
+  intlFormat("NumberFormat", "format"),
+  intlFormat("Collator", "compare"),
+  {
+    proto: FinalizationRegistryProto,
+    is: (o) =>
+      finalizationUnregister !== undefined &&
+      o !== FinalizationRegistryProto &&
+      (() => {
+        try {
+          ReflectApply(finalizationUnregister, o, [{}]);
+          return true;
+        } catch {
+          return false;
+        }
+      })(),
+    visit: () => unwatchable("a FinalizationRegistry"),
+  },
+  ...(["Instance", "Memory", "Table", "Global"] as const).map(
+    (name): Kind => ({
+      proto: wasm?.[name]?.prototype,
+      is: (o) =>
+        o !== wasm?.[name]?.prototype &&
+        brand(
+          getter(
+            wasm?.[name]?.prototype,
+            { Instance: "exports", Memory: "buffer", Table: "length", Global: "value" }[name],
+          ),
+          o,
+        ),
+      visit: () => unwatchable(`a WebAssembly.${name}`),
+    }),
+  ),
+];
+
+function intlFormat(name: string, key: string): Kind {
+  const proto = intl[name]?.prototype;
+  const resolvedOptions = proto
+    ? (getOwnPropertyDescriptor(proto, "resolvedOptions")?.value as (this: unknown) => unknown)
+    : undefined;
+  const bound = getter(proto, key);
+  return {
+    proto,
+    is: (o) => o !== proto && brand(resolvedOptions, o),
+    // Its bound function is made on first use and kept: make it now, and know it.
+    visit: (o, stack) => {
+      if (bound === undefined) return;
+      const f = call0(bound, o);
+      if (isObject(f)) wsAdd(namelessNatives, f);
+      arrayPush(stack, f);
+    },
+  };
+}
+
+/** Prototypes of objects whose state changes as they run: iterators (see sealIntrinsics). */
+const iteratorPrototypes: AnyObject[] = [];
+/** Prototypes of the prelude's that only its instances lead to: registered when sealing. */
+const preludePrototypes: AnyObject[] = [];
+
+/** `o` is some function's `prototype` object (it holds its own `constructor` pointing back). */
+function isPrototypeObject(o: AnyObject): boolean {
+  const ctor = getOwnPropertyDescriptor(o, "constructor");
+  if (ctor === undefined || !("value" in ctor) || typeof ctor.value !== "function") return false;
+  return getOwnPropertyDescriptor(ctor.value, "prototype")?.value === o;
 }
 
 function includes(list: AnyObject[], v: unknown): boolean {
@@ -167,184 +298,200 @@ function includes(list: AnyObject[], v: unknown): boolean {
   return false;
 }
 
+const ThrowTypeError = getOwnPropertyDescriptor(Function.prototype, "caller")?.get;
+const FunctionPrototype = Function.prototype;
+const WASM_EXPORT = /^function (?:0|[1-9][0-9]*)\(\) \{ \[native code\] \}$/;
+
+/**
+ * Built-in functions made without a name are V8's promise resolving functions
+ * (a Promise executor's resolve and reject, those a thenable's `then`
+ * receives, Promise.all's element functions), but for %ThrowTypeError%,
+ * Function.prototype and Intl's bound format functions (known when their
+ * object is registered). Calling one settles a promise that may exist before
+ * the execution. WebAssembly exports are built-in functions named by number,
+ * which hold their instance. The source text of a built-in shows the name it
+ * was made with, whatever its `name` property says now.
+ */
+function checkNativeFunction(f: AnyObject): void {
+  if (f === ThrowTypeError || f === FunctionPrototype || wsHas(namelessNatives, f)) return;
+  if (wmGet(originals as WeakMap<WeakKey, unknown>, f) !== undefined) return;
+  if (hiddenOf(f) !== undefined) return; // a bound function
+  let source: string;
+  try {
+    source = ReflectApply(functionToString, f, []) as string;
+  } catch {
+    return;
+  }
+  if (source === "function () { [native code] }") {
+    unwatchable("a promise's resolve or reject function");
+  } else if (regexpExec(WASM_EXPORT, source)) {
+    unwatchable("a WebAssembly export");
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Registration
+
 /** Registers `root` and everything reachable from it that is not registered yet. */
 function register(root: unknown): void {
-  if (!isObject(root) || wsHas(registry, root)) return;
+  if (!isWeakKey(root) || wsHas(registry, root)) return;
+  lastView = undefined;
   const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const o = stack.pop();
-    if (!isObject(o) || wsHas(registry, o)) continue;
-    wsAdd(registry, o);
-    visit(o, stack);
+  try {
+    while (stack.length > 0) {
+      const o = arrayPop(stack);
+      if (!isWeakKey(o) || wsHas(registry, o)) continue;
+      wsAdd(registry, o);
+      if (typeof o !== "symbol") visit(o, stack);
+    }
+  } catch (e) {
+    // A half-registered object cannot be trusted (a stack overflow, a revoked proxy, …).
+    unwatchable(`registration failed (${e instanceof OriginalError ? e.name : "error"})`);
   }
 }
 
 function visit(o: AnyObject, stack: unknown[]): void {
-  const extra = wmGet(hidden, o) as unknown[] | undefined;
+  const extra = hiddenOf(o);
   if (extra !== undefined) {
-    for (let i = 0; i < extra.length; i++) arrayPush(stack, extra[i]);
+    for (let i = 0; i < extra.refs.length; i++) arrayPush(stack, extra.refs[i]);
     // A proxy: its target and handler are all there is; reflecting on it would run its traps.
-    if (extra.length === 2 && (extra as { proxy?: boolean }).proxy) return;
+    if (extra.proxy) return;
   }
-  let proto: unknown;
-  try {
-    proto = getPrototypeOf(o);
-  } catch {
-    proto = null;
-  }
+  const reader = readerOf(o);
+  if (reader !== undefined) pushAll(reader(o), stack);
+  if (typeof o === "function") checkNativeFunction(o);
+
+  // The prototype chain: kinds of built-in objects, private fields, prelude internals.
+  const proto = getPrototypeOf(o);
   arrayPush(stack, proto);
-  if (isObject(proto)) {
-    // An iterator's state, or a suspended generator's, changes as it runs.
-    if (includes(iteratorPrototypes, proto)) unwatchable("an iterator object");
-    else if (
-      !includes(generatorPrototypes, proto) &&
-      includes(generatorPrototypes, protoOf(proto))
-    ) {
-      unwatchable("a generator object");
+  if (includes(iteratorPrototypes, proto)) unwatchable("an iterator object");
+  let kindFound = false;
+  let isError = false;
+  for (let p: AnyObject | null = proto, depth = 0; p !== null && depth < 64; depth++) {
+    if (p === ErrorPrototype) isError = true;
+    const instanceReader = readerOf(p);
+    if (instanceReader !== undefined) pushAll(instanceReader(o), stack);
+    const internals = internalsFor(p);
+    if (internals !== undefined) pushAll(internals(o), stack);
+    if (!kindFound) {
+      for (let i = 0; i < kinds.length; i++) {
+        const kind = kinds[i]!;
+        if (kind.proto === p && kind.is(o)) {
+          kind.visit(o, stack);
+          kindFound = true;
+          break;
+        }
+      }
+    }
+    if (hiddenOf(p)?.proxy) break;
+    p = getPrototypeOf(p);
+  }
+  if (!kindFound && proto === null) {
+    // Built-in objects moved out of their prototype chain: check them all.
+    for (let i = 0; i < kinds.length; i++) {
+      const kind = kinds[i]!;
+      if (kind.proto !== Promise.prototype && kind.is(o)) {
+        kind.visit(o, stack);
+        break;
+      }
     }
   }
-  if (typeof o === "function" && isResolvingFunction(o)) {
-    unwatchable("a promise's resolve or reject function");
-  }
-  const tag = objectToString(o);
-  switch (tag) {
-    case "[object Promise]":
-      watchPromise(o);
-      break;
-    case "[object Map]":
-      try {
-        mapForEach(o as Map<unknown, unknown>, (v, k) => {
-          arrayPush(stack, k);
-          arrayPush(stack, v);
-        });
-      } catch {}
-      break;
-    case "[object Set]":
-      try {
-        setForEach(o as Set<unknown>, (v) => arrayPush(stack, v));
-      } catch {}
-      break;
-    case "[object RegExp]":
-      arrayPush(regexps, { re: o as RegExp, lastIndex: (o as RegExp).lastIndex });
-      break;
-    case "[object FinalizationRegistry]":
-    case "[object WebAssembly.Instance]":
-    case "[object WebAssembly.Memory]":
-    case "[object WebAssembly.Table]":
-    case "[object WebAssembly.Global]":
-      // (The prototypes carry the same tag.)
-      if (hasBrand(tag, o)) unwatchable(`a ${tag.slice(8, -1)}`);
-      break;
-    case "[object Intl.DateTimeFormat]":
-    case "[object Intl.NumberFormat]":
-    case "[object Intl.Collator]":
-      // Their bound `format`/`compare` functions are made on first use and kept.
-      try {
-        arrayPush(
-          stack,
-          (o as { format?: unknown }).format ?? (o as { compare?: unknown }).compare,
-        );
-      } catch {}
-      break;
-  }
+
   if (isView(o)) {
-    const length = typedArrayTag(o) !== undefined ? typedArrayLength(o) : 0;
-    arrayPush(stack, typedArrayTag(o) !== undefined ? typedArrayBuffer(o) : dataViewBuffer(o));
+    const isTyped = call0(typedArrayTag, o) !== undefined;
+    arrayPush(stack, call0(isTyped ? typedArrayBuffer : dataViewBuffer, o));
     // Own properties other than the elements.
+    const length = isTyped ? (call0(typedArrayLength, o) as number) : 0;
     const keys = ownKeys(o);
-    for (let i = 0; i < keys.length; i++) {
-      const key = keys[i]!;
-      if (typeof key === "string" && i < length) continue;
-      pushProperty(o, key, stack);
-    }
+    for (let i = length; i < keys.length; i++) pushProperty(o, keys[i]!, stack);
     return;
   }
   const keys = ownKeys(o);
-  for (let i = 0; i < keys.length; i++) pushProperty(o, keys[i]!, stack);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    // An error's stack is made (by Error.prepareStackTrace, possibly) when first read.
+    if (isError && key === "stack") continue;
+    pushProperty(o, key, stack);
+  }
 }
 
-/** Brand checks without side effects, for the kinds of objects the guard cannot watch. */
-const brands: Record<string, ((o: unknown) => unknown) | undefined> = (() => {
-  const getter = (proto: AnyObject | undefined, key: string) => {
-    const get = proto ? getOwnPropertyDescriptor(proto, key)?.get : undefined;
-    return get ? (o: unknown) => ReflectApply(get, o, []) : undefined;
-  };
-  const wasm = (globalThis as { WebAssembly?: Record<string, { prototype: AnyObject }> })
-    .WebAssembly;
-  const unregister = (
-    globalThis as { FinalizationRegistry?: { prototype: { unregister: unknown } } }
-  ).FinalizationRegistry?.prototype.unregister as ((token: object) => boolean) | undefined;
-  return {
-    "[object FinalizationRegistry]": unregister
-      ? (o: unknown) => ReflectApply(unregister, o, [{}])
-      : undefined,
-    "[object WebAssembly.Instance]": getter(wasm?.Instance?.prototype, "exports"),
-    "[object WebAssembly.Memory]": getter(wasm?.Memory?.prototype, "buffer"),
-    "[object WebAssembly.Table]": getter(wasm?.Table?.prototype, "length"),
-    "[object WebAssembly.Global]": getter(wasm?.Global?.prototype, "value"),
-  };
-})();
-
-function hasBrand(tag: string, o: unknown): boolean {
-  const check = brands[tag];
-  if (check === undefined) return true;
-  try {
-    check(o);
-    return true;
-  } catch {
-    return false;
-  }
+function pushAll(values: unknown[], stack: unknown[]): void {
+  for (let i = 0; i < values.length; i++) arrayPush(stack, values[i]);
 }
 
 function pushProperty(o: AnyObject, key: PropertyKey, stack: unknown[]): void {
-  let desc: PropertyDescriptor | undefined;
-  try {
-    desc = getOwnPropertyDescriptor(o, key);
-  } catch {
-    return;
-  }
+  if (typeof key === "symbol") arrayPush(stack, key);
+  const desc = getOwnPropertyDescriptor(o, key);
   if (desc === undefined) return;
   if ("value" in desc) {
-    if (isObject(desc.value)) arrayPush(stack, desc.value);
+    arrayPush(stack, desc.value);
   } else {
-    if (desc.get) arrayPush(stack, desc.get);
-    if (desc.set) arrayPush(stack, desc.set);
+    arrayPush(stack, desc.get);
+    arrayPush(stack, desc.set);
   }
 }
 
 /**
- * A settled promise hands its value to whoever awaits it: register the value.
- * (Our reaction runs before any that user code adds after registration.) A
- * pending one can only settle through its resolving functions, which taint
- * when reached (isResolvingFunction), or through promises that do.
+ * A settled promise hands its value to whoever awaits it: register the value
+ * (our reaction runs before any that user code adds after registration). A
+ * pending one can only settle through its resolving functions, which are
+ * unwatchable when reached. A promise whose `then` would consult a
+ * constructor of the app's (a subclass, a `constructor` property) cannot be
+ * read without running app code: unwatchable.
  */
 function watchPromise(p: AnyObject): void {
+  if (!defaultPromiseConstructor(p)) {
+    unwatchable("a promise of a subclass or with its own constructor");
+    return;
+  }
   try {
-    promiseThen(p as Promise<unknown>, register, register);
+    ReflectApply(promiseThen, p, [register, register]);
   } catch {
-    // Not a promise after all (a forged toStringTag).
+    // Not a promise after all: an object inheriting from Promise.prototype.
   }
 }
 
-const ThrowTypeError = getOwnPropertyDescriptor(Function.prototype, "caller")?.get;
-const FunctionPrototype = Function.prototype;
-
-/**
- * The functions V8 makes to settle a promise (a Promise executor's resolve
- * and reject, those a thenable's `then` receives, Promise.all's element
- * functions) are the only built-in functions without a name, but for two.
- */
-function isResolvingFunction(f: AnyObject): boolean {
-  // The other two: %ThrowTypeError% and Function.prototype itself.
-  if (f === ThrowTypeError || f === FunctionPrototype) return false;
-  const name = getOwnPropertyDescriptor(f, "name");
-  if (name !== undefined && name.value !== "") return false;
-  if (wmGet(originals as WeakMap<object, unknown>, f) !== undefined) return false;
-  try {
-    return (ReflectApply(functionToString, f, []) as string).endsWith("{ [native code] }");
-  } catch {
-    return false;
+function defaultPromiseConstructor(p: AnyObject): boolean {
+  for (let o: AnyObject | null = p, depth = 0; o !== null && depth < 64; depth++) {
+    if (hiddenOf(o)?.proxy) return false;
+    const desc = getOwnPropertyDescriptor(o, "constructor");
+    if (desc !== undefined) {
+      return (
+        "value" in desc &&
+        desc.value === OriginalPromise &&
+        getter(OriginalPromise, Symbol.species) === promiseSpecies
+      );
+    }
+    o = getPrototypeOf(o);
   }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Writes
+
+/** The last view found unregistered with an unregistered buffer (loops write the same view). */
+let lastView: unknown;
+
+function checkView(o: unknown, site: Site): void {
+  if (o === lastView) return;
+  if (registered(o)) {
+    taint(site);
+  } else if (isView(o)) {
+    const buffer = call0(
+      call0(typedArrayTag, o) !== undefined ? typedArrayBuffer : dataViewBuffer,
+      o,
+    );
+    if (wsHas(registry, buffer as AnyObject)) taint(site);
+    else lastView = o;
+  }
+}
+
+/** Template objects are made once per call site and reused by every later evaluation. */
+function isTemplateObject(k: unknown): boolean {
+  if (!isArray(k) || !isFrozen(k)) return false;
+  const raw = getOwnPropertyDescriptor(k, "raw");
+  return raw !== undefined && "value" in raw && isArray(raw.value) && isFrozen(raw.value);
 }
 
 // ---------------------------------------------------------------------------
@@ -353,47 +500,44 @@ function isResolvingFunction(f: AnyObject): boolean {
 export interface AppGuard {
   /** The current epoch: 0 while importing, then one per execution once sealed. */
   e: number;
-  /** Scratch slot for instrumented private-field reads. */
-  $: unknown;
   w<T>(o: T, site: number): T;
   wc<T>(o: T, site: number): T;
   r<T>(v: T): T;
-  rv<T>(holder: unknown, v: T): T;
+  /** A `super.x` read: registers the value when the home object is from an earlier epoch. */
+  rs<T>(epoch: number, v: T): T;
   t(site: number): void;
+  /** A class hands over the reader of its private fields (a static block). */
+  pr(ctor: AnyObject, reader: (o: AnyObject) => unknown[]): void;
   roots(thunk: () => unknown[]): void;
   install(config: { eval: boolean }): void;
 }
 
-function checkView(o: unknown, site: Site): void {
-  if (wsHas(registry, o as AnyObject)) {
-    taint(site);
-  } else if (isView(o)) {
-    const buffer = typedArrayTag(o) !== undefined ? typedArrayBuffer(o) : dataViewBuffer(o);
-    if (wsHas(registry, buffer)) taint(site);
-  }
-}
-
 const appGuard: AppGuard = {
   e: 0,
-  $: undefined,
   w(o, site) {
-    if (wsHas(registry, o as AnyObject)) taint(site);
+    if (registered(o)) taint(site);
     return o;
   },
   wc(o, site) {
-    checkView(o, site);
+    if (sealed) checkView(o, site);
     return o;
   },
   r(v) {
-    if (sealed && isObject(v) && !wsHas(registry, v)) register(v);
+    if (sealed && isWeakKey(v) && !wsHas(registry, v)) register(v);
     return v;
   },
-  rv(holder, v) {
-    if (wsHas(registry, holder as AnyObject) && isObject(v) && !wsHas(registry, v)) register(v);
+  rs(epoch, v) {
+    if (sealed && epoch !== appGuard.e && isWeakKey(v) && !wsHas(registry, v)) register(v);
     return v;
   },
   t(site) {
     if (sealed) taint(site);
+  },
+  pr(ctor, reader) {
+    wmSet(privateReaders, ctor, reader);
+    const proto = getOwnPropertyDescriptor(ctor, "prototype")?.value;
+    if (isObject(proto)) wmSet(privateReaders, proto, reader);
+    // A class made during an execution is new; one made before is registered with its readers.
   },
   roots(thunk) {
     rootsThunk = thunk;
@@ -413,67 +557,77 @@ defineProperty(globalThis, "__tessera_guard", {
 });
 
 // ---------------------------------------------------------------------------
-// Built-ins that change their receiver or arguments
+// Built-ins that change their receiver, their arguments, or what they make
 
 let installed = false;
 
-function wrapMethod(
-  target: AnyObject,
-  key: PropertyKey,
-  check: (self: unknown, args: unknown[]) => void,
-): void {
-  const desc = getOwnPropertyDescriptor(target, key);
-  const original = desc?.value as ((...args: unknown[]) => unknown) | undefined;
-  if (typeof original !== "function") return;
-  // A method (not a constructor), named as the original.
-  const wrapper = {
-    [key](this: unknown, ...args: unknown[]): unknown {
-      if (sealed) check(this, args);
-      return ReflectApply(original, this, args);
-    },
-  }[key as string]!;
-  defineProperty(wrapper, "length", { value: original.length, configurable: true });
+/** Replaces a method by `wrapper`, which looks like it: same name, length and source text. */
+function replaceMethod(target: AnyObject, key: PropertyKey, wrapper: AnyObject): void {
+  const desc = getOwnPropertyDescriptor(target, key)!;
+  const original = desc.value as AnyObject & { name: string; length: number };
   defineProperty(wrapper, "name", { value: original.name, configurable: true });
-  wmSet(originals as WeakMap<object, unknown>, wrapper, original);
+  defineProperty(wrapper, "length", { value: original.length, configurable: true });
+  wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, original);
   defineProperty(target, key, { ...desc, value: wrapper });
 }
 
-const checkThis = (what: string) => (self: unknown) => {
-  if (wsHas(registry, self as AnyObject)) taint(what);
-};
+/** Wraps a method: `before` checks the call, `after` its result. */
+function wrapMethod(
+  target: AnyObject | undefined,
+  key: PropertyKey,
+  before: ((self: unknown, args: unknown[]) => void) | null,
+  after: ((result: unknown) => void) | null = null,
+): void {
+  if (target === undefined) return;
+  const original = getOwnPropertyDescriptor(target, key)?.value as
+    | ((...args: unknown[]) => unknown)
+    | undefined;
+  if (typeof original !== "function") return;
+  // A method (not a constructor).
+  const wrapper = {
+    [key](this: unknown, ...args: unknown[]): unknown {
+      if (sealed && before !== null) before(this, args);
+      const result = ReflectApply(original, this, args);
+      if (sealed && after !== null) after(result);
+      return result;
+    },
+  }[key as string]!;
+  replaceMethod(target, key, wrapper);
+}
+
+const checkThis = (what: string) => (self: unknown) => checkView(self, what);
 const checkArg =
   (what: string, index = 0) =>
-  (_self: unknown, args: unknown[]) => {
-    if (wsHas(registry, args[index] as AnyObject)) taint(what);
-  };
-const checkThisView = (what: string) => (self: unknown) => checkView(self, what);
+  (_self: unknown, args: unknown[]) =>
+    checkView(args[index], what);
+/** A result made by a constructor the caller chose (species, `this`) may be an object that existed before. */
+const checkResult = (what: string) => (result: unknown) => checkView(result, what);
 
 function installWrappers(config: { eval: boolean }): void {
   if (installed) return;
   installed = true;
-  collectIteratorPrototypes();
 
-  for (const key of ["assign", "defineProperty", "defineProperties", "setPrototypeOf"] as const) {
+  for (const key of ["assign", "defineProperty", "defineProperties", "setPrototypeOf"]) {
     wrapMethod(Object, key, checkArg(`Object.${key}`));
   }
-  wrapMethod(Object, "freeze", (_s, [o]) => {
-    if (wsHas(registry, o as AnyObject) && !isFrozen(o)) taint("Object.freeze");
+  wrapMethod(Object, "freeze", (_s, args) => {
+    if (registered(args[0]) && !isFrozen(args[0])) taint("Object.freeze");
   });
-  wrapMethod(Object, "seal", (_s, [o]) => {
-    if (wsHas(registry, o as AnyObject) && !isSealed(o)) taint("Object.seal");
+  wrapMethod(Object, "seal", (_s, args) => {
+    if (registered(args[0]) && !isSealed(args[0])) taint("Object.seal");
   });
-  wrapMethod(Object, "preventExtensions", (_s, [o]) => {
-    if (wsHas(registry, o as AnyObject) && isExtensible(o)) taint("Object.preventExtensions");
+  wrapMethod(Object, "preventExtensions", (_s, args) => {
+    if (registered(args[0]) && isExtensible(args[0])) taint("Object.preventExtensions");
   });
-  for (const key of ["defineProperty", "deleteProperty", "setPrototypeOf"] as const) {
+  for (const key of ["defineProperty", "deleteProperty", "setPrototypeOf"]) {
     wrapMethod(Reflect, key, checkArg(`Reflect.${key}`));
   }
-  wrapMethod(Reflect, "preventExtensions", (_s, [o]) => {
-    if (wsHas(registry, o as AnyObject) && isExtensible(o)) taint("Reflect.preventExtensions");
+  wrapMethod(Reflect, "preventExtensions", (_s, args) => {
+    if (registered(args[0]) && isExtensible(args[0])) taint("Reflect.preventExtensions");
   });
   wrapMethod(Reflect, "set", (_s, args) => {
-    if (wsHas(registry, args[0] as AnyObject)) taint("Reflect.set");
-    if (args.length > 3 && wsHas(registry, args[3] as AnyObject)) taint("Reflect.set");
+    checkView(args[0], "Reflect.set");
+    if (args.length > 3) checkView(args[3], "Reflect.set");
   });
   const objectProto = Object.prototype as Record<string, unknown>;
   for (const key of ["__defineGetter__", "__defineSetter__"]) {
@@ -482,15 +636,19 @@ function installWrappers(config: { eval: boolean }): void {
   const protoDesc = getOwnPropertyDescriptor(objectProto, "__proto__");
   if (protoDesc?.set) {
     const set = protoDesc.set;
-    const wrappedSet = function (this: unknown, v: unknown): void {
-      if (sealed && wsHas(registry, this as AnyObject)) taint("__proto__");
-      ReflectApply(set, this, [v]);
-    };
+    // A method (not a constructor), as the original setter.
+    const wrappedSet = {
+      setProto(this: unknown, v: unknown): void {
+        if (sealed && registered(this)) taint("__proto__");
+        ReflectApply(set, this, [v]);
+      },
+    }.setProto;
     defineProperty(wrappedSet, "name", { value: "set __proto__", configurable: true });
-    wmSet(originals as WeakMap<object, unknown>, wrappedSet, set);
+    wmSet(originals as WeakMap<WeakKey, unknown>, wrappedSet, set);
     defineProperty(objectProto, "__proto__", { ...protoDesc, set: wrappedSet });
   }
 
+  const arrayProto = Array.prototype;
   for (const key of [
     "copyWithin",
     "fill",
@@ -502,47 +660,118 @@ function installWrappers(config: { eval: boolean }): void {
     "splice",
     "unshift",
   ]) {
-    wrapMethod(Array.prototype, key, checkThis(`Array.prototype.${key}`));
+    wrapMethod(
+      arrayProto,
+      key,
+      checkThis(`Array.prototype.${key}`),
+      key === "splice" ? checkResult("Array.prototype.splice") : null,
+    );
   }
+  for (const key of ["concat", "filter", "flat", "flatMap", "map", "slice"]) {
+    wrapMethod(arrayProto, key, null, checkResult(`Array.prototype.${key}`));
+  }
+  for (const key of ["from", "of"]) wrapMethod(Array, key, null, checkResult(`Array.${key}`));
+  const TypedArray = getPrototypeOf(Uint8Array) as AnyObject;
   for (const key of ["copyWithin", "fill", "reverse", "set", "sort"]) {
-    wrapMethod(TypedArrayProto, key, checkThisView(`TypedArray.prototype.${key}`));
+    wrapMethod(TypedArrayProto, key, checkThis(`TypedArray.prototype.${key}`));
   }
-  for (const key of ownKeys(DataView.prototype)) {
+  for (const key of ["filter", "map", "slice", "subarray"]) {
+    wrapMethod(TypedArrayProto, key, null, checkResult(`TypedArray.prototype.${key}`));
+  }
+  for (const key of ["from", "of"])
+    wrapMethod(TypedArray, key, null, checkResult(`TypedArray.${key}`));
+  const dataViewKeys = ownKeys(DataView.prototype);
+  for (let i = 0; i < dataViewKeys.length; i++) {
+    const key = dataViewKeys[i]!;
     if (typeof key === "string" && key.startsWith("set")) {
-      wrapMethod(DataView.prototype, key, checkThisView(`DataView.prototype.${key}`));
+      wrapMethod(DataView.prototype, key, checkThis(`DataView.prototype.${key}`));
     }
   }
   for (const key of ["resize", "transfer", "transferToFixedLength"]) {
     wrapMethod(ArrayBuffer.prototype, key, checkThis(`ArrayBuffer.prototype.${key}`));
   }
+  wrapMethod(ArrayBuffer.prototype, "slice", null, checkResult("ArrayBuffer.prototype.slice"));
+  const SharedArrayBufferProto = (globalThis as { SharedArrayBuffer?: { prototype: AnyObject } })
+    .SharedArrayBuffer?.prototype;
+  wrapMethod(SharedArrayBufferProto, "grow", checkThis("SharedArrayBuffer.prototype.grow"));
+  wrapMethod(
+    SharedArrayBufferProto,
+    "slice",
+    null,
+    checkResult("SharedArrayBuffer.prototype.slice"),
+  );
   for (const key of ["add", "and", "compareExchange", "exchange", "or", "store", "sub", "xor"]) {
-    wrapMethod(Atomics, key, (_s, [o]) => checkView(o, `Atomics.${key}`));
+    wrapMethod(Atomics, key, checkArg(`Atomics.${key}`));
   }
-  for (const key of ["set", "delete", "clear"])
+  for (const key of ["set", "delete", "clear"]) {
     wrapMethod(Map.prototype, key, checkThis(`Map.prototype.${key}`));
-  for (const key of ["add", "delete", "clear"])
+  }
+  for (const key of ["add", "delete", "clear"]) {
     wrapMethod(Set.prototype, key, checkThis(`Set.prototype.${key}`));
-  // An entry keyed by an object made in this execution cannot be reached by a later one.
+  }
+  // An entry keyed by something made in this execution cannot be reached by a
+  // later one (but for template objects, which every evaluation shares).
+  const preExistingKey = (k: unknown) => registered(k) || isTemplateObject(k);
   const checkEntry = (what: string) => (self: unknown, args: unknown[]) => {
-    if (wsHas(registry, self as AnyObject) && wsHas(registry, args[0] as AnyObject)) taint(what);
+    if (registered(self) && preExistingKey(args[0])) taint(what);
   };
   for (const key of ["set", "delete"])
     wrapMethod(WeakMap.prototype, key, checkEntry(`WeakMap.prototype.${key}`));
   for (const key of ["add", "delete"])
     wrapMethod(WeakSet.prototype, key, checkEntry(`WeakSet.prototype.${key}`));
-  // Values held by a registered WeakMap (for a registered key) or WeakRef are pre-existing too.
-  wrapResult(WeakMap.prototype, "get", (_self, args) => wsHas(registry, args[0] as AnyObject));
-  if (typeof WeakRef === "function") wrapResult(WeakRef.prototype, "deref");
-  for (const key of ownKeys(Date.prototype)) {
+  // Values held by a registered WeakMap (for a pre-existing key) or WeakRef are pre-existing too.
+  const weakMapGet = WeakMap.prototype.get;
+  replaceMethod(
+    WeakMap.prototype,
+    "get",
+    {
+      get(this: unknown, key: unknown): unknown {
+        const value = ReflectApply(weakMapGet, this, [key]);
+        if (sealed && registered(this) && preExistingKey(key)) register(value);
+        return value;
+      },
+    }.get,
+  );
+  if (typeof WeakRef === "function") {
+    const deref = WeakRef.prototype.deref;
+    replaceMethod(
+      WeakRef.prototype,
+      "deref",
+      {
+        deref(this: unknown): unknown {
+          const value = ReflectApply(deref, this, []);
+          if (sealed && registered(this)) register(value);
+          return value;
+        },
+      }.deref,
+    );
+  }
+  const dateKeys = ownKeys(Date.prototype);
+  for (let i = 0; i < dateKeys.length; i++) {
+    const key = dateKeys[i]!;
     if (typeof key === "string" && key.startsWith("set")) {
       wrapMethod(Date.prototype, key, checkThis(`Date.prototype.${key}`));
     }
   }
   wrapMethod(RegExp.prototype, "compile", checkThis("RegExp.prototype.compile"));
-  const captureStackTrace = (Error as { captureStackTrace?: unknown }).captureStackTrace;
-  if (typeof captureStackTrace === "function") {
-    wrapMethod(Error, "captureStackTrace", checkArg("Error.captureStackTrace"));
+  // The RegExp protocol sets `lastIndex` on whatever object it is called on;
+  // a registered regular expression gets it back at the end (endExecution).
+  const protocol = [Symbol.match, Symbol.matchAll, Symbol.replace, Symbol.search, Symbol.split];
+  for (let i = 0; i < protocol.length; i++) {
+    wrapMethod(RegExp.prototype, protocol[i]!, (self) => {
+      if (registered(self) && !brand(regexpSource, self)) taint("the RegExp protocol on an object");
+    });
   }
+  // Generators: advancing one that existed before changes it.
+  for (const sample of [function* () {}, async function* () {}]) {
+    const generatorProto = protoOf(protoOf(sample()));
+    for (const key of ["next", "return", "throw"]) {
+      wrapMethod(generatorProto ?? undefined, key, checkThis("a generator that existed before"));
+    }
+  }
+  wrapJsonParse();
+  wrapErrorCaptureStackTrace();
+  wrapIntlConstructors();
   wrapBind();
   wrapProxy();
   wrapDynamicCode(config.eval);
@@ -553,7 +782,7 @@ function installWrappers(config: { eval: boolean }): void {
     {
       toString(this: unknown): string {
         const original = isObject(this)
-          ? wmGet(originals as WeakMap<object, unknown>, this)
+          ? wmGet(originals as WeakMap<WeakKey, unknown>, this)
           : undefined;
         return ReflectApply(functionToString, original ?? this, []) as string;
       },
@@ -561,35 +790,74 @@ function installWrappers(config: { eval: boolean }): void {
   );
 }
 
-/** Replaces a method by `wrapper`, which must look like it: same name, length and source text. */
-function replaceMethod(target: AnyObject, key: string, wrapper: AnyObject): void {
-  const desc = getOwnPropertyDescriptor(target, key)!;
-  const original = desc.value as AnyObject & { name: string; length: number };
-  defineProperty(wrapper, "name", { value: original.name, configurable: true });
-  defineProperty(wrapper, "length", { value: original.length, configurable: true });
-  wmSet(originals as WeakMap<object, unknown>, wrapper, original);
-  defineProperty(target, key, { ...desc, value: wrapper });
+/** JSON.parse writes into the holder its reviver saw as `this`. */
+function wrapJsonParse(): void {
+  const parse = JSON.parse;
+  replaceMethod(
+    JSON,
+    "parse",
+    {
+      parse(this: unknown, text: unknown, reviver?: unknown): unknown {
+        if (typeof reviver !== "function") return ReflectApply(parse, this, [text, reviver]);
+        const f = reviver as (this: unknown, k: string, v: unknown) => unknown;
+        return ReflectApply(parse, this, [
+          text,
+          function (this: unknown, k: string, v: unknown): unknown {
+            if (sealed && registered(this)) taint("JSON.parse's reviver");
+            return ReflectApply(f, this, [k, v]);
+          },
+        ]);
+      },
+    }.parse,
+  );
 }
 
-/** Wraps a method whose result, read from a registered receiver, is pre-existing too. */
-function wrapResult(
-  target: AnyObject,
-  key: string,
-  also: (self: unknown, args: unknown[]) => boolean = () => true,
-): void {
-  const desc = getOwnPropertyDescriptor(target, key);
-  const original = desc?.value as ((...args: unknown[]) => unknown) | undefined;
-  if (typeof original !== "function") return;
+function wrapErrorCaptureStackTrace(): void {
+  const capture = (OriginalError as { captureStackTrace?: (o: object, f?: unknown) => void })
+    .captureStackTrace;
+  if (typeof capture !== "function") return;
   const wrapper = {
-    [key](this: unknown, ...args: unknown[]): unknown {
-      const result = ReflectApply(original, this, args);
-      if (sealed && wsHas(registry, this as AnyObject) && also(this, args)) register(result);
-      return result;
+    captureStackTrace(this: unknown, target: unknown, constructorOpt?: unknown): void {
+      if (sealed) checkView(target, "Error.captureStackTrace");
+      // Frames above the wrapper are the caller's, as with the original.
+      ReflectApply(capture, this, [target, constructorOpt ?? wrapper]);
     },
-  }[key]!;
-  defineProperty(wrapper, "length", { value: original.length, configurable: true });
-  wmSet(originals as WeakMap<object, unknown>, wrapper, original);
-  defineProperty(target, key, { ...desc, value: wrapper });
+  }.captureStackTrace;
+  replaceMethod(OriginalError, "captureStackTrace", wrapper);
+}
+
+/**
+ * Intl.DateTimeFormat and Intl.NumberFormat, called as functions on an object
+ * inheriting from their prototype, store a formatter in it (a legacy of
+ * ECMA-402): taint when that object is registered.
+ */
+function wrapIntlConstructors(): void {
+  for (const name of ["DateTimeFormat", "NumberFormat"]) {
+    const original = intl[name] as unknown as ((...args: unknown[]) => unknown) | undefined;
+    if (typeof original !== "function") continue;
+    const wrapper = function (this: unknown, ...args: unknown[]): unknown {
+      if (new.target === undefined) {
+        if (sealed && registered(this)) taint(`Intl.${name} called on an existing object`);
+        return ReflectApply(original, this, args);
+      }
+      return ReflectConstruct(original, args, new.target);
+    };
+    defineProperty(wrapper, "name", { value: name, configurable: true });
+    defineProperty(wrapper, "length", { value: original.length, configurable: true });
+    const keys = ownKeys(original);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (key === "name" || key === "length") continue;
+      defineProperty(wrapper, key, getOwnPropertyDescriptor(original, key)!);
+    }
+    const proto = (original as unknown as { prototype: AnyObject }).prototype;
+    defineProperty(proto, "constructor", {
+      ...getOwnPropertyDescriptor(proto, "constructor"),
+      value: wrapper,
+    });
+    wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, original);
+    defineProperty(intl, name, { ...getOwnPropertyDescriptor(intl, name), value: wrapper });
+  }
 }
 
 /** Bound functions hide their target and arguments from reflection: keep them for registration. */
@@ -601,7 +869,9 @@ function wrapBind(): void {
     {
       bind(this: unknown, ...args: unknown[]): unknown {
         const bound = ReflectApply(bind, this, args) as AnyObject;
-        wmSet(hidden, bound, [this, ...args]);
+        const refs: unknown[] = [this];
+        for (let i = 0; i < args.length; i++) arrayPush(refs, args[i]);
+        wmSet(hidden, bound, { proxy: false, refs });
         return bound;
       },
     }.bind,
@@ -611,9 +881,9 @@ function wrapBind(): void {
 function wrapProxy(): void {
   const OriginalProxy = Proxy;
   const record = (proxy: AnyObject, target: unknown, handler: unknown) => {
-    const entry = [target, handler] as unknown[] & { proxy?: boolean };
-    entry.proxy = true;
-    wmSet(hidden, proxy, entry);
+    wmSet(hidden, proxy, { proxy: true, refs: [target, handler] });
+    // Writes through a proxy of a registered object reach that object.
+    if (sealed && registered(target)) wsAdd(registry, proxy);
   };
   // A bound function: constructible, without a `prototype`, like Proxy itself.
   function ProxyImpl(this: unknown, target: AnyObject, handler: ProxyHandler<AnyObject>): unknown {
@@ -631,21 +901,28 @@ function wrapProxy(): void {
   const WrappedProxy = ReflectApply(Function.prototype.bind, ProxyImpl, [undefined]) as AnyObject;
   defineProperty(WrappedProxy, "name", { value: "Proxy", configurable: true });
   defineProperty(WrappedProxy, "length", { value: 2, configurable: true });
+  const originalRevocable = OriginalProxy.revocable;
   const revocable = {
     revocable(target: AnyObject, handler: ProxyHandler<AnyObject>) {
-      const result = OriginalProxy.revocable(target, handler);
+      const result = ReflectApply(originalRevocable, OriginalProxy, [target, handler]) as {
+        proxy: AnyObject;
+        revoke: () => void;
+      };
       record(result.proxy, target, handler);
       const revoke = result.revoke;
       const proxy = result.proxy;
-      result.revoke = () => {
-        if (sealed && wsHas(registry, proxy)) taint("revoking a proxy");
+      const wrappedRevoke = () => {
+        if (sealed && registered(proxy)) taint("revoking a proxy");
         revoke();
       };
+      wmSet(originals as WeakMap<WeakKey, unknown>, wrappedRevoke, revoke);
+      wsAdd(namelessNatives, wrappedRevoke);
+      result.revoke = wrappedRevoke;
       return result;
     },
   }.revocable;
-  wmSet(originals as WeakMap<object, unknown>, revocable, OriginalProxy.revocable);
-  wmSet(originals as WeakMap<object, unknown>, WrappedProxy, OriginalProxy);
+  wmSet(originals as WeakMap<WeakKey, unknown>, revocable, originalRevocable);
+  wmSet(originals as WeakMap<WeakKey, unknown>, WrappedProxy, OriginalProxy);
   defineProperty(WrappedProxy, "revocable", {
     value: revocable,
     writable: true,
@@ -666,26 +943,25 @@ function dynamicCode(args: unknown[]): void {
   }
   // The common way old libraries find the global object is harmless.
   const body = args[args.length - 1];
-  if (args.length === 1 && typeof body === "string" && body.trim() === "return this") return;
+  if (args.length === 1 && typeof body === "string" && stringTrim(body) === "return this") return;
   importDynamicCode = true;
 }
 
 function wrapDynamicCode(wrapEval: boolean): void {
-  const constructors: Array<{ original: AnyObject; holder: AnyObject }> = [
-    { original: OriginalFunction, holder: globalThis },
-  ];
+  const constructors: AnyObject[] = [OriginalFunction];
   for (const sample of [async () => {}, function* () {}, async function* () {}]) {
-    const proto = getPrototypeOf(sample) as { constructor: AnyObject };
-    constructors.push({ original: proto.constructor, holder: proto });
+    arrayPush(constructors, (getPrototypeOf(sample) as { constructor: AnyObject }).constructor);
   }
-  for (const { original } of constructors) {
+  for (const original of constructors) {
     const ctor = original as new (...args: unknown[]) => unknown;
-    const name = (original as { name: string }).name;
     const wrapper = function (this: unknown, ...args: unknown[]): unknown {
       dynamicCode(args);
       return ReflectConstruct(ctor, args, new.target ?? ctor);
     };
-    defineProperty(wrapper, "name", { value: name, configurable: true });
+    defineProperty(wrapper, "name", {
+      value: (original as { name: string }).name,
+      configurable: true,
+    });
     defineProperty(wrapper, "length", { value: 1, configurable: true });
     defineProperty(wrapper, "prototype", {
       value: (original as { prototype: unknown }).prototype,
@@ -693,7 +969,7 @@ function wrapDynamicCode(wrapEval: boolean): void {
       enumerable: false,
       configurable: false,
     });
-    wmSet(originals as WeakMap<object, unknown>, wrapper, original);
+    wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, original);
     const proto = (original as { prototype: AnyObject }).prototype;
     defineProperty(proto, "constructor", {
       ...getOwnPropertyDescriptor(proto, "constructor"),
@@ -714,7 +990,7 @@ function wrapDynamicCode(wrapEval: boolean): void {
       },
     }.eval;
     defineProperty(wrapper, "length", { value: 1, configurable: true });
-    wmSet(originals as WeakMap<object, unknown>, wrapper, originalEval);
+    wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, originalEval);
     defineProperty(globalThis, "eval", {
       ...getOwnPropertyDescriptor(globalThis, "eval"),
       value: wrapper,
@@ -730,32 +1006,56 @@ export interface SealResult {
   reason?: string;
 }
 
+/** Intrinsics reachable only through instances, and the iterator prototypes. */
+function sealIntrinsics(): void {
+  const samples: unknown[] = [
+    async () => {},
+    function* () {},
+    async function* () {},
+    (function* () {})(),
+    (async function* () {})(),
+    [][Symbol.iterator](),
+    new Map()[Symbol.iterator](),
+    new Set()[Symbol.iterator](),
+    ""[Symbol.iterator](),
+    "".matchAll(/(?:)/g),
+  ];
+  const segmenter = (Intl as { Segmenter?: new () => { segment(s: string): object } }).Segmenter;
+  if (segmenter) {
+    const segments = new segmenter().segment("");
+    arrayPush(samples, segments, (segments as Iterable<unknown>)[Symbol.iterator]());
+  }
+  const values = [][Symbol.iterator]() as { map?: (f: (x: unknown) => unknown) => unknown };
+  if (typeof values.map === "function")
+    arrayPush(
+      samples,
+      values.map((x) => x),
+    );
+  // The iterators among the samples: their prototypes mark iterator objects.
+  for (let i = 5; i < samples.length; i++) {
+    const proto = protoOf(samples[i]);
+    if (proto !== null && !includes(iteratorPrototypes, proto))
+      arrayPush(iteratorPrototypes, proto);
+  }
+  for (let i = 0; i < samples.length; i++) register(protoOf(samples[i]));
+  for (let i = 0; i < preludePrototypes.length; i++) register(preludePrototypes[i]);
+}
+
 /**
- * Registers everything that exists now. `loadLazy` evaluates the prelude's
- * lazy globals first, so that their objects exist and are registered.
+ * Registers everything that exists now. `materialize` evaluates the
+ * prelude's lazy globals (the runtime does it in every context, sealed or
+ * not: all start from the same global object).
  */
-export function seal(loadLazy: () => void): SealResult {
-  if (sealed)
-    return {
-      reusable: unsafeReason === undefined,
-      ...(unsafeReason ? { reason: unsafeReason } : {}),
-    };
-  loadLazy();
+export function seal(): SealResult {
+  if (sealed) return sealResult();
   resetRegExpStatics();
   sealing = true;
   try {
-    register(globalThis);
-    // Intrinsics only reachable through instances.
-    for (const sample of [
-      async () => {},
-      function* () {},
-      async function* () {},
-      (function* () {})(),
-      (async function* () {})(),
-    ]) {
-      register(getPrototypeOf(sample));
+    if (getOwnPropertyDescriptor(OriginalError, "prepareStackTrace") !== undefined) {
+      unsafeReason ??= "the app sets Error.prepareStackTrace";
     }
-    for (const proto of iteratorPrototypes) register(proto);
+    sealIntrinsics();
+    register(globalThis);
     register(appGuard);
     if (rootsThunk) register(rootsThunk());
     register(rootsThunk);
@@ -764,8 +1064,13 @@ export function seal(loadLazy: () => void): SealResult {
   }
   if (importDynamicCode)
     unsafeReason ??= "the app made code from a string while its modules were imported";
+  if (tainted) unsafeReason ??= `sealing: ${taintReason}`;
   sealed = true;
   appGuard.e = 1;
+  return sealResult();
+}
+
+function sealResult(): SealResult {
   return unsafeReason === undefined
     ? { reusable: true }
     : { reusable: false, reason: unsafeReason };
@@ -778,22 +1083,20 @@ function resetRegExpStatics(): void {
 
 /** Starts an execution in a new epoch. */
 export function beginExecution(): void {
-  appGuard.$ = undefined;
+  lastView = undefined;
   if (!sealed) return;
   appGuard.e++;
   resetRegExpStatics();
 }
 
-export interface ExecutionGuardResult {
-  /** The execution changed state that existed before it: the context must not serve another. */
-  tainted: boolean;
-  reason?: Site;
-}
-
-/** Ends an execution: restores what built-ins changed unseen, and reports whether the context is still clean. */
-export function endExecution(): ExecutionGuardResult {
-  appGuard.$ = undefined;
-  if (!sealed) return { tainted: false };
+/**
+ * Ends an execution, once every microtask it left has run: restores what
+ * built-ins changed unseen, and says whether the context is still clean
+ * ("clean", or "tainted:" and the reason, a site id or a description).
+ */
+export function endExecution(): string {
+  lastView = undefined;
+  if (!sealed) return "clean";
   // Built-ins move the lastIndex of global and sticky regular expressions.
   for (let i = 0; i < regexps.length; i++) {
     const entry = regexps[i]!;
@@ -805,19 +1108,27 @@ export function endExecution(): ExecutionGuardResult {
       }
     }
   }
-  return tainted
-    ? { tainted, ...(taintReason !== undefined ? { reason: taintReason } : {}) }
-    : { tainted };
+  return tainted ? `tainted:${taintReason}` : "clean";
 }
 
 // ---------------------------------------------------------------------------
 // For the prelude's own classes, whose state the app's instrumentation does
-// not see (it lives in module-level WeakMaps and in whatwg-url's objects):
-// their methods report changes and hand out internal objects through these.
+// not see (it lives in module-level WeakMaps): their methods report changes,
+// and each class tells registration which objects an instance holds.
+
+/**
+ * A prelude class's iterators advance in code the guard does not see: an
+ * iterator that existed before an execution is unwatchable. (Their prototype
+ * is registered when the context is sealed.)
+ */
+export function guardIteratorPrototype(proto: AnyObject): void {
+  if (!includes(iteratorPrototypes, proto)) arrayPush(iteratorPrototypes, proto);
+  arrayPush(preludePrototypes, proto);
+}
 
 /** A prelude method is about to change `o` (a Headers, an EventTarget, …). */
 export function guardWrite(o: unknown, what: string): void {
-  if (sealed && wsHas(registry, o as AnyObject)) taint(what);
+  if (sealed && registered(o)) taint(what);
 }
 
 /** A prelude function is about to write into the bytes of `view` (a typed array, DataView or ArrayBuffer). */
@@ -827,6 +1138,34 @@ export function guardWriteBytes(view: unknown, what: string): void {
 
 /** `value` belongs to `holder` (a URL's searchParams, a Request's headers): pre-existing if `holder` is. */
 export function guardReach<T>(holder: unknown, value: T): T {
-  if (sealed && wsHas(registry, holder as AnyObject) && isObject(value)) register(value);
+  if (sealed && registered(holder)) register(value);
   return value;
+}
+
+/** The values of a Map, read with Map.prototype.forEach as it was before any user code ran. */
+export function mapValues<V>(map: Map<unknown, V>): V[] {
+  const out: V[] = [];
+  ReflectApply(mapForEach, map, [(v: V) => arrayPush(out, v)]);
+  return out;
+}
+
+/** WeakMap.prototype.get as it was before any user code ran (for `internals` functions). */
+export function weakMapGet<V>(map: WeakMap<object, V>, key: object): V | undefined {
+  return wmGet(map as WeakMap<WeakKey, unknown>, key) as V | undefined;
+}
+
+/**
+ * Registration of an object inheriting from `proto` also registers what
+ * `internals` returns for it. It runs during registration: it must use only
+ * built-ins captured before user code ran (weakMapGet, Reflect.apply kept
+ * aside, …) and call no user code.
+ */
+export function guardInternals(proto: AnyObject, internals: (o: AnyObject) => unknown[]): void {
+  wmSet(internalsOf, proto, (o: AnyObject) => {
+    try {
+      return internals(o);
+    } catch {
+      return []; // not an instance (the prototype itself)
+    }
+  });
 }

@@ -3,6 +3,10 @@
  * and `Intl.DateTimeFormat#format()` without a date all read the execution's
  * frozen time (env.ts) instead of the wall clock.
  */
+import { guardInternals } from "./guard.js";
+
+const ReflectApply = Reflect.apply;
+
 import { now } from "./env.js";
 import { provideGlobals, setInterfaceName } from "./util.js";
 
@@ -67,19 +71,23 @@ export function patchIntl(): void {
   const getFormat = formatDesc?.get;
   if (getFormat !== undefined) {
     const bound = new WeakMap<object, (date?: unknown) => string>();
+    const get = function format(this: Intl.DateTimeFormat) {
+      let fn = bound.get(this);
+      if (fn === undefined) {
+        const original = getFormat.call(this) as (date?: unknown) => string;
+        fn = (date?: unknown) => original(date === undefined ? now() : date);
+        bound.set(this, fn);
+      }
+      return fn;
+    };
     Object.defineProperty(proto, "format", {
-      get(this: Intl.DateTimeFormat) {
-        let fn = bound.get(this);
-        if (fn === undefined) {
-          const original = getFormat.call(this) as (date?: unknown) => string;
-          fn = (date?: unknown) => original(date === undefined ? now() : date);
-          bound.set(this, fn);
-        }
-        return fn;
-      },
+      get,
       enumerable: formatDesc!.enumerable ?? false,
       configurable: true,
     });
+    // The bound function is made on first use and kept: a formatter that
+    // existed before an execution gets it when it is registered.
+    guardInternals(proto, (o) => [ReflectApply(get, o, [])]);
   }
   const originalFormatToParts = proto.formatToParts;
   Object.defineProperty(proto, "formatToParts", {

@@ -1,79 +1,182 @@
 /**
- * `URL` and `URLSearchParams` from whatwg-url (jsdom's reference
+ * `URL` and `URLSearchParams`, backed by whatwg-url (jsdom's reference
  * implementation of the WHATWG URL standard, with tr46 for IDNA). The module
  * is large (Unicode mapping tables): globals.ts evaluates this file, and
  * whatwg-url with it, on first use of either global in a context rather than
  * in every fresh context.
+ *
+ * The globals are thin classes holding whatwg-url's objects privately: those
+ * carry their implementation objects on a symbol-keyed property, whose
+ * methods user code could otherwise call to change a URL behind the context
+ * guard's back (guard.ts). Every attribute and method is delegated; setters
+ * and mutating methods report to the guard first.
  */
-import { guardReach, guardWrite } from "./guard.js";
+import { guardInternals, guardIteratorPrototype, guardWrite, weakMapGet } from "./guard.js";
 import { inspectCustom, provideGlobals } from "./util.js";
 
+type Callable = (...args: unknown[]) => unknown;
+
 interface WhatwgUrl {
-  URL: new (url: string, base?: string) => object;
-  URLSearchParams: new (init?: unknown) => object;
+  URL: (new (
+    ...args: unknown[]
+  ) => object) & {
+    prototype: object;
+    canParse: Callable;
+    parse: Callable;
+  };
+  URLSearchParams: (new (...args: unknown[]) => object) & { prototype: object };
 }
 
 // A require() call, not an import: esbuild bundles the CommonJS package as a
 // lazily evaluated module.
-const { URL, URLSearchParams } = require("whatwg-url") as WhatwgUrl;
+const whatwg = require("whatwg-url") as WhatwgUrl;
 
-// whatwg-url keeps its state in objects of its own, which the guard cannot
-// follow: its setters and mutating methods report changes (guard.ts), and a
-// URL hands out its searchParams as part of itself.
+const ReflectApply = Reflect.apply;
+const ReflectConstruct = Reflect.construct;
+
+/** Our objects → whatwg-url's. */
+const urls = new WeakMap<object, object>();
+const params = new WeakMap<object, object>();
+/** A URL's searchParams object (ours), made with the URL. */
+const paramsOfUrl = new WeakMap<object, object>();
+
+function inner(map: WeakMap<object, object>, self: unknown, what: string): object {
+  const o = typeof self === "object" && self !== null ? weakMapGet(map, self) : undefined;
+  if (o === undefined)
+    throw new TypeError(`'${what}' called on an object that is not a valid instance`);
+  return o;
+}
+
 /** `wrapper`, named and sized like `original`. */
 function like<F extends object>(wrapper: F, original: { name: string; length: number }): F {
   Object.defineProperty(wrapper, "name", { value: original.name, configurable: true });
   Object.defineProperty(wrapper, "length", { value: original.length, configurable: true });
   return wrapper;
 }
-for (const [key, desc] of Object.entries(Object.getOwnPropertyDescriptors(URL.prototype))) {
-  const { get, set } = desc;
-  if (set !== undefined) {
-    Object.defineProperty(URL.prototype, key, {
-      ...desc,
-      set: like(
-        {
-          [key](this: object, value: unknown) {
-            guardWrite(this, "a URL");
-            Reflect.apply(set, this, [value]);
-          },
-        }[key]!,
-        set,
-      ),
-    });
-  } else if (key === "searchParams" && get !== undefined) {
-    Object.defineProperty(URL.prototype, key, {
-      ...desc,
-      get: like(
-        {
-          searchParams(this: object) {
-            return guardReach(this, Reflect.apply(get, this, []));
-          },
-        }.searchParams,
-        get,
-      ),
-    });
+
+export class URL {
+  constructor(...args: unknown[]) {
+    const url = ReflectConstruct(whatwg.URL, args) as { searchParams: object };
+    urls.set(this, url);
+    paramsOfUrl.set(this, wrapParams(url.searchParams));
+  }
+
+  static canParse(...args: unknown[]): boolean {
+    return ReflectApply(whatwg.URL.canParse, whatwg.URL, args) as boolean;
+  }
+
+  static parse(...args: unknown[]): URL | null {
+    // whatwg-url's own parse checks the arguments (and throws as the standard says).
+    if (ReflectApply(whatwg.URL.parse, whatwg.URL, args) === null) return null;
+    return ReflectConstruct(URL, args) as URL;
   }
 }
-for (const key of ["append", "delete", "set", "sort"]) {
-  const proto = URLSearchParams.prototype as unknown as Record<
-    string,
-    (...args: unknown[]) => unknown
-  >;
-  const method = proto[key]!;
-  Object.defineProperty(proto, key, {
-    ...Object.getOwnPropertyDescriptor(proto, key),
-    value: like(
-      {
-        [key](this: object, ...args: unknown[]) {
-          guardWrite(this, "a URLSearchParams");
-          return Reflect.apply(method, this, args);
-        },
-      }[key]!,
-      method,
-    ),
+
+export class URLSearchParams {
+  constructor(...args: unknown[]) {
+    params.set(this, ReflectConstruct(whatwg.URLSearchParams, args));
+  }
+}
+
+function wrapParams(whatwgParams: object): object {
+  const ours = Object.create(URLSearchParams.prototype) as object;
+  params.set(ours, whatwgParams);
+  return ours;
+}
+
+/** Copies the attributes and methods of whatwg-url's prototype onto ours, delegating. */
+function delegate(
+  ours: object,
+  theirs: object,
+  map: WeakMap<object, object>,
+  interfaceName: string,
+  mutators: ReadonlySet<string>,
+): void {
+  for (const key of Reflect.ownKeys(theirs)) {
+    if (key === "constructor") continue;
+    const desc = Object.getOwnPropertyDescriptor(theirs, key)!;
+    const name = typeof key === "string" ? key : (key.description ?? "");
+    const mutates = typeof key === "string" && mutators.has(key);
+    if (desc.get || desc.set) {
+      const { get, set } = desc;
+      Object.defineProperty(ours, key, {
+        ...desc,
+        get:
+          get &&
+          like(
+            {
+              [name](this: unknown) {
+                if (interfaceName === "URL" && key === "searchParams") {
+                  inner(urls, this, "searchParams");
+                  return weakMapGet(paramsOfUrl, this as object);
+                }
+                return ReflectApply(get, inner(map, this, name), []);
+              },
+            }[name]!,
+            get,
+          ),
+        set:
+          set &&
+          like(
+            {
+              [name](this: unknown, value: unknown) {
+                const target = inner(map, this, name);
+                guardWrite(this, `a ${interfaceName}`);
+                ReflectApply(set, target, [value]);
+              },
+            }[name]!,
+            set,
+          ),
+      });
+    } else if (typeof desc.value === "function") {
+      const method = desc.value as Callable;
+      Object.defineProperty(ours, key, {
+        ...desc,
+        value: like(
+          {
+            [name](this: unknown, ...args: unknown[]) {
+              const target = inner(map, this, name);
+              if (mutates) guardWrite(this, `a ${interfaceName}`);
+              return ReflectApply(method, target, args);
+            },
+          }[name]!,
+          method,
+        ),
+      });
+    } else {
+      Object.defineProperty(ours, key, desc);
+    }
+  }
+}
+
+delegate(URL.prototype, whatwg.URL.prototype, urls, "URL", new Set());
+delegate(
+  URLSearchParams.prototype,
+  whatwg.URLSearchParams.prototype,
+  params,
+  "URLSearchParams",
+  new Set(["append", "delete", "set", "sort"]),
+);
+for (const C of [URL, URLSearchParams]) {
+  const desc = Object.getOwnPropertyDescriptor(C.prototype, "constructor")!;
+  Object.defineProperty(C.prototype, "constructor", { ...desc, enumerable: false });
+}
+for (const key of ["canParse", "parse"]) {
+  Object.defineProperty(URL, key, {
+    ...Object.getOwnPropertyDescriptor(URL, key),
+    enumerable: true,
   });
 }
+Object.defineProperty(URL, "length", { value: 1, configurable: true });
+
+// An iterator of whatwg-url's advances unseen: the guard treats one that existed before as unwatchable.
+guardIteratorPrototype(
+  Object.getPrototypeOf(
+    (new whatwg.URLSearchParams() as { entries(): object }).entries(),
+  ) as object,
+);
+guardInternals(URL.prototype, (o) => [weakMapGet(urls, o), weakMapGet(paramsOfUrl, o)]);
+guardInternals(URLSearchParams.prototype, (o) => [weakMapGet(params, o)]);
 
 Object.defineProperty(URL.prototype, inspectCustom, {
   value: function (

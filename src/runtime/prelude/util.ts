@@ -330,12 +330,16 @@ export function requireArgs(count: number, needed: number, where: string): void 
 }
 
 /**
- * Evaluates every lazy global that is still pending, as a first read would.
- * The guard calls it before sealing a context (guard.ts): afterwards every
- * object of the prelude that user code can reach exists and is registered.
+ * Evaluates every lazy global that is still an accessor, as a first read
+ * would. The runtime calls it once the app is imported, in every context it
+ * runs executions in: each then starts with the same global object, and the
+ * guard (guard.ts) can register everything user code can reach.
  */
 export function loadAllLazyGlobals(): void {
   for (const name in lazyGlobals) {
-    if (isPendingGlobal(name)) void (globalThis as Record<string, unknown>)[name];
+    // Still the accessor, whether or not the module was evaluated (Blob can be, through fetch).
+    if (Object.getOwnPropertyDescriptor(globalThis, name)?.get === lazyGlobals[name]!.get) {
+      void (globalThis as Record<string, unknown>)[name];
+    }
   }
 }
