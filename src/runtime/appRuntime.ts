@@ -76,6 +76,12 @@ export interface ReuseStats {
   reused: number;
   /** Executions after which the context was discarded because they changed pre-existing state. */
   tainted: number;
+  /**
+   * Executions run in a context used only for them because their function
+   * tainted its context in a row (a module-level cache filled on every call,
+   * say): a sealed context costs more to make than a throwaway one.
+   */
+  throwaway: number;
   /** The latest taint, described (file and line where known). */
   lastTaint?: string;
 }
@@ -107,7 +113,10 @@ interface PooledIsolate {
   /** The scripts, compiled for this isolate, run into every new context. */
   scripts: Promise<ivm.Script[]>;
   busy: boolean;
+  /** Contexts ready for use: sealed when contexts are reused. */
   warm: Array<Promise<LiveContext>>;
+  /** Unsealed contexts ready for functions that run in throwaway contexts. */
+  warmThrowaway: Array<Promise<LiveContext>>;
   /** A sealed context that served executions and is still clean. */
   current: LiveContext | null;
 }
@@ -125,6 +134,19 @@ v8.setFlagsFromString("--expose-gc");
 
 /** Collect garbage in an isolate once its heap passes this share of the limit. */
 const COLLECT_AT = 0.3;
+
+/** Throwaway executions after a function's first streak of taints, and at most. */
+const FIRST_BACKOFF = 16;
+const MAX_BACKOFF = 4096;
+
+interface FunctionPolicy {
+  /** Consecutive executions in a sealed context that tainted it. */
+  streak: number;
+  /** Executions still to run in throwaway contexts. */
+  throwawayLeft: number;
+  /** Throwaway executions after the next streak. */
+  backoff: number;
+}
 
 const importEnv = (seed: string, nowMs: number) =>
   `globalThis.__tessera_runtime.beginImport(${JSON.stringify(seed)}, ${nowMs});`;
@@ -155,6 +177,7 @@ export class AppRuntime {
       executions: 0,
       reused: 0,
       tainted: 0,
+      throwaway: 0,
     };
   }
 
@@ -212,7 +235,14 @@ export class AppRuntime {
       this.scripts.map((s) => isolate.compileScript(s.code, { filename: s.filename })),
     );
     scripts.catch(() => {});
-    const p: PooledIsolate = { isolate, scripts, busy: false, warm: [], current: null };
+    const p: PooledIsolate = {
+      isolate,
+      scripts,
+      busy: false,
+      warm: [],
+      warmThrowaway: [],
+      current: null,
+    };
     this.pool.push(p);
     return p;
   }
@@ -221,7 +251,7 @@ export class AppRuntime {
    * A new context with the prelude, bootstrap and app imported, its host
    * callbacks installed, and (when contexts are reused) sealed.
    */
-  private async prepare(p: PooledIsolate): Promise<LiveContext> {
+  private async prepare(p: PooledIsolate, seal = this.reuseStats.enabled): Promise<LiveContext> {
     if (process.env.TESSERA_DEBUG_HEAP) {
       const h = p.isolate.getHeapStatisticsSync();
       console.log(
@@ -266,7 +296,6 @@ export class AppRuntime {
       refs.push(analyze);
       const prepare = await runtimeRef.get("prepare", { reference: true });
       refs.push(prepare);
-      const seal = this.reuseStats.enabled;
       const sealJson = (await prepare.apply(undefined, [seal], { timeout: 10_000 })) as string;
       let sealed = false;
       if (seal) {
@@ -309,11 +338,19 @@ export class AppRuntime {
   }
 
   private warmUp(p: PooledIsolate): void {
+    if (p.isolate.isDisposed || this.disposed) return;
     const wanted = this.reuseStats.enabled && p.current ? 1 : this.options.warmContexts;
-    while (p.warm.length < wanted && !p.isolate.isDisposed && !this.disposed) {
+    while (p.warm.length < wanted) {
       const context = this.prepare(p);
       context.catch(() => {});
       p.warm.push(context);
+    }
+    if (this.reuseStats.enabled && this.throwawayDemand > 0) {
+      while (p.warmThrowaway.length < 1) {
+        const context = this.prepare(p, false);
+        context.catch(() => {});
+        p.warmThrowaway.push(context);
+      }
     }
   }
 
@@ -361,13 +398,26 @@ export class AppRuntime {
    */
   async withContext<T>(
     f: (live: LiveContext) => Promise<{ value: T; clean: boolean; taint?: string }>,
+    /** The function being run (`module:export`), for the choice between reuse and a throwaway context. */
+    fn?: string,
   ): Promise<T> {
+    const policy = fn === undefined ? undefined : this.policyOf(fn);
+    const throwaway = policy === undefined || (policy.throwawayLeft > 0 && this.reuseStats.enabled);
+    if (policy !== undefined && throwaway) {
+      policy.throwawayLeft--;
+      if (policy.throwawayLeft === 0) this.throwawayDemand--;
+      this.reuseStats.throwaway++;
+    }
     const p = await this.acquire();
     let live: LiveContext | undefined;
     try {
-      live = p.current ?? (await (p.warm.shift() ?? this.prepare(p)));
-      p.current = null;
-      this.reuseStats.executions++;
+      if (throwaway && this.reuseStats.enabled) {
+        live = await (p.warmThrowaway.shift() ?? this.prepare(p, false));
+      } else {
+        live = p.current ?? (await (p.warm.shift() ?? this.prepare(p)));
+        p.current = null;
+      }
+      if (policy !== undefined) this.reuseStats.executions++;
       if (live.uses > 0) this.reuseStats.reused++;
       live.uses++;
       const { value, clean, taint } = await f(live);
@@ -375,6 +425,7 @@ export class AppRuntime {
         this.reuseStats.tainted++;
         this.reuseStats.lastTaint = taint;
       }
+      if (policy !== undefined && live.sealed) this.observe(policy, taint !== undefined);
       if (clean && live.sealed && this.reuseStats.enabled && !p.isolate.isDisposed) {
         p.current = live;
         live = undefined;
@@ -384,6 +435,38 @@ export class AppRuntime {
       if (live) this.discard(live);
       this.release(p);
     }
+  }
+
+  private readonly policies = new Map<string, FunctionPolicy>();
+  /** Functions currently running in throwaway contexts (keeps a throwaway context warm). */
+  private throwawayDemand = 0;
+
+  private policyOf(fn: string): FunctionPolicy {
+    let policy = this.policies.get(fn);
+    if (policy === undefined) {
+      policy = { streak: 0, throwawayLeft: 0, backoff: FIRST_BACKOFF };
+      this.policies.set(fn, policy);
+    }
+    return policy;
+  }
+
+  /**
+   * A function whose executions taint their context twice in a row runs in
+   * throwaway contexts for its next `backoff` executions, then tries a
+   * sealed one again; each further streak doubles the backoff.
+   */
+  private observe(policy: FunctionPolicy, tainted: boolean): void {
+    if (!tainted) {
+      policy.streak = 0;
+      policy.backoff = FIRST_BACKOFF;
+      return;
+    }
+    policy.streak++;
+    if (policy.streak < 2) return;
+    policy.streak = 0;
+    policy.throwawayLeft = policy.backoff;
+    policy.backoff = Math.min(policy.backoff * 2, MAX_BACKOFF);
+    this.throwawayDemand++;
   }
 
   /** Evaluates `expression` (its result copied out) in a context used only for this. */

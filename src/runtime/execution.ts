@@ -223,7 +223,7 @@ export async function execute(
     } finally {
       live.slot.current = null;
     }
-  });
+  }, `${request.module}:${request.exportName}`);
 
   function timeoutError(): Error {
     return Object.assign(new Error("Script execution timed out."), { tesseraTimeout: true });

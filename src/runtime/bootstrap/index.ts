@@ -39,7 +39,6 @@ type Done = (outcomeJson: string) => void;
 interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
   takeLogs(): Array<{ level: string; message: string }>;
-  materialize(): void;
   seal(): { reusable: boolean; reason?: string };
   end(): string;
 }
@@ -263,13 +262,12 @@ defineProperty(globalThis, "__tessera_runtime", {
     /** Freezes time and seeds randomness for the app's import code. */
     beginImport: (seed: string, nowMs: number) => env.begin({ mode: "import", seed, nowMs }),
     /**
-     * Once the app is imported: takes the host's callbacks, evaluates the lazy
-     * globals, and when `seal`, registers the imported state so that the
-     * context may serve several executions (the guard's verdict, as JSON).
+     * Once the app is imported: takes the host's callbacks, and when `seal`,
+     * registers the imported state so that the context may serve several
+     * executions (the guard's verdict, as JSON).
      */
     prepare: (seal: boolean): string => {
       connect();
-      env.materialize();
       return seal ? stringify(env.seal()) : "";
     },
     /** After an execution and all its microtasks: "clean", or "tainted:" and why. */

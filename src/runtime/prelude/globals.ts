@@ -18,7 +18,7 @@ import {
   setInterval,
   setTimeout,
 } from "./timers.js";
-import { cloneHooks, defineGlobal, defineLazyGlobals, loadAllLazyGlobals } from "./util.js";
+import { cloneHooks, defineGlobal, defineLazyGlobals, loadedLazyValues } from "./util.js";
 
 /** The host's handle on the isolate's per-execution state. */
 export interface TesseraEnv {
@@ -28,8 +28,6 @@ export interface TesseraEnv {
   takeLogs(): LogLine[];
   /** The current execution mode. */
   readonly mode: string;
-  /** Evaluates the lazily installed globals (every context, once the app is imported). */
-  materialize(): void;
   /** Registers everything that exists, once the app is imported (guard.ts): the context may then be reused. */
   seal(): SealResult;
   /** Ends an execution, after its microtasks: "clean", or "tainted:" and why (guard.ts). */
@@ -105,11 +103,8 @@ const env: TesseraEnv = Object.freeze({
     begin(options);
     if (options.mode !== "import") beginExecution();
   },
-  materialize(): void {
-    loadAllLazyGlobals();
-  },
   seal(): SealResult {
-    return seal();
+    return seal(loadedLazyValues);
   },
   end(): string {
     return endExecution();

@@ -46,22 +46,47 @@ const isExtensible = Object.isExtensible;
 const isArray = Array.isArray;
 const isView = ArrayBuffer.isView;
 const symbolKeyFor = Symbol.keyFor;
-const wsHas = uncurry(WeakSet.prototype.has as (this: WeakSet<WeakKey>, v: WeakKey) => boolean);
-const wsAdd = uncurry(
-  WeakSet.prototype.add as (this: WeakSet<WeakKey>, v: WeakKey) => WeakSet<WeakKey>,
-);
 const wmGet = uncurry(
   WeakMap.prototype.get as (this: WeakMap<WeakKey, unknown>, k: WeakKey) => unknown,
 );
-const wmSet = uncurry(
-  WeakMap.prototype.set as (
-    this: WeakMap<WeakKey, unknown>,
-    k: WeakKey,
-    v: unknown,
-  ) => WeakMap<WeakKey, unknown>,
-);
+
+/**
+ * The guard's own collections carry the original methods as own properties:
+ * user code cannot reach them to change them, and calls stay monomorphic.
+ */
+interface PrivateWeakSet {
+  has(v: unknown): boolean;
+  add(v: unknown): void;
+}
+interface PrivateWeakMap<V> {
+  get(k: unknown): V | undefined;
+  set(k: unknown, v: V): void;
+}
+const WeakSetHas = WeakSet.prototype.has;
+const WeakSetAdd = WeakSet.prototype.add;
+const WeakMapGet = WeakMap.prototype.get;
+const WeakMapSet = WeakMap.prototype.set;
+function privateWeakSet(): PrivateWeakSet {
+  const set = new WeakSet();
+  defineProperty(set, "has", { value: WeakSetHas });
+  defineProperty(set, "add", { value: WeakSetAdd });
+  return set as unknown as PrivateWeakSet;
+}
+function privateWeakMap<V>(): PrivateWeakMap<V> {
+  const map = new WeakMap();
+  defineProperty(map, "get", { value: WeakMapGet });
+  defineProperty(map, "set", { value: WeakMapSet });
+  return map as unknown as PrivateWeakMap<V>;
+}
+
+/** The traversal's stack: a linked list of object literals (no Array methods to trust). */
+interface Stack {
+  head: { v: unknown; next: Stack["head"] } | null;
+}
+const push = (stack: Stack, v: unknown): void => {
+  if (v !== null && v !== undefined) stack.head = { v, next: stack.head };
+};
 const arrayPush = uncurry(Array.prototype.push as (this: unknown[], ...items: unknown[]) => number);
-const arrayPop = uncurry(Array.prototype.pop as (this: unknown[]) => unknown);
 const stringTrim = uncurry(String.prototype.trim as (this: string) => string);
 const regexpExec = uncurry(
   RegExp.prototype.exec as (this: RegExp, s: string) => RegExpExecArray | null,
@@ -114,8 +139,8 @@ const protoOf = (v: unknown): AnyObject | null => (isObject(v) ? getPrototypeOf(
 // ---------------------------------------------------------------------------
 // State
 
-const registry = new WeakSet<WeakKey>();
-const registered = (v: unknown): boolean => isWeakKey(v) && wsHas(registry, v);
+const registry = privateWeakSet();
+const registered = (v: unknown): boolean => isWeakKey(v) && registry.has(v);
 let sealed = false;
 let sealing = false;
 let tainted = false;
@@ -128,27 +153,18 @@ let rootsThunk: (() => unknown[]) | undefined;
 /** Registered regular expressions and their `lastIndex` when registered. */
 const regexps: Array<{ re: RegExp; lastIndex: unknown }> = [];
 /** Bound functions' targets and arguments; proxies' targets and handlers (hidden from reflection). */
-const hidden = new WeakMap<AnyObject, { proxy: boolean; refs: unknown[] }>();
+const hidden = privateWeakMap<{ proxy: boolean; refs: unknown[] }>();
 /** Readers of private fields, by class (static fields) and by class prototype (instance fields). */
-const privateReaders = new WeakMap<AnyObject, (o: AnyObject) => unknown[]>();
+const privateReaders = privateWeakMap<(o: AnyObject) => unknown[]>();
 /** Objects the prelude keeps for an object of one of its classes, by class prototype. */
-const internalsOf = new WeakMap<AnyObject, (o: AnyObject) => unknown[]>();
-const hiddenOf = (o: unknown) =>
-  wmGet(hidden as WeakMap<WeakKey, unknown>, o as WeakKey) as
-    | { proxy: boolean; refs: unknown[] }
-    | undefined;
-const readerOf = (o: unknown) =>
-  wmGet(privateReaders as WeakMap<WeakKey, unknown>, o as WeakKey) as
-    | ((o: AnyObject) => unknown[])
-    | undefined;
-const internalsFor = (o: unknown) =>
-  wmGet(internalsOf as WeakMap<WeakKey, unknown>, o as WeakKey) as
-    | ((o: AnyObject) => unknown[])
-    | undefined;
+const internalsOf = privateWeakMap<(o: AnyObject) => unknown[]>();
+const hiddenOf = (o: unknown) => hidden.get(o);
+const readerOf = (o: unknown) => privateReaders.get(o);
+const internalsFor = (o: unknown) => internalsOf.get(o);
 /** Built-in functions without a name that are not promise resolving functions. */
-const namelessNatives = new WeakSet<AnyObject>();
+const namelessNatives = privateWeakSet();
 /** Wrapper → original built-in, for Function.prototype.toString. */
-const originals = new WeakMap<AnyObject, AnyObject>();
+const originals = privateWeakMap<AnyObject>();
 
 function taint(reason: Site): void {
   if (!tainted) {
@@ -193,7 +209,7 @@ const finalizationUnregister = FinalizationRegistryProto
 interface Kind {
   proto: AnyObject | undefined;
   is: (o: AnyObject) => boolean;
-  visit: (o: AnyObject, stack: unknown[]) => void;
+  visit: (o: AnyObject, stack: Stack) => void;
 }
 
 const kinds: Kind[] = [
@@ -203,15 +219,15 @@ const kinds: Kind[] = [
     visit: (o, stack) =>
       ReflectApply(mapForEach, o, [
         (v: unknown, k: unknown) => {
-          arrayPush(stack, k);
-          arrayPush(stack, v);
+          push(stack, k);
+          push(stack, v);
         },
       ]),
   },
   {
     proto: Set.prototype,
     is: (o) => o !== Set.prototype && brand(setSize, o),
-    visit: (o, stack) => ReflectApply(setForEach, o, [(v: unknown) => arrayPush(stack, v)]),
+    visit: (o, stack) => ReflectApply(setForEach, o, [(v: unknown) => push(stack, v)]),
   },
   {
     proto: Promise.prototype,
@@ -275,8 +291,8 @@ function intlFormat(name: string, key: string): Kind {
     visit: (o, stack) => {
       if (bound === undefined) return;
       const f = call0(bound, o);
-      if (isObject(f)) wsAdd(namelessNatives, f);
-      arrayPush(stack, f);
+      if (isObject(f)) namelessNatives.add(f);
+      push(stack, f);
     },
   };
 }
@@ -313,8 +329,8 @@ const WASM_EXPORT = /^function (?:0|[1-9][0-9]*)\(\) \{ \[native code\] \}$/;
  * was made with, whatever its `name` property says now.
  */
 function checkNativeFunction(f: AnyObject): void {
-  if (f === ThrowTypeError || f === FunctionPrototype || wsHas(namelessNatives, f)) return;
-  if (wmGet(originals as WeakMap<WeakKey, unknown>, f) !== undefined) return;
+  if (f === ThrowTypeError || f === FunctionPrototype || namelessNatives.has(f)) return;
+  if (originals.get(f) !== undefined) return;
   if (hiddenOf(f) !== undefined) return; // a bound function
   let source: string;
   try {
@@ -334,26 +350,27 @@ function checkNativeFunction(f: AnyObject): void {
 
 /** Registers `root` and everything reachable from it that is not registered yet. */
 function register(root: unknown): void {
-  if (!isWeakKey(root) || wsHas(registry, root)) return;
+  if (!isWeakKey(root) || registry.has(root)) return;
   lastView = undefined;
-  const stack: unknown[] = [root];
+  const stack: Stack = { head: { v: root, next: null } };
   try {
-    while (stack.length > 0) {
-      const o = arrayPop(stack);
-      if (!isWeakKey(o) || wsHas(registry, o)) continue;
-      wsAdd(registry, o);
+    while (stack.head !== null) {
+      const o = stack.head.v;
+      stack.head = stack.head.next;
+      if (!isWeakKey(o) || registry.has(o)) continue;
+      registry.add(o);
       if (typeof o !== "symbol") visit(o, stack);
     }
-  } catch (e) {
+  } catch {
     // A half-registered object cannot be trusted (a stack overflow, a revoked proxy, …).
-    unwatchable(`registration failed (${e instanceof OriginalError ? e.name : "error"})`);
+    unwatchable("registration failed");
   }
 }
 
-function visit(o: AnyObject, stack: unknown[]): void {
+function visit(o: AnyObject, stack: Stack): void {
   const extra = hiddenOf(o);
   if (extra !== undefined) {
-    for (let i = 0; i < extra.refs.length; i++) arrayPush(stack, extra.refs[i]);
+    for (let i = 0; i < extra.refs.length; i++) push(stack, extra.refs[i]);
     // A proxy: its target and handler are all there is; reflecting on it would run its traps.
     if (extra.proxy) return;
   }
@@ -363,7 +380,7 @@ function visit(o: AnyObject, stack: unknown[]): void {
 
   // The prototype chain: kinds of built-in objects, private fields, prelude internals.
   const proto = getPrototypeOf(o);
-  arrayPush(stack, proto);
+  push(stack, proto);
   if (includes(iteratorPrototypes, proto)) unwatchable("an iterator object");
   let kindFound = false;
   let isError = false;
@@ -399,7 +416,7 @@ function visit(o: AnyObject, stack: unknown[]): void {
 
   if (isView(o)) {
     const isTyped = call0(typedArrayTag, o) !== undefined;
-    arrayPush(stack, call0(isTyped ? typedArrayBuffer : dataViewBuffer, o));
+    push(stack, call0(isTyped ? typedArrayBuffer : dataViewBuffer, o));
     // Own properties other than the elements.
     const length = isTyped ? (call0(typedArrayLength, o) as number) : 0;
     const keys = ownKeys(o);
@@ -415,19 +432,19 @@ function visit(o: AnyObject, stack: unknown[]): void {
   }
 }
 
-function pushAll(values: unknown[], stack: unknown[]): void {
-  for (let i = 0; i < values.length; i++) arrayPush(stack, values[i]);
+function pushAll(values: unknown[], stack: Stack): void {
+  for (let i = 0; i < values.length; i++) push(stack, values[i]);
 }
 
-function pushProperty(o: AnyObject, key: PropertyKey, stack: unknown[]): void {
-  if (typeof key === "symbol") arrayPush(stack, key);
+function pushProperty(o: AnyObject, key: PropertyKey, stack: Stack): void {
+  if (typeof key === "symbol") push(stack, key);
   const desc = getOwnPropertyDescriptor(o, key);
   if (desc === undefined) return;
   if ("value" in desc) {
-    arrayPush(stack, desc.value);
+    push(stack, desc.value);
   } else {
-    arrayPush(stack, desc.get);
-    arrayPush(stack, desc.set);
+    push(stack, desc.get);
+    push(stack, desc.set);
   }
 }
 
@@ -482,7 +499,7 @@ function checkView(o: unknown, site: Site): void {
       call0(typedArrayTag, o) !== undefined ? typedArrayBuffer : dataViewBuffer,
       o,
     );
-    if (wsHas(registry, buffer as AnyObject)) taint(site);
+    if (registry.has(buffer as AnyObject)) taint(site);
     else lastView = o;
   }
 }
@@ -523,20 +540,20 @@ const appGuard: AppGuard = {
     return o;
   },
   r(v) {
-    if (sealed && isWeakKey(v) && !wsHas(registry, v)) register(v);
+    if (sealed && isWeakKey(v) && !registry.has(v)) register(v);
     return v;
   },
   rs(epoch, v) {
-    if (sealed && epoch !== appGuard.e && isWeakKey(v) && !wsHas(registry, v)) register(v);
+    if (sealed && epoch !== appGuard.e && isWeakKey(v) && !registry.has(v)) register(v);
     return v;
   },
   t(site) {
     if (sealed) taint(site);
   },
   pr(ctor, reader) {
-    wmSet(privateReaders, ctor, reader);
+    privateReaders.set(ctor, reader);
     const proto = getOwnPropertyDescriptor(ctor, "prototype")?.value;
-    if (isObject(proto)) wmSet(privateReaders, proto, reader);
+    if (isObject(proto)) privateReaders.set(proto, reader);
     // A class made during an execution is new; one made before is registered with its readers.
   },
   roots(thunk) {
@@ -567,7 +584,7 @@ function replaceMethod(target: AnyObject, key: PropertyKey, wrapper: AnyObject):
   const original = desc.value as AnyObject & { name: string; length: number };
   defineProperty(wrapper, "name", { value: original.name, configurable: true });
   defineProperty(wrapper, "length", { value: original.length, configurable: true });
-  wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, original);
+  originals.set(wrapper, original);
   defineProperty(target, key, { ...desc, value: wrapper });
 }
 
@@ -644,7 +661,7 @@ function installWrappers(config: { eval: boolean }): void {
       },
     }.setProto;
     defineProperty(wrappedSet, "name", { value: "set __proto__", configurable: true });
-    wmSet(originals as WeakMap<WeakKey, unknown>, wrappedSet, set);
+    originals.set(wrappedSet, set);
     defineProperty(objectProto, "__proto__", { ...protoDesc, set: wrappedSet });
   }
 
@@ -781,9 +798,7 @@ function installWrappers(config: { eval: boolean }): void {
     "toString",
     {
       toString(this: unknown): string {
-        const original = isObject(this)
-          ? wmGet(originals as WeakMap<WeakKey, unknown>, this)
-          : undefined;
+        const original = isObject(this) ? originals.get(this) : undefined;
         return ReflectApply(functionToString, original ?? this, []) as string;
       },
     }.toString,
@@ -855,7 +870,7 @@ function wrapIntlConstructors(): void {
       ...getOwnPropertyDescriptor(proto, "constructor"),
       value: wrapper,
     });
-    wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, original);
+    originals.set(wrapper, original);
     defineProperty(intl, name, { ...getOwnPropertyDescriptor(intl, name), value: wrapper });
   }
 }
@@ -871,7 +886,7 @@ function wrapBind(): void {
         const bound = ReflectApply(bind, this, args) as AnyObject;
         const refs: unknown[] = [this];
         for (let i = 0; i < args.length; i++) arrayPush(refs, args[i]);
-        wmSet(hidden, bound, { proxy: false, refs });
+        hidden.set(bound, { proxy: false, refs });
         return bound;
       },
     }.bind,
@@ -881,9 +896,9 @@ function wrapBind(): void {
 function wrapProxy(): void {
   const OriginalProxy = Proxy;
   const record = (proxy: AnyObject, target: unknown, handler: unknown) => {
-    wmSet(hidden, proxy, { proxy: true, refs: [target, handler] });
+    hidden.set(proxy, { proxy: true, refs: [target, handler] });
     // Writes through a proxy of a registered object reach that object.
-    if (sealed && registered(target)) wsAdd(registry, proxy);
+    if (sealed && registered(target)) registry.add(proxy);
   };
   // A bound function: constructible, without a `prototype`, like Proxy itself.
   function ProxyImpl(this: unknown, target: AnyObject, handler: ProxyHandler<AnyObject>): unknown {
@@ -915,14 +930,14 @@ function wrapProxy(): void {
         if (sealed && registered(proxy)) taint("revoking a proxy");
         revoke();
       };
-      wmSet(originals as WeakMap<WeakKey, unknown>, wrappedRevoke, revoke);
-      wsAdd(namelessNatives, wrappedRevoke);
+      originals.set(wrappedRevoke, revoke);
+      namelessNatives.add(wrappedRevoke);
       result.revoke = wrappedRevoke;
       return result;
     },
   }.revocable;
-  wmSet(originals as WeakMap<WeakKey, unknown>, revocable, originalRevocable);
-  wmSet(originals as WeakMap<WeakKey, unknown>, WrappedProxy, OriginalProxy);
+  originals.set(revocable, originalRevocable);
+  originals.set(WrappedProxy, OriginalProxy);
   defineProperty(WrappedProxy, "revocable", {
     value: revocable,
     writable: true,
@@ -969,7 +984,7 @@ function wrapDynamicCode(wrapEval: boolean): void {
       enumerable: false,
       configurable: false,
     });
-    wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, original);
+    originals.set(wrapper, original);
     const proto = (original as { prototype: AnyObject }).prototype;
     defineProperty(proto, "constructor", {
       ...getOwnPropertyDescriptor(proto, "constructor"),
@@ -990,7 +1005,7 @@ function wrapDynamicCode(wrapEval: boolean): void {
       },
     }.eval;
     defineProperty(wrapper, "length", { value: 1, configurable: true });
-    wmSet(originals as WeakMap<WeakKey, unknown>, wrapper, originalEval);
+    originals.set(wrapper, originalEval);
     defineProperty(globalThis, "eval", {
       ...getOwnPropertyDescriptor(globalThis, "eval"),
       value: wrapper,
@@ -1042,11 +1057,11 @@ function sealIntrinsics(): void {
 }
 
 /**
- * Registers everything that exists now. `materialize` evaluates the
- * prelude's lazy globals (the runtime does it in every context, sealed or
- * not: all start from the same global object).
+ * Registers everything that exists now; `loaded` gives the values of the
+ * prelude's lazy globals evaluated so far (those loaded later are registered
+ * as they load: guardLoaded).
  */
-export function seal(): SealResult {
+export function seal(loaded: () => unknown[]): SealResult {
   if (sealed) return sealResult();
   resetRegExpStatics();
   sealing = true;
@@ -1057,6 +1072,7 @@ export function seal(): SealResult {
     sealIntrinsics();
     register(globalThis);
     register(appGuard);
+    register(loaded());
     if (rootsThunk) register(rootsThunk());
     register(rootsThunk);
   } finally {
@@ -1097,6 +1113,8 @@ export function beginExecution(): void {
 export function endExecution(): string {
   lastView = undefined;
   if (!sealed) return "clean";
+  for (let i = 0; i < atEnd.length; i++) atEnd[i]!();
+  atEnd.length = 0;
   // Built-ins move the lastIndex of global and sticky regular expressions.
   for (let i = 0; i < regexps.length; i++) {
     const entry = regexps[i]!;
@@ -1124,6 +1142,20 @@ export function endExecution(): string {
 export function guardIteratorPrototype(proto: AnyObject): void {
   if (!includes(iteratorPrototypes, proto)) arrayPush(iteratorPrototypes, proto);
   arrayPush(preludePrototypes, proto);
+  if (sealed) register(proto); // a module evaluated on first use, after sealing
+}
+
+/** Undo steps of the prelude's own, run when the execution ends (before the verdict). */
+const atEnd: Array<() => void> = [];
+
+/** The prelude changed something it restores itself: `undo` runs when the execution ends. */
+export function guardAtEnd(undo: () => void): void {
+  if (sealed) arrayPush(atEnd, undo);
+}
+
+/** A prelude module made these values during an execution: they exist for later ones. */
+export function guardLoaded(values: unknown[]): void {
+  if (sealed) register(values);
 }
 
 /** A prelude method is about to change `o` (a Headers, an EventTarget, …). */
@@ -1161,7 +1193,7 @@ export function weakMapGet<V>(map: WeakMap<object, V>, key: object): V | undefin
  * aside, …) and call no user code.
  */
 export function guardInternals(proto: AnyObject, internals: (o: AnyObject) => unknown[]): void {
-  wmSet(internalsOf, proto, (o: AnyObject) => {
+  internalsOf.set(proto, (o: AnyObject) => {
     try {
       return internals(o);
     } catch {

@@ -3,6 +3,12 @@
  * isolate: only ECMAScript builtins are available.
  */
 
+import { guardAtEnd, guardLoaded } from "./guard.js";
+
+// Captured before user code runs (which may replace them, and which the guard wraps).
+const ReflectDefineProperty = Reflect.defineProperty;
+const ReflectGetOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor;
+
 /**
  * The prelude's own values of its globals, by name, as far as they exist:
  * eager globals, the values lazily evaluated modules provided, and classes
@@ -35,10 +41,11 @@ interface LazyGroup {
   values: Record<string, unknown> | undefined;
 }
 
-/** A lazily installed global: its group and the getter installed for it. */
+/** A lazily installed global: its group, and the accessor installed for it. */
 interface LazyGlobal {
   group: LazyGroup;
   get: () => unknown;
+  descriptor: PropertyDescriptor;
 }
 
 const lazyGlobals: Record<string, LazyGlobal> = Object.create(null);
@@ -59,16 +66,20 @@ function groupValues(group: LazyGroup): Record<string, unknown> {
   if (values === undefined) {
     group.load();
     values = {};
+    const list: unknown[] = [];
     for (const name of group.names) {
       if (!(name in preludeValues)) throw new Error(`prelude: no value provided for ${name}`);
       const value = preludeValues[name];
       // The bundler may rename functions (structuredClone2); restore the Web names.
       if (typeof value === "function" && value.name !== name) {
-        Object.defineProperty(value, "name", { value: name, configurable: true });
+        ReflectDefineProperty(value, "name", { value: name, configurable: true });
       }
       values[name] = value;
+      list[list.length] = value;
     }
     group.values = values;
+    // Made now, as a fresh context would make them on first use: what exists from here on.
+    guardLoaded(list);
   }
   return values;
 }
@@ -77,17 +88,28 @@ function groupValues(group: LazyGroup): Record<string, unknown> {
  * Replaces the accessors of a loaded group by the data properties Web IDL
  * globals are, except where user code has replaced an accessor meanwhile (and
  * calls a getter it kept). Fails only when the global object is frozen; the
- * accessors stay then.
+ * accessors stay then. In a context that serves several executions, an
+ * execution's first read is undone when it ends (guard.ts): every execution
+ * starts from the global object import left.
  */
 function materialize(group: LazyGroup, values: Record<string, unknown>): void {
   for (const name of group.names) {
-    if (Object.getOwnPropertyDescriptor(globalThis, name)?.get === lazyGlobals[name]!.get) {
-      Reflect.defineProperty(globalThis, name, {
+    const lazy = lazyGlobals[name]!;
+    if (ReflectGetOwnPropertyDescriptor(globalThis, name)?.get === lazy.get) {
+      const done = ReflectDefineProperty(globalThis, name, {
         value: values[name],
         writable: true,
         enumerable: false,
         configurable: true,
       });
+      if (done) {
+        guardAtEnd(() => {
+          const now = ReflectGetOwnPropertyDescriptor(globalThis, name);
+          if (now !== undefined && "value" in now && now.value === values[name]) {
+            ReflectDefineProperty(globalThis, name, lazy.descriptor);
+          }
+        });
+      }
     }
   }
 }
@@ -98,8 +120,7 @@ function defineLazyGlobal(name: string, group: LazyGroup): void {
     materialize(group, values);
     return values[name];
   };
-  lazyGlobals[name] = { group, get };
-  Object.defineProperty(globalThis, name, {
+  const descriptor: PropertyDescriptor = {
     get,
     // Assigning replaces the global without evaluating it, as assigning to the
     // writable data property would; on an object inheriting from globalThis
@@ -107,7 +128,7 @@ function defineLazyGlobal(name: string, group: LazyGroup): void {
     set(this: unknown, value: unknown): void {
       const target = this ?? globalThis;
       if (typeof target !== "object" && typeof target !== "function") return;
-      const ok = Reflect.defineProperty(target, name, {
+      const ok = ReflectDefineProperty(target, name, {
         value,
         writable: true,
         enumerable: target !== globalThis,
@@ -117,7 +138,9 @@ function defineLazyGlobal(name: string, group: LazyGroup): void {
     },
     enumerable: false,
     configurable: true,
-  });
+  };
+  lazyGlobals[name] = { group, get, descriptor };
+  ReflectDefineProperty(globalThis, name, descriptor);
 }
 
 /**
@@ -329,17 +352,12 @@ export function requireArgs(count: number, needed: number, where: string): void 
   }
 }
 
-/**
- * Evaluates every lazy global that is still an accessor, as a first read
- * would. The runtime calls it once the app is imported, in every context it
- * runs executions in: each then starts with the same global object, and the
- * guard (guard.ts) can register everything user code can reach.
- */
-export function loadAllLazyGlobals(): void {
+/** The values of the lazy globals whose modules were evaluated (the guard registers them when sealing). */
+export function loadedLazyValues(): unknown[] {
+  const out: unknown[] = [];
   for (const name in lazyGlobals) {
-    // Still the accessor, whether or not the module was evaluated (Blob can be, through fetch).
-    if (Object.getOwnPropertyDescriptor(globalThis, name)?.get === lazyGlobals[name]!.get) {
-      void (globalThis as Record<string, unknown>)[name];
-    }
+    const values = lazyGlobals[name]!.group.values;
+    if (values !== undefined) out[out.length] = values[name];
   }
+  return out;
 }
