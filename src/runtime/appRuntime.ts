@@ -265,37 +265,40 @@ export class AppRuntime {
     }
     const context = await p.isolate.createContext();
     const refs: ivm.Reference[] = [];
+    const ref = async (from: ivm.Reference, name: string) => {
+      const r = await from.get(name, { reference: true });
+      refs.push(r);
+      return r;
+    };
     try {
-      for (const [i, script] of (await p.scripts).entries()) {
-        try {
-          await script.run(context, { timeout: 10_000 });
-        } catch (e) {
-          if (this.scripts[i]!.filename !== APP_SCRIPT_NAME) throw e;
-          const err = e as Error;
-          throw new AppLoadError(`Failed to import the app's modules: ${err.stack ?? err.message}`);
-        }
+      const [runtimeScript, appScript] = await p.scripts;
+      await runtimeScript!.run(context, { timeout: 10_000 });
+      // The host takes the runtime's entry points before the app's code runs:
+      // user code never reaches them.
+      const runtimeRef = await ref(context.global, "__tessera_runtime");
+      const start = await ref(runtimeRef, "start");
+      const settle = await ref(runtimeRef, "settle");
+      const verdict = await ref(runtimeRef, "verdict");
+      const analyze = await ref(runtimeRef, "analyze");
+      const prepare = await ref(runtimeRef, "prepare");
+      const collect = await ref(runtimeRef, "collect");
+      await context.eval("delete globalThis.__tessera_runtime");
+      try {
+        await appScript!.run(context, { timeout: 10_000 });
+      } catch (e) {
+        const err = e as Error;
+        throw new AppLoadError(`Failed to import the app's modules: ${err.stack ?? err.message}`);
       }
       const heap = p.isolate.getHeapStatisticsSync().used_heap_size;
       if (heap > this.options.memoryLimitMb * 1024 * 1024 * COLLECT_AT) {
-        await context.eval("__tessera_runtime.collect()");
+        await collect.apply(undefined, []);
       }
+      // Callbacks after the app's import code: prepare() takes them off the global object.
       const slot: LiveContext["slot"] = { current: null };
       const jail = context.global;
       await jail.set("__tessera_syscall", new ivm.Callback(syncCallback(slot)));
       await jail.set("__tessera_async_syscall", new ivm.Callback(asyncCallback(slot)));
       await jail.set("__tessera_done", new ivm.Callback(doneCallback(slot)));
-      const runtimeRef = await jail.get("__tessera_runtime", { reference: true });
-      refs.push(runtimeRef);
-      const start = await runtimeRef.get("start", { reference: true });
-      refs.push(start);
-      const settle = await runtimeRef.get("settle", { reference: true });
-      refs.push(settle);
-      const verdict = await runtimeRef.get("verdict", { reference: true });
-      refs.push(verdict);
-      const analyze = await runtimeRef.get("analyze", { reference: true });
-      refs.push(analyze);
-      const prepare = await runtimeRef.get("prepare", { reference: true });
-      refs.push(prepare);
       const sealJson = (await prepare.apply(undefined, [seal], { timeout: 10_000 })) as string;
       let sealed = false;
       if (seal) {
@@ -303,10 +306,7 @@ export class AppRuntime {
         if (result.reusable) sealed = true;
         else this.turnReuseOff(result.reason ?? "the app's imported state cannot be watched");
       }
-      // The host holds what it needs: user code must not reach the runtime's entry points.
-      await context.eval("delete globalThis.__tessera_runtime");
-      runtimeRef.release();
-      prepare.release();
+      for (const r of [runtimeRef, prepare, collect]) r.release();
       return {
         context,
         isolate: p.isolate,

@@ -278,8 +278,9 @@ export function instrumentApp(code: string): InstrumentResult {
       return;
     }
     if (at.type === "ForInStatement" || at.type === "ForOfStatement") {
-      const loopBody = at.body as Node;
-      edits.push(wrap(loopBody.start, loopBody.end, Layer.Write, `{ ${check}; `, " }"));
+      // Checked once, before the first assignment: `for (x of (check, xs))`.
+      const right = at.right as Node;
+      edits.push(wrap(right.start, right.end, Layer.Write, `(${check}, `, ")"));
       return;
     }
     edits.push(wrap(at.start, at.end, Layer.Write, `(${check}, `, ")"));
@@ -314,12 +315,6 @@ export function instrumentApp(code: string): InstrumentResult {
         // Bindings of the top-level function scope are registered when the
         // context is sealed (G.roots); block-scoped ones at top level are not.
         if (variable.scope === topScope) continue;
-        // A class's or a named function expression's own name is the class or
-        // function itself: code inside it runs only once that was reached
-        // (and registered, if it existed before).
-        if (variable.scope.type === "class" || variable.scope.type === "function-expression-name") {
-          continue;
-        }
         wrapRead(declScope, id, (id as { name?: string }).name!);
       }
     }
@@ -454,7 +449,8 @@ export function instrumentApp(code: string): InstrumentResult {
               problems.push(`a write to a super property at offset ${node.start}`);
             } else {
               const s = site(node.start);
-              const check = insideArrow ? `${G}.t(${s})` : `${G}.w(this, ${s})`;
+              // (wc: `super[0] = v` on a view writes its buffer.)
+              const check = insideArrow ? `${G}.t(${s})` : `${G}.wc(this, ${s})`;
               edits.push(wrap(at.start, at.end, Layer.Write, `(${check}, `, ")"));
             }
           } else if (parent?.type === "ChainExpression" || node.optional === true) {
@@ -490,7 +486,7 @@ export function instrumentApp(code: string): InstrumentResult {
           const scope = homeScope();
           if (scope !== null) {
             edits.push(
-              wrap(node.start, node.end, Layer.Identifier, `${G}.rs(${epochOf(scope)}, `, ")"),
+              wrap(node.start, node.end, Layer.Identifier, `(${G}.rs(${epochOf(scope)}, `, "))"),
             );
           }
         }
@@ -499,6 +495,17 @@ export function instrumentApp(code: string): InstrumentResult {
       case "ClassBody":
         instrumentClass(node, parent!);
         break;
+      case "CallExpression": {
+        if ((node.callee as Node).type !== "Super") break;
+        const owner = enclosingClass(node);
+        if (!owner) break;
+        const info = instrumentClass(owner.body, owner.cls);
+        if (!info.checkSuper && !info.reader) break;
+        edits.push(
+          wrap(node.start, node.end, Layer.Write, `${G}.sc(`, `${superCheck(node.start, info)})`),
+        );
+        break;
+      }
     }
   };
 
@@ -513,42 +520,101 @@ export function instrumentApp(code: string): InstrumentResult {
    * class with instance fields checks `this` first (defining a field on an
    * object is a write, and super() may return one that existed before).
    */
-  const instrumentClass = (classBody: Node, classNode: Node): void => {
+  interface ClassInfo {
+    /** Instance private fields: the class gets a reader method `#<P>r` for them. */
+    reader: boolean;
+    /** super() defines fields or brands private methods on the object it returns: check it. */
+    checkSuper: boolean;
+  }
+  const classInfo = new Map<Node, ClassInfo>();
+
+  /**
+   * A class with private fields hands the guard a reader of them: static
+   * fields through a static block, instance fields through a private method
+   * each instance is recorded with when constructed (its prototype chain may
+   * change later). A derived class that defines fields or private methods on
+   * the object super() returns checks that object (a base constructor may
+   * return one that existed before).
+   */
+  const instrumentClass = (classBody: Node, classNode: Node): ClassInfo => {
+    const cached = classInfo.get(classBody);
+    if (cached) return cached;
     const members = classBody.body as Node[];
-    const privateFields: string[] = [];
-    let instanceFields = false;
+    const instancePrivate: string[] = [];
+    const staticPrivate: string[] = [];
+    let defines = false;
+    let constructorFn: Node | undefined;
     for (const m of members) {
       const key = m.key as Node | undefined;
       if (m.type === "PropertyDefinition") {
-        if (m.static !== true) instanceFields = true;
-        if (key?.type === "PrivateIdentifier") privateFields.push(key.name as string);
-      } else if (
-        m.type === "MethodDefinition" &&
-        m.static !== true &&
-        key?.type === "PrivateIdentifier"
-      ) {
-        instanceFields = true; // private methods brand the instance
+        if (m.static !== true) defines = true;
+        if (key?.type === "PrivateIdentifier") {
+          (m.static === true ? staticPrivate : instancePrivate).push(key.name as string);
+        }
+      } else if (m.type === "MethodDefinition") {
+        if (m.kind === "constructor") constructorFn = m.value as Node;
+        else if (m.static !== true && key?.type === "PrivateIdentifier") defines = true;
       }
     }
+    const derived = classNode.superClass !== null && classNode.superClass !== undefined;
+    const info: ClassInfo = { reader: instancePrivate.length > 0, checkSuper: derived && defines };
+    classInfo.set(classBody, info);
     const inserts: Edit["inserts"] = [];
-    if (instanceFields && classNode.superClass) {
+    const reads = (names: string[], o: string) =>
+      names.map((n) => `#${n} in ${o} ? ${o}.#${n} : void 0`).join(", ");
+    if (staticPrivate.length > 0) {
       inserts.push({
         at: classBody.start + 1,
-        text: ` #${P}f = void ${G}.w(this, ${site(classBody.start)});`,
+        text: ` static { ${G}.pr(this, (o) => [${reads(staticPrivate, "o")}]); }`,
         side: "left",
       });
     }
-    if (privateFields.length > 0) {
-      const reads = privateFields.map((n) => `#${n} in o ? o.#${n} : void 0`).join(", ");
+    if (info.reader) {
       inserts.push({
-        at: classBody.end - 1,
-        text: ` static { ${G}.pr(this, (o) => [${reads}]); }`,
-        side: "right",
+        at: classBody.start + 1,
+        text: ` #${P}r() { return [${reads(instancePrivate, "this")}]; }`,
+        side: "left",
+      });
+    }
+    // Base classes record their instances first thing in the constructor;
+    // derived classes do it where super() returns (see visit).
+    if (info.reader && !derived) {
+      const record = `${G}.pf(this, this.#${P}r);`;
+      if (constructorFn) {
+        const fnBody = constructorFn.body as Node;
+        inserts.push({ at: fnBody.start + 1, text: ` ${record}`, side: "right" });
+      } else {
+        inserts.push({
+          at: classBody.start + 1,
+          text: ` constructor() { ${record} }`,
+          side: "left",
+        });
+      }
+    } else if (info.checkSuper && !constructorFn) {
+      // The implicit constructor, made explicit so that its super() is checked.
+      const check = superCheck(classBody.start, info);
+      inserts.push({
+        at: classBody.start + 1,
+        text: ` constructor(...args) { ${G}.sc(super(...args)${check}); }`,
+        side: "left",
       });
     }
     if (inserts.length > 0) {
       edits.push({ start: classBody.start, end: classBody.end, layer: Layer.Function, inserts });
     }
+    return info;
+  };
+
+  /** The rest of a `G.sc(super(…), site[, reader])` call. */
+  const superCheck = (at: number, info: ClassInfo): string =>
+    `, ${site(at)}${info.reader ? `, this.#${P}r` : ""}`;
+
+  /** The class whose constructor a super() call belongs to. */
+  const enclosingClass = (node: Node): { body: Node; cls: Node } | null => {
+    for (let p = parents.get(node); p; p = parents.get(p)) {
+      if (p.type === "ClassBody") return { body: p, cls: parents.get(p)! };
+    }
+    return null;
   };
 
   // A walk with the stack of providers of `this`.

@@ -14,7 +14,7 @@ import { guardInternals, guardReach, guardWrite, weakMapGet } from "./guard.js";
 import {
   concatBytes,
   inspectCustom,
-  isPendingGlobal,
+  loadedGlobal,
   setInterfaceName,
   toArrayBuffer,
   toDOMString,
@@ -509,9 +509,9 @@ function extractBody(init: unknown): { bytes: Uint8Array; type: string | null } 
 }
 
 function isURLSearchParams(value: unknown): boolean {
-  // Before whatwg-url is loaded there is no URLSearchParams: do not load it just to ask.
-  if (isPendingGlobal("URLSearchParams")) return false;
-  const Ctor = (globalThis as { URLSearchParams?: new () => unknown }).URLSearchParams;
+  // The prelude's own class, if its module was evaluated (else no instance exists):
+  // reading the global would evaluate it, and it may not be ours any more.
+  const Ctor = loadedGlobal("URLSearchParams") as (new () => unknown) | undefined;
   return typeof Ctor === "function" && value instanceof Ctor;
 }
 

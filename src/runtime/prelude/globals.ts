@@ -98,6 +98,11 @@ Object.defineProperty(Math, "random", {
 
 patchIntl();
 
+// Nothing shares memory with a query or mutation, so there is nothing to wait
+// for; and in this V8 Atomics.waitAsync with a timeout aborts the whole process.
+delete (Atomics as { wait?: unknown }).wait;
+delete (Atomics as { waitAsync?: unknown }).waitAsync;
+
 const env: TesseraEnv = Object.freeze({
   begin(options: BeginOptions): void {
     begin(options);

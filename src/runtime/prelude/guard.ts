@@ -119,6 +119,7 @@ const promiseSpecies = getter(Promise, Symbol.species);
 const OriginalFunction = Function;
 const OriginalError = Error;
 const ErrorPrototype = Error.prototype;
+const ObjectPrototype = Object.prototype;
 // biome-ignore lint/security/noGlobalEval: the guard wraps eval to see code made from strings.
 const originalEval = eval;
 
@@ -156,10 +157,16 @@ const regexps: Array<{ re: RegExp; lastIndex: unknown }> = [];
 const hidden = privateWeakMap<{ proxy: boolean; refs: unknown[] }>();
 /** Readers of private fields, by class (static fields) and by class prototype (instance fields). */
 const privateReaders = privateWeakMap<(o: AnyObject) => unknown[]>();
+/** Instances with private fields → the readers (private methods) of their classes. */
+const privateHolders = privateWeakMap<Array<(this: AnyObject) => unknown[]>>();
+/**
+ * Built-in objects whose prototype is not the one they were made with (moved
+ * with setPrototypeOf, or constructed with another new.target) → that one.
+ */
+const originOf = privateWeakMap<AnyObject>();
 /** Objects the prelude keeps for an object of one of its classes, by class prototype. */
 const internalsOf = privateWeakMap<(o: AnyObject) => unknown[]>();
 const hiddenOf = (o: unknown) => hidden.get(o);
-const readerOf = (o: unknown) => privateReaders.get(o);
 const internalsFor = (o: unknown) => internalsOf.get(o);
 /** Built-in functions without a name that are not promise resolving functions. */
 const namelessNatives = privateWeakSet();
@@ -297,10 +304,47 @@ function intlFormat(name: string, key: string): Kind {
   };
 }
 
-/** Prototypes of objects whose state changes as they run: iterators (see sealIntrinsics). */
+/** Prototypes of objects whose state changes as they run: iterators. */
 const iteratorPrototypes: AnyObject[] = [];
+/**
+ * Objects that lead to intrinsics reachable only through instances (their
+ * prototypes are registered when sealing), made when the prelude is
+ * evaluated: before the app could replace the built-ins that make them.
+ */
+const intrinsicSamples: unknown[] = (() => {
+  const iterators: unknown[] = [
+    [][Symbol.iterator](),
+    new Map()[Symbol.iterator](),
+    new Set()[Symbol.iterator](),
+    ""[Symbol.iterator](),
+    "".matchAll(/(?:)/g),
+  ];
+  const values = [][Symbol.iterator]() as { map?: (f: (x: unknown) => unknown) => unknown };
+  if (typeof values.map === "function") iterators[iterators.length] = values.map((x) => x);
+  const segmenter = (Intl as { Segmenter?: new () => { segment(s: string): object } }).Segmenter;
+  const others: unknown[] = [
+    async () => {},
+    function* () {},
+    async function* () {},
+    (function* () {})(),
+    (async function* () {})(),
+  ];
+  if (segmenter) {
+    const segments = new segmenter().segment("");
+    others[others.length] = segments;
+    iterators[iterators.length] = (segments as Iterable<unknown>)[Symbol.iterator]();
+  }
+  for (let i = 0; i < iterators.length; i++) {
+    const proto = protoOf(iterators[i]);
+    if (proto !== null) iteratorPrototypes[iteratorPrototypes.length] = proto;
+  }
+  for (let i = 0; i < iterators.length; i++) others[others.length] = iterators[i];
+  return others;
+})();
 /** Prototypes of the prelude's that only its instances lead to: registered when sealing. */
 const preludePrototypes: AnyObject[] = [];
+/** Objects of the prelude's that user code can reach, made before sealing (guardLoaded). */
+const preludeObjects: unknown[] = [];
 
 /** `o` is some function's `prototype` object (it holds its own `constructor` pointing back). */
 function isPrototypeObject(o: AnyObject): boolean {
@@ -368,51 +412,34 @@ function register(root: unknown): void {
 }
 
 function visit(o: AnyObject, stack: Stack): void {
+  // Private fields: of a class object (static), of an instance (recorded when
+  // constructed, whatever it is: a base constructor may return anything).
+  const staticReader = privateReaders.get(o);
+  if (staticReader !== undefined) pushAll(staticReader(o), stack);
+  const instanceReaders = privateHolders.get(o);
+  if (instanceReaders !== undefined) {
+    for (let i = 0; i < instanceReaders.length; i++) {
+      pushAll(ReflectApply(instanceReaders[i]!, o, []) as unknown[], stack);
+    }
+  }
   const extra = hiddenOf(o);
   if (extra !== undefined) {
     for (let i = 0; i < extra.refs.length; i++) push(stack, extra.refs[i]);
     // A proxy: its target and handler are all there is; reflecting on it would run its traps.
     if (extra.proxy) return;
   }
-  const reader = readerOf(o);
-  if (reader !== undefined) pushAll(reader(o), stack);
   if (typeof o === "function") checkNativeFunction(o);
 
-  // The prototype chain: kinds of built-in objects, private fields, prelude internals.
+  // The prototype chain (and the one the object was made with, if it was
+  // moved to another or constructed with another new.target): kinds of
+  // built-in objects, prelude internals, errors.
   const proto = getPrototypeOf(o);
   push(stack, proto);
-  if (includes(iteratorPrototypes, proto)) unwatchable("an iterator object");
-  let kindFound = false;
-  let isError = false;
-  for (let p: AnyObject | null = proto, depth = 0; p !== null && depth < 64; depth++) {
-    if (p === ErrorPrototype) isError = true;
-    const instanceReader = readerOf(p);
-    if (instanceReader !== undefined) pushAll(instanceReader(o), stack);
-    const internals = internalsFor(p);
-    if (internals !== undefined) pushAll(internals(o), stack);
-    if (!kindFound) {
-      for (let i = 0; i < kinds.length; i++) {
-        const kind = kinds[i]!;
-        if (kind.proto === p && kind.is(o)) {
-          kind.visit(o, stack);
-          kindFound = true;
-          break;
-        }
-      }
-    }
-    if (hiddenOf(p)?.proxy) break;
-    p = getPrototypeOf(p);
-  }
-  if (!kindFound && proto === null) {
-    // Built-in objects moved out of their prototype chain: check them all.
-    for (let i = 0; i < kinds.length; i++) {
-      const kind = kinds[i]!;
-      if (kind.proto !== Promise.prototype && kind.is(o)) {
-        kind.visit(o, stack);
-        break;
-      }
-    }
-  }
+  const seen = { kind: false, error: false, iterator: false };
+  walkChain(o, proto, seen, stack);
+  const origin = originOf.get(o);
+  if (origin !== undefined) walkChain(o, origin, seen, stack);
+  if (seen.iterator) unwatchable("an iterator object");
 
   if (isView(o)) {
     const isTyped = call0(typedArrayTag, o) !== undefined;
@@ -427,8 +454,34 @@ function visit(o: AnyObject, stack: Stack): void {
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
     // An error's stack is made (by Error.prepareStackTrace, possibly) when first read.
-    if (isError && key === "stack") continue;
+    if (seen.error && key === "stack") continue;
     pushProperty(o, key, stack);
+  }
+}
+
+function walkChain(
+  o: AnyObject,
+  first: AnyObject | null,
+  seen: { kind: boolean; error: boolean; iterator: boolean },
+  stack: Stack,
+): void {
+  if (includes(iteratorPrototypes, first)) seen.iterator = true;
+  for (let p: AnyObject | null = first; p !== null; ) {
+    if (p === ErrorPrototype) seen.error = true;
+    const internals = internalsFor(p);
+    if (internals !== undefined) pushAll(internals(o), stack);
+    if (!seen.kind) {
+      for (let i = 0; i < kinds.length; i++) {
+        const kind = kinds[i]!;
+        if (kind.proto === p && kind.is(o)) {
+          kind.visit(o, stack);
+          seen.kind = true;
+          break;
+        }
+      }
+    }
+    if (hiddenOf(p)?.proxy) return;
+    p = getPrototypeOf(p);
   }
 }
 
@@ -491,6 +544,10 @@ function defaultPromiseConstructor(p: AnyObject): boolean {
 let lastView: unknown;
 
 function checkView(o: unknown, site: Site): void {
+  if (!sealed) {
+    noteImportWrite(o, site);
+    return;
+  }
   if (o === lastView) return;
   if (registered(o)) {
     taint(site);
@@ -502,6 +559,101 @@ function checkView(o: unknown, site: Site): void {
     if (registry.has(buffer as AnyObject)) taint(site);
     else lastView = o;
   }
+}
+
+/**
+ * The built-in objects the prelude and the bootstrap use at run time. The app
+ * may change them while it is imported (the result is its own), but then the
+ * prelude may hand its internal objects to app code: such an app is not
+ * reusable. Writes to them are noticed before sealing (w, wc, wrappers), and
+ * the globals naming them compared when sealing.
+ */
+const intrinsicObjects = privateWeakSet();
+const GLOBAL_NAMES = [
+  "Object",
+  "Function",
+  "Array",
+  "String",
+  "Number",
+  "Boolean",
+  "Symbol",
+  "BigInt",
+  "Math",
+  "JSON",
+  "Reflect",
+  "Promise",
+  "Map",
+  "Set",
+  "WeakMap",
+  "WeakSet",
+  "WeakRef",
+  "RegExp",
+  "Error",
+  "TypeError",
+  "RangeError",
+  "SyntaxError",
+  "ArrayBuffer",
+  "DataView",
+  "Uint8Array",
+  "Uint16Array",
+  "Uint32Array",
+  "Int32Array",
+  "Float64Array",
+  "Intl",
+  "Date",
+] as const;
+const globalValues: unknown[] = [];
+/** Where the app changed a built-in while it was imported (a site id, or a built-in's name). */
+let changedAtImport: Site | undefined;
+
+function noteIntrinsics(): void {
+  const add = (o: unknown) => {
+    if (isObject(o)) intrinsicObjects.add(o);
+  };
+  for (let i = 0; i < GLOBAL_NAMES.length; i++) {
+    const value = getOwnPropertyDescriptor(globalThis, GLOBAL_NAMES[i]!)?.value;
+    globalValues[i] = value;
+    add(value);
+    if (typeof value === "function") add(getOwnPropertyDescriptor(value, "prototype")?.value);
+  }
+  add(TypedArrayProto);
+  add(getPrototypeOf(Uint8Array));
+  for (let i = 0; i < intrinsicSamples.length; i++) {
+    for (
+      let p = protoOf(intrinsicSamples[i]);
+      p !== null && p !== ObjectPrototype;
+      p = getPrototypeOf(p)
+    ) {
+      add(p);
+    }
+  }
+}
+
+/** Before sealing: `o` is about to change; note it if it is a built-in the prelude relies on. */
+function noteImportWrite(o: unknown, where: Site): void {
+  if (changedAtImport === undefined && isObject(o) && intrinsicObjects.has(o)) {
+    changedAtImport = where;
+  }
+}
+
+/** Whether writing into `o` changes state that existed before the execution. */
+function preExisting(o: unknown): boolean {
+  if (registered(o)) return true;
+  if (isView(o)) {
+    const buffer = call0(
+      call0(typedArrayTag, o) !== undefined ? typedArrayBuffer : dataViewBuffer,
+      o,
+    );
+    return registry.has(buffer);
+  }
+  return isTemplateObject(o);
+}
+
+/** Before an object's prototype changes: remember the one it had (see originOf). */
+function noteMove(o: unknown): void {
+  if (!isObject(o) || hiddenOf(o)?.proxy || originOf.get(o) !== undefined) return;
+  const proto = getPrototypeOf(o);
+  if (proto !== null) originOf.set(o, proto);
 }
 
 /** Template objects are made once per call site and reused by every later evaluation. */
@@ -523,8 +675,12 @@ export interface AppGuard {
   /** A `super.x` read: registers the value when the home object is from an earlier epoch. */
   rs<T>(epoch: number, v: T): T;
   t(site: number): void;
-  /** A class hands over the reader of its private fields (a static block). */
+  /** A class hands over the reader of its static private fields (a static block). */
   pr(ctor: AnyObject, reader: (o: AnyObject) => unknown[]): void;
+  /** An instance gets the private fields its class's reader (a private method) reads. */
+  pf(o: AnyObject, reader: (this: AnyObject) => unknown[]): void;
+  /** A super() call returned `o`, on which the class then defined its fields. */
+  sc<T>(o: T, site: number, reader?: (this: AnyObject) => unknown[]): T;
   roots(thunk: () => unknown[]): void;
   install(config: { eval: boolean }): void;
 }
@@ -532,11 +688,16 @@ export interface AppGuard {
 const appGuard: AppGuard = {
   e: 0,
   w(o, site) {
-    if (registered(o)) taint(site);
+    if (sealed) {
+      if (registered(o)) taint(site);
+    } else {
+      noteImportWrite(o, site);
+    }
     return o;
   },
   wc(o, site) {
     if (sealed) checkView(o, site);
+    else noteImportWrite(o, site);
     return o;
   },
   r(v) {
@@ -552,9 +713,17 @@ const appGuard: AppGuard = {
   },
   pr(ctor, reader) {
     privateReaders.set(ctor, reader);
-    const proto = getOwnPropertyDescriptor(ctor, "prototype")?.value;
-    if (isObject(proto)) privateReaders.set(proto, reader);
-    // A class made during an execution is new; one made before is registered with its readers.
+  },
+  pf(o, reader) {
+    const readers = privateHolders.get(o);
+    if (readers === undefined) privateHolders.set(o, [reader]);
+    else if (!includes(readers as unknown as AnyObject[], reader)) arrayPush(readers, reader);
+  },
+  sc(o, site, reader) {
+    // Fields were just defined on it: a write, after the fact (the taint still comes first).
+    if (sealed && preExisting(o)) taint(site);
+    if (reader !== undefined) appGuard.pf(o as AnyObject, reader);
+    return o;
   },
   roots(thunk) {
     rootsThunk = thunk;
@@ -603,7 +772,7 @@ function wrapMethod(
   // A method (not a constructor).
   const wrapper = {
     [key](this: unknown, ...args: unknown[]): unknown {
-      if (sealed && before !== null) before(this, args);
+      if (before !== null) before(this, args);
       const result = ReflectApply(original, this, args);
       if (sealed && after !== null) after(result);
       return result;
@@ -617,30 +786,164 @@ const checkArg =
   (what: string, index = 0) =>
   (_self: unknown, args: unknown[]) =>
     checkView(args[index], what);
-/** A result made by a constructor the caller chose (species, `this`) may be an object that existed before. */
-const checkResult = (what: string) => (result: unknown) => checkView(result, what);
+const OriginalArray = Array;
+const OriginalArrayBuffer = ArrayBuffer;
+const OriginalRegExp = RegExp;
+const TypedArrayConstructors: AnyObject[] = [
+  Int8Array,
+  Uint8Array,
+  Uint8ClampedArray,
+  Int16Array,
+  Uint16Array,
+  Int32Array,
+  Uint32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
+];
+const originalSpecies = new Map<AnyObject, unknown>();
+for (const C of [OriginalArray, OriginalArrayBuffer, OriginalRegExp, ...TypedArrayConstructors]) {
+  originalSpecies.set(C, getter(C, Symbol.species));
+}
+
+/**
+ * The `constructor` an object's species lookup would find, read from
+ * descriptors (no getters run); `false` when only running code could tell
+ * (an accessor, a proxy).
+ */
+function constructorOf(o: unknown): unknown {
+  if (!isObject(o)) return undefined;
+  for (let p: AnyObject | null = o; p !== null; p = getPrototypeOf(p)) {
+    if (hiddenOf(p)?.proxy) return false;
+    const desc = getOwnPropertyDescriptor(p, "constructor");
+    if (desc !== undefined) return "value" in desc ? desc.value : false;
+  }
+  return undefined;
+}
+
+/** Whether `C` is one of `builtins` with its species getter as it was. */
+function defaultConstructor(C: unknown, builtins: AnyObject[]): boolean {
+  if (!includes(builtins, C)) return false;
+  return getter(C as AnyObject, Symbol.species) === originalSpecies.get(C as AnyObject);
+}
+
+/** Which objects the built-in would make for `self`: only its own kind (true), or maybe anything. */
+const arraySpeciesDefault = (self: unknown): boolean =>
+  !isArray(self) ||
+  (() => {
+    const C = constructorOf(self);
+    return C === undefined || defaultConstructor(C, [OriginalArray]);
+  })();
+const arrayStaticDefault = (self: unknown): boolean =>
+  self === OriginalArray || typeof self !== "function";
+const typedArraySpeciesDefault = (self: unknown): boolean =>
+  defaultConstructor(constructorOf(self), TypedArrayConstructors);
+const typedArrayStaticDefault = (self: unknown): boolean => includes(TypedArrayConstructors, self);
+const arrayBufferSpeciesDefault = (self: unknown): boolean =>
+  defaultConstructor(constructorOf(self), [OriginalArrayBuffer]);
+const regexpSpeciesDefault = (self: unknown): boolean =>
+  defaultConstructor(constructorOf(self), [OriginalRegExp]);
+
+/**
+ * Wraps a built-in that makes an object with a constructor the caller
+ * chose (a species, `this`) and writes into it: that object may be one that
+ * existed before. Checked when the call returns; when it throws midway, its
+ * writes cannot be seen, so a caller-chosen constructor taints then.
+ */
+function wrapMaker(
+  target: AnyObject | undefined,
+  key: string,
+  what: string,
+  isDefault: (self: unknown) => boolean,
+  before: ((self: unknown, args: unknown[]) => void) | null = null,
+): void {
+  if (target === undefined) return;
+  const original = getOwnPropertyDescriptor(target, key)?.value as
+    | ((...args: unknown[]) => unknown)
+    | undefined;
+  if (typeof original !== "function") return;
+  const wrapper = {
+    [key](this: unknown, ...args: unknown[]): unknown {
+      if (sealed && before !== null) before(this, args);
+      let result: unknown;
+      try {
+        result = ReflectApply(original, this, args);
+      } catch (e) {
+        if (sealed && !isDefault(this)) taint(what);
+        throw e;
+      }
+      if (sealed) checkView(result, what);
+      return result;
+    },
+  }[key]!;
+  replaceMethod(target, key, wrapper);
+}
 
 function installWrappers(config: { eval: boolean }): void {
   if (installed) return;
   installed = true;
 
-  for (const key of ["assign", "defineProperty", "defineProperties", "setPrototypeOf"]) {
+  for (const key of ["assign", "defineProperty", "defineProperties"]) {
     wrapMethod(Object, key, checkArg(`Object.${key}`));
   }
+  wrapMethod(Object, "setPrototypeOf", (_s, args) => {
+    noteMove(args[0]);
+    if (sealed) checkView(args[0], "Object.setPrototypeOf");
+  });
   wrapMethod(Object, "freeze", (_s, args) => {
-    if (registered(args[0]) && !isFrozen(args[0])) taint("Object.freeze");
+    if (!sealed) noteImportWrite(args[0], "Object.freeze");
+    else if (registered(args[0]) && !isFrozen(args[0])) taint("Object.freeze");
   });
   wrapMethod(Object, "seal", (_s, args) => {
-    if (registered(args[0]) && !isSealed(args[0])) taint("Object.seal");
+    if (!sealed) noteImportWrite(args[0], "Object.seal");
+    else if (registered(args[0]) && !isSealed(args[0])) taint("Object.seal");
   });
   wrapMethod(Object, "preventExtensions", (_s, args) => {
-    if (registered(args[0]) && isExtensible(args[0])) taint("Object.preventExtensions");
+    if (!sealed) noteImportWrite(args[0], "Object.preventExtensions");
+    else if (registered(args[0]) && isExtensible(args[0])) taint("Object.preventExtensions");
   });
-  for (const key of ["defineProperty", "deleteProperty", "setPrototypeOf"]) {
+  for (const key of ["defineProperty", "deleteProperty"]) {
     wrapMethod(Reflect, key, checkArg(`Reflect.${key}`));
   }
+  wrapMethod(Reflect, "setPrototypeOf", (_s, args) => {
+    noteMove(args[0]);
+    if (sealed) checkView(args[0], "Reflect.setPrototypeOf");
+  });
+  // An object constructed with another new.target has that one's prototype:
+  // remember the prototype its constructor would have given it.
+  const construct = Reflect.construct;
+  replaceMethod(
+    Reflect,
+    "construct",
+    {
+      construct(this: unknown, ...args: unknown[]): unknown {
+        const result = ReflectApply(construct, this, args);
+        const target = args[0];
+        const newTarget = args[2];
+        if (
+          newTarget !== undefined &&
+          newTarget !== target &&
+          isObject(result) &&
+          isObject(target)
+        ) {
+          const proto = getOwnPropertyDescriptor(target, "prototype");
+          if (
+            proto !== undefined &&
+            "value" in proto &&
+            isObject(proto.value) &&
+            originOf.get(result) === undefined
+          ) {
+            originOf.set(result, proto.value);
+          }
+        }
+        return result;
+      },
+    }.construct,
+  );
   wrapMethod(Reflect, "preventExtensions", (_s, args) => {
-    if (registered(args[0]) && isExtensible(args[0])) taint("Reflect.preventExtensions");
+    if (!sealed) noteImportWrite(args[0], "Reflect.preventExtensions");
+    else if (registered(args[0]) && isExtensible(args[0])) taint("Reflect.preventExtensions");
   });
   wrapMethod(Reflect, "set", (_s, args) => {
     checkView(args[0], "Reflect.set");
@@ -656,7 +959,9 @@ function installWrappers(config: { eval: boolean }): void {
     // A method (not a constructor), as the original setter.
     const wrappedSet = {
       setProto(this: unknown, v: unknown): void {
-        if (sealed && registered(this)) taint("__proto__");
+        noteMove(this);
+        if (!sealed) noteImportWrite(this, "__proto__");
+        else if (registered(this)) taint("__proto__");
         ReflectApply(set, this, [v]);
       },
     }.setProto;
@@ -666,37 +971,30 @@ function installWrappers(config: { eval: boolean }): void {
   }
 
   const arrayProto = Array.prototype;
-  for (const key of [
-    "copyWithin",
-    "fill",
-    "pop",
-    "push",
-    "reverse",
-    "shift",
-    "sort",
+  for (const key of ["copyWithin", "fill", "pop", "push", "reverse", "shift", "sort", "unshift"]) {
+    wrapMethod(arrayProto, key, checkThis(`Array.prototype.${key}`));
+  }
+  wrapMaker(
+    arrayProto,
     "splice",
-    "unshift",
-  ]) {
-    wrapMethod(
-      arrayProto,
-      key,
-      checkThis(`Array.prototype.${key}`),
-      key === "splice" ? checkResult("Array.prototype.splice") : null,
-    );
-  }
+    "Array.prototype.splice",
+    arraySpeciesDefault,
+    checkThis("Array.prototype.splice"),
+  );
   for (const key of ["concat", "filter", "flat", "flatMap", "map", "slice"]) {
-    wrapMethod(arrayProto, key, null, checkResult(`Array.prototype.${key}`));
+    wrapMaker(arrayProto, key, `Array.prototype.${key}`, arraySpeciesDefault);
   }
-  for (const key of ["from", "of"]) wrapMethod(Array, key, null, checkResult(`Array.${key}`));
+  for (const key of ["from", "of"]) wrapMaker(Array, key, `Array.${key}`, arrayStaticDefault);
   const TypedArray = getPrototypeOf(Uint8Array) as AnyObject;
   for (const key of ["copyWithin", "fill", "reverse", "set", "sort"]) {
     wrapMethod(TypedArrayProto, key, checkThis(`TypedArray.prototype.${key}`));
   }
   for (const key of ["filter", "map", "slice", "subarray"]) {
-    wrapMethod(TypedArrayProto, key, null, checkResult(`TypedArray.prototype.${key}`));
+    wrapMaker(TypedArrayProto, key, `TypedArray.prototype.${key}`, typedArraySpeciesDefault);
   }
-  for (const key of ["from", "of"])
-    wrapMethod(TypedArray, key, null, checkResult(`TypedArray.${key}`));
+  for (const key of ["from", "of"]) {
+    wrapMaker(TypedArray, key, `TypedArray.${key}`, typedArrayStaticDefault);
+  }
   const dataViewKeys = ownKeys(DataView.prototype);
   for (let i = 0; i < dataViewKeys.length; i++) {
     const key = dataViewKeys[i]!;
@@ -707,16 +1005,16 @@ function installWrappers(config: { eval: boolean }): void {
   for (const key of ["resize", "transfer", "transferToFixedLength"]) {
     wrapMethod(ArrayBuffer.prototype, key, checkThis(`ArrayBuffer.prototype.${key}`));
   }
-  wrapMethod(ArrayBuffer.prototype, "slice", null, checkResult("ArrayBuffer.prototype.slice"));
+  wrapMaker(
+    ArrayBuffer.prototype,
+    "slice",
+    "ArrayBuffer.prototype.slice",
+    arrayBufferSpeciesDefault,
+  );
   const SharedArrayBufferProto = (globalThis as { SharedArrayBuffer?: { prototype: AnyObject } })
     .SharedArrayBuffer?.prototype;
   wrapMethod(SharedArrayBufferProto, "grow", checkThis("SharedArrayBuffer.prototype.grow"));
-  wrapMethod(
-    SharedArrayBufferProto,
-    "slice",
-    null,
-    checkResult("SharedArrayBuffer.prototype.slice"),
-  );
+  wrapMaker(SharedArrayBufferProto, "slice", "SharedArrayBuffer.prototype.slice", () => false);
   for (const key of ["add", "and", "compareExchange", "exchange", "or", "store", "sub", "xor"]) {
     wrapMethod(Atomics, key, checkArg(`Atomics.${key}`));
   }
@@ -775,8 +1073,12 @@ function installWrappers(config: { eval: boolean }): void {
   // a registered regular expression gets it back at the end (endExecution).
   const protocol = [Symbol.match, Symbol.matchAll, Symbol.replace, Symbol.search, Symbol.split];
   for (let i = 0; i < protocol.length; i++) {
-    wrapMethod(RegExp.prototype, protocol[i]!, (self) => {
+    const symbol = protocol[i]!;
+    // @@split and @@matchAll also set it on an object their species constructor makes.
+    const usesSpecies = symbol === Symbol.split || symbol === Symbol.matchAll;
+    wrapMethod(RegExp.prototype, symbol, (self) => {
       if (registered(self) && !brand(regexpSource, self)) taint("the RegExp protocol on an object");
+      if (usesSpecies && !regexpSpeciesDefault(self)) taint("a RegExp species constructor");
     });
   }
   // Generators: advancing one that existed before changes it.
@@ -792,6 +1094,7 @@ function installWrappers(config: { eval: boolean }): void {
   wrapBind();
   wrapProxy();
   wrapDynamicCode(config.eval);
+  noteIntrinsics();
   // toString of a wrapper shows the original's (native) source.
   replaceMethod(
     Function.prototype,
@@ -818,7 +1121,7 @@ function wrapJsonParse(): void {
         return ReflectApply(parse, this, [
           text,
           function (this: unknown, k: string, v: unknown): unknown {
-            if (sealed && registered(this)) taint("JSON.parse's reviver");
+            if (sealed) checkView(this, "JSON.parse's reviver");
             return ReflectApply(f, this, [k, v]);
           },
         ]);
@@ -897,8 +1200,8 @@ function wrapProxy(): void {
   const OriginalProxy = Proxy;
   const record = (proxy: AnyObject, target: unknown, handler: unknown) => {
     hidden.set(proxy, { proxy: true, refs: [target, handler] });
-    // Writes through a proxy of a registered object reach that object.
-    if (sealed && registered(target)) registry.add(proxy);
+    // Writes through a proxy of a registered object (or of a view of a registered buffer) reach it.
+    if (sealed && preExisting(target)) registry.add(proxy);
   };
   // A bound function: constructible, without a `prototype`, like Proxy itself.
   function ProxyImpl(this: unknown, target: AnyObject, handler: ProxyHandler<AnyObject>): unknown {
@@ -1023,37 +1326,9 @@ export interface SealResult {
 
 /** Intrinsics reachable only through instances, and the iterator prototypes. */
 function sealIntrinsics(): void {
-  const samples: unknown[] = [
-    async () => {},
-    function* () {},
-    async function* () {},
-    (function* () {})(),
-    (async function* () {})(),
-    [][Symbol.iterator](),
-    new Map()[Symbol.iterator](),
-    new Set()[Symbol.iterator](),
-    ""[Symbol.iterator](),
-    "".matchAll(/(?:)/g),
-  ];
-  const segmenter = (Intl as { Segmenter?: new () => { segment(s: string): object } }).Segmenter;
-  if (segmenter) {
-    const segments = new segmenter().segment("");
-    arrayPush(samples, segments, (segments as Iterable<unknown>)[Symbol.iterator]());
-  }
-  const values = [][Symbol.iterator]() as { map?: (f: (x: unknown) => unknown) => unknown };
-  if (typeof values.map === "function")
-    arrayPush(
-      samples,
-      values.map((x) => x),
-    );
-  // The iterators among the samples: their prototypes mark iterator objects.
-  for (let i = 5; i < samples.length; i++) {
-    const proto = protoOf(samples[i]);
-    if (proto !== null && !includes(iteratorPrototypes, proto))
-      arrayPush(iteratorPrototypes, proto);
-  }
-  for (let i = 0; i < samples.length; i++) register(protoOf(samples[i]));
+  for (let i = 0; i < intrinsicSamples.length; i++) register(protoOf(intrinsicSamples[i]));
   for (let i = 0; i < preludePrototypes.length; i++) register(preludePrototypes[i]);
+  for (let i = 0; i < preludeObjects.length; i++) register(preludeObjects[i]);
 }
 
 /**
@@ -1080,6 +1355,14 @@ export function seal(loaded: () => unknown[]): SealResult {
   }
   if (importDynamicCode)
     unsafeReason ??= "the app made code from a string while its modules were imported";
+  for (let i = 0; i < GLOBAL_NAMES.length; i++) {
+    if (getOwnPropertyDescriptor(globalThis, GLOBAL_NAMES[i]!)?.value !== globalValues[i]) {
+      changedAtImport ??= `the global ${GLOBAL_NAMES[i]}`;
+    }
+  }
+  if (changedAtImport !== undefined) {
+    unsafeReason ??= `the app changed a built-in object while its modules were imported (${typeof changedAtImport === "number" ? `site ${changedAtImport}` : changedAtImport})`;
+  }
   if (tainted) unsafeReason ??= `sealing: ${taintReason}`;
   sealed = true;
   appGuard.e = 1;
@@ -1100,9 +1383,10 @@ function resetRegExpStatics(): void {
 /** Starts an execution in a new epoch. */
 export function beginExecution(): void {
   lastView = undefined;
+  // In every context, sealed or not: each execution starts with the same statics.
+  resetRegExpStatics();
   if (!sealed) return;
   appGuard.e++;
-  resetRegExpStatics();
 }
 
 /**
@@ -1153,9 +1437,39 @@ export function guardAtEnd(undo: () => void): void {
   if (sealed) arrayPush(atEnd, undo);
 }
 
-/** A prelude module made these values during an execution: they exist for later ones. */
+/**
+ * A prelude module made these values, which user code can reach (lazily
+ * evaluated modules make them during an execution): they exist for later
+ * executions. Registered now when sealed, else when sealing.
+ */
 export function guardLoaded(values: unknown[]): void {
-  if (sealed) register(values);
+  if (!sealed) arrayPush(preludeObjects, values);
+  else if (loading > 0) arrayPush(loadedWhileLoading, values);
+  else register(values);
+}
+
+/** Depth of lazily evaluated prelude modules being evaluated (guardLoading). */
+let loading = 0;
+const loadedWhileLoading: unknown[] = [];
+
+/**
+ * Evaluates a lazily loaded prelude module: what it provides is registered
+ * once it is complete (a module still defining its classes would taint the
+ * context by its own writes).
+ */
+export function guardLoading<T>(evaluate: () => T): T {
+  loading++;
+  try {
+    return evaluate();
+  } finally {
+    loading--;
+    if (loading === 0 && loadedWhileLoading.length > 0) {
+      const values: unknown[] = [];
+      for (let i = 0; i < loadedWhileLoading.length; i++) values[i] = loadedWhileLoading[i];
+      loadedWhileLoading.length = 0;
+      register(values);
+    }
+  }
 }
 
 /** A prelude method is about to change `o` (a Headers, an EventTarget, …). */

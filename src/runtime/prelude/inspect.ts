@@ -9,6 +9,7 @@
  * one log entry), cannot see inside Promises, Proxies or Map/Set iterators
  * (no engine internals here), and shows no colors.
  */
+import { guardLoaded } from "./guard.js";
 import {
   bigintValueOf,
   booleanValueOf,
@@ -877,3 +878,6 @@ export function format(...args: unknown[]): string {
   }
   return str;
 }
+
+// Custom inspect methods of the app's receive this function.
+guardLoaded([inspect]);

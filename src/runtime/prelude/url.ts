@@ -11,7 +11,7 @@
  * guard's back (guard.ts). Every attribute and method is delegated; setters
  * and mutating methods report to the guard first.
  */
-import { guardInternals, guardIteratorPrototype, guardWrite, weakMapGet } from "./guard.js";
+import { guardInternals, guardWrite, weakMapGet } from "./guard.js";
 import { inspectCustom, provideGlobals } from "./util.js";
 
 type Callable = (...args: unknown[]) => unknown;
@@ -169,12 +169,51 @@ for (const key of ["canParse", "parse"]) {
 }
 Object.defineProperty(URL, "length", { value: 1, configurable: true });
 
-// An iterator of whatwg-url's advances unseen: the guard treats one that existed before as unwatchable.
-guardIteratorPrototype(
-  Object.getPrototypeOf(
-    (new whatwg.URLSearchParams() as { entries(): object }).entries(),
-  ) as object,
-);
+// Iteration: whatwg-url's iterators and forEach would hand user code its own
+// objects. Ours are generators (advancing one that existed before taints the
+// context) over whatwg-url's live iterator, and forEach passes our object.
+{
+  const proto = URLSearchParams.prototype as unknown as Record<PropertyKey, unknown>;
+  const theirs = whatwg.URLSearchParams.prototype as unknown as Record<PropertyKey, Callable>;
+  const iterate = (method: Callable) =>
+    function* (this: unknown) {
+      const it = ReflectApply(method, inner(params, this, "entries"), []) as Iterator<unknown>;
+      for (;;) {
+        const step = it.next();
+        if (step.done) return;
+        yield step.value;
+      }
+    };
+  for (const key of ["entries", "keys", "values"] as const) {
+    const method = theirs[key]!;
+    Object.defineProperty(proto, key, {
+      ...Object.getOwnPropertyDescriptor(proto, key),
+      value: like({ [key]: iterate(method) }[key]!, method),
+    });
+  }
+  Object.defineProperty(proto, Symbol.iterator, {
+    ...Object.getOwnPropertyDescriptor(proto, Symbol.iterator),
+    value: proto.entries,
+  });
+  const forEach = theirs.forEach!;
+  Object.defineProperty(proto, "forEach", {
+    ...Object.getOwnPropertyDescriptor(proto, "forEach"),
+    value: like(
+      {
+        forEach(this: URLSearchParams, callback: unknown, thisArg?: unknown) {
+          inner(params, this, "forEach");
+          if (typeof callback !== "function") {
+            // whatwg-url's own error for a callback that is not a function.
+            return ReflectApply(forEach, inner(params, this, "forEach"), [callback, thisArg]);
+          }
+          const entries = (this as unknown as { entries(): Iterable<[string, string]> }).entries();
+          for (const [key, value] of entries) ReflectApply(callback, thisArg, [value, key, this]);
+        },
+      }.forEach,
+      forEach,
+    ),
+  });
+}
 guardInternals(URL.prototype, (o) => [weakMapGet(urls, o), weakMapGet(paramsOfUrl, o)]);
 guardInternals(URLSearchParams.prototype, (o) => [weakMapGet(params, o)]);
 

@@ -3,7 +3,7 @@
  * isolate: only ECMAScript builtins are available.
  */
 
-import { guardAtEnd, guardLoaded } from "./guard.js";
+import { guardAtEnd, guardLoaded, guardLoading, guardWrite } from "./guard.js";
 
 // Captured before user code runs (which may replace them, and which the guard wraps).
 const ReflectDefineProperty = Reflect.defineProperty;
@@ -57,14 +57,21 @@ const lazyGlobals: Record<string, LazyGlobal> = Object.create(null);
  * require() when the script is evaluated, which costs time in every context.)
  */
 export function provideGlobals(values: Record<string, unknown>): void {
-  for (const name in values) preludeValues[name] = values[name];
+  const list: unknown[] = [];
+  for (const name in values) {
+    preludeValues[name] = values[name];
+    list[list.length] = values[name];
+  }
+  // Made now (also as another module's dependency), as a fresh context would
+  // make them on first use: what exists from here on.
+  guardLoaded(list);
 }
 
 /** A group's values, evaluating its module on first call. */
 function groupValues(group: LazyGroup): Record<string, unknown> {
   let values = group.values;
   if (values === undefined) {
-    group.load();
+    guardLoading(group.load);
     values = {};
     const list: unknown[] = [];
     for (const name of group.names) {
@@ -128,6 +135,7 @@ function defineLazyGlobal(name: string, group: LazyGroup): void {
     set(this: unknown, value: unknown): void {
       const target = this ?? globalThis;
       if (typeof target !== "object" && typeof target !== "function") return;
+      guardWrite(target, `the global ${name}`);
       const ok = ReflectDefineProperty(target, name, {
         value,
         writable: true,
@@ -201,14 +209,17 @@ export const cloneHooks: {
  * the prelude's value of the global `name` (see loadedGlobal).
  */
 export function setInterfaceName(ctor: { prototype: object; name: string }, name: string): void {
-  if (ctor.name !== name) Object.defineProperty(ctor, "name", { value: name, configurable: true });
+  if (ctor.name !== name) ReflectDefineProperty(ctor, "name", { value: name, configurable: true });
   preludeValues[name] = ctor;
-  Object.defineProperty(ctor.prototype, Symbol.toStringTag, {
+  ReflectDefineProperty(ctor.prototype, Symbol.toStringTag, {
     value: name,
     writable: false,
     enumerable: false,
     configurable: true,
   });
+  // Its instances may reach user code before its global is read (a Blob from
+  // Response#blob): the class exists from now on, as it would in a fresh context.
+  guardLoaded([ctor]);
 }
 
 /** Symbol Node's util.inspect (and our console) use for custom formatting. */
