@@ -1,8 +1,8 @@
 /**
  * Runtime section: uncached executions of (a) a point-read query, (b) an
  * insert mutation, (c) a 100-document index scan query, through the whole
- * function path (bundled app, argument validation, a fresh isolate context
- * per execution, syscalls, durable commits), next to the same functions
+ * function path (bundled app, argument validation, isolate contexts reused
+ * while clean, syscalls, durable commits), next to the same functions
  * under `convex-test` (the official in-process mock: no isolation, no
  * durability) in the same run.
  */

@@ -28,6 +28,23 @@ import {
   validateWrite,
 } from "./validators.js";
 
+/**
+ * A fresh 128-bit seed per execution. Drawn from a pooled buffer: a
+ * `randomBytes` call per execution cost ~4% of a point-read query's time.
+ */
+const SEED_BYTES = 16;
+let seedPool = Buffer.alloc(0);
+let seedOffset = 0;
+function executionSeed(): string {
+  if (seedOffset + SEED_BYTES > seedPool.length) {
+    seedPool = randomBytes(SEED_BYTES * 256);
+    seedOffset = 0;
+  }
+  const seed = seedPool.toString("hex", seedOffset, seedOffset + SEED_BYTES);
+  seedOffset += SEED_BYTES;
+  return seed;
+}
+
 export type FunctionKind = "query" | "mutation";
 
 /** Why a function call failed; `message` is what its caller sees. */
@@ -219,7 +236,7 @@ export class FunctionRunner {
         module: fn.module,
         exportName: fn.exportName,
         argsJson: stringifyValue(args === undefined ? {} : args),
-        seed: randomBytes(16).toString("hex"),
+        seed: executionSeed(),
         nowMs: Date.now(),
         timeLimitMs: this.options.timeLimitMs,
       },

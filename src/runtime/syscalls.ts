@@ -104,205 +104,222 @@ function optionalTable(args: Record<string, unknown>): string | undefined {
   return t;
 }
 
-export function udfSyscalls(env: UdfEnvironment): SyscallHandler {
-  const { tx } = env;
-  const streams = new Map<number, QueryStream>();
-  let nextQueryId = 1;
-  const mutation = env.kind === "mutation";
+/** The state of one execution's syscalls; the op tables below are shared by all executions. */
+interface UdfState {
+  readonly env: UdfEnvironment;
+  readonly tx: Transaction;
+  readonly streams: Map<number, QueryStream>;
+  nextQueryId: number;
+  readonly mutation: boolean;
+}
 
-  /** The table an ID points at, checking `db.get` vs `db.system.get` and an explicit table name. */
-  function tableFor(
-    id: string,
-    table: string | undefined,
-    isSystem: boolean,
-    what: string,
-  ): string | null {
-    let tableName: string | undefined;
+/** The table an ID points at, checking `db.get` vs `db.system.get` and an explicit table name. */
+function tableFor(
+  tx: Transaction,
+  id: string,
+  table: string | undefined,
+  isSystem: boolean,
+  what: string,
+): string | null {
+  let tableName: string | undefined;
+  try {
+    tableName = tx.tableOfId(id)?.name;
+  } catch (e) {
+    if (e instanceof ValueError)
+      throw new SyscallError(`Invalid argument \`id\` for \`${what}\`: ${e.message}`);
+    throw e;
+  }
+  if (table !== undefined && tableName !== undefined && table !== tableName) {
+    throw new SyscallError(
+      `Invalid argument \`id\` for \`${what}\`: ID ${JSON.stringify(id)} belongs to table ${JSON.stringify(tableName)}, not ${JSON.stringify(table)}`,
+    );
+  }
+  if (tableName === undefined || HIDDEN_TABLES.has(tableName)) return null;
+  assertTableAccess(tableName, isSystem, what.replace(/^db\./, "").replace(/^system\./, ""));
+  return tableName;
+}
+
+function startQuery(args: Record<string, unknown>): ParsedQueryWithTable {
+  const query = parseQuery(args.query);
+  if (HIDDEN_TABLES.has(query.source.table))
+    throw new SyscallError(`Table ${query.source.table} not found`);
+  return query;
+}
+
+const SYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => unknown> = {
+  "1.0/queryStream": (s, a) => {
+    const id = s.nextQueryId++;
+    s.streams.set(id, new QueryStream(s.tx, startQuery(a)));
+    return { queryId: id };
+  },
+  "1.0/queryCleanup": (s, a) => s.streams.delete(a.queryId as number),
+  "1.0/db/normalizeId": (s, a) => {
+    const table = a.table;
+    const idString = a.idString;
+    if (typeof table !== "string" || typeof idString !== "string")
+      throw new SyscallError("Invalid arguments for normalizeId");
+    let id: string | null = null;
     try {
-      tableName = tx.tableOfId(id)?.name;
+      const { tableNumber } = decodeDocumentId(idString);
+      if (!HIDDEN_TABLES.has(table) && s.tx.table(table)?.number === tableNumber) id = idString;
     } catch (e) {
-      if (e instanceof ValueError)
-        throw new SyscallError(`Invalid argument \`id\` for \`${what}\`: ${e.message}`);
-      throw e;
+      if (!(e instanceof ValueError)) throw e;
     }
-    if (table !== undefined && tableName !== undefined && table !== tableName) {
+    return { id };
+  },
+  "1.0/getSnapshotTs": (s) => toJson(s.tx.beginTs),
+};
+
+const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Promise<unknown>> = {
+  "1.0/get": async (s, a) => {
+    const id = idArg(a.id, "db.get");
+    const table = tableFor(s.tx, id, optionalTable(a), a.isSystem === true, "db.get");
+    if (table === null) return null;
+    const doc = await s.tx.get(id);
+    return doc === null ? null : toJson(doc);
+  },
+  "1.0/insert": async (s, a) => {
+    if (!s.mutation)
+      throw new SyscallError("Can't insert documents in a query: only mutations can write");
+    if (typeof a.table !== "string")
+      throw new SyscallError("Invalid argument `table` for `db.insert`");
+    if (a.table.startsWith("_"))
+      throw new SyscallError("System tables (prefixed with `_`) are read-only.");
+    const value = fromJson(a.value);
+    return { _id: await s.tx.insert(a.table, value) };
+  },
+  "1.0/shallowMerge": async (s, a) => {
+    if (!s.mutation)
+      throw new SyscallError("Can't patch documents in a query: only mutations can write");
+    const id = idArg(a.id, "db.patch");
+    if (tableFor(s.tx, id, optionalTable(a), false, "db.patch") === null) {
       throw new SyscallError(
-        `Invalid argument \`id\` for \`${what}\`: ID ${JSON.stringify(id)} belongs to table ${JSON.stringify(tableName)}, not ${JSON.stringify(table)}`,
+        `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be patched`,
       );
     }
-    if (tableName === undefined || HIDDEN_TABLES.has(tableName)) return null;
-    assertTableAccess(tableName, isSystem, what.replace(/^db\./, "").replace(/^system\./, ""));
-    return tableName;
+    if (!isPlainObject(a.value)) throw new SyscallError("The value of a patch must be an object");
+    const value: Record<string, Value | undefined> = {};
+    for (const [k, v] of Object.entries(a.value)) value[k] = fromJsonOrUndefined(v);
+    await s.tx.patch(id, value);
+    return null;
+  },
+  "1.0/replace": async (s, a) => {
+    if (!s.mutation)
+      throw new SyscallError("Can't replace documents in a query: only mutations can write");
+    const id = idArg(a.id, "db.replace");
+    if (tableFor(s.tx, id, optionalTable(a), false, "db.replace") === null) {
+      throw new SyscallError(
+        `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be replaced`,
+      );
+    }
+    await s.tx.replace(id, fromJson(a.value));
+    return null;
+  },
+  "1.0/remove": async (s, a) => {
+    if (!s.mutation)
+      throw new SyscallError("Can't delete documents in a query: only mutations can write");
+    const id = idArg(a.id, "db.delete");
+    if (tableFor(s.tx, id, optionalTable(a), false, "db.delete") === null) {
+      throw new SyscallError(
+        `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be deleted`,
+      );
+    }
+    await s.tx.delete(id);
+    return null;
+  },
+  "1.0/queryStreamNext": async (s, a) => {
+    const stream = s.streams.get(a.queryId as number);
+    if (stream === undefined) throw new SyscallError("This query was already closed");
+    const doc: Document | null = await stream.next();
+    if (doc === null) {
+      s.streams.delete(a.queryId as number);
+      return { value: null, done: true };
+    }
+    return { value: toJson(doc), done: false };
+  },
+  "1.0/queryPage": async (s, a) => {
+    const query = startQuery(a);
+    const result = await queryPage(s.tx, query, {
+      cursor: (a.cursor as string | null | undefined) ?? null,
+      endCursor: (a.endCursor as string | null | undefined) ?? null,
+      pageSize: a.pageSize as number,
+      maximumRowsRead: (a.maximumRowsRead as number | null | undefined) ?? null,
+    });
+    return { ...result, page: result.page.map((d) => toJson(d)) };
+  },
+  "1.0/count": async (s, a) => {
+    if (typeof a.table !== "string" || HIDDEN_TABLES.has(a.table))
+      throw new SyscallError("Invalid table for count");
+    return s.tx.count(a.table);
+  },
+  "1.0/getUserIdentity": async (s) => (s.env.identity === null ? null : toJson(s.env.identity)),
+  "1.0/getTransactionMetrics": async (s) => {
+    const c = s.tx.counters;
+    const l = s.tx.limits;
+    const metric = (used: number, limit: number) => ({
+      used,
+      remaining: Math.max(0, limit - used),
+    });
+    const none = { used: 0, remaining: 0 };
+    return {
+      bytesRead: metric(c.bytesRead, l.maxBytesRead),
+      bytesWritten: metric(c.bytesWritten, l.maxBytesWritten),
+      databaseQueries: metric(c.indexRanges, l.maxIndexRanges),
+      documentsRead: metric(c.documentsRead, l.maxDocumentsRead),
+      documentsWritten: metric(c.documentsWritten, l.maxDocumentsWritten),
+      functionsScheduled: none,
+      scheduledFunctionArgsBytes: none,
+      filesWritten: none,
+      fileWriteBytes: none,
+      filesRead: none,
+      fileReadBytes: none,
+    };
+  },
+  "1.0/getFunctionMetadata": async (s) => ({ name: s.env.functionName, componentPath: "" }),
+  "1.0/getDeploymentMetadata": async (s) => toJson(s.env.deployment as unknown as Value),
+};
+
+export function udfSyscalls(env: UdfEnvironment): SyscallHandler {
+  const state: UdfState = {
+    env,
+    tx: env.tx,
+    streams: new Map(),
+    nextQueryId: 1,
+    mutation: env.kind === "mutation",
+  };
+  return new UdfSyscalls(state);
+}
+
+class UdfSyscalls implements SyscallHandler {
+  constructor(private readonly state: UdfState) {}
+
+  sync(op: string, args: unknown): unknown {
+    const f = SYNC_OPS[op];
+    if (f === undefined) {
+      if (op in NOT_SUPPORTED)
+        throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
+      throw new SyscallError(`Unknown operation ${op}`);
+    }
+    try {
+      return f(this.state, argsObject(args, op));
+    } catch (e) {
+      throw translate(e);
+    }
   }
 
-  function startQuery(args: Record<string, unknown>): ParsedQueryWithTable {
-    const query = parseQuery(args.query);
-    if (HIDDEN_TABLES.has(query.source.table))
-      throw new SyscallError(`Table ${query.source.table} not found`);
-    return query;
+  async async(op: string, args: unknown): Promise<unknown> {
+    const f = ASYNC_OPS[op];
+    if (f === undefined) {
+      if (op in NOT_SUPPORTED)
+        throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
+      throw new SyscallError(`Unknown async operation ${op}`);
+    }
+    try {
+      return await f(this.state, argsObject(args, op));
+    } catch (e) {
+      throw translate(e);
+    }
   }
-
-  const sync: Record<string, (a: Record<string, unknown>) => unknown> = {
-    "1.0/queryStream": (a) => {
-      const id = nextQueryId++;
-      streams.set(id, new QueryStream(tx, startQuery(a)));
-      return { queryId: id };
-    },
-    "1.0/queryCleanup": (a) => streams.delete(a.queryId as number),
-    "1.0/db/normalizeId": (a) => {
-      const table = a.table;
-      const idString = a.idString;
-      if (typeof table !== "string" || typeof idString !== "string")
-        throw new SyscallError("Invalid arguments for normalizeId");
-      let id: string | null = null;
-      try {
-        const { tableNumber } = decodeDocumentId(idString);
-        if (!HIDDEN_TABLES.has(table) && tx.table(table)?.number === tableNumber) id = idString;
-      } catch (e) {
-        if (!(e instanceof ValueError)) throw e;
-      }
-      return { id };
-    },
-    "1.0/getSnapshotTs": () => toJson(tx.beginTs),
-  };
-
-  const async: Record<string, (a: Record<string, unknown>) => Promise<unknown>> = {
-    "1.0/get": async (a) => {
-      const id = idArg(a.id, "db.get");
-      const table = tableFor(id, optionalTable(a), a.isSystem === true, "db.get");
-      if (table === null) return null;
-      const doc = await tx.get(id);
-      return doc === null ? null : toJson(doc);
-    },
-    "1.0/insert": async (a) => {
-      if (!mutation)
-        throw new SyscallError("Can't insert documents in a query: only mutations can write");
-      if (typeof a.table !== "string")
-        throw new SyscallError("Invalid argument `table` for `db.insert`");
-      if (a.table.startsWith("_"))
-        throw new SyscallError("System tables (prefixed with `_`) are read-only.");
-      const value = fromJson(a.value);
-      return { _id: await tx.insert(a.table, value) };
-    },
-    "1.0/shallowMerge": async (a) => {
-      if (!mutation)
-        throw new SyscallError("Can't patch documents in a query: only mutations can write");
-      const id = idArg(a.id, "db.patch");
-      if (tableFor(id, optionalTable(a), false, "db.patch") === null) {
-        throw new SyscallError(
-          `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be patched`,
-        );
-      }
-      if (!isPlainObject(a.value)) throw new SyscallError("The value of a patch must be an object");
-      const value: Record<string, Value | undefined> = {};
-      for (const [k, v] of Object.entries(a.value)) value[k] = fromJsonOrUndefined(v);
-      await tx.patch(id, value);
-      return null;
-    },
-    "1.0/replace": async (a) => {
-      if (!mutation)
-        throw new SyscallError("Can't replace documents in a query: only mutations can write");
-      const id = idArg(a.id, "db.replace");
-      if (tableFor(id, optionalTable(a), false, "db.replace") === null) {
-        throw new SyscallError(
-          `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be replaced`,
-        );
-      }
-      await tx.replace(id, fromJson(a.value));
-      return null;
-    },
-    "1.0/remove": async (a) => {
-      if (!mutation)
-        throw new SyscallError("Can't delete documents in a query: only mutations can write");
-      const id = idArg(a.id, "db.delete");
-      if (tableFor(id, optionalTable(a), false, "db.delete") === null) {
-        throw new SyscallError(
-          `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be deleted`,
-        );
-      }
-      await tx.delete(id);
-      return null;
-    },
-    "1.0/queryStreamNext": async (a) => {
-      const stream = streams.get(a.queryId as number);
-      if (stream === undefined) throw new SyscallError("This query was already closed");
-      const doc: Document | null = await stream.next();
-      if (doc === null) {
-        streams.delete(a.queryId as number);
-        return { value: null, done: true };
-      }
-      return { value: toJson(doc), done: false };
-    },
-    "1.0/queryPage": async (a) => {
-      const query = startQuery(a);
-      const result = await queryPage(tx, query, {
-        cursor: (a.cursor as string | null | undefined) ?? null,
-        endCursor: (a.endCursor as string | null | undefined) ?? null,
-        pageSize: a.pageSize as number,
-        maximumRowsRead: (a.maximumRowsRead as number | null | undefined) ?? null,
-      });
-      return { ...result, page: result.page.map((d) => toJson(d)) };
-    },
-    "1.0/count": async (a) => {
-      if (typeof a.table !== "string" || HIDDEN_TABLES.has(a.table))
-        throw new SyscallError("Invalid table for count");
-      return tx.count(a.table);
-    },
-    "1.0/getUserIdentity": async () => (env.identity === null ? null : toJson(env.identity)),
-    "1.0/getTransactionMetrics": async () => {
-      const c = tx.counters;
-      const l = tx.limits;
-      const metric = (used: number, limit: number) => ({
-        used,
-        remaining: Math.max(0, limit - used),
-      });
-      const none = { used: 0, remaining: 0 };
-      return {
-        bytesRead: metric(c.bytesRead, l.maxBytesRead),
-        bytesWritten: metric(c.bytesWritten, l.maxBytesWritten),
-        databaseQueries: metric(c.indexRanges, l.maxIndexRanges),
-        documentsRead: metric(c.documentsRead, l.maxDocumentsRead),
-        documentsWritten: metric(c.documentsWritten, l.maxDocumentsWritten),
-        functionsScheduled: none,
-        scheduledFunctionArgsBytes: none,
-        filesWritten: none,
-        fileWriteBytes: none,
-        filesRead: none,
-        fileReadBytes: none,
-      };
-    },
-    "1.0/getFunctionMetadata": async () => ({ name: env.functionName, componentPath: "" }),
-    "1.0/getDeploymentMetadata": async () => toJson(env.deployment as unknown as Value),
-  };
-
-  return {
-    sync(op, args) {
-      const f = sync[op];
-      if (f === undefined) {
-        if (op in NOT_SUPPORTED)
-          throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
-        throw new SyscallError(`Unknown operation ${op}`);
-      }
-      try {
-        return f(argsObject(args, op));
-      } catch (e) {
-        throw translate(e);
-      }
-    },
-    async async(op, args) {
-      const f = async[op];
-      if (f === undefined) {
-        if (op in NOT_SUPPORTED)
-          throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
-        throw new SyscallError(`Unknown async operation ${op}`);
-      }
-      try {
-        return await f(argsObject(args, op));
-      } catch (e) {
-        throw translate(e);
-      }
-    },
-  };
 }
 
 type ParsedQueryWithTable = ReturnType<typeof parseQuery>;
