@@ -1,39 +1,21 @@
 #!/usr/bin/env node
-// Tessera's command-line entry point. Subcommands land with the issues that
-// build them; until then they say so and exit with an error.
-import { readFileSync } from "node:fs";
+// Tessera's command-line entry point. isolated-vm needs Node's startup
+// snapshot off (--no-node-snapshot), which only a new process can have: this
+// script starts one running src/cli/main.ts through tsx, passes signals on
+// and exits with its code.
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 
-const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
-const [command] = process.argv.slice(2);
-
-const usage = `tessera ${pkg.version}: a backend that runs Convex apps
-
-Usage:
-  tessera serve   serve a Convex app (not available yet)
-  tessera dev     develop a Convex app against a local server (not available yet)
-  tessera --version
-`;
-
-switch (command) {
-  case undefined:
-  case "help":
-  case "--help":
-  case "-h":
-    process.stdout.write(usage);
-    break;
-  case "--version":
-  case "-v":
-    process.stdout.write(`${pkg.version}\n`);
-    break;
-  case "serve":
-  case "dev":
-    process.stderr.write(
-      `tessera ${command}: not supported yet: this version contains the storage engine only; ` +
-        "serving Convex apps arrives with the function runtime, sync protocol and deploy work.\n",
-    );
-    process.exitCode = 2;
-    break;
-  default:
-    process.stderr.write(`tessera: unknown command ${JSON.stringify(command)}\n\n${usage}`);
-    process.exitCode = 2;
+const entry = new URL("../src/cli/main.ts", import.meta.url);
+const tsx = import.meta.resolve("tsx");
+const child = spawn(
+  process.execPath,
+  ["--no-node-snapshot", "--import", tsx, fileURLToPath(entry), ...process.argv.slice(2)],
+  { stdio: "inherit" },
+);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(signal, () => child.kill(signal));
 }
+child.on("exit", (code, signal) => {
+  process.exitCode = code ?? (signal ? 128 : 1);
+});

@@ -13,7 +13,7 @@ import type {
 } from "../persistence/index.js";
 import { type Document, keySuccessor, parseStoredValue, stringifyValue } from "../values/index.js";
 import { Catalog, INDEX_TABLE, type IndexInfo, TABLES_TABLE } from "./catalog.js";
-import { CommitLog, type WrittenKey } from "./commitLog.js";
+import { CommitLog, type CommitRecord, type WrittenKey } from "./commitLog.js";
 import { DocumentCache, deepFreeze } from "./documentCache.js";
 import { ConflictError, DatabaseError, SnapshotTooOldError } from "./errors.js";
 import { indexKey } from "./indexKeys.js";
@@ -44,6 +44,7 @@ interface QueuedCommit {
 
 interface PreparedCommit extends QueuedCommit {
   ts: bigint;
+  keys: WrittenKey[];
 }
 
 const GC_CHUNK_ROWS = 2000;
@@ -61,6 +62,9 @@ export class Database implements TransactionHost {
   /** Latest durable, visible timestamp: new transactions begin here. */
   private published: bigint;
   private publishedCatalog: Catalog;
+  /** The timestamp since which `publishedCatalog` has been the catalog (snapshots at or after it share it). */
+  private catalogSince: bigint;
+  private readonly publishListeners = new Set<(commits: readonly CommitRecord[]) => void>();
   /** Catalog including commits accepted but not yet durable. */
   private headCatalog: Catalog;
   /** Reads below this timestamp are refused: versions there may be collected. */
@@ -95,6 +99,7 @@ export class Database implements TransactionHost {
     this.published = published;
     this.retainedFrom = retainedFrom;
     this.publishedCatalog = catalog;
+    this.catalogSince = published;
     this.headCatalog = catalog;
   }
 
@@ -115,6 +120,31 @@ export class Database implements TransactionHost {
   /** The latest committed timestamp visible to new transactions. */
   latestTs(): bigint {
     return this.published;
+  }
+
+  /**
+   * Calls `listener` synchronously each time commits become visible, with
+   * every index key they wrote, oldest first. Returns an unsubscribe function.
+   */
+  onPublish(listener: (commits: readonly CommitRecord[]) => void): () => void {
+    this.publishListeners.add(listener);
+    return () => this.publishListeners.delete(listener);
+  }
+
+  /**
+   * The commits after `ts` up to the latest visible one, for checking a read
+   * set taken at `ts` against what happened since. Throws `RangeError` when
+   * the in-memory log no longer reaches back to `ts`.
+   */
+  commitsSince(ts: bigint): CommitRecord[] {
+    if (ts < this.commitLog.oldestValidatableTs)
+      throw new RangeError("commit log no longer covers this timestamp");
+    const out: CommitRecord[] = [];
+    for (const c of this.commitLog.since(ts)) {
+      if (c.ts > this.published) break;
+      out.push(c);
+    }
+    return out;
   }
 
   get catalog(): Catalog {
@@ -145,7 +175,7 @@ export class Database implements TransactionHost {
       throw new DatabaseError(`Timestamp ${ts} is in the future (latest is ${this.published})`);
     this.checkSnapshot(ts);
     const catalog =
-      ts === this.published ? this.publishedCatalog : await loadCatalog(this.persistence, ts);
+      ts >= this.catalogSince ? this.publishedCatalog : await loadCatalog(this.persistence, ts);
     return new Transaction(this, ts, catalog, true);
   }
 
@@ -264,7 +294,7 @@ export class Database implements TransactionHost {
       indexes.push(...prepared.indexes);
       cacheUpdates.push(...prepared.cacheUpdates);
       this.commitLog.append({ ts, keys: prepared.keys });
-      accepted.push({ ...item, ts });
+      accepted.push({ ...item, ts, keys: prepared.keys });
     }
     if (accepted.length === 0) return this.afterFlush();
 
@@ -285,9 +315,22 @@ export class Database implements TransactionHost {
       this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
     }
     const catalogChanged = head !== this.publishedCatalog;
+    if (catalogChanged) this.catalogSince = maxTs;
     this.published = maxTs;
     this.publishedCatalog = head;
     this.writing = false;
+    // Listeners (subscriptions) see the commits before their writers hear back,
+    // so that a writer's next read of a subscription finds it up to date.
+    if (this.publishListeners.size > 0) {
+      const commits = accepted.map((c) => ({ ts: c.ts, keys: c.keys }));
+      for (const listener of this.publishListeners) {
+        try {
+          listener(commits);
+        } catch {
+          // A listener's failure is its own: commits stay published.
+        }
+      }
+    }
     for (const c of accepted) {
       c.tx.markState("committed");
       c.resolve(c.ts);

@@ -52,6 +52,8 @@ class IndexReads {
   }
 }
 
+const EMPTY_POINTS: ReadonlySet<string> = new Set();
+
 export class ReadSet {
   private readonly byIndex = new Map<number, IndexReads>();
 
@@ -101,6 +103,20 @@ export class ReadSet {
       out.push({ start, end });
     }
     return out.sort((a, b) => compareKeys(a.start, b.start));
+  }
+
+  /**
+   * Each index's exact keys (as `latin1` strings of the key bytes) and merged
+   * ranges, for structures that index many read sets (subscriptions).
+   */
+  *entries(): IterableIterator<{
+    indexNumber: number;
+    points: ReadonlySet<string>;
+    ranges: readonly Interval[];
+  }> {
+    for (const [indexNumber, r] of this.byIndex) {
+      yield { indexNumber, points: r.points ?? EMPTY_POINTS, ranges: r.normalize() };
+    }
   }
 
   get isEmpty(): boolean {

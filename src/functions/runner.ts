@@ -9,6 +9,7 @@ import {
   ConflictError,
   type Database,
   DatabaseError,
+  type ReadSet,
   type Transaction,
 } from "../database/index.js";
 import type { AppRuntime, FunctionSpec } from "../runtime/appRuntime.js";
@@ -60,6 +61,8 @@ export type FunctionErrorKind =
 
 export class FunctionError extends Error {
   override name = "FunctionError";
+  /** Queries: what the query had read when it failed. */
+  readSet?: ReadSet;
   constructor(
     message: string,
     readonly kind: FunctionErrorKind,
@@ -75,6 +78,8 @@ export class FunctionError extends Error {
 
 export interface CallOptions {
   identity?: UserIdentity | null;
+  /** Queries: the snapshot to read (default: the latest). */
+  ts?: bigint;
   /** Internal functions may only be called by other functions and admins. */
   allowInternal?: boolean;
 }
@@ -84,6 +89,8 @@ export interface CallResult {
   logs: LogLine[];
   /** The snapshot a query read, or the commit timestamp of a mutation. */
   ts: bigint;
+  /** Queries: what the query read, for subscriptions and caching. */
+  readSet?: ReadSet;
 }
 
 interface ResolvedFunction {
@@ -118,6 +125,16 @@ export class FunctionRunner {
       tableNumberForName: (name) => tx.currentCatalog.table(name)?.number,
       tableNameForNumber: (n) => tx.currentCatalog.tableByNumber(n)?.name,
     };
+  }
+
+  /** The kind of the function at `path`, or undefined if there is none. */
+  kindOf(path: string): FunctionSpec["kind"] | undefined {
+    try {
+      const { module, exportName } = modulePathOf(path);
+      return this.options.runtime.functionSpec(module, exportName)?.kind;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Finds a function by path (`file:export`, `dir/file:export`, default export without colon). */
@@ -165,10 +182,17 @@ export class FunctionRunner {
     options: CallOptions = {},
   ): Promise<CallResult> {
     const fn = this.resolve(path, "query", options);
-    const tx = this.options.db.begin({ readOnly: true });
+    const tx =
+      options.ts === undefined
+        ? this.options.db.begin({ readOnly: true })
+        : await this.options.db.beginAt(options.ts);
     try {
       const value = await this.runOnce(fn, path, "query", args, tx, options);
-      return { ...value, ts: tx.beginTs };
+      return { ...value, ts: tx.beginTs, readSet: tx.readSet };
+    } catch (e) {
+      // A failure depends on what was read too: a subscription re-runs the query when that changes.
+      if (e instanceof FunctionError) e.readSet = tx.readSet;
+      throw e;
     } finally {
       tx.abort();
     }

@@ -1,0 +1,172 @@
+/**
+ * The API port: `GET /version`, the HTTP function API (`httpApi.ts`) and
+ * the WebSocket sync endpoint `/api/<client version>/sync`, with CORS so
+ * that browser apps on other origins can call it.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { WebSocketServer } from "ws";
+import { parseClientVersion, versionAtLeast } from "../sync/protocol.js";
+import { Session } from "../sync/session.js";
+import type { Deployment } from "./deployment.js";
+import { HttpError, handleFunctionCall } from "./httpApi.js";
+
+export interface ApiServerOptions {
+  port: number;
+  host?: string;
+}
+
+const SYNC_PATH = /^\/api\/([^/]+)\/sync$/;
+/** Largest request body accepted on the HTTP API. */
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+
+export class ApiServer {
+  private constructor(
+    readonly http: Server,
+    private readonly wss: WebSocketServer,
+    readonly url: string,
+  ) {}
+
+  static async start(deployment: Deployment, options: ApiServerOptions): Promise<ApiServer> {
+    const sync = deployment.sync;
+    const maxMessage = sync?.limits.maxMessageBytes ?? MAX_BODY_BYTES;
+    // ws refuses frames above maxPayload by closing with 1009; the session
+    // refuses smaller oversized messages with a FatalError first.
+    const wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: maxMessage * 2,
+      perMessageDeflate: false,
+    });
+    const http = createServer((req, res) => {
+      void handleRequest(deployment, req, res);
+    });
+    http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const url = new URL(req.url ?? "/", "http://x");
+      const m = SYNC_PATH.exec(url.pathname);
+      if (m === null || sync === null) {
+        socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        return;
+      }
+      const version = parseClientVersion(decodeURIComponent(m[1]!));
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        ws.binaryType = "nodebuffer";
+        const session = new Session(
+          sync,
+          {
+            send: (text) => ws.send(text),
+            get bufferedAmount() {
+              return ws.bufferedAmount;
+            },
+            close: (code, reason) => ws.close(code, reason),
+          },
+          // TransitionChunk arrived in convex 1.28.
+          { transitionChunks: version !== null && versionAtLeast(version, 1, 28) },
+        );
+        ws.on("message", (data, isBinary) => {
+          if (isBinary) {
+            session.receive("\u0000binary");
+            return;
+          }
+          session.receive((data as Buffer).toString("utf8"));
+        });
+        ws.on("close", () => session.disconnected());
+        ws.on("error", () => session.disconnected());
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      http.once("error", reject);
+      http.listen(options.port, options.host ?? "127.0.0.1", () => {
+        http.off("error", reject);
+        resolve();
+      });
+    });
+    const address = http.address() as AddressInfo;
+    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+    return new ApiServer(http, wss, `http://${host}:${address.port}`);
+  }
+
+  get port(): number {
+    return (this.http.address() as AddressInfo).port;
+  }
+
+  /** Stops accepting connections and closes every socket. */
+  async close(): Promise<void> {
+    for (const ws of this.wss.clients) ws.terminate();
+    this.wss.close();
+    this.http.closeAllConnections();
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+}
+
+function setCors(req: IncomingMessage, res: ServerResponse): void {
+  const origin = req.headers.origin;
+  res.setHeader("Access-Control-Allow-Origin", origin ?? "*");
+  if (origin !== undefined) res.setHeader("Vary", "Origin");
+  res.setHeader("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+  res.setHeader(
+    "Access-Control-Allow-Headers",
+    req.headers["access-control-request-headers"] ?? "Content-Type, Authorization, Convex-Client",
+  );
+  res.setHeader("Access-Control-Max-Age", "86400");
+}
+
+function reply(res: ServerResponse, status: number, body: string, type = "application/json"): void {
+  if (res.headersSent) return;
+  res.writeHead(status, { "Content-Type": type, "Content-Length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > MAX_BODY_BYTES)
+    throw new HttpError(413, `Request body too large (limit ${MAX_BODY_BYTES} bytes)`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES)
+      throw new HttpError(413, `Request body too large (limit ${MAX_BODY_BYTES} bytes)`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function handleRequest(deployment: Deployment, req: IncomingMessage, res: ServerResponse) {
+  try {
+    setCors(req, res);
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    if (req.method === "OPTIONS") {
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    if (path === "/version" && (req.method === "GET" || req.method === "HEAD")) {
+      return reply(res, 200, "tessera", "text/plain");
+    }
+    if (path.startsWith("/api/")) {
+      if (req.method !== "POST")
+        throw new HttpError(405, `${req.method} is not allowed on ${path}`);
+      const sync = deployment.sync;
+      if (sync === null)
+        throw new HttpError(
+          503,
+          "This deployment has no code yet: start it with --convex-dir (pushing code arrives with the deploy workflow)",
+          "NoCode",
+        );
+      const body = await readBody(req);
+      const { status, body: out } = await handleFunctionCall(path, req, body, sync);
+      return reply(res, status, out);
+    }
+    throw new HttpError(404, `No such endpoint: ${path}`, "NotFound");
+  } catch (e) {
+    if (e instanceof HttpError) {
+      return reply(res, e.status, JSON.stringify({ code: e.code, message: e.message }));
+    }
+    reply(
+      res,
+      500,
+      JSON.stringify({ code: "InternalServerError", message: "Internal server error" }),
+    );
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Query results shared by every session and HTTP call: one execution per
+ * (function, arguments, identity) and snapshot, kept for as long as no commit
+ * touches what it read. Each result is valid from the snapshot it ran at
+ * until the first later commit that wrote into its read set (found by the
+ * subscription index when the commit is published), so a result is served
+ * at timestamp `t` only if it ran at or before `t` and nothing up to `t`
+ * changed its reads — snapshot semantics, never a stale read.
+ */
+import type { Database, ReadSet } from "../database/index.js";
+import { FunctionError, type FunctionRunner } from "../functions/runner.js";
+import type { UserIdentity } from "../runtime/syscalls.js";
+import { fromJson, type JsonValue, toJson, type Value } from "../values/index.js";
+import { SubscriptionIndex } from "./subscriptions.js";
+
+/** A query's outcome in wire form, serialised once for every session that shows it. */
+export type QueryOutcome =
+  | { ok: true; valueJson: string; logLines: string[] }
+  | { ok: false; errorMessage: string; errorDataJson: string | null; logLines: string[] };
+
+export interface CachedQuery {
+  readonly key: string;
+  /** The snapshot it ran at. */
+  readonly ts: bigint;
+  /** The first commit after `ts` that changed what it read, or null while none has. */
+  invalidatedAt: bigint | null;
+  readonly outcome: QueryOutcome;
+  /** Called once when a commit invalidates the result. */
+  readonly watchers: Set<(entry: CachedQuery) => void>;
+  /** What it read (null: nothing that can change). */
+  readonly readSet: ReadSet | null;
+  /** In the subscription index. */
+  subscribed: boolean;
+}
+
+export interface QueryRequest {
+  udfPath: string;
+  /** The arguments object in Convex JSON form. */
+  argsJson: JsonValue;
+  identity: UserIdentity | null;
+  /** Distinguishes identities in cache keys (`""` for none). */
+  identityKey: string;
+}
+
+export interface QueryCacheOptions {
+  /** Results kept without a watcher, for repeated one-shot calls (default 10,000). */
+  maxIdleEntries?: number;
+}
+
+/** Formats a console line the way the official client parses it (`[LEVEL] message`). */
+export function logLine(l: { level: string; message: string }): string {
+  return `[${l.level}] ${l.message}`;
+}
+
+/** A `FunctionError` or any failure as the wire form of a failed call. */
+export function failureOf(e: unknown): {
+  errorMessage: string;
+  errorDataJson: string | null;
+  logLines: string[];
+} {
+  if (e instanceof FunctionError) {
+    return {
+      errorMessage: e.message,
+      errorDataJson: e.data === undefined ? null : JSON.stringify(toJson(e.data)),
+      logLines: e.logs.map(logLine),
+    };
+  }
+  return {
+    errorMessage: "Server Error: internal error while running the function",
+    errorDataJson: null,
+    logLines: [],
+  };
+}
+
+/** Failures that say nothing about the data (and may not happen again). */
+function isTransient(e: unknown): boolean {
+  return (
+    !(e instanceof FunctionError) ||
+    e.kind === "timeout" ||
+    e.kind === "memory" ||
+    e.kind === "internal" ||
+    e.kind === "conflict"
+  );
+}
+
+export class QueryCache {
+  /** The newest result of each key that may still be served. */
+  private readonly current = new Map<string, CachedQuery>();
+  /** Entries without watchers, least recently used first. */
+  private readonly idle = new Map<CachedQuery, true>();
+  private readonly running = new Map<string, Promise<CachedQuery>>();
+  private readonly subscriptions = new SubscriptionIndex<CachedQuery>();
+  /** Subscribed entries that read nothing a commit can change (invalidated only by `reset`). */
+  private readonly unchanging = new Set<CachedQuery>();
+  private readonly maxIdle: number;
+  private readonly unsubscribe: () => void;
+  /** Executions run (cache misses), for tests and the benchmark. */
+  executions = 0;
+
+  constructor(
+    private readonly db: Database,
+    private runner: FunctionRunner,
+    options: QueryCacheOptions = {},
+  ) {
+    this.maxIdle = options.maxIdleEntries ?? 10_000;
+    this.unsubscribe = db.onPublish((commits) =>
+      this.subscriptions.match(commits, (entry, ts) => this.invalidate(entry, ts)),
+    );
+  }
+
+  static keyOf(q: QueryRequest): string {
+    return `${q.identityKey}\u0000${q.udfPath}\u0000${JSON.stringify(q.argsJson)}`;
+  }
+
+  /** Results held (watched or idle). */
+  get size(): number {
+    return this.subscriptions.size + this.unchanging.size;
+  }
+
+  /** A result of `q` valid at `ts` (which must not be newer than the database's latest). */
+  async get(q: QueryRequest, ts: bigint, key = QueryCache.keyOf(q)): Promise<CachedQuery> {
+    const cached = this.current.get(key);
+    if (cached !== undefined && validAt(cached, ts)) {
+      this.touch(cached);
+      return cached;
+    }
+    const runKey = `${ts}\u0000${key}`;
+    let run = this.running.get(runKey);
+    if (run === undefined) {
+      run = this.compute(q, ts, key).finally(() => this.running.delete(runKey));
+      this.running.set(runKey, run);
+    }
+    return run;
+  }
+
+  /** Watches `entry` until it is invalidated or `unwatch` is called; returns `unwatch`. */
+  watch(entry: CachedQuery, onInvalidate: (entry: CachedQuery) => void): () => void {
+    if (entry.invalidatedAt !== null) {
+      queueMicrotask(() => onInvalidate(entry));
+      return () => {};
+    }
+    entry.watchers.add(onInvalidate);
+    this.idle.delete(entry);
+    this.subscribe(entry);
+    return () => {
+      if (!entry.watchers.delete(onInvalidate) || entry.watchers.size > 0) return;
+      if (entry.invalidatedAt === null && this.current.get(entry.key) === entry) this.touch(entry);
+      else this.forget(entry);
+    };
+  }
+
+  /** Serves new executions with another code version: every result is dropped. */
+  reset(runner: FunctionRunner): void {
+    this.runner = runner;
+    const ts = this.db.latestTs();
+    for (const entry of [...this.current.values()]) this.invalidate(entry, ts);
+    for (const entry of [...this.unchanging]) this.invalidate(entry, ts);
+    this.subscriptions.forEach((entry) => {
+      this.invalidate(entry, ts);
+    });
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+
+  private async compute(q: QueryRequest, ts: bigint, key: string): Promise<CachedQuery> {
+    this.executions++;
+    let outcome: QueryOutcome;
+    let readSet: ReadSet | undefined;
+    let transient = false;
+    try {
+      const args = fromJson(q.argsJson) as Value;
+      const r = await this.runner.query(q.udfPath, args, { identity: q.identity, ts });
+      outcome = {
+        ok: true,
+        valueJson: JSON.stringify(toJson(r.value)),
+        logLines: r.logs.map(logLine),
+      };
+      readSet = r.readSet;
+    } catch (e) {
+      outcome = { ok: false, ...failureOf(e) };
+      readSet = e instanceof FunctionError ? e.readSet : undefined;
+      transient = isTransient(e);
+    }
+    const entry: CachedQuery = {
+      key,
+      ts,
+      invalidatedAt: null,
+      outcome,
+      watchers: new Set(),
+      readSet: readSet === undefined || readSet.isEmpty ? null : readSet,
+      subscribed: false,
+    };
+    // Commits published while it ran may already have changed what it read.
+    if (readSet !== undefined && !readSet.isEmpty) {
+      let commits: ReturnType<Database["commitsSince"]>;
+      try {
+        commits = this.db.commitsSince(ts);
+      } catch {
+        commits = [];
+        entry.invalidatedAt = ts + 1n;
+      }
+      for (const c of commits) {
+        if (entry.invalidatedAt !== null) break;
+        for (const w of c.keys) {
+          if (readSet.overlaps(w.indexNumber, w.key)) {
+            entry.invalidatedAt = c.ts;
+            break;
+          }
+        }
+      }
+    }
+    // A transient failure is shown to whoever asked (and re-run when its reads
+    // change, for sessions watching it) but never served to later callers.
+    if (entry.invalidatedAt === null && !transient) {
+      this.subscribe(entry);
+      const previous = this.current.get(key);
+      if (previous === undefined || previous.ts <= ts || previous.invalidatedAt !== null) {
+        if (previous !== undefined && previous.watchers.size === 0) this.forget(previous);
+        this.current.set(key, entry);
+        this.touch(entry);
+      }
+    }
+    return entry;
+  }
+
+  private subscribe(entry: CachedQuery): void {
+    if (entry.subscribed || entry.invalidatedAt !== null) return;
+    entry.subscribed = true;
+    if (entry.readSet !== null) this.subscriptions.add(entry, entry.readSet);
+    else this.unchanging.add(entry);
+  }
+
+  private unsubscribeEntry(entry: CachedQuery): void {
+    if (!entry.subscribed) return;
+    entry.subscribed = false;
+    this.subscriptions.delete(entry);
+    this.unchanging.delete(entry);
+  }
+
+  private invalidate(entry: CachedQuery, ts: bigint): void {
+    if (entry.invalidatedAt !== null) return;
+    entry.invalidatedAt = ts;
+    this.unsubscribeEntry(entry);
+    if (this.current.get(entry.key) === entry) this.current.delete(entry.key);
+    this.idle.delete(entry);
+    for (const w of [...entry.watchers]) w(entry);
+  }
+
+  private forget(entry: CachedQuery): void {
+    this.unsubscribeEntry(entry);
+    this.idle.delete(entry);
+    if (this.current.get(entry.key) === entry) this.current.delete(entry.key);
+  }
+
+  /** Marks an unwatched entry as recently used, evicting the least recently used beyond the limit. */
+  private touch(entry: CachedQuery): void {
+    if (entry.watchers.size > 0) return;
+    this.idle.delete(entry);
+    this.idle.set(entry, true);
+    while (this.idle.size > this.maxIdle) {
+      const oldest = this.idle.keys().next().value as CachedQuery;
+      this.forget(oldest);
+    }
+  }
+}
+
+function validAt(entry: CachedQuery, ts: bigint): boolean {
+  return entry.ts <= ts && (entry.invalidatedAt === null || entry.invalidatedAt > ts);
+}

@@ -1,0 +1,182 @@
+/**
+ * What every sync session shares: the database, the function runner, the
+ * query cache, identity checks, and the record of mutations already answered
+ * per client session (so that a mutation the client resends after a
+ * reconnect is answered again, never committed twice).
+ */
+import type { Database } from "../database/index.js";
+import type { FunctionRunner } from "../functions/runner.js";
+import type { UserIdentity } from "../runtime/syscalls.js";
+import { fromJson, type JsonValue, toJson, type Value } from "../values/index.js";
+import { encodeTs } from "./protocol.js";
+import { failureOf, logLine, QueryCache } from "./queryCache.js";
+
+/** Verifies credentials; throws an `AuthenticationError` with the message for the client. */
+export interface Authenticator {
+  /** Whether `key` is this deployment's admin key (compared in constant time). */
+  isAdminKey(key: string): boolean;
+  /** The identity a user token carries. */
+  verifyUserToken(token: string): Promise<UserIdentity>;
+}
+
+export class AuthenticationError extends Error {
+  override name = "AuthenticationError";
+}
+
+export interface SyncLimits {
+  /** Queries one session may subscribe to at once (default 4,096). */
+  maxQueriesPerSession: number;
+  /** Largest client message, in bytes (default 16 MiB). */
+  maxMessageBytes: number;
+  /** Bytes queued on a socket before its client counts as too slow and is disconnected (default 32 MiB). */
+  maxBufferedBytes: number;
+  /** Transitions longer than this are sent as TransitionChunks to clients that support them (default 1 MiB). */
+  transitionChunkBytes: number;
+  /** A session that has sent nothing for this long gets a keep-alive (default 15 s). */
+  heartbeatMs: number;
+}
+
+export const DEFAULT_SYNC_LIMITS: SyncLimits = {
+  maxQueriesPerSession: 4096,
+  maxMessageBytes: 16 * 1024 * 1024,
+  maxBufferedBytes: 32 * 1024 * 1024,
+  transitionChunkBytes: 1024 * 1024,
+  heartbeatMs: 15_000,
+};
+
+/** A finished mutation, as the session sends it (the request id is filled in per message). */
+export interface MutationOutcome {
+  ok: boolean;
+  /** The rest of the MutationResponse after `requestId`, as JSON text. */
+  bodyJson: string;
+  /** Commit timestamp of a successful mutation. */
+  ts: bigint | null;
+}
+
+interface ClientRequests {
+  outcomes: Map<number, Promise<MutationOutcome>>;
+  lastUsedMs: number;
+}
+
+/** Answers to mutations kept per client session this long after its last use. */
+const REQUEST_MEMORY_MS = 10 * 60_000;
+/** …and at most this many per client session (oldest forgotten first). */
+const REQUESTS_PER_CLIENT = 1024;
+
+export interface SyncServiceOptions {
+  db: Database;
+  runner: FunctionRunner;
+  auth: Authenticator;
+  limits?: Partial<SyncLimits>;
+}
+
+export class SyncService {
+  readonly db: Database;
+  readonly cache: QueryCache;
+  readonly auth: Authenticator;
+  readonly limits: SyncLimits;
+  private runnerRef: FunctionRunner;
+  private readonly clients = new Map<string, ClientRequests>();
+  private readonly sweeper: NodeJS.Timeout;
+  /** Open sessions (for heartbeats and shutdown). */
+  readonly sessions = new Set<{ heartbeat(nowMs: number): void; shutdown(reason: string): void }>();
+  private readonly heartbeats: NodeJS.Timeout;
+
+  constructor(options: SyncServiceOptions) {
+    this.db = options.db;
+    this.runnerRef = options.runner;
+    this.auth = options.auth;
+    this.limits = { ...DEFAULT_SYNC_LIMITS, ...options.limits };
+    this.cache = new QueryCache(options.db, options.runner);
+    this.sweeper = setInterval(() => this.sweep(Date.now()), 60_000);
+    this.sweeper.unref();
+    this.heartbeats = setInterval(
+      () => {
+        const now = Date.now();
+        for (const s of this.sessions) s.heartbeat(now);
+      },
+      Math.max(10, this.limits.heartbeatMs / 3),
+    );
+    this.heartbeats.unref();
+  }
+
+  get runner(): FunctionRunner {
+    return this.runnerRef;
+  }
+
+  /** Switches to new code: later executions use `runner`, every cached result is re-run. */
+  setRunner(runner: FunctionRunner): void {
+    this.runnerRef = runner;
+    this.cache.reset(runner);
+  }
+
+  /**
+   * Runs a mutation once per (client session, request id): a resend of a
+   * request already answered (or still running) gets the same outcome.
+   */
+  mutation(
+    clientSessionId: string | null,
+    requestId: number | null,
+    udfPath: string,
+    args: JsonValue,
+    identity: UserIdentity | null,
+    allowInternal: boolean,
+  ): Promise<MutationOutcome> {
+    if (clientSessionId === null || requestId === null)
+      return this.runMutation(udfPath, args, identity, allowInternal);
+    let client = this.clients.get(clientSessionId);
+    if (client === undefined) {
+      client = { outcomes: new Map(), lastUsedMs: Date.now() };
+      this.clients.set(clientSessionId, client);
+    }
+    client.lastUsedMs = Date.now();
+    const known = client.outcomes.get(requestId);
+    if (known !== undefined) return known;
+    const outcome = this.runMutation(udfPath, args, identity, allowInternal);
+    client.outcomes.set(requestId, outcome);
+    if (client.outcomes.size > REQUESTS_PER_CLIENT) {
+      client.outcomes.delete(client.outcomes.keys().next().value as number);
+    }
+    return outcome;
+  }
+
+  private async runMutation(
+    udfPath: string,
+    args: JsonValue,
+    identity: UserIdentity | null,
+    allowInternal: boolean,
+  ): Promise<MutationOutcome> {
+    try {
+      const r = await this.runnerRef.mutation(udfPath, fromJson(args) as Value, {
+        identity,
+        allowInternal,
+      });
+      return {
+        ok: true,
+        ts: r.ts,
+        bodyJson: `"success":true,"result":${JSON.stringify(toJson(r.value))},"ts":"${encodeTs(r.ts)}","logLines":${JSON.stringify(r.logs.map(logLine))}`,
+      };
+    } catch (e) {
+      const f = failureOf(e);
+      return {
+        ok: false,
+        ts: null,
+        bodyJson: `"success":false,"result":${JSON.stringify(f.errorMessage)},"logLines":${JSON.stringify(f.logLines)}${f.errorDataJson === null ? "" : `,"errorData":${f.errorDataJson}`}`,
+      };
+    }
+  }
+
+  private sweep(nowMs: number): void {
+    for (const [id, client] of this.clients) {
+      if (nowMs - client.lastUsedMs > REQUEST_MEMORY_MS) this.clients.delete(id);
+    }
+  }
+
+  /** Closes every session (with `reason`) and stops the timers. */
+  close(reason = "Server shutting down"): void {
+    clearInterval(this.sweeper);
+    clearInterval(this.heartbeats);
+    for (const s of [...this.sessions]) s.shutdown(reason);
+    this.cache.close();
+  }
+}

@@ -1,0 +1,445 @@
+/**
+ * One WebSocket connection of the sync protocol: the client's query set and
+ * identity, and the transitions that keep the client's view of them current.
+ *
+ * Every transition shows all of the session's queries at one timestamp: an
+ * update picks the latest published timestamp T, takes each query's result
+ * valid at T from the shared query cache (running it at T when needed), and
+ * sends the queries whose result changed. Updates run one at a time per
+ * session and coalesce: whatever happens while one runs leads to one more.
+ * The next update also waits until the socket has drained, so a slow client
+ * receives fewer, larger steps instead of a growing queue.
+ *
+ * A mutation's response goes out as soon as it commits; the client holds it
+ * until a transition reaches the commit's timestamp, so the session makes
+ * sure one does (an empty transition if its queries did not change).
+ */
+import type { UserIdentity } from "../runtime/syscalls.js";
+import { isPlainObject, type JsonValue } from "../values/index.js";
+import {
+  type AuthenticateMessage,
+  type ClientMessage,
+  encodeVersion,
+  type ModifyQuerySetMessage,
+  ProtocolError,
+  parseClientMessage,
+  type RequestMessage,
+  type StateVersion,
+} from "./protocol.js";
+import type { CachedQuery, QueryRequest } from "./queryCache.js";
+import { QueryCache } from "./queryCache.js";
+import { AuthenticationError, type SyncService } from "./service.js";
+
+/** What a session needs from its socket. */
+export interface SessionTransport {
+  send(text: string, done?: (err?: Error) => void): void;
+  /** Bytes queued and not yet written. */
+  readonly bufferedAmount: number;
+  close(code: number, reason: string): void;
+}
+
+interface SessionQuery {
+  readonly queryId: number;
+  readonly request: QueryRequest;
+  readonly key: string;
+  /** The result the client was last sent, and the watch on it. */
+  shown: CachedQuery | null;
+  unwatch: () => void;
+}
+
+export interface SessionOptions {
+  /** Whether the client understands TransitionChunk messages (convex >= 1.28). */
+  transitionChunks: boolean;
+}
+
+/** Close codes: the client reconnects after any of these. */
+const CLOSE_TOO_SLOW = 4001;
+const CLOSE_SHUTDOWN = 1001;
+const CLOSE_FATAL = 1008;
+
+export class Session {
+  private connected = false;
+  private closed = false;
+  private clientSessionId: string | null = null;
+
+  private readonly queries = new Map<number, SessionQuery>();
+  private querySetVersion = 0;
+  /** Queries removed since the last transition. */
+  private removed = new Set<number>();
+
+  private identityVersion = 0;
+  private identity: UserIdentity | null = null;
+  private identityKey = "";
+  private isAdmin = false;
+
+  /** What the client was last sent. */
+  private sent: StateVersion = { querySet: 0, ts: 0n, identity: 0 };
+  /** The next transition must reach at least this timestamp (answered mutations). */
+  private minTs = 0n;
+  private dirty = false;
+  private updating = false;
+  private lastSendMs = Date.now();
+
+  constructor(
+    private readonly service: SyncService,
+    private readonly transport: SessionTransport,
+    private readonly options: SessionOptions,
+  ) {
+    service.sessions.add(this);
+  }
+
+  /** Handles one text frame from the client. */
+  receive(text: string): void {
+    if (this.closed) return;
+    if (text.length > this.service.limits.maxMessageBytes) {
+      this.fatal(
+        `Message too large: ${text.length} bytes (the limit is ${this.service.limits.maxMessageBytes})`,
+      );
+      return;
+    }
+    let message: ClientMessage;
+    try {
+      message = parseClientMessage(JSON.parse(text));
+    } catch (e) {
+      this.fatal(
+        e instanceof ProtocolError ? `Invalid message: ${e.message}` : "Invalid message: not JSON",
+      );
+      return;
+    }
+    try {
+      this.handle(message);
+    } catch (e) {
+      this.fatal(e instanceof ProtocolError ? e.message : "Internal server error");
+    }
+  }
+
+  private handle(message: ClientMessage): void {
+    if (message.type === "Connect") {
+      if (this.connected) throw new ProtocolError("Connect sent twice on one connection");
+      this.connected = true;
+      this.clientSessionId = message.sessionId;
+      return;
+    }
+    if (!this.connected) throw new ProtocolError(`${message.type} received before Connect`);
+    switch (message.type) {
+      case "ModifyQuerySet":
+        this.modifyQuerySet(message);
+        return;
+      case "Authenticate":
+        this.authenticate(message);
+        return;
+      case "Mutation":
+        this.mutation(message).catch(() => this.fatal("Internal server error"));
+        return;
+      case "Action":
+        this.action(message);
+        return;
+      case "Event":
+        return;
+    }
+  }
+
+  private modifyQuerySet(m: ModifyQuerySetMessage): void {
+    if (m.baseVersion !== this.querySetVersion)
+      throw new ProtocolError(
+        `Base version ${m.baseVersion} of ModifyQuerySet does not match the current query set version ${this.querySetVersion}`,
+      );
+    if (m.newVersion <= m.baseVersion)
+      throw new ProtocolError(
+        `New version ${m.newVersion} of ModifyQuerySet is not after its base version ${m.baseVersion}`,
+      );
+    for (const change of m.modifications) {
+      if (change.type === "Add") {
+        if (this.queries.has(change.queryId))
+          throw new ProtocolError(`Query ${change.queryId} was added twice`);
+        if (this.queries.size >= this.service.limits.maxQueriesPerSession)
+          throw new ProtocolError(
+            `Too many queries: a session may subscribe to at most ${this.service.limits.maxQueriesPerSession} at once`,
+          );
+        const argsJson = change.args.length === 1 ? change.args[0]! : change.args;
+        const request: QueryRequest = {
+          udfPath: change.udfPath,
+          argsJson: argsJson as JsonValue,
+          identity: this.identity,
+          identityKey: this.identityKey,
+        };
+        this.queries.set(change.queryId, {
+          queryId: change.queryId,
+          request,
+          key: QueryCache.keyOf(request),
+          shown: null,
+          unwatch: noop,
+        });
+        this.removed.delete(change.queryId);
+      } else {
+        const q = this.queries.get(change.queryId);
+        if (q === undefined)
+          throw new ProtocolError(`Query ${change.queryId} is not in the query set`);
+        q.unwatch();
+        this.queries.delete(change.queryId);
+        this.removed.add(change.queryId);
+      }
+    }
+    this.querySetVersion = m.newVersion;
+    this.schedule();
+  }
+
+  private authenticate(m: AuthenticateMessage): void {
+    if (m.baseVersion !== this.identityVersion)
+      throw new ProtocolError(
+        `Base version ${m.baseVersion} of Authenticate does not match the current identity version ${this.identityVersion}`,
+      );
+    // Later messages see the new identity version at once; a failed check reports an AuthError.
+    this.identityVersion = m.baseVersion + 1;
+    this.verifyIdentity(m, this.identityVersion).catch(() => this.fatal("Internal server error"));
+  }
+
+  private async verifyIdentity(m: AuthenticateMessage, version: number): Promise<void> {
+    let identity: UserIdentity | null = null;
+    let admin = false;
+    try {
+      if (m.tokenType === "Admin") {
+        if (!this.service.auth.isAdminKey(m.value))
+          throw new AuthenticationError("The admin key is not valid for this deployment");
+        admin = true;
+        identity = m.impersonating === null ? null : impersonated(m.impersonating);
+      } else if (m.tokenType === "User") {
+        identity = await this.service.auth.verifyUserToken(m.value);
+      }
+    } catch (e) {
+      if (this.closed || version !== this.identityVersion) return;
+      const error = e instanceof AuthenticationError ? e.message : "Could not verify the token";
+      this.send(
+        JSON.stringify({
+          type: "AuthError",
+          error,
+          baseVersion: m.baseVersion,
+          authUpdateAttempted: true,
+        }),
+      );
+      return;
+    }
+    if (this.closed || version !== this.identityVersion) return;
+    this.identity = identity;
+    this.isAdmin = admin;
+    this.identityKey = identity === null ? "" : identityKeyOf(identity);
+    // Every query now runs as the new identity.
+    for (const [id, q] of this.queries) {
+      const request: QueryRequest = { ...q.request, identity, identityKey: this.identityKey };
+      q.unwatch();
+      this.queries.set(id, { ...q, request, key: QueryCache.keyOf(request), unwatch: noop });
+    }
+    this.schedule();
+  }
+
+  private async mutation(m: RequestMessage): Promise<void> {
+    const args = m.args.length === 1 ? m.args[0]! : m.args;
+    const outcome = await this.service.mutation(
+      this.clientSessionId,
+      m.requestId,
+      m.udfPath,
+      args,
+      this.identity,
+      this.isAdmin,
+    );
+    if (this.closed) return;
+    this.send(`{"type":"MutationResponse","requestId":${m.requestId},${outcome.bodyJson}}`);
+    if (outcome.ts === null) return;
+    if (outcome.ts <= this.sent.ts) {
+      // The client already has a transition past the commit but holds the
+      // response until the next one: an empty transition releases it.
+      this.sendTransition(this.sent, []);
+      return;
+    }
+    if (outcome.ts > this.minTs) this.minTs = outcome.ts;
+    this.schedule();
+  }
+
+  private action(m: RequestMessage): void {
+    this.send(
+      JSON.stringify({
+        type: "ActionResponse",
+        requestId: m.requestId,
+        success: false,
+        result: `not supported yet: actions (${m.udfPath}); they arrive with the actions work`,
+        logLines: [],
+      }),
+    );
+  }
+
+  /** Asks for an update; runs it unless one is running (which then runs once more). */
+  private schedule(): void {
+    this.dirty = true;
+    if (!this.updating) void this.updateLoop();
+  }
+
+  private async updateLoop(): Promise<void> {
+    this.updating = true;
+    try {
+      while (this.dirty && !this.closed) {
+        this.dirty = false;
+        await this.drained();
+        if (this.closed) return;
+        await this.update();
+      }
+    } catch {
+      this.fatal("Internal server error while updating queries");
+    } finally {
+      this.updating = false;
+    }
+  }
+
+  private async update(): Promise<void> {
+    const ts = this.service.db.latestTs();
+    const querySet = this.querySetVersion;
+    const identity = this.identityVersion;
+    const queries = [...this.queries.values()];
+    const entries = await Promise.all(
+      queries.map((q) => this.service.cache.get(q.request, ts, q.key)),
+    );
+    if (this.closed) return;
+    if (querySet !== this.querySetVersion || identity !== this.identityVersion) {
+      // Changed meanwhile: what was computed no longer matches; the loop runs again.
+      this.dirty = true;
+      return;
+    }
+    const mods: string[] = [];
+    for (let i = 0; i < queries.length; i++) {
+      const q = queries[i]!;
+      const entry = entries[i]!;
+      if (q.shown === entry) continue;
+      if (q.shown === null || !sameOutcome(q.shown, entry))
+        mods.push(modification(q.queryId, entry));
+      q.unwatch();
+      q.shown = entry;
+      q.unwatch = this.service.cache.watch(entry, () => this.schedule());
+    }
+    for (const id of this.removed) mods.push(`{"type":"QueryRemoved","queryId":${id}}`);
+    this.removed.clear();
+    const end: StateVersion = { querySet, ts, identity };
+    const versionsChanged = querySet !== this.sent.querySet || identity !== this.sent.identity;
+    const tsNeeded = this.minTs > this.sent.ts;
+    if (mods.length === 0 && !versionsChanged && !tsNeeded) return;
+    this.sendTransition(end, mods);
+  }
+
+  private sendTransition(end: StateVersion, mods: string[]): void {
+    const text = `{"type":"Transition","startVersion":${encodeVersion(this.sent)},"endVersion":${encodeVersion(end)},"modifications":[${mods.join(",")}]}`;
+    this.sent = end;
+    const chunk = this.service.limits.transitionChunkBytes;
+    if (!this.options.transitionChunks || text.length <= chunk) {
+      this.send(text);
+      return;
+    }
+    const totalParts = Math.ceil(text.length / chunk);
+    const transitionId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    for (let part = 0; part < totalParts; part++) {
+      this.send(
+        JSON.stringify({
+          type: "TransitionChunk",
+          chunk: text.slice(part * chunk, (part + 1) * chunk),
+          partNumber: part,
+          totalParts,
+          transitionId,
+        }),
+      );
+    }
+  }
+
+  private send(text: string): void {
+    if (this.closed) return;
+    if (this.transport.bufferedAmount > this.service.limits.maxBufferedBytes) {
+      this.close(CLOSE_TOO_SLOW, "Client too slow: it did not keep up with its query updates");
+      return;
+    }
+    this.lastSendMs = Date.now();
+    this.transport.send(text);
+  }
+
+  /** Resolves once the socket's queue is (nearly) empty. */
+  private drained(): Promise<void> {
+    if (this.transport.bufferedAmount < 64 * 1024) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.closed || this.transport.bufferedAmount < 64 * 1024) resolve();
+        else setTimeout(check, 5);
+      };
+      setTimeout(check, 5);
+    });
+  }
+
+  /** Sends a keep-alive if nothing was sent for a while (the client reconnects after 30–60 s of silence). */
+  heartbeat(nowMs: number): void {
+    if (this.closed || !this.connected || this.updating) return;
+    if (nowMs - this.lastSendMs < this.service.limits.heartbeatMs) return;
+    if (this.sent.querySet !== this.querySetVersion || this.sent.identity !== this.identityVersion)
+      return;
+    // An empty transition from the current version to itself: every client version accepts it.
+    this.sendTransition(this.sent, []);
+  }
+
+  private fatal(error: string): void {
+    if (this.closed) return;
+    this.transport.send(JSON.stringify({ type: "FatalError", error }));
+    this.close(CLOSE_FATAL, error.slice(0, 120));
+  }
+
+  shutdown(reason: string): void {
+    this.close(CLOSE_SHUTDOWN, reason);
+  }
+
+  private close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.transport.close(code, reason);
+    this.disconnected();
+  }
+
+  /** The socket is gone: stop watching results. */
+  disconnected(): void {
+    this.closed = true;
+    for (const q of this.queries.values()) q.unwatch();
+    this.queries.clear();
+    this.service.sessions.delete(this);
+  }
+}
+
+function noop(): void {}
+
+/** Whether the client would see no difference (a re-run that returned the same). */
+function sameOutcome(a: CachedQuery, b: CachedQuery): boolean {
+  const x = a.outcome;
+  const y = b.outcome;
+  if (x === y) return true;
+  if (x.logLines.length !== 0 || y.logLines.length !== 0) return false;
+  if (x.ok && y.ok) return x.valueJson === y.valueJson;
+  if (!x.ok && !y.ok)
+    return x.errorMessage === y.errorMessage && x.errorDataJson === y.errorDataJson;
+  return false;
+}
+
+function modification(queryId: number, entry: CachedQuery): string {
+  const o = entry.outcome;
+  if (o.ok) {
+    return `{"type":"QueryUpdated","queryId":${queryId},"value":${o.valueJson},"logLines":${JSON.stringify(o.logLines)},"journal":null}`;
+  }
+  return `{"type":"QueryFailed","queryId":${queryId},"errorMessage":${JSON.stringify(o.errorMessage)},"logLines":${JSON.stringify(o.logLines)},"errorData":${o.errorDataJson ?? "null"},"journal":null}`;
+}
+
+function identityKeyOf(identity: UserIdentity): string {
+  const token = (identity as { tokenIdentifier?: unknown }).tokenIdentifier;
+  return typeof token === "string" ? token : JSON.stringify(identity);
+}
+
+/** The identity an admin acts as (`impersonating`), with the fields the library expects. */
+function impersonated(attrs: Record<string, JsonValue>): UserIdentity {
+  if (!isPlainObject(attrs)) throw new AuthenticationError("Invalid impersonated identity");
+  const subject = typeof attrs.subject === "string" ? attrs.subject : "";
+  const issuer = typeof attrs.issuer === "string" ? attrs.issuer : "";
+  return {
+    ...attrs,
+    subject,
+    issuer,
+    tokenIdentifier:
+      typeof attrs.tokenIdentifier === "string" ? attrs.tokenIdentifier : `${issuer}|${subject}`,
+  } as unknown as UserIdentity;
+}
