@@ -7,6 +7,7 @@
 import { parseOptions, type Row, writeResults } from "./lib.js";
 import { runtimeSection } from "./runtime.js";
 import { storageSection } from "./storage.js";
+import { syncSection } from "./sync.js";
 
 const sections: Record<
   string,
@@ -14,6 +15,7 @@ const sections: Record<
 > = {
   storage: storageSection,
   runtime: runtimeSection,
+  sync: syncSection,
 };
 
 async function main() {

@@ -35,3 +35,9 @@ export const load = mutation({
     return ids;
   },
 });
+
+/** Changes one document (sync section: what subscribers wait for). */
+export const touch = mutation({
+  args: { id: v.id("docs"), text: v.string() },
+  handler: async (ctx, { id, text }) => ctx.db.patch(id, { text }),
+});

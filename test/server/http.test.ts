@@ -1,0 +1,207 @@
+/**
+ * The HTTP function API of a real `tessera serve` process, driven by the
+ * official `ConvexHttpClient` (and raw `fetch` where the client hides the
+ * response): one-shot calls, errors with data, admin-only internal functions,
+ * snapshot reads at a timestamp, CORS and `/version`.
+ */
+import { ConvexHttpClient } from "convex/browser";
+import { ConvexError } from "convex/values";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { api } from "./api.js";
+import { type ServerProcess, startServer } from "./serverProcess.js";
+
+let server: ServerProcess;
+const ADMIN_KEY = "test-admin-key-http";
+
+beforeAll(async () => {
+  server = await startServer({ adminKey: ADMIN_KEY });
+});
+
+afterAll(async () => {
+  await server?.dispose();
+});
+
+/** The client's `@internal` methods (present at run time, not in its published types). */
+type FullHttpClient = ConvexHttpClient & {
+  setAdminAuth(key: string): void;
+  function(
+    fn: unknown,
+    componentPath: string | undefined,
+    args?: Record<string, unknown>,
+  ): Promise<unknown>;
+};
+
+const client = () => new ConvexHttpClient(server.url, { logger: false }) as FullHttpClient;
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected the call to fail");
+}
+
+async function post(path: string, body: string, headers: Record<string, string> = {}) {
+  const res = await fetch(`${server.url}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body,
+  });
+  return { status: res.status, text: await res.text(), headers: res.headers };
+}
+
+describe("HTTP API through ConvexHttpClient", () => {
+  it("runs queries, mutations and /api/function calls", async () => {
+    const http = client();
+    const id = await http.mutation(api.items.add, { name: "lamp", price: 12, remaining: 3 });
+    expect(typeof id).toBe("string");
+    expect(await http.query(api.items.get, { id })).toMatchObject({
+      _id: id,
+      name: "lamp",
+      price: 12,
+      remaining: 3,
+    });
+    expect(await http.query(api.items.inStock, {})).toContain("lamp (12.00)");
+    // Values survive the JSON wire form both ways (int64, bytes, nested).
+    const bytes = new Uint8Array([1, 2, 255]).buffer;
+    const echoed = (await http.query(api.items.echo, { n: 7n, b: bytes, list: [1, "x"] })) as {
+      n: bigint;
+      b: ArrayBuffer;
+      list: unknown[];
+    };
+    expect(echoed.n).toBe(7n);
+    expect([...new Uint8Array(echoed.b)]).toEqual([1, 2, 255]);
+    expect(echoed.list).toEqual([1, "x"]);
+    // `function` picks the kind on the server.
+    expect(await http.function(api.counters.increment, undefined, { name: "fn" })).toBe(1);
+    expect(await http.function(api.counters.increment, undefined, { name: "fn" })).toBe(2);
+    expect(await http.function(api.counters.get, undefined, { name: "fn" })).toBe(2);
+  });
+
+  it("delivers ConvexError data from queries and mutations; a failed mutation commits nothing", async () => {
+    const http = client();
+    const q = await rejection(http.query(api.behaviour.failWithData, {}));
+    expect(q).toBeInstanceOf(ConvexError);
+    expect((q as ConvexError<{ code: string; detail: bigint[] }>).data).toEqual({
+      code: "NOPE",
+      detail: [1, 2n],
+    });
+    const m = await rejection(http.mutation(api.counters.refuse, { code: "HTTP" }));
+    expect(m).toBeInstanceOf(ConvexError);
+    expect((m as ConvexError<{ code: string }>).data).toEqual({ code: "HTTP", retry: false });
+    expect(await http.query(api.counters.get, { name: "refused-HTTP" })).toBe(0);
+    // A plain error is an Error with the message, not a ConvexError.
+    const plain = await rejection(http.mutation(api.behaviour.fail, { text: "zzz" }));
+    expect(plain).not.toBeInstanceOf(ConvexError);
+    expect(plain.message).toContain("refusing zzz");
+  });
+
+  it("answers a function failure with 560 and a malformed request with 400", async () => {
+    const failed = await post(
+      "/api/query",
+      JSON.stringify({ path: "behaviour:failWithData", args: [{}], format: "convex_encoded_json" }),
+    );
+    expect(failed.status).toBe(560);
+    expect(JSON.parse(failed.text)).toMatchObject({ status: "error", errorData: { code: "NOPE" } });
+
+    const missing = await post("/api/query", JSON.stringify({ path: "nope:nothing", args: [{}] }));
+    expect(missing.status).toBe(560);
+    expect(JSON.parse(missing.text).status).toBe("error");
+
+    for (const body of ["{not json", "[1,2]", JSON.stringify({ args: [{}] })]) {
+      const bad = await post("/api/mutation", body);
+      expect(bad.status, body).toBe(400);
+    }
+    const badTs = await post(
+      "/api/query_at_ts",
+      JSON.stringify({ path: "counters:get", args: [{ name: "x" }], ts: "not a ts" }),
+    );
+    expect(badTs.status).toBe(400);
+    // The client reports a 400 as an Error carrying the server's text.
+    const http = client();
+    const e = await rejection(http.function("items:get", "some/component", {}));
+    expect(e).not.toBeInstanceOf(ConvexError);
+    expect(e.message).toMatch(/component/i);
+    // And the server is still fine.
+    expect(await http.query(api.counters.get, { name: "fn" })).toBe(2);
+  });
+
+  it("refuses internal functions publicly and allows them with the admin key", async () => {
+    const publicClient = client();
+    const refused = await rejection(publicClient.query(api.items.secret, {}));
+    expect(refused.message).toMatch(/secret/);
+    const admin = client();
+    admin.setAdminAuth(ADMIN_KEY);
+    expect(await admin.query(api.items.secret, {})).toBe("internal only");
+    expect(await admin.function(api.items.secret, undefined, {})).toBe("internal only");
+    // A wrong admin key is refused outright.
+    const wrong = client();
+    wrong.setAdminAuth("not-the-key");
+    const bad = await rejection(wrong.query(api.items.secret, {}));
+    expect(bad.message).toMatch(/admin key/i);
+    // The printed admin key is the one given on the command line.
+    expect(server.adminKey).toBe(ADMIN_KEY);
+  });
+
+  it("reads a consistent snapshot with query_ts and query_at_ts", async () => {
+    const writer = client();
+    await writer.mutation(api.counters.increment, { name: "snap" });
+    const reader = client();
+    expect(await reader.consistentQuery(api.counters.get, { name: "snap" })).toBe(1);
+    await writer.mutation(api.counters.increment, { name: "snap" });
+    await writer.mutation(api.counters.increment, { name: "snap" });
+    // Same client: still at the timestamp it fixed first.
+    expect(await reader.consistentQuery(api.counters.get, { name: "snap" })).toBe(1);
+    expect(await reader.consistentQuery(api.counters.sum, { names: ["snap"] })).toBe(1);
+    // A plain query and a new consistent client see the latest.
+    expect(await reader.query(api.counters.get, { name: "snap" })).toBe(3);
+    expect(await client().consistentQuery(api.counters.get, { name: "snap" })).toBe(3);
+
+    // The raw endpoints: a timestamp, then reads at it.
+    const tsRes = await post("/api/query_ts", "");
+    expect(tsRes.status).toBe(200);
+    const { ts } = JSON.parse(tsRes.text) as { ts: string };
+    expect(typeof ts).toBe("string");
+    await writer.mutation(api.counters.increment, { name: "snap" });
+    const at = await post(
+      "/api/query_at_ts",
+      JSON.stringify({ path: "counters:get", args: [{ name: "snap" }], ts }),
+    );
+    expect(at.status).toBe(200);
+    expect(JSON.parse(at.text)).toMatchObject({ status: "success", value: 3 });
+  });
+
+  it("answers CORS preflights and /version", async () => {
+    const pre = await fetch(`${server.url}/api/query`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, convex-client, authorization",
+      },
+    });
+    expect(pre.status).toBeLessThan(300);
+    expect(pre.headers.get("access-control-allow-origin")).toMatch(
+      /^(\*|https:\/\/app\.example\.com)$/,
+    );
+    expect(pre.headers.get("access-control-allow-methods") ?? "").toMatch(/POST/);
+    expect((pre.headers.get("access-control-allow-headers") ?? "").toLowerCase()).toMatch(
+      /content-type/,
+    );
+    // An actual cross-origin call carries the header too.
+    const call = await post(
+      "/api/query",
+      JSON.stringify({ path: "counters:get", args: [{ name: "fn" }] }),
+      { Origin: "https://app.example.com" },
+    );
+    expect(call.status).toBe(200);
+    expect(call.headers.get("access-control-allow-origin")).toMatch(
+      /^(\*|https:\/\/app\.example\.com)$/,
+    );
+
+    const version = await fetch(`${server.url}/version`);
+    expect(version.status).toBe(200);
+    await version.text();
+  });
+});

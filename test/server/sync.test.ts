@@ -1,0 +1,437 @@
+/**
+ * The WebSocket sync protocol of a real `tessera serve` process, driven by
+ * the official `ConvexClient` (convex 1.48 and the old 1.17) with `ws`: live
+ * updates, many clients, one timestamp per transition, reconnects without
+ * lost or duplicated mutations, optimistic updates, and malformed input
+ * refused for its own socket only.
+ */
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { ConvexError } from "convex/values";
+import {
+  ConvexClient as OldConvexClient,
+  ConvexHttpClient as OldHttpClient,
+} from "convex-1-17/browser";
+import { makeFunctionReference as oldRef } from "convex-1-17/server";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { api } from "./api.js";
+import { type ServerProcess, startProxy, startServer } from "./serverProcess.js";
+
+let server: ServerProcess;
+const open: { close(): Promise<void> | void }[] = [];
+
+beforeAll(async () => {
+  server = await startServer();
+});
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((c) => c.close()));
+});
+
+afterAll(async () => {
+  await server?.dispose();
+});
+
+type WebSocketCtor = NonNullable<
+  ConstructorParameters<typeof ConvexClient>[1]
+>["webSocketConstructor"];
+
+function newClient(url = server.url, webSocketConstructor: unknown = WebSocket): ConvexClient {
+  const c = new ConvexClient(url, {
+    webSocketConstructor: webSocketConstructor as WebSocketCtor,
+    logger: false,
+    unsavedChangesWarning: false,
+  });
+  open.push(c);
+  return c;
+}
+
+function newHttp(): ConvexHttpClient {
+  return new ConvexHttpClient(server.url, { logger: false });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, predicate: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Subscribes and records every value the callback receives. */
+function watch<T>(
+  client: ConvexClient,
+  ref: Parameters<ConvexClient["onUpdate"]>[0],
+  args: Record<string, unknown>,
+): T[] {
+  const values: T[] = [];
+  client.onUpdate(ref, args, (v) => {
+    values.push(v as T);
+  });
+  return values;
+}
+
+describe("live queries", () => {
+  it("a subscriber sees another client's mutation", async () => {
+    const a = newClient();
+    const b = newClient();
+    const seen = watch<number>(a, api.counters.get, { name: "live" });
+    const stock = watch<string[]>(a, api.items.inStock, {});
+    await waitFor("the first results", () => seen.length > 0 && stock.length > 0);
+    expect(seen).toEqual([0]);
+    expect(await b.mutation(api.counters.increment, { name: "live" })).toBe(1);
+    await waitFor("the update", () => seen.at(-1) === 1);
+    await b.mutation(api.items.add, { name: "kite", price: 4, remaining: 1 });
+    await waitFor("the new item", () => stock.at(-1)?.includes("kite (4.00)") === true);
+    // A write another client makes over HTTP reaches the subscriber too.
+    await newHttp().mutation(api.counters.increment, { name: "live", by: 10 });
+    await waitFor("the HTTP write", () => seen.at(-1) === 11);
+    expect(seen).toEqual([0, 1, 11]);
+    // A one-shot query through the socket.
+    expect(await b.query(api.counters.get, { name: "live" })).toBe(11);
+  });
+
+  it("a mutation's ConvexError reaches the WebSocket client with its data", async () => {
+    const c = newClient();
+    let error: unknown;
+    try {
+      await c.mutation(api.counters.refuse, { code: "WS" });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConvexError);
+    expect((error as ConvexError<{ code: string }>).data).toEqual({ code: "WS", retry: false });
+    expect(await c.query(api.counters.get, { name: "refused-WS" })).toBe(0);
+  });
+
+  it("200 clients subscribed to one query all see one mutation", async () => {
+    const N = 200;
+    const clients = Array.from({ length: N }, () => newClient());
+    const latest = new Array<number | undefined>(N).fill(undefined);
+    clients.forEach((c, i) => {
+      c.onUpdate(api.counters.get, { name: "fan" }, (v) => {
+        latest[i] = v;
+      });
+    });
+    await waitFor("every client's first result", () => latest.every((v) => v === 0), 30_000);
+    await newHttp().mutation(api.counters.increment, { name: "fan", by: 5 });
+    await waitFor("every client to see the write", () => latest.every((v) => v === 5), 30_000);
+  });
+
+  it("two queries changed by one mutation are never seen at different timestamps", async () => {
+    // Counts every server Transition and checks each one names all three queries or none.
+    const transitions: { queryIds: number[] }[] = [];
+    class SpyWebSocket extends WebSocket {
+      constructor(...args: ConstructorParameters<typeof WebSocket>) {
+        super(...args);
+        this.addEventListener("message", (event) => {
+          const msg = JSON.parse(String(event.data)) as {
+            type: string;
+            modifications?: { queryId: number }[];
+          };
+          if (msg.type === "Transition")
+            transitions.push({ queryIds: (msg.modifications ?? []).map((m) => m.queryId) });
+        });
+      }
+    }
+    const c = newClient(server.url, SpyWebSocket);
+    const writer = newClient();
+    const args = { a: { name: "pairA" }, b: { name: "pairB" }, sum: { names: ["pairA", "pairB"] } };
+    const states: { a: number; b: number; sum: number }[] = [];
+    c.client.addOnTransitionHandler(() => {
+      const a = c.client.localQueryResult("counters:get", args.a) as number | undefined;
+      const b = c.client.localQueryResult("counters:get", args.b) as number | undefined;
+      const sum = c.client.localQueryResult("counters:sum", args.sum) as number | undefined;
+      if (a !== undefined && b !== undefined && sum !== undefined) states.push({ a, b, sum });
+    });
+    const seenA = watch<number>(c, api.counters.get, args.a);
+    watch<number>(c, api.counters.get, args.b);
+    watch<number>(c, api.counters.sum, args.sum);
+    await waitFor("the first results", () => states.length > 0);
+    // Three writers (over HTTP, another socket, and the subscriber's own
+    // socket), each one mutation at a time so that they interleave.
+    const http = newHttp();
+    const pair = { a: "pairA", b: "pairB" };
+    const writers = [
+      () => http.mutation(api.counters.incrementPair, pair),
+      () => writer.mutation(api.counters.incrementPair, pair),
+      () => c.mutation(api.counters.incrementPair, pair),
+    ];
+    const EACH = 15;
+    const M = EACH * writers.length;
+    await Promise.all(
+      writers.map(async (write) => {
+        for (let i = 0; i < EACH; i++) await write();
+      }),
+    );
+    await waitFor("the last write", () => states.at(-1)?.a === M);
+    const bad = states.filter((s) => s.a !== s.b || s.sum !== s.a + s.b);
+    expect(bad).toEqual([]);
+    expect(states.at(-1)).toEqual({ a: M, b: M, sum: 2 * M });
+    // The subscriber saw intermediate steps, not only the first and last.
+    expect(new Set(states.map((s) => s.a)).size).toBeGreaterThan(2);
+    expect(seenA.at(-1)).toBe(M);
+    // And on the wire: every transition that changed one of the three changed all three.
+    const partial = transitions.filter((t) => t.queryIds.length !== 0 && t.queryIds.length !== 3);
+    expect(partial).toEqual([]);
+  });
+});
+
+describe("optimistic updates", () => {
+  it("show the optimistic value, then settle to the server's result", async () => {
+    const c = newClient();
+    const seen = watch<number>(c, api.counters.get, { name: "opt" });
+    await waitFor("the first result", () => seen.length > 0);
+    await c.mutation(api.counters.increment, { name: "opt", by: 2 });
+    await waitFor("the server value", () => seen.at(-1) === 2);
+    seen.length = 0;
+    const done = c.mutation(
+      api.counters.increment,
+      { name: "opt", by: 1 },
+      {
+        optimisticUpdate: (store, args) => {
+          const current = store.getQuery(api.counters.get, { name: args.name });
+          if (current !== undefined)
+            store.setQuery(api.counters.get, { name: args.name }, current + 100);
+        },
+      },
+    );
+    // Applied at once, before the server answered.
+    expect(c.client.localQueryResult("counters:get", { name: "opt" })).toBe(102);
+    expect(await done).toBe(3);
+    // When the mutation resolves, its write is already in the query results.
+    expect(c.client.localQueryResult("counters:get", { name: "opt" })).toBe(3);
+    await waitFor("the settled value", () => seen.at(-1) === 3);
+    expect(seen[0]).toBe(102);
+    // Nothing but the optimistic value (possibly on top of the new server value) before it settled.
+    expect(seen.slice(0, -1).every((v) => v === 102 || v === 103)).toBe(true);
+    await sleep(50);
+    expect(seen.at(-1)).toBe(3);
+  });
+
+  it("roll back when the mutation fails", async () => {
+    const c = newClient();
+    const seen = watch<number>(c, api.counters.get, { name: "opt-fail" });
+    await waitFor("the first result", () => seen.length > 0);
+    const done = c.mutation(
+      api.counters.refuse,
+      { code: "OPT" },
+      {
+        optimisticUpdate: (store) => {
+          store.setQuery(api.counters.get, { name: "opt-fail" }, 50);
+        },
+      },
+    );
+    expect(c.client.localQueryResult("counters:get", { name: "opt-fail" })).toBe(50);
+    await expect(done).rejects.toBeInstanceOf(ConvexError);
+    await waitFor("the rollback", () => seen.at(-1) === 0);
+    expect(seen).toEqual([0, 50, 0]);
+  });
+});
+
+describe("reconnects", () => {
+  it("replays the query set and unanswered mutations without losing or repeating any", async () => {
+    const proxy = await startProxy(server.port);
+    open.push(proxy);
+    const c = newClient(proxy.url);
+    const group = "reconnect";
+    const seen = watch<string[]>(c, api.counters.marks, { group });
+    await waitFor("the first result", () => seen.length > 0);
+    const http = newHttp();
+    const committed = async () => (await http.query(api.counters.marks, { group })).length;
+    const pending: Promise<string>[] = [];
+    const tags: string[] = [];
+    const send = (tag: string) => {
+      tags.push(tag);
+      pending.push(c.mutation(api.counters.mark, { group, tag }));
+    };
+
+    // 1. Mutations the server committed but whose responses never arrived:
+    // the client resends them after reconnecting, and they must not commit twice.
+    proxy.holdResponses();
+    for (let i = 0; i < 10; i++) send(`held-${i}`);
+    const end = Date.now() + 20_000;
+    while ((await committed()) < 10 && Date.now() < end) await sleep(20);
+    expect(await committed()).toBe(10);
+    expect(pending.length).toBe(10);
+    expect(proxy.cut()).toBeGreaterThan(0);
+
+    // 2. Cuts at arbitrary moments while mutations stream in.
+    // (Each round starts once the last one is answered: the client then
+    // counts as synced and reconnects after its shortest backoff.)
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(pending);
+      await waitFor("a connection", () => proxy.connections > 0);
+      for (let i = 0; i < 15; i++) {
+        send(`r${round}-${i}`);
+        if (i === 7) await sleep(round * 3);
+      }
+      proxy.cut();
+    }
+
+    const ids = await Promise.all(pending);
+    expect(new Set(ids).size).toBe(tags.length);
+    const stored = await http.query(api.counters.marks, { group });
+    expect([...stored].sort()).toEqual([...tags].sort());
+    // The live query came back and shows every mark exactly once.
+    await waitFor("the live query to catch up", () => seen.at(-1)?.length === tags.length);
+    expect([...seen.at(-1)!].sort()).toEqual([...tags].sort());
+    expect(proxy.accepted).toBeGreaterThanOrEqual(5);
+  });
+});
+
+describe("malformed protocol input", () => {
+  const wsUrl = () => `${server.url.replace(/^http/, "ws")}/api/1.48.0/sync`;
+  const CONNECT = JSON.stringify({
+    type: "Connect",
+    sessionId: "00000000-0000-4000-8000-000000000000",
+    connectionCount: 0,
+    lastCloseReason: null,
+  });
+
+  /** Sends `frames` on a raw socket; resolves with what came back and the close code. */
+  function exchange(
+    frames: (string | Buffer)[],
+  ): Promise<{ messages: { type: string; error?: string }[]; code: number }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(wsUrl());
+      const messages: { type: string; error?: string }[] = [];
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error(`no close; got ${JSON.stringify(messages)}`));
+      }, 10_000);
+      ws.on("open", () => {
+        for (const f of frames) ws.send(f);
+      });
+      ws.on("message", (data) => messages.push(JSON.parse(String(data))));
+      ws.on("error", () => {});
+      ws.on("close", (code) => {
+        clearTimeout(timer);
+        resolve({ messages, code });
+      });
+    });
+  }
+
+  it("answers each kind with a FatalError and a close, and other sessions go on", async () => {
+    const c = newClient();
+    const seen = watch<number>(c, api.counters.get, { name: "steady" });
+    await waitFor("the first result", () => seen.length > 0);
+    const writer = newHttp();
+    const cases: [string, (string | Buffer)[]][] = [
+      ["not JSON", ["garbage{"]],
+      ["not an object", ["[1,2,3]"]],
+      ["unknown type", [CONNECT, JSON.stringify({ type: "Bogus" })]],
+      [
+        "before Connect",
+        [
+          JSON.stringify({
+            type: "ModifyQuerySet",
+            baseVersion: 0,
+            newVersion: 1,
+            modifications: [],
+          }),
+        ],
+      ],
+      [
+        "wrong baseVersion",
+        [
+          CONNECT,
+          JSON.stringify({
+            type: "ModifyQuerySet",
+            baseVersion: 5,
+            newVersion: 6,
+            modifications: [],
+          }),
+        ],
+      ],
+      [
+        "bad modification",
+        [
+          CONNECT,
+          JSON.stringify({
+            type: "ModifyQuerySet",
+            baseVersion: 0,
+            newVersion: 1,
+            modifications: [{ type: "Add", queryId: -1, udfPath: 7, args: {} }],
+          }),
+        ],
+      ],
+      ["binary frame", [CONNECT, Buffer.from([0, 1, 2, 3])]],
+      ["Connect twice", [CONNECT, CONNECT]],
+      ["oversized", [CONNECT, `"${"x".repeat(17 * 1024 * 1024)}"`]],
+    ];
+    let expected = 0;
+    for (const [name, frames] of cases) {
+      const { messages, code } = await exchange(frames);
+      const fatal = messages.find((m) => m.type === "FatalError");
+      expect(fatal, name).toBeDefined();
+      expect(typeof fatal!.error, name).toBe("string");
+      expect(code, name).not.toBe(1000);
+      // The well-behaved client still gets its updates.
+      expected++;
+      await writer.mutation(api.counters.increment, { name: "steady" });
+      await waitFor(`the update after ${name}`, () => seen.at(-1) === expected);
+    }
+    expect(c.connectionState().isWebSocketConnected).toBe(true);
+    // And the server answers a well-formed raw session normally.
+    const ok = await new Promise<{ type: string; modifications?: unknown[] }>((resolve, reject) => {
+      const ws = new WebSocket(wsUrl());
+      const timer = setTimeout(() => reject(new Error("no transition")), 10_000);
+      ws.on("open", () => {
+        ws.send(CONNECT);
+        ws.send(
+          JSON.stringify({
+            type: "ModifyQuerySet",
+            baseVersion: 0,
+            newVersion: 1,
+            modifications: [
+              { type: "Add", queryId: 0, udfPath: "counters:get", args: [{ name: "steady" }] },
+            ],
+          }),
+        );
+      });
+      ws.on("message", (data) => {
+        const msg = JSON.parse(String(data)) as { type: string };
+        if (msg.type === "Transition") {
+          clearTimeout(timer);
+          ws.close();
+          resolve(msg);
+        }
+      });
+    });
+    expect(ok.modifications).toEqual([
+      { type: "QueryUpdated", queryId: 0, value: expected, logLines: [], journal: null },
+    ]);
+  });
+});
+
+describe("an old client (convex 1.17)", () => {
+  it("runs a live query and a mutation", async () => {
+    const quiet = { log() {}, warn() {}, error() {}, logVerbose() {} };
+    const c = new OldConvexClient(server.url, {
+      webSocketConstructor: WebSocket as unknown as NonNullable<
+        ConstructorParameters<typeof OldConvexClient>[1]
+      >["webSocketConstructor"],
+      unsavedChangesWarning: false,
+      logger: quiet as never,
+    });
+    open.push(c);
+    const get = oldRef<"query">("counters:get");
+    const increment = oldRef<"mutation">("counters:increment");
+    const seen: number[] = [];
+    c.onUpdate(get, { name: "old" }, (v: number) => {
+      seen.push(v);
+    });
+    await waitFor("the first result", () => seen.length > 0);
+    expect(seen).toEqual([0]);
+    expect(await c.mutation(increment, { name: "old" })).toBe(1);
+    await waitFor("the update", () => seen.at(-1) === 1);
+    const http = new OldHttpClient(server.url, { logger: quiet as never });
+    expect(await http.mutation(increment, { name: "old", by: 2 })).toBe(3);
+    await waitFor("the HTTP write", () => seen.at(-1) === 3);
+    expect(await http.query(get, { name: "old" })).toBe(3);
+    expect(seen).toEqual([0, 1, 3]);
+  });
+});
