@@ -23,7 +23,11 @@ import { type Options, percentile, type Row, repeat, stat } from "./lib.js";
 
 const APP = join(import.meta.dirname, "app", "convex");
 const BIN = join(import.meta.dirname, "..", "bin", "tessera.js");
+// The bench app is untyped: function references come from anyApi.
+// biome-ignore lint/suspicious/noExplicitAny: see above
 const api = anyApi as any;
+/** The official clients accept any WebSocket constructor; `ws` is one. */
+const wsCtor = WebSocket as unknown as typeof globalThis.WebSocket;
 
 interface Proc {
   child: ChildProcess;
@@ -36,7 +40,10 @@ function startProcess(cmd: string, args: string[], pattern: RegExp): Promise<Pro
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
-    const timer = setTimeout(() => reject(new Error(`process did not start: ${out}${err}`)), 60_000);
+    const timer = setTimeout(
+      () => reject(new Error(`process did not start: ${out}${err}`)),
+      60_000,
+    );
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
       const m = pattern.exec(out);
@@ -83,7 +90,11 @@ function rssOf(pid: number): number {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs `loops` concurrent loops of `f` for `ms`; calls/s. */
-async function drive(ms: number, loops: number, f: (i: number) => Promise<unknown>): Promise<number> {
+async function drive(
+  ms: number,
+  loops: number,
+  f: (i: number) => Promise<unknown>,
+): Promise<number> {
   let n = 0;
   let done = 0;
   const start = performance.now();
@@ -107,7 +118,9 @@ class ProtocolClient {
   readonly ready: Promise<void>;
 
   constructor(url: string, udfPath: string, args: unknown) {
-    this.ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/1.48.0/sync`, { perMessageDeflate: false });
+    this.ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/1.48.0/sync`, {
+      perMessageDeflate: false,
+    });
     this.ready = new Promise((resolve, reject) => {
       this.ws.on("open", () => {
         this.ws.send(
@@ -191,7 +204,7 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
 
     // (a) cached query calls.
     log("cached query calls over WebSocket and HTTP…");
-    const warm = new ConvexClient(url, { webSocketConstructor: WebSocket as any });
+    const warm = new ConvexClient(url, { webSocketConstructor: wsCtor });
     clients.push(warm);
     for (const id of ids) await warm.query(api.docs.get, { id });
     const wsRate = await repeat(o.runs, () => pipelinedQueryCalls(url, ids, o.durationMs, 4, 16));
@@ -226,11 +239,14 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
 
     // (b) mutation → every subscriber.
     const sizes = o.quick ? [1, 100] : [1, 100, 1000];
-    const writer = new ConvexClient(url, { webSocketConstructor: WebSocket as any });
+    const writer = new ConvexClient(url, { webSocketConstructor: wsCtor });
     clients.push(writer);
     for (const n of sizes) {
       log(`mutation to ${n} subscriber(s)…`);
-      const subs = Array.from({ length: n }, () => new ConvexClient(url, { webSocketConstructor: WebSocket as any }));
+      const subs = Array.from(
+        { length: n },
+        () => new ConvexClient(url, { webSocketConstructor: wsCtor }),
+      );
       clients.push(...subs);
       const seen = subs.map(() => new Map<string, number>());
       const waiters = new Map<string, { left: number; resolve: () => void }>();
@@ -239,7 +255,7 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
           (c, i) =>
             new Promise<void>((resolve) => {
               let first = true;
-              c.onUpdate(api.docs.get, { id: hot }, (doc: any) => {
+              c.onUpdate(api.docs.get, { id: hot }, (doc: { text?: string } | null) => {
                 if (first) {
                   first = false;
                   resolve();
@@ -272,7 +288,9 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
         unit: "ms",
         better: "lower",
         tessera: stat([p50]),
-        ...(n === 100 ? { target: { text: "p50 ≤ 3 ms, p99 ≤ 20 ms", met: p50 <= 3 && p99 <= 20 } } : {}),
+        ...(n === 100
+          ? { target: { text: "p50 ≤ 3 ms, p99 ≤ 20 ms", met: p50 <= 3 && p99 <= 20 } }
+          : {}),
         note: `p99 ${p99.toFixed(2)} ms over ${writes} writes × ${n} subscribers`,
       });
       await Promise.all(subs.map((c) => c.close()));
@@ -284,7 +302,10 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
     log(`${many.toLocaleString("en-US")} sessions on one query…`);
     await sleep(500);
     const before = rssOf(server.child.pid!);
-    const sessions = await connectMany(many, () => new ProtocolClient(url, "docs:get", { id: hot }));
+    const sessions = await connectMany(
+      many,
+      () => new ProtocolClient(url, "docs:get", { id: hot }),
+    );
     await sleep(1000);
     const after = rssOf(server.child.pid!);
     const fanouts: number[] = [];
@@ -303,7 +324,10 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
       unit: "s",
       better: "lower",
       tessera: stat(fanouts),
-      baseline: { label: `raw ws broadcast to ${many.toLocaleString("en-US")} sockets`, stat: rawFan },
+      baseline: {
+        label: `raw ws broadcast to ${many.toLocaleString("en-US")} sockets`,
+        stat: rawFan,
+      },
       ...(many === 10_000 ? { target: { text: "≤ 0.3 s", met: stat(fanouts).median <= 0.3 } } : {}),
     });
     const perSession = (after - before) / many / 1024;
@@ -353,11 +377,21 @@ export async function pipelinedQueryCalls(
           const addition = () => {
             const queryId = nextId++;
             open++;
-            return { type: "Add", queryId, udfPath: "docs:get", args: [{ id: ids[queryId % ids.length] }] };
+            return {
+              type: "Add",
+              queryId,
+              udfPath: "docs:get",
+              args: [{ id: ids[queryId % ids.length] }],
+            };
           };
           const modify = (modifications: unknown[]) =>
             ws.send(
-              JSON.stringify({ type: "ModifyQuerySet", baseVersion: version, newVersion: ++version, modifications }),
+              JSON.stringify({
+                type: "ModifyQuerySet",
+                baseVersion: version,
+                newVersion: ++version,
+                modifications,
+              }),
             );
           ws.on("error", reject);
           ws.on("open", () => {
@@ -398,7 +432,12 @@ export async function pipelinedQueryCalls(
 }
 
 /** Cached query calls over HTTP with a keep-alive agent (cheaper per call than fetch). */
-async function httpQueryCalls(url: string, ids: string[], ms: number, loops: number): Promise<number> {
+async function httpQueryCalls(
+  url: string,
+  ids: string[],
+  ms: number,
+  loops: number,
+): Promise<number> {
   const agent = new Agent({ keepAlive: true, maxSockets: loops });
   const target = new URL("/api/query", url);
   const call = (i: number) =>
@@ -406,7 +445,11 @@ async function httpQueryCalls(url: string, ids: string[], ms: number, loops: num
       const body = `{"path":"docs:get","args":[{"id":"${ids[i % ids.length]}"}],"format":"convex_encoded_json"}`;
       const req = request(
         target,
-        { method: "POST", agent, headers: { "Content-Type": "application/json", "Content-Length": body.length } },
+        {
+          method: "POST",
+          agent,
+          headers: { "Content-Type": "application/json", "Content-Length": body.length },
+        },
         (res) => {
           if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}`));
           res.resume();
@@ -436,7 +479,9 @@ async function rawRoundTrips(url: string, ms: number, runs: number) {
     ),
   );
   const pending = socks.map(() => [] as Array<() => void>);
-  socks.forEach((ws, i) => ws.on("message", () => pending[i]!.shift()?.()));
+  socks.forEach((ws, i) => {
+    ws.on("message", () => pending[i]!.shift()?.());
+  });
   const r = await repeat(runs, () =>
     drive(ms, 64, (i) => {
       const k = i % socks.length;

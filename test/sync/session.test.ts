@@ -1,0 +1,230 @@
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FunctionRunner } from "../../src/functions/runner.js";
+import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
+import { AppRuntime } from "../../src/runtime/appRuntime.js";
+import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
+import { linkModules } from "../../src/runtime/loader.js";
+import { decodeTs } from "../../src/sync/protocol.js";
+import { SyncService } from "../../src/sync/service.js";
+import { Session } from "../../src/sync/session.js";
+import { openTestDb, type TestDb } from "../helpers.js";
+
+const APP = join(import.meta.dirname, "..", "fixtures", "app", "convex");
+
+let t: TestDb;
+let runtime: AppRuntime;
+let runner: FunctionRunner;
+
+beforeAll(async () => {
+  t = await openTestDb();
+  const schema = await evaluateSchema((await bundleSchema(APP))!);
+  await applySchemaIndexes(t.db, schema);
+  runtime = await AppRuntime.create(await linkModules(await bundleConvexDir(APP)), { isolates: 1 });
+  runner = new FunctionRunner({ db: t.db, runtime, schema });
+}, 60_000);
+
+afterAll(async () => {
+  runtime?.dispose();
+  await t?.close();
+});
+
+/** A session on a fake socket that records what it is sent. */
+function open(service: SyncService, transitionChunks = true) {
+  // Server messages as parsed JSON: the tests look at a few fields of each.
+  // biome-ignore lint/suspicious/noExplicitAny: see above
+  const sent: any[] = [];
+  const closed: Array<{ code: number; reason: string }> = [];
+  const session = new Session(
+    service,
+    {
+      send: (text) => sent.push(JSON.parse(text)),
+      bufferedAmount: 0,
+      close: (code, reason) => closed.push({ code, reason }),
+    },
+    { transitionChunks },
+  );
+  const send = (m: unknown) => session.receive(JSON.stringify(m));
+  send({
+    type: "Connect",
+    sessionId: `s-${Math.random()}`,
+    connectionCount: 0,
+    lastCloseReason: null,
+    clientTs: 0,
+  });
+  return { session, sent, closed, send };
+}
+
+const until = async (f: () => boolean) => {
+  for (let i = 0; i < 400 && !f(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(f()).toBe(true);
+};
+
+describe("Session", () => {
+  it("answers a mutation before the transition that reaches its commit, and sends one if none would follow", async () => {
+    const service = new SyncService({
+      db: t.db,
+      runner,
+      auth: {
+        isAdminKey: () => false,
+        verifyUserToken: async () => {
+          throw new Error("no");
+        },
+      },
+    });
+    try {
+      const s = open(service);
+      s.send({
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ a: 1 }] }],
+      });
+      await until(() => s.sent.some((m) => m.type === "Transition"));
+      // echo reads nothing: the mutation changes none of the session's queries.
+      s.send({
+        type: "Mutation",
+        requestId: 0,
+        udfPath: "items:add",
+        args: [{ name: "x", price: 1, remaining: 1 }],
+      });
+      await until(() => s.sent.filter((m) => m.type === "Transition").length >= 2);
+      const i = s.sent.findIndex((m) => m.type === "MutationResponse");
+      expect(s.sent[i].success).toBe(true);
+      const commitTs = decodeTs(s.sent[i].ts);
+      const after = s.sent.slice(i + 1).find((m) => m.type === "Transition");
+      expect(after).toBeDefined();
+      expect(decodeTs(after.endVersion.ts) >= commitTs).toBe(true);
+      // Each transition starts where the previous ended.
+      const transitions = s.sent.filter((m) => m.type === "Transition");
+      for (let k = 1; k < transitions.length; k++)
+        expect(transitions[k].startVersion).toEqual(transitions[k - 1].endVersion);
+    } finally {
+      service.close();
+    }
+  });
+
+  it("splits large transitions into chunks for clients that take them", async () => {
+    const service = new SyncService({
+      db: t.db,
+      runner,
+      auth: {
+        isAdminKey: () => false,
+        verifyUserToken: async () => {
+          throw new Error("no");
+        },
+      },
+      limits: { transitionChunkBytes: 100 },
+    });
+    try {
+      const big = "y".repeat(1000);
+      const chunked = open(service, true);
+      chunked.send({
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ big }] }],
+      });
+      await until(
+        () =>
+          chunked.sent.length > 0 &&
+          chunked.sent.at(-1).partNumber === chunked.sent.at(-1).totalParts - 1,
+      );
+      expect(chunked.sent.every((m) => m.type === "TransitionChunk")).toBe(true);
+      const whole = JSON.parse(chunked.sent.map((m) => m.chunk).join(""));
+      expect(whole.type).toBe("Transition");
+      expect(whole.modifications[0].value).toEqual({ big });
+
+      const old = open(service, false);
+      old.send({
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ big }] }],
+      });
+      await until(() => old.sent.length > 0);
+      expect(old.sent[0].type).toBe("Transition");
+    } finally {
+      service.close();
+    }
+  });
+
+  it("refuses protocol violations with a FatalError on that session only", async () => {
+    const service = new SyncService({
+      db: t.db,
+      runner,
+      auth: {
+        isAdminKey: () => false,
+        verifyUserToken: async () => {
+          throw new Error("no");
+        },
+      },
+      limits: { maxQueriesPerSession: 2 },
+    });
+    try {
+      const cases: Array<[string, (s: ReturnType<typeof open>) => void, RegExp]> = [
+        ["not JSON", (s) => s.session.receive("{"), /not JSON/],
+        ["unknown type", (s) => s.send({ type: "Nope" }), /unknown message type/],
+        [
+          "wrong base version",
+          (s) =>
+            s.send({ type: "ModifyQuerySet", baseVersion: 5, newVersion: 6, modifications: [] }),
+          /Base version 5/,
+        ],
+        [
+          "removing an unknown query",
+          (s) =>
+            s.send({
+              type: "ModifyQuerySet",
+              baseVersion: 0,
+              newVersion: 1,
+              modifications: [{ type: "Remove", queryId: 9 }],
+            }),
+          /not in the query set/,
+        ],
+        [
+          "too many queries",
+          (s) =>
+            s.send({
+              type: "ModifyQuerySet",
+              baseVersion: 0,
+              newVersion: 1,
+              modifications: [0, 1, 2].map((queryId) => ({
+                type: "Add",
+                queryId,
+                udfPath: "items:echo",
+                args: [{}],
+              })),
+            }),
+          /Too many queries/,
+        ],
+        [
+          "bad field",
+          (s) => s.send({ type: "Mutation", requestId: -1, udfPath: "items:add", args: [] }),
+          /requestId/,
+        ],
+      ];
+      const bystander = open(service);
+      bystander.send({
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Add", queryId: 0, udfPath: "items:inStock", args: [{}] }],
+      });
+      for (const [name, act, message] of cases) {
+        const s = open(service);
+        act(s);
+        const fatal = s.sent.find((m) => m.type === "FatalError");
+        expect(fatal?.error, name).toMatch(message);
+        expect(s.closed.length, name).toBe(1);
+      }
+      await until(() => bystander.sent.some((m) => m.type === "Transition"));
+      const before = bystander.sent.length;
+      await runner.mutation("items:add", { name: "z", price: 1, remaining: 3 });
+      await until(() => bystander.sent.length > before);
+      expect(bystander.closed).toEqual([]);
+    } finally {
+      service.close();
+    }
+  });
+});
