@@ -6,7 +6,9 @@ import { compareKeys } from "../../src/values/index.js";
 const key = fc.uint8Array({ maxLength: 3 }).map((a) => Buffer.from(a));
 const interval = fc
   .tuple(key, fc.option(key, { nil: null }))
-  .map(([a, b]) => (b !== null && compareKeys(a, b) > 0 ? { start: b, end: a } : { start: a, end: b }));
+  .map(([a, b]) =>
+    b !== null && compareKeys(a, b) > 0 ? { start: b, end: a } : { start: a, end: b },
+  );
 
 function contains(i: { start: Buffer; end: Buffer | null }, k: Buffer): boolean {
   return compareKeys(i.start, k) <= 0 && (i.end === null || compareKeys(k, i.end) < 0);

@@ -86,8 +86,15 @@ describe("QueryCache", () => {
         fc.asyncProperty(
           fc.array(
             fc.oneof(
-              fc.record({ op: fc.constant("add" as const), remaining: fc.integer({ min: 0, max: 2 }) }),
-              fc.record({ op: fc.constant("query" as const), which: fc.integer({ min: 0, max: 3 }), back: fc.integer({ min: 0, max: 3 }) }),
+              fc.record({
+                op: fc.constant("add" as const),
+                remaining: fc.integer({ min: 0, max: 2 }),
+              }),
+              fc.record({
+                op: fc.constant("query" as const),
+                which: fc.integer({ min: 0, max: 3 }),
+                back: fc.integer({ min: 0, max: 3 }),
+              }),
             ),
             { maxLength: 12 },
           ),
@@ -95,7 +102,11 @@ describe("QueryCache", () => {
             const history: bigint[] = [t.db.latestTs()];
             for (const s of steps) {
               if (s.op === "add") {
-                const r = await runner.mutation("items:add", { name: `n${ids.length}`, price: 1, remaining: s.remaining });
+                const r = await runner.mutation("items:add", {
+                  name: `n${ids.length}`,
+                  price: 1,
+                  remaining: s.remaining,
+                });
                 ids.push(r.value as string);
                 history.push(r.ts);
                 continue;
@@ -107,7 +118,9 @@ describe("QueryCache", () => {
               const ts = history[Math.max(0, history.length - 1 - s.back)]!;
               const entry = await cache.get(q, ts);
               const o = entry.outcome;
-              expect(o.ok ? `ok ${o.valueJson}` : `error ${o.errorMessage}`).toBe(await direct(q, ts));
+              expect(o.ok ? `ok ${o.valueJson}` : `error ${o.errorMessage}`).toBe(
+                await direct(q, ts),
+              );
             }
           },
         ),
