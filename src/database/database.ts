@@ -250,6 +250,15 @@ export class Database implements TransactionHost {
     if (this.queue.length === 0) return this.afterFlush();
     const items = this.queue;
     this.queue = [];
+    const deferred: (() => void)[] = [];
+    try {
+      return await this.flushItems(items, deferred);
+    } finally {
+      for (const reject of deferred) reject();
+    }
+  }
+
+  private async flushItems(items: typeof this.queue, deferred: (() => void)[]): Promise<void> {
     const accepted: PreparedCommit[] = [];
     const documents: DocumentWrite[] = [];
     const indexes: IndexWrite[] = [];
@@ -271,12 +280,13 @@ export class Database implements TransactionHost {
       }
       if (conflict !== null) {
         tx.markState("aborted");
-        item.reject(
-          new ConflictError(
-            this.conflictMessage(conflict),
-            head.tableByNumber(conflict.tableNumber)?.name ?? null,
-          ),
+        const error = new ConflictError(
+          this.conflictMessage(conflict),
+          head.tableByNumber(conflict.tableNumber)?.name ?? null,
         );
+        // Told only once this batch is published: a retry that began earlier
+        // would read a snapshot already known to be stale and conflict again.
+        deferred.push(() => item.reject(error));
         continue;
       }
       const ts = this.oracle.next();

@@ -40,6 +40,8 @@ export interface QueryRequest {
   identity: UserIdentity | null;
   /** Distinguishes identities in cache keys (`""` for none). */
   identityKey: string;
+  /** An admin's query: internal functions may run (kept apart from everyone else's results). */
+  allowInternal?: boolean;
 }
 
 export interface QueryCacheOptions {
@@ -109,7 +111,8 @@ export class QueryCache {
   }
 
   static keyOf(q: QueryRequest): string {
-    return `${q.identityKey}\u0000${q.udfPath}\u0000${JSON.stringify(q.argsJson)}`;
+    const admin = q.allowInternal === true ? "admin\u0000" : "";
+    return `${admin}${q.identityKey}\u0000${q.udfPath}\u0000${JSON.stringify(q.argsJson)}`;
   }
 
   /** Results held (watched or idle). */
@@ -171,7 +174,11 @@ export class QueryCache {
     let transient = false;
     try {
       const args = fromJson(q.argsJson) as Value;
-      const r = await this.runner.query(q.udfPath, args, { identity: q.identity, ts });
+      const r = await this.runner.query(q.udfPath, args, {
+        identity: q.identity,
+        ts,
+        allowInternal: q.allowInternal === true,
+      });
       outcome = {
         ok: true,
         valueJson: JSON.stringify(toJson(r.value)),

@@ -162,6 +162,7 @@ export class Session {
           argsJson: argsJson as JsonValue,
           identity: this.identity,
           identityKey: this.identityKey,
+          allowInternal: this.isAdmin,
         };
         this.queries.set(change.queryId, {
           queryId: change.queryId,
@@ -225,7 +226,12 @@ export class Session {
     this.identityKey = identity === null ? "" : identityKeyOf(identity);
     // Every query now runs as the new identity.
     for (const [id, q] of this.queries) {
-      const request: QueryRequest = { ...q.request, identity, identityKey: this.identityKey };
+      const request: QueryRequest = {
+        ...q.request,
+        identity,
+        identityKey: this.identityKey,
+        allowInternal: admin,
+      };
       q.unwatch();
       this.queries.set(id, { ...q, request, key: QueryCache.keyOf(request), unwatch: noop });
     }
@@ -422,7 +428,10 @@ function modification(queryId: number, entry: CachedQuery): string {
   if (o.ok) {
     return `{"type":"QueryUpdated","queryId":${queryId},"value":${o.valueJson},"logLines":${JSON.stringify(o.logLines)},"journal":null}`;
   }
-  return `{"type":"QueryFailed","queryId":${queryId},"errorMessage":${JSON.stringify(o.errorMessage)},"logLines":${JSON.stringify(o.logLines)},"errorData":${o.errorDataJson ?? "null"},"journal":null}`;
+  // No `errorData` unless the function threw a ConvexError: the client turns
+  // any errorData it finds (even null) into a ConvexError.
+  const errorData = o.errorDataJson === null ? "" : `,"errorData":${o.errorDataJson}`;
+  return `{"type":"QueryFailed","queryId":${queryId},"errorMessage":${JSON.stringify(o.errorMessage)},"logLines":${JSON.stringify(o.logLines)}${errorData},"journal":null}`;
 }
 
 function identityKeyOf(identity: UserIdentity): string {

@@ -6,6 +6,7 @@
  * refused for its own socket only.
  */
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { makeFunctionReference } from "convex/server";
 import { ConvexError } from "convex/values";
 import {
   ConvexClient as OldConvexClient,
@@ -24,7 +25,43 @@ beforeAll(async () => {
   server = await startServer();
 });
 
-afterEach(async () => {
+/** The last frames of this test's sockets, printed if it fails (for diagnosing a hang). */
+let wireLog: string[] = [];
+let socketCount = 0;
+
+function record(line: string): void {
+  wireLog.push(line.length > 240 ? `${line.slice(0, 240)}…` : line);
+  if (wireLog.length > 600) wireLog = wireLog.slice(-400);
+}
+
+/** `ws` recording what goes over it (every client in this file uses it). */
+class RecordingWebSocket extends WebSocket {
+  private readonly tag = `#${socketCount++}`;
+  private readonly t0 = Date.now();
+
+  constructor(...args: ConstructorParameters<typeof WebSocket>) {
+    super(...args);
+    this.addEventListener("message", (e) => record(`${this.at()} <- ${String(e.data)}`));
+    this.addEventListener("close", (e) => record(`${this.at()} closed ${e.code} ${e.reason}`));
+  }
+
+  private at(): string {
+    return `${Date.now() - this.t0}ms ${this.tag}`;
+  }
+
+  override send(data: string, ...rest: unknown[]): void {
+    record(`${this.at()} -> ${data}`);
+    (super.send as (...a: unknown[]) => void)(data, ...rest);
+  }
+}
+
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === "fail") {
+    console.error(
+      `wire log of "${ctx.task.name}":\n${wireLog.join("\n")}\n--- server output:\n${server.output().slice(-4000)}`,
+    );
+  }
+  wireLog = [];
   await Promise.all(open.splice(0).map((c) => c.close()));
 });
 
@@ -36,7 +73,10 @@ type WebSocketCtor = NonNullable<
   ConstructorParameters<typeof ConvexClient>[1]
 >["webSocketConstructor"];
 
-function newClient(url = server.url, webSocketConstructor: unknown = WebSocket): ConvexClient {
+function newClient(
+  url = server.url,
+  webSocketConstructor: unknown = RecordingWebSocket,
+): ConvexClient {
   const c = new ConvexClient(url, {
     webSocketConstructor: webSocketConstructor as WebSocketCtor,
     logger: false,
@@ -106,6 +146,35 @@ describe("live queries", () => {
     expect(await c.query(api.counters.get, { name: "refused-WS" })).toBe(0);
   });
 
+  it("query errors keep their kind, and internal functions need the admin key", async () => {
+    const publicClient = newClient();
+    let refused: unknown;
+    try {
+      await publicClient.query(api.items.secret, {});
+    } catch (e) {
+      refused = e;
+    }
+    expect(String(refused)).toMatch(/secret/);
+    // A plain failure is an Error, not a ConvexError; a ConvexError keeps its data.
+    expect(refused).toBeInstanceOf(Error);
+    expect(refused).not.toBeInstanceOf(ConvexError);
+    let withData: unknown;
+    try {
+      await publicClient.query(api.behaviour.failWithData, {});
+    } catch (e) {
+      withData = e;
+    }
+    expect(withData).toBeInstanceOf(ConvexError);
+    expect((withData as ConvexError<{ code: string; detail: bigint[] }>).data).toEqual({
+      code: "NOPE",
+      detail: [1, 2n],
+    });
+    const admin = newClient();
+    // `setAdminAuth` is the client's @internal API (what the dashboard uses).
+    (admin as unknown as { setAdminAuth(key: string): void }).setAdminAuth(server.adminKey);
+    expect(await admin.query(api.items.secret, {})).toBe("internal only");
+  });
+
   it("200 clients subscribed to one query all see one mutation", async () => {
     const N = 200;
     const clients = Array.from({ length: N }, () => newClient());
@@ -121,9 +190,31 @@ describe("live queries", () => {
   });
 
   it("two queries changed by one mutation are never seen at different timestamps", async () => {
-    // Counts every server Transition and checks each one names all three queries or none.
-    const transitions: { queryIds: number[] }[] = [];
-    class SpyWebSocket extends WebSocket {
+    // Three writers (over HTTP, another socket, and the subscriber's own
+    // socket) each add one to a pair of counters (a_w, b_w) in one mutation,
+    // one mutation at a time; they touch different counters so that they
+    // never conflict. The subscriber watches a_0 and b_0 by index, and the
+    // sums of all a's and all b's by table scan: in every state it observes,
+    // a_0 = b_0 and sum(a) = sum(b).
+    const names = (p: string) => [0, 1, 2].map((w) => `pair-${p}${w}`);
+    const queries = {
+      a0: { udfPath: "counters:get", args: { name: "pair-a0" } },
+      b0: { udfPath: "counters:get", args: { name: "pair-b0" } },
+      sumA: { udfPath: "counters:sum", args: { names: names("a") } },
+      sumB: { udfPath: "counters:sum", args: { names: names("b") } },
+    };
+    type Key = keyof typeof queries;
+    const keyOf = (udfPath: string, args: unknown): Key | undefined =>
+      (Object.keys(queries) as Key[]).find(
+        (k) =>
+          queries[k].udfPath === udfPath &&
+          JSON.stringify(queries[k].args) === JSON.stringify(args),
+      );
+
+    // On the wire: which query id is which, and what each Transition changed.
+    const idToKey = new Map<number, Key>();
+    const transitions: Key[][] = [];
+    class SpyWebSocket extends RecordingWebSocket {
       constructor(...args: ConstructorParameters<typeof WebSocket>) {
         super(...args);
         this.addEventListener("message", (event) => {
@@ -132,50 +223,97 @@ describe("live queries", () => {
             modifications?: { queryId: number }[];
           };
           if (msg.type === "Transition")
-            transitions.push({ queryIds: (msg.modifications ?? []).map((m) => m.queryId) });
+            transitions.push((msg.modifications ?? []).map((m) => idToKey.get(m.queryId)!));
         });
+      }
+      override send(data: string, ...rest: unknown[]): void {
+        const msg = JSON.parse(data) as {
+          type: string;
+          modifications?: { type: string; queryId: number; udfPath: string; args: unknown[] }[];
+        };
+        for (const m of msg.type === "ModifyQuerySet" ? (msg.modifications ?? []) : []) {
+          const key = m.type === "Add" ? keyOf(m.udfPath, m.args[0]) : undefined;
+          if (key !== undefined) idToKey.set(m.queryId, key);
+        }
+        (super.send as (...a: unknown[]) => void)(data, ...rest);
       }
     }
     const c = newClient(server.url, SpyWebSocket);
     const writer = newClient();
-    const args = { a: { name: "pairA" }, b: { name: "pairB" }, sum: { names: ["pairA", "pairB"] } };
-    const states: { a: number; b: number; sum: number }[] = [];
+    type State = Record<Key, number>;
+    const states: State[] = [];
     c.client.addOnTransitionHandler(() => {
-      const a = c.client.localQueryResult("counters:get", args.a) as number | undefined;
-      const b = c.client.localQueryResult("counters:get", args.b) as number | undefined;
-      const sum = c.client.localQueryResult("counters:sum", args.sum) as number | undefined;
-      if (a !== undefined && b !== undefined && sum !== undefined) states.push({ a, b, sum });
+      const state: Partial<State> = {};
+      for (const k of Object.keys(queries) as Key[]) {
+        const v = c.client.localQueryResult(queries[k].udfPath, queries[k].args);
+        if (typeof v !== "number") return;
+        state[k] = v;
+      }
+      states.push(state as State);
     });
-    const seenA = watch<number>(c, api.counters.get, args.a);
-    watch<number>(c, api.counters.get, args.b);
-    watch<number>(c, api.counters.sum, args.sum);
+    for (const k of Object.keys(queries) as Key[])
+      watch<number>(c, makeFunctionReference<"query">(queries[k].udfPath), queries[k].args);
     await waitFor("the first results", () => states.length > 0);
-    // Three writers (over HTTP, another socket, and the subscriber's own
-    // socket), each one mutation at a time so that they interleave.
+
     const http = newHttp();
-    const pair = { a: "pairA", b: "pairB" };
+    const pair = (w: number) => ({ a: `pair-a${w}`, b: `pair-b${w}` });
     const writers = [
-      () => http.mutation(api.counters.incrementPair, pair),
-      () => writer.mutation(api.counters.incrementPair, pair),
-      () => c.mutation(api.counters.incrementPair, pair),
+      () => http.mutation(api.counters.incrementPair, pair(0)),
+      () => writer.mutation(api.counters.incrementPair, pair(1)),
+      () => c.mutation(api.counters.incrementPair, pair(2)),
     ];
     const EACH = 15;
-    const M = EACH * writers.length;
     await Promise.all(
       writers.map(async (write) => {
         for (let i = 0; i < EACH; i++) await write();
       }),
     );
-    await waitFor("the last write", () => states.at(-1)?.a === M);
-    const bad = states.filter((s) => s.a !== s.b || s.sum !== s.a + s.b);
+    await waitFor("the last write", () => states.at(-1)?.sumA === 3 * EACH);
+    const bad = states.filter((s) => s.a0 !== s.b0 || s.sumA !== s.sumB || s.sumA < s.a0);
     expect(bad).toEqual([]);
-    expect(states.at(-1)).toEqual({ a: M, b: M, sum: 2 * M });
+    expect(states.at(-1)).toEqual({ a0: EACH, b0: EACH, sumA: 3 * EACH, sumB: 3 * EACH });
     // The subscriber saw intermediate steps, not only the first and last.
-    expect(new Set(states.map((s) => s.a)).size).toBeGreaterThan(2);
-    expect(seenA.at(-1)).toBe(M);
-    // And on the wire: every transition that changed one of the three changed all three.
-    const partial = transitions.filter((t) => t.queryIds.length !== 0 && t.queryIds.length !== 3);
+    expect(new Set(states.map((s) => s.sumA)).size).toBeGreaterThan(2);
+    // Every transition that changed one of a pair changed the other.
+    expect(idToKey.size).toBe(4);
+    const partial = transitions.filter(
+      (t) => t.includes("a0") !== t.includes("b0") || t.includes("sumA") !== t.includes("sumB"),
+    );
     expect(partial).toEqual([]);
+    expect(transitions.filter((t) => t.includes("a0")).length).toBeGreaterThan(2);
+  });
+});
+
+describe("large transitions", () => {
+  it("arrive as TransitionChunks for new clients and whole for old ones", async () => {
+    const frames: string[] = [];
+    class TypeSpy extends RecordingWebSocket {
+      constructor(...args: ConstructorParameters<typeof WebSocket>) {
+        super(...args);
+        this.addEventListener("message", (e) => {
+          frames.push((JSON.parse(String(e.data)) as { type: string }).type);
+        });
+      }
+    }
+    const big = `${"x".repeat(1536 * 1024)}end`;
+    const c = newClient(server.url, TypeSpy);
+    expect(await c.query(api.items.echo, { big })).toEqual({ big });
+    expect(frames.filter((t) => t === "TransitionChunk").length).toBeGreaterThanOrEqual(2);
+
+    frames.length = 0;
+    const old = new OldConvexClient(server.url, {
+      webSocketConstructor: TypeSpy as unknown as NonNullable<
+        ConstructorParameters<typeof OldConvexClient>[1]
+      >["webSocketConstructor"],
+      unsavedChangesWarning: false,
+      logger: { log() {}, warn() {}, error() {}, logVerbose() {} } as never,
+    });
+    open.push(old);
+    expect(await old.query(oldRef<"query">("items:echo"), { big: `${big}!` })).toEqual({
+      big: `${big}!`,
+    });
+    expect(frames).toContain("Transition");
+    expect(frames).not.toContain("TransitionChunk");
   });
 });
 
@@ -411,7 +549,7 @@ describe("an old client (convex 1.17)", () => {
   it("runs a live query and a mutation", async () => {
     const quiet = { log() {}, warn() {}, error() {}, logVerbose() {} };
     const c = new OldConvexClient(server.url, {
-      webSocketConstructor: WebSocket as unknown as NonNullable<
+      webSocketConstructor: RecordingWebSocket as unknown as NonNullable<
         ConstructorParameters<typeof OldConvexClient>[1]
       >["webSocketConstructor"],
       unsavedChangesWarning: false,
