@@ -11,9 +11,8 @@ import type { IncomingMessage } from "node:http";
 import type { UserIdentity } from "../runtime/syscalls.js";
 import { decodeTs, encodeTs, ProtocolError } from "../sync/protocol.js";
 import type { QueryOutcome } from "../sync/queryCache.js";
-import { failureOf, logLine } from "../sync/queryCache.js";
-import { AuthenticationError, type SyncService } from "../sync/service.js";
-import { fromJson, isPlainObject, type JsonValue, toJson } from "../values/index.js";
+import { AuthenticationError, impersonatedIdentity, type SyncService } from "../sync/service.js";
+import { isPlainObject, type JsonValue } from "../values/index.js";
 
 /** The status the official client treats as "the function failed" (not a transport error). */
 export const STATUS_UDF_FAILED = 560;
@@ -61,16 +60,7 @@ async function callerOf(req: IncomingMessage, sync: SyncService): Promise<Caller
       throw new HttpError(400, "Invalid acting-as identity in the admin authorization");
     }
     if (!isPlainObject(attrs)) throw new HttpError(400, "Invalid acting-as identity");
-    const a = attrs as Record<string, unknown>;
-    const subject = typeof a.subject === "string" ? a.subject : "";
-    const issuer = typeof a.issuer === "string" ? a.issuer : "";
-    const identity = {
-      ...a,
-      subject,
-      issuer,
-      tokenIdentifier:
-        typeof a.tokenIdentifier === "string" ? a.tokenIdentifier : `${issuer}|${subject}`,
-    } as unknown as UserIdentity;
+    const identity = impersonatedIdentity(attrs);
     return { identity, identityKey: identity.tokenIdentifier, admin: true };
   }
   if (scheme === "Bearer") {
@@ -135,25 +125,14 @@ function outcomeResponse(o: QueryOutcome) {
 }
 
 async function runQuery(sync: SyncService, caller: Caller, body: FunctionBody, ts: bigint) {
-  if (caller.admin) {
-    // Admins may call internal functions: not through the shared cache of public results.
-    try {
-      const r = await sync.runner.query(body.path, fromJson(body.args), {
-        identity: caller.identity,
-        allowInternal: true,
-        ts,
-      });
-      return success(JSON.stringify(toJson(r.value)), r.logs.map(logLine));
-    } catch (e) {
-      return failure(failureOf(e));
-    }
-  }
   const entry = await sync.cache.get(
     {
       udfPath: body.path,
       argsJson: body.args,
       identity: caller.identity,
       identityKey: caller.identityKey,
+      // Admins may call internal functions; their results are cached apart.
+      allowInternal: caller.admin,
     },
     ts,
   );

@@ -7,7 +7,7 @@
 import type { Database } from "../database/index.js";
 import type { FunctionRunner } from "../functions/runner.js";
 import type { UserIdentity } from "../runtime/syscalls.js";
-import { fromJson, type JsonValue, toJson, type Value } from "../values/index.js";
+import { fromJson, isPlainObject, type JsonValue, toJson, type Value } from "../values/index.js";
 import { encodeTs } from "./protocol.js";
 import { failureOf, logLine, QueryCache } from "./queryCache.js";
 
@@ -21,6 +21,21 @@ export interface Authenticator {
 
 export class AuthenticationError extends Error {
   override name = "AuthenticationError";
+}
+
+/** The identity an admin acts as (WebSocket `impersonating`, HTTP `Convex <key>:<identity>`). */
+export function impersonatedIdentity(attrs: unknown): UserIdentity {
+  if (!isPlainObject(attrs)) throw new AuthenticationError("Invalid impersonated identity");
+  const a = attrs as Record<string, unknown>;
+  const subject = typeof a.subject === "string" ? a.subject : "";
+  const issuer = typeof a.issuer === "string" ? a.issuer : "";
+  return {
+    ...a,
+    subject,
+    issuer,
+    tokenIdentifier:
+      typeof a.tokenIdentifier === "string" ? a.tokenIdentifier : `${issuer}|${subject}`,
+  } as unknown as UserIdentity;
 }
 
 export interface SyncLimits {

@@ -15,7 +15,7 @@
  * sure one does (an empty transition if its queries did not change).
  */
 import type { UserIdentity } from "../runtime/syscalls.js";
-import { isPlainObject, type JsonValue } from "../values/index.js";
+import type { JsonValue } from "../values/index.js";
 import {
   type AuthenticateMessage,
   type ClientMessage,
@@ -28,7 +28,7 @@ import {
 } from "./protocol.js";
 import type { CachedQuery, QueryRequest } from "./queryCache.js";
 import { QueryCache } from "./queryCache.js";
-import { AuthenticationError, type SyncService } from "./service.js";
+import { AuthenticationError, impersonatedIdentity, type SyncService } from "./service.js";
 
 /** What a session needs from its socket. */
 export interface SessionTransport {
@@ -203,7 +203,7 @@ export class Session {
         if (!this.service.auth.isAdminKey(m.value))
           throw new AuthenticationError("The admin key is not valid for this deployment");
         admin = true;
-        identity = m.impersonating === null ? null : impersonated(m.impersonating);
+        identity = m.impersonating === null ? null : impersonatedIdentity(m.impersonating);
       } else if (m.tokenType === "User") {
         identity = await this.service.auth.verifyUserToken(m.value);
       }
@@ -437,18 +437,4 @@ function modification(queryId: number, entry: CachedQuery): string {
 function identityKeyOf(identity: UserIdentity): string {
   const token = (identity as { tokenIdentifier?: unknown }).tokenIdentifier;
   return typeof token === "string" ? token : JSON.stringify(identity);
-}
-
-/** The identity an admin acts as (`impersonating`), with the fields the library expects. */
-function impersonated(attrs: Record<string, JsonValue>): UserIdentity {
-  if (!isPlainObject(attrs)) throw new AuthenticationError("Invalid impersonated identity");
-  const subject = typeof attrs.subject === "string" ? attrs.subject : "";
-  const issuer = typeof attrs.issuer === "string" ? attrs.issuer : "";
-  return {
-    ...attrs,
-    subject,
-    issuer,
-    tokenIdentifier:
-      typeof attrs.tokenIdentifier === "string" ? attrs.tokenIdentifier : `${issuer}|${subject}`,
-  } as unknown as UserIdentity;
 }
