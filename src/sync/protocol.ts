@@ -113,10 +113,20 @@ export function decodeTs(encoded: string): bigint {
 }
 
 export function encodeTs(ts: bigint): string {
+  // A fan-out encodes the same two timestamps (start and end) for every session.
+  if (ts === recentTs[0]) return recentText[0]!;
+  if (ts === recentTs[1]) return recentText[1]!;
   const bytes = Buffer.alloc(8);
   bytes.writeBigUInt64LE(ts);
-  return bytes.toString("base64");
+  const text = bytes.toString("base64");
+  recentTs[1] = recentTs[0]!;
+  recentText[1] = recentText[0]!;
+  recentTs[0] = ts;
+  recentText[0] = text;
+  return text;
 }
+const recentTs: bigint[] = [-1n, -1n];
+const recentText: string[] = ["", ""];
 
 /** Parses one client message (already JSON-decoded); throws `ProtocolError` for anything malformed. */
 export function parseClientMessage(raw: unknown): ClientMessage {

@@ -20,6 +20,8 @@ export type QueryOutcome =
 
 export interface CachedQuery {
   readonly key: string;
+  /** What it ran (to run it again when a commit invalidates it while watched). */
+  readonly request: QueryRequest;
   /** The snapshot it ran at. */
   readonly ts: bigint;
   /** The first commit after `ts` that changed what it read, or null while none has. */
@@ -120,13 +122,18 @@ export class QueryCache {
     return this.subscriptions.size + this.unchanging.size;
   }
 
-  /** A result of `q` valid at `ts` (which must not be newer than the database's latest). */
-  async get(q: QueryRequest, ts: bigint, key = QueryCache.keyOf(q)): Promise<CachedQuery> {
+  /** The result of `key` valid at `ts` if one is held (no execution). */
+  peek(key: string, ts: bigint): CachedQuery | undefined {
     const cached = this.current.get(key);
-    if (cached !== undefined && validAt(cached, ts)) {
-      this.touch(cached);
-      return cached;
-    }
+    if (cached === undefined || !validAt(cached, ts)) return undefined;
+    this.touch(cached);
+    return cached;
+  }
+
+  /** A result of `q` valid at `ts` (which must not be newer than the database's latest). */
+  get(q: QueryRequest, ts: bigint, key = QueryCache.keyOf(q)): Promise<CachedQuery> {
+    const cached = this.peek(key, ts);
+    if (cached !== undefined) return Promise.resolve(cached);
     const runKey = `${ts}\u0000${key}`;
     let run = this.running.get(runKey);
     if (run === undefined) {
@@ -192,6 +199,7 @@ export class QueryCache {
     }
     const entry: CachedQuery = {
       key,
+      request: q,
       ts,
       invalidatedAt: null,
       outcome,
@@ -252,7 +260,14 @@ export class QueryCache {
     this.unsubscribeEntry(entry);
     if (this.current.get(entry.key) === entry) this.current.delete(entry.key);
     this.idle.delete(entry);
-    for (const w of [...entry.watchers]) w(entry);
+    if (entry.watchers.size === 0) return;
+    // Its watchers will want the new result at the latest snapshot: run it
+    // once, then tell them, so that each finds it ready (a fan-out to many
+    // sessions is then one synchronous pass, not an async chain per session).
+    const notify = () => {
+      for (const w of [...entry.watchers]) w(entry);
+    };
+    this.get(entry.request, this.db.latestTs(), entry.key).then(notify, notify);
   }
 
   private forget(entry: CachedQuery): void {

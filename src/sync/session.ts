@@ -26,7 +26,7 @@ import {
   type RequestMessage,
   type StateVersion,
 } from "./protocol.js";
-import type { CachedQuery, QueryRequest } from "./queryCache.js";
+import type { CachedQuery, QueryOutcome, QueryRequest } from "./queryCache.js";
 import { QueryCache } from "./queryCache.js";
 import { AuthenticationError, impersonatedIdentity, type SyncService } from "./service.js";
 
@@ -51,6 +51,9 @@ export interface SessionOptions {
   /** Whether the client understands TransitionChunk messages (convex >= 1.28). */
   transitionChunks: boolean;
 }
+
+/** A socket with less than this queued counts as drained: the next update may go out. */
+const DRAINED_BYTES = 64 * 1024;
 
 /** Close codes: the client reconnects after any of these. */
 const CLOSE_TOO_SLOW = 4001;
@@ -284,9 +287,11 @@ export class Session {
     try {
       while (this.dirty && !this.closed) {
         this.dirty = false;
-        await this.drained();
-        if (this.closed) return;
-        await this.update();
+        if (this.transport.bufferedAmount >= DRAINED_BYTES) {
+          await this.drained();
+          if (this.closed) return;
+        }
+        if (!this.updateFromCache()) await this.update();
       }
     } catch {
       this.fatal("Internal server error while updating queries");
@@ -295,20 +300,44 @@ export class Session {
     }
   }
 
+  /**
+   * Updates at once if every query's result at the latest timestamp is
+   * already cached (the usual case when a commit fans out); false if some
+   * must run first.
+   */
+  private updateFromCache(): boolean {
+    const ts = this.service.db.latestTs();
+    const queries = [...this.queries.values()];
+    const entries: CachedQuery[] = [];
+    for (const q of queries) {
+      const entry = this.service.cache.peek(q.key, ts);
+      if (entry === undefined) return false;
+      entries.push(entry);
+    }
+    this.apply(ts, queries, entries);
+    return true;
+  }
+
   private async update(): Promise<void> {
     const ts = this.service.db.latestTs();
     const querySet = this.querySetVersion;
     const identity = this.identityVersion;
     const queries = [...this.queries.values()];
-    const entries = await Promise.all(
-      queries.map((q) => this.service.cache.get(q.request, ts, q.key)),
-    );
+    const cache = this.service.cache;
+    const entries = await Promise.all(queries.map((q) => cache.get(q.request, ts, q.key)));
     if (this.closed) return;
     if (querySet !== this.querySetVersion || identity !== this.identityVersion) {
       // Changed meanwhile: what was computed no longer matches; the loop runs again.
       this.dirty = true;
       return;
     }
+    this.apply(ts, queries, entries);
+  }
+
+  /** Shows `entries` (the results of `queries` at `ts`): one transition with what changed. */
+  private apply(ts: bigint, queries: SessionQuery[], entries: CachedQuery[]): void {
+    const querySet = this.querySetVersion;
+    const identity = this.identityVersion;
     const mods: string[] = [];
     for (let i = 0; i < queries.length; i++) {
       const q = queries[i]!;
@@ -364,10 +393,9 @@ export class Session {
 
   /** Resolves once the socket's queue is (nearly) empty. */
   private drained(): Promise<void> {
-    if (this.transport.bufferedAmount < 64 * 1024) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
-        if (this.closed || this.transport.bufferedAmount < 64 * 1024) resolve();
+        if (this.closed || this.transport.bufferedAmount < DRAINED_BYTES) resolve();
         else setTimeout(check, 5);
       };
       setTimeout(check, 5);
@@ -425,13 +453,24 @@ function sameOutcome(a: CachedQuery, b: CachedQuery): boolean {
 
 function modification(queryId: number, entry: CachedQuery): string {
   const o = entry.outcome;
-  if (o.ok) {
-    return `{"type":"QueryUpdated","queryId":${queryId},"value":${o.valueJson},"logLines":${JSON.stringify(o.logLines)},"journal":null}`;
+  let tail = tails.get(o);
+  if (tail === undefined) {
+    tail = modificationTail(o);
+    tails.set(o, tail);
   }
+  return `{"type":"${o.ok ? "QueryUpdated" : "QueryFailed"}","queryId":${queryId}${tail}`;
+}
+
+/** What follows the query id in a modification, the same for every session showing the outcome. */
+const tails = new WeakMap<QueryOutcome, string>();
+
+function modificationTail(o: QueryOutcome): string {
+  if (o.ok)
+    return `,"value":${o.valueJson},"logLines":${JSON.stringify(o.logLines)},"journal":null}`;
   // No `errorData` unless the function threw a ConvexError: the client turns
   // any errorData it finds (even null) into a ConvexError.
   const errorData = o.errorDataJson === null ? "" : `,"errorData":${o.errorDataJson}`;
-  return `{"type":"QueryFailed","queryId":${queryId},"errorMessage":${JSON.stringify(o.errorMessage)},"logLines":${JSON.stringify(o.logLines)}${errorData},"journal":null}`;
+  return `,"errorMessage":${JSON.stringify(o.errorMessage)},"logLines":${JSON.stringify(o.logLines)}${errorData},"journal":null}`;
 }
 
 function identityKeyOf(identity: UserIdentity): string {
