@@ -383,18 +383,27 @@ export class Session {
 
   private send(text: string): void {
     if (this.closed) return;
-    if (this.transport.bufferedAmount > this.service.limits.maxBufferedBytes) {
-      this.close(CLOSE_TOO_SLOW, "Client too slow: it did not keep up with its query updates");
-      return;
-    }
+    if (this.tooSlow()) return;
     this.lastSendMs = Date.now();
     this.transport.send(text);
   }
 
-  /** Resolves once the socket's queue is (nearly) empty. */
+  /** Closes the socket (4001) if more than the limit is queued on it. */
+  private tooSlow(): boolean {
+    if (this.transport.bufferedAmount <= this.service.limits.maxBufferedBytes) return false;
+    this.close(CLOSE_TOO_SLOW, "Client too slow: it did not keep up with its query updates");
+    return true;
+  }
+
+  /**
+   * Resolves once the socket's queue is (nearly) empty. Checks the limit
+   * while waiting: a client that stopped reading gets nothing more sent, so
+   * the check in `send` alone would never close it.
+   */
   private drained(): Promise<void> {
     return new Promise((resolve) => {
       const check = () => {
+        if (!this.closed) this.tooSlow();
         if (this.closed || this.transport.bufferedAmount < DRAINED_BYTES) resolve();
         else setTimeout(check, 5);
       };
