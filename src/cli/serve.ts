@@ -93,7 +93,11 @@ export async function serve(argv: string[]): Promise<number> {
   });
   let server: ApiServer;
   try {
-    server = await ApiServer.start(deployment, { port: flags.port, host: flags.host });
+    server = await ApiServer.start(deployment, {
+      port: flags.port,
+      host: flags.host,
+      siteUrl: `http://${flags.host}:${flags.sitePort}`,
+    });
   } catch (e) {
     await deployment.close();
     throw e;
@@ -104,8 +108,9 @@ export async function serve(argv: string[]): Promise<number> {
       `  API URL:   ${server.url}\n` +
       `  site URL:  http://${flags.host}:${sitePort} (HTTP actions: not supported yet)\n` +
       `  admin key: ${deployment.adminKey}\n` +
-      (deployment.sync === null
-        ? "  no functions yet: pass --convex-dir to serve a convex/ folder\n"
+      (deployment.app === null
+        ? "  no functions yet: push them with the official CLI, e.g.\n" +
+          `    CONVEX_SELF_HOSTED_URL=${server.url} CONVEX_SELF_HOSTED_ADMIN_KEY='${deployment.adminKey}' npx convex deploy\n`
         : ""),
   );
   return new Promise<number>((resolveExit) => {

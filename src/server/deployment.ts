@@ -1,8 +1,9 @@
 /**
  * One deployment served by this process: its database in the data directory,
- * the app code it runs, and the sync service on top. Code arrives from a
- * `convex/` folder bundled at start (`--convex-dir`); pushes from the
- * official CLI arrive with the deploy workflow.
+ * the app code it runs, and the sync service on top. Code comes from the
+ * last push of the official CLI (kept in the data directory, see
+ * `codeStore.ts`) or from a `convex/` folder bundled at start
+ * (`--convex-dir`); a push replaces it while the deployment keeps serving.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -21,6 +22,7 @@ import {
   type SyncLimits,
   SyncService,
 } from "../sync/service.js";
+import { CodeStore, type StoredApp } from "./codeStore.js";
 
 export interface DeploymentOptions {
   dataDir: string;
@@ -66,19 +68,99 @@ export class DeploymentAuthenticator implements Authenticator {
   }
 }
 
+/** An app ready to serve: its runtime (modules loaded and analysed) and schema. */
+export interface PreparedApp {
+  stored: StoredApp;
+  runtime: AppRuntime;
+  schema: Schema | null;
+}
+
+/** A push or folder the deployment cannot serve; the message is for whoever sent it. */
+export class AppRejectedError extends Error {
+  override name = "AppRejectedError";
+}
+
+/** Loads and analyses an app without serving it (the caller disposes `runtime` if unused). */
+export async function prepareApp(stored: StoredApp): Promise<PreparedApp> {
+  const node = stored.modules.filter((m) => m.environment === "node").map((m) => m.path);
+  if (node.length > 0)
+    throw new AppRejectedError(
+      `not supported yet: "use node" modules (${node.join(", ")}); Node.js actions arrive with the actions work`,
+    );
+  let schema: Schema | null = null;
+  let runtime: AppRuntime;
+  try {
+    schema = stored.schema === null ? null : await evaluateSchema(stored.schema);
+  } catch (e) {
+    throw new AppRejectedError(`Failed to evaluate schema.ts: ${errorMessage(e)}`);
+  }
+  try {
+    runtime = await AppRuntime.create(await linkModules(stored.modules));
+  } catch (e) {
+    throw new AppRejectedError(errorMessage(e));
+  }
+  const broken = runtime.modules.flatMap((m) =>
+    m.functions.filter((f) => f.error !== undefined).map((f) => `${m.path}:${f.name}: ${f.error}`),
+  );
+  if (broken.length > 0) {
+    runtime.dispose();
+    throw new AppRejectedError(`Invalid function definitions:\n${broken.join("\n")}`);
+  }
+  return { stored, runtime, schema };
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** The app of a `convex/` folder, bundled the way the official CLI bundles it. */
+export async function appFromFolder(convexDir: string): Promise<StoredApp> {
+  return {
+    modules: [...(await bundleConvexDir(convexDir))],
+    schema: await bundleSchema(convexDir),
+    authConfig: null,
+    udfServerVersion: "folder",
+    functions: "convex/",
+    pushedAtMs: Date.now(),
+  };
+}
+
+/** How long a replaced app keeps running the executions it already started. */
+const RETIRE_AFTER_MS = 30_000;
+
 export class Deployment {
   readonly auth: DeploymentAuthenticator;
+  readonly sync: SyncService;
+  readonly codeStore: CodeStore;
+  /** Where clients reach this deployment (set once the servers listen). */
+  urls = { cloud: "", site: "" };
+  private live: PreparedApp | null;
+  private runnerRef: FunctionRunner;
 
   private constructor(
     readonly db: Database,
-    readonly runtime: AppRuntime | null,
-    readonly runner: FunctionRunner | null,
-    readonly sync: SyncService | null,
     readonly adminKey: string,
-    readonly schema: Schema | null,
+    readonly dataDir: string,
+    live: PreparedApp | null,
+    empty: AppRuntime,
+    syncLimits: Partial<SyncLimits> | undefined,
   ) {
     this.auth = new DeploymentAuthenticator(adminKey);
+    this.codeStore = new CodeStore(dataDir);
+    this.live = live;
+    this.runnerRef = this.runnerFor(live?.runtime ?? empty, live?.schema ?? null);
+    this.emptyRuntime = live === null ? empty : null;
+    if (live !== null) empty.dispose();
+    this.sync = new SyncService({
+      db,
+      runner: this.runnerRef,
+      auth: this.auth,
+      ...(syncLimits ? { limits: syncLimits } : {}),
+    });
   }
+
+  /** The runtime serving while no app is installed (every call: function not found). */
+  private emptyRuntime: AppRuntime | null;
 
   static async open(options: DeploymentOptions): Promise<Deployment> {
     mkdirSync(options.dataDir, { recursive: true });
@@ -86,32 +168,65 @@ export class Deployment {
     const db = await Database.open({
       persistence: new SqlitePersistence({ path: join(options.dataDir, "tessera.sqlite") }),
     });
+    let live: PreparedApp | null = null;
     try {
-      if (options.convexDir === undefined)
-        return new Deployment(db, null, null, null, adminKey, null);
-      const schemaModule = await bundleSchema(options.convexDir);
-      const schema = schemaModule === null ? null : await evaluateSchema(schemaModule);
-      if (schema !== null) await applySchemaIndexes(db, schema);
-      const runtime = await AppRuntime.create(
-        await linkModules(await bundleConvexDir(options.convexDir)),
-      );
-      const runner = new FunctionRunner({ db, runtime, schema });
-      const sync = new SyncService({
-        db,
-        runner,
-        auth: new DeploymentAuthenticator(adminKey),
-        ...(options.syncLimits ? { limits: options.syncLimits } : {}),
+      const stored =
+        options.convexDir !== undefined
+          ? await appFromFolder(options.convexDir)
+          : new CodeStore(options.dataDir).load();
+      if (stored !== null) {
+        live = await prepareApp(stored);
+        if (live.schema !== null) await applySchemaIndexes(db, live.schema);
+      }
+      const empty = await AppRuntime.create(await linkModules([]), {
+        isolates: 1,
+        warmContexts: 0,
       });
-      return new Deployment(db, runtime, runner, sync, adminKey, schema);
+      return new Deployment(db, adminKey, options.dataDir, live, empty, options.syncLimits);
     } catch (e) {
+      live?.runtime.dispose();
       await db.close();
       throw e;
     }
   }
 
+  /** The app being served, or null before the first push. */
+  get app(): PreparedApp | null {
+    return this.live;
+  }
+
+  get runner(): FunctionRunner {
+    return this.runnerRef;
+  }
+
+  get schema(): Schema | null {
+    return this.live?.schema ?? null;
+  }
+
+  private runnerFor(runtime: AppRuntime, schema: Schema | null): FunctionRunner {
+    return new FunctionRunner({ db: this.db, runtime, schema });
+  }
+
+  /**
+   * Serves `app` from now on: new executions run its code, every cached
+   * query result is re-run on it (and pushed to subscribers), and the
+   * previous app finishes what it started before it is disposed.
+   */
+  install(app: PreparedApp): void {
+    const previous = this.live?.runtime ?? this.emptyRuntime;
+    this.live = app;
+    this.emptyRuntime = null;
+    this.runnerRef = this.runnerFor(app.runtime, app.schema);
+    this.sync.setRunner(this.runnerRef);
+    if (previous !== null && previous !== app.runtime) {
+      setTimeout(() => previous.dispose(), RETIRE_AFTER_MS).unref();
+    }
+  }
+
   async close(): Promise<void> {
-    this.sync?.close();
-    this.runtime?.dispose();
+    this.sync.close();
+    this.live?.runtime.dispose();
+    this.emptyRuntime?.dispose();
     await this.db.close();
   }
 }

@@ -6,31 +6,39 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
+import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib";
 import { WebSocketServer } from "ws";
 import { parseClientVersion, versionAtLeast } from "../sync/protocol.js";
 import { Session } from "../sync/session.js";
+import { AdminApi } from "./adminApi.js";
 import type { Deployment } from "./deployment.js";
 import { HttpError, handleFunctionCall } from "./httpApi.js";
+import { PushManager } from "./push.js";
 
 export interface ApiServerOptions {
   port: number;
   host?: string;
+  /** Where HTTP actions are served (reported to the CLI as the site URL). */
+  siteUrl?: string;
 }
 
 const SYNC_PATH = /^\/api\/([^/]+)\/sync$/;
 /** Largest request body accepted on the HTTP API. */
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Largest push (decompressed): a bundled app with its source maps. */
+const MAX_PUSH_BYTES = 256 * 1024 * 1024;
 
 export class ApiServer {
   private constructor(
     readonly http: Server,
     private readonly wss: WebSocketServer,
     readonly url: string,
+    private readonly pushes: PushManager,
   ) {}
 
   static async start(deployment: Deployment, options: ApiServerOptions): Promise<ApiServer> {
     const sync = deployment.sync;
-    const maxMessage = sync?.limits.maxMessageBytes ?? MAX_BODY_BYTES;
+    const maxMessage = sync.limits.maxMessageBytes;
     // ws refuses frames above maxPayload by closing with 1009; the session
     // refuses smaller oversized messages with a FatalError first.
     const wss = new WebSocketServer({
@@ -38,13 +46,15 @@ export class ApiServer {
       maxPayload: maxMessage * 2,
       perMessageDeflate: false,
     });
+    const pushes = new PushManager(deployment);
+    const admin = new AdminApi(deployment, pushes);
     const http = createServer((req, res) => {
-      void handleRequest(deployment, req, res);
+      void handleRequest(deployment, admin, req, res);
     });
     http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const url = new URL(req.url ?? "/", "http://x");
       const m = SYNC_PATH.exec(url.pathname);
-      if (m === null || sync === null) {
+      if (m === null) {
         socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
         return;
       }
@@ -83,7 +93,9 @@ export class ApiServer {
     });
     const address = http.address() as AddressInfo;
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    return new ApiServer(http, wss, `http://${host}:${address.port}`);
+    const url = `http://${host}:${address.port}`;
+    deployment.urls = { cloud: url, site: options.siteUrl ?? "" };
+    return new ApiServer(http, wss, url, pushes);
   }
 
   get port(): number {
@@ -92,6 +104,7 @@ export class ApiServer {
 
   /** Stops accepting connections and closes every socket. */
   async close(): Promise<void> {
+    this.pushes.close();
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
     this.http.closeAllConnections();
@@ -117,22 +130,45 @@ function reply(res: ServerResponse, status: number, body: string, type = "applic
   res.end(body);
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
+/** Reads a request body of at most `limit` bytes, decompressed as its Content-Encoding says. */
+async function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
+  const tooLarge = () => new HttpError(413, `Request body too large (limit ${limit} bytes)`);
   const declared = Number(req.headers["content-length"] ?? 0);
-  if (declared > MAX_BODY_BYTES)
-    throw new HttpError(413, `Request body too large (limit ${MAX_BODY_BYTES} bytes)`);
+  if (declared > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES)
-      throw new HttpError(413, `Request body too large (limit ${MAX_BODY_BYTES} bytes)`);
+    if (size > limit) throw tooLarge();
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  const raw = Buffer.concat(chunks);
+  const encoding = (req.headers["content-encoding"] ?? "identity").toLowerCase();
+  const options = { maxOutputLength: limit };
+  try {
+    switch (encoding) {
+      case "identity":
+        return raw;
+      case "br":
+        return brotliDecompressSync(raw, options);
+      case "gzip":
+        return gunzipSync(raw, options);
+      case "deflate":
+        return inflateSync(raw, options);
+    }
+  } catch (e) {
+    if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") throw tooLarge();
+    throw new HttpError(400, `The request body is not valid ${encoding} data`);
+  }
+  throw new HttpError(415, `Unsupported Content-Encoding ${JSON.stringify(encoding)}`);
 }
 
-async function handleRequest(deployment: Deployment, req: IncomingMessage, res: ServerResponse) {
+async function handleRequest(
+  deployment: Deployment,
+  admin: AdminApi,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
   try {
     setCors(req, res);
     const path = new URL(req.url ?? "/", "http://x").pathname;
@@ -144,18 +180,14 @@ async function handleRequest(deployment: Deployment, req: IncomingMessage, res: 
     if (path === "/version" && (req.method === "GET" || req.method === "HEAD")) {
       return reply(res, 200, "tessera", "text/plain");
     }
+    if (admin.handles(req.method ?? "", path)) {
+      return reply(res, 200, await admin.handle(req, path, await readBody(req, MAX_PUSH_BYTES)));
+    }
     if (path.startsWith("/api/")) {
       if (req.method !== "POST")
         throw new HttpError(405, `${req.method} is not allowed on ${path}`);
-      const sync = deployment.sync;
-      if (sync === null)
-        throw new HttpError(
-          503,
-          "This deployment has no code yet: start it with --convex-dir (pushing code arrives with the deploy workflow)",
-          "NoCode",
-        );
-      const body = await readBody(req);
-      const { status, body: out } = await handleFunctionCall(path, req, body, sync);
+      const body = (await readBody(req)).toString("utf8");
+      const { status, body: out } = await handleFunctionCall(path, req, body, deployment.sync);
       return reply(res, status, out);
     }
     throw new HttpError(404, `No such endpoint: ${path}`, "NotFound");

@@ -54,6 +54,12 @@ defineLazyGlobals(["Headers", "Request", "Response", "FormData"], () => require(
 defineLazyGlobals(["Event", "EventTarget", "CustomEvent", "AbortController", "AbortSignal"], () =>
   require("./lazy_events.js"),
 );
+// Convex code reads environment variables from `process.env` (the generated
+// `_generated/server.js` of convex >= 1.4x references it at import time);
+// nothing else of Node's `process` exists. Deployment environment variables
+// are not passed in yet (not supported yet: they arrive with the environment
+// variables work), so every name reads as undefined.
+defineGlobal("process", Object.freeze({ env: Object.freeze(Object.create(null)) }));
 // Small, and needed by the mode rules: installed directly.
 defineGlobal("fetch", fetch);
 defineGlobal("setTimeout", setTimeout);

@@ -1,0 +1,71 @@
+/**
+ * The admin endpoints the official CLI calls in self-hosted mode
+ * (`CONVEX_SELF_HOSTED_URL` + `CONVEX_SELF_HOSTED_ADMIN_KEY`): canonical
+ * URLs, config hashes and the `deploy2/*` push. Every one requires the admin
+ * key (`Authorization: Convex <key>`); errors are `{code, message}` JSON,
+ * which the CLI prints.
+ */
+import type { IncomingMessage } from "node:http";
+import type { Deployment } from "./deployment.js";
+import { HttpError } from "./httpApi.js";
+import type { PushManager } from "./push.js";
+
+/** Admin routes: method and path → handler of the parsed JSON body. */
+type Handler = (body: unknown) => unknown;
+
+export class AdminApi {
+  private readonly routes: Map<string, Handler>;
+
+  constructor(
+    private readonly deployment: Deployment,
+    pushes: PushManager,
+  ) {
+    this.routes = new Map<string, Handler>([
+      [
+        "GET /api/v1/get_canonical_urls",
+        () => ({ convexCloudUrl: deployment.urls.cloud, convexSiteUrl: deployment.urls.site }),
+      ],
+      ["POST /api/get_config_hashes", () => pushes.configHashes()],
+      ["POST /api/deploy2/evaluate_schema", (b) => pushes.evaluateSchema(b)],
+      ["POST /api/deploy2/evaluate_push", (b) => pushes.evaluatePush(b)],
+      ["POST /api/deploy2/start_push", (b) => pushes.startPush(b)],
+      ["POST /api/deploy2/wait_for_schema", (b) => pushes.waitForSchema(b)],
+      ["POST /api/deploy2/finish_push", (b) => pushes.finishPush(b)],
+      // The CLI reports its push timings; nothing to keep.
+      ["POST /api/deploy2/report_push_completed", () => ({})],
+    ]);
+  }
+
+  /** Whether `method path` is an admin route. */
+  handles(method: string, path: string): boolean {
+    return this.routes.has(`${method} ${path}`);
+  }
+
+  /** Runs an admin route; `body` is the request body (already decompressed). */
+  async handle(req: IncomingMessage, path: string, body: Buffer): Promise<string> {
+    this.checkAdmin(req);
+    const handler = this.routes.get(`${req.method} ${path}`)!;
+    let parsed: unknown = null;
+    if (body.length > 0) {
+      try {
+        parsed = JSON.parse(body.toString("utf8"));
+      } catch {
+        throw new HttpError(400, "The request body is not valid JSON");
+      }
+    }
+    return JSON.stringify(await handler(parsed));
+  }
+
+  private checkAdmin(req: IncomingMessage): void {
+    const header = req.headers.authorization ?? "";
+    const m = /^Convex (\S+)$/.exec(header);
+    if (m === null)
+      throw new HttpError(
+        401,
+        "This endpoint needs the deployment's admin key (Authorization: Convex <admin key>)",
+        "MissingAdminKey",
+      );
+    if (!this.deployment.auth.isAdminKey(m[1]!))
+      throw new HttpError(401, "The admin key is not valid for this deployment", "BadAdminKey");
+  }
+}

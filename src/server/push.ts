@@ -1,0 +1,507 @@
+/**
+ * The server side of the official CLI's push (`npx convex deploy`,
+ * `npx convex dev`): `start_push` loads and analyses the new app without
+ * serving it, `wait_for_schema` checks the existing data against the new
+ * schema and backfills new indexes, `finish_push` drops removed indexes,
+ * stores the app and switches to it. The old app serves until that switch.
+ * Request and response shapes follow the CLI's own schemas
+ * (`convex/src/cli/lib/deployApi/`); apps with components are refused.
+ */
+import { randomUUID } from "node:crypto";
+import type { Database } from "../database/index.js";
+import type { Schema, SchemaIndex } from "../functions/schema.js";
+import { validateWrite } from "../functions/validators.js";
+import type { ModuleSource } from "../runtime/modules.js";
+import { isPlainObject, type Value } from "../values/index.js";
+import { moduleHash, type StoredApp } from "./codeStore.js";
+import { AppRejectedError, type Deployment, type PreparedApp, prepareApp } from "./deployment.js";
+import { HttpError } from "./httpApi.js";
+
+/** An index as the CLI prints it (`DeveloperIndexConfig`). */
+interface DevIndex {
+  name: string;
+  type: "database";
+  fields: string[];
+}
+
+interface IndexDiff {
+  added_indexes: DevIndex[];
+  removed_indexes: DevIndex[];
+}
+
+interface PendingPush {
+  id: string;
+  app: PreparedApp;
+  diff: IndexDiff;
+  dryRun: boolean;
+  expires: NodeJS.Timeout;
+}
+
+/** A push not finished within this long is forgotten (its runtime disposed). */
+const PENDING_PUSH_MS = 10 * 60_000;
+/** Documents checked per transaction when validating existing data. */
+const VALIDATION_PAGE = 1000;
+
+const ROOT = "";
+
+export class PushManager {
+  private readonly pending = new Map<string, PendingPush>();
+  /** One push changes the deployment at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly deployment: Deployment) {}
+
+  /** `POST /api/get_config_hashes`: what the CLI may skip re-sending. */
+  configHashes(): unknown {
+    const app = this.deployment.app?.stored;
+    return {
+      config: { functions: app?.functions ?? "convex/" },
+      moduleHashes: (app?.modules ?? []).map((m) => ({
+        path: m.path,
+        hash: moduleHash(m),
+        environment: m.environment,
+      })),
+      nodeDependencies: [],
+      ...(app ? { udfServerVersion: app.udfServerVersion } : {}),
+    };
+  }
+
+  /** `POST /api/deploy2/evaluate_schema`: nothing to warn about (indexes here are small to build). */
+  evaluateSchema(body: unknown): unknown {
+    parseStartPush(body);
+    return { componentSchemaEvaluations: {}, newComponentDefinitions: [] };
+  }
+
+  /** `POST /api/deploy2/evaluate_push`: the index changes the push would make. */
+  async evaluatePush(body: unknown): Promise<unknown> {
+    const req = parseStartPush(body);
+    const app = await this.prepare(req);
+    try {
+      return { schemaChange: { indexDiffs: { [ROOT]: this.indexDiff(app.schema) } } };
+    } finally {
+      app.runtime.dispose();
+    }
+  }
+
+  /** `POST /api/deploy2/start_push`. */
+  async startPush(body: unknown): Promise<unknown> {
+    const req = parseStartPush(body);
+    const app = await this.prepare(req);
+    const diff = this.indexDiff(app.schema);
+    const id = randomUUID();
+    const expires = setTimeout(() => this.forget(id), PENDING_PUSH_MS);
+    expires.unref();
+    this.pending.set(id, { id, app, diff, dryRun: req.dryRun, expires });
+    return {
+      environmentVariables: {},
+      externalDepsId: null,
+      componentDefinitionPackages: {},
+      appAuth: [],
+      analysis: { [ROOT]: analysisOf(app) },
+      app: {
+        definitionPath: ROOT,
+        componentPath: ROOT,
+        args: {},
+        childComponents: {},
+        httpRoutes: { httpModuleRoutes: null, mounts: [] },
+        exports: {},
+      },
+      schemaChange: { indexDiffs: { [ROOT]: diff }, schemaIds: { [ROOT]: id } },
+      tesseraPushId: id,
+    };
+  }
+
+  /** `POST /api/deploy2/wait_for_schema`: validates the data and builds new indexes. */
+  async waitForSchema(body: unknown): Promise<unknown> {
+    if (!isPlainObject(body)) throw new HttpError(400, "The request body must be a JSON object");
+    const schemaChange = (body as { schemaChange?: unknown }).schemaChange;
+    const ids = isPlainObject(schemaChange)
+      ? (schemaChange as { schemaIds?: unknown }).schemaIds
+      : undefined;
+    const id = isPlainObject(ids) ? (ids as Record<string, unknown>)[ROOT] : undefined;
+    const push = this.pendingPush(id);
+    return this.exclusive(async () => {
+      const problem = await validateData(this.deployment.db, push.app.schema);
+      if (problem !== null)
+        return {
+          type: "failed",
+          error: problem.error,
+          componentPath: ROOT,
+          tableName: problem.table,
+        };
+      if (!push.dryRun) await this.addIndexes(push);
+      return { type: "complete" };
+    });
+  }
+
+  /** `POST /api/deploy2/finish_push`: switches the deployment to the new app. */
+  async finishPush(body: unknown): Promise<unknown> {
+    if (!isPlainObject(body)) throw new HttpError(400, "The request body must be a JSON object");
+    const start = (body as { startPush?: unknown }).startPush;
+    const id = isPlainObject(start)
+      ? (start as { tesseraPushId?: unknown }).tesseraPushId
+      : undefined;
+    const push = this.pendingPush(id);
+    const dryRun = (body as { dryRun?: unknown }).dryRun === true || push.dryRun;
+    return this.exclusive(async () => {
+      const previous = this.deployment.app;
+      const result = finishDiff(previous, push.app, push.diff);
+      this.pending.delete(push.id);
+      clearTimeout(push.expires);
+      if (dryRun) {
+        push.app.runtime.dispose();
+        return result;
+      }
+      // Data written since wait_for_schema must satisfy the schema too.
+      const problem = await validateData(this.deployment.db, push.app.schema);
+      if (problem !== null) {
+        push.app.runtime.dispose();
+        throw new HttpError(
+          400,
+          `Schema validation failed: ${problem.error}`,
+          "SchemaValidationFailed",
+        );
+      }
+      await this.addIndexes(push);
+      await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
+      this.deployment.codeStore.save(push.app.stored);
+      this.deployment.install(push.app);
+      return result;
+    });
+  }
+
+  close(): void {
+    for (const id of [...this.pending.keys()]) this.forget(id);
+  }
+
+  private pendingPush(id: unknown): PendingPush {
+    const push = typeof id === "string" ? this.pending.get(id) : undefined;
+    if (push === undefined)
+      throw new HttpError(
+        400,
+        "Unknown push: it was never started here, already finished, or expired (pushes expire after 10 minutes); push again",
+        "UnknownPush",
+      );
+    return push;
+  }
+
+  private forget(id: string): void {
+    const push = this.pending.get(id);
+    if (push === undefined) return;
+    this.pending.delete(id);
+    clearTimeout(push.expires);
+    push.app.runtime.dispose();
+  }
+
+  private exclusive<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(f, f);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async prepare(req: StartPushRequest): Promise<PreparedApp> {
+    const current = new Map(
+      (this.deployment.app?.stored.modules ?? []).map((m) => [`${m.environment}:${m.path}`, m]),
+    );
+    const modules: ModuleSource[] = [...req.changed];
+    for (const h of req.unchanged) {
+      const m = current.get(`${h.environment}:${h.path}`);
+      if (m === undefined || moduleHash(m) !== h.sha256)
+        throw new HttpError(
+          400,
+          `The push refers to module ${h.path} by hash, but this deployment does not have that version; push again with --push-all-modules`,
+        );
+      modules.push(m);
+    }
+    const authConfig = modules.find((m) => m.path === "auth.config.js") ?? null;
+    const stored: StoredApp = {
+      modules: modules.filter((m) => m !== authConfig),
+      schema: req.schema,
+      authConfig,
+      udfServerVersion: req.udfServerVersion,
+      functions: req.functions,
+      pushedAtMs: Date.now(),
+    };
+    try {
+      return await prepareApp(stored);
+    } catch (e) {
+      if (e instanceof AppRejectedError) throw new HttpError(400, e.message, "InvalidModules");
+      throw e;
+    }
+  }
+
+  /** Index changes from the database's user indexes to `schema`'s. */
+  private indexDiff(schema: Schema | null): IndexDiff {
+    const existing = userIndexes(this.deployment.db);
+    const wanted = new Map((schema?.indexes ?? []).map((i) => [`${i.table}.${i.name}`, i]));
+    const added: DevIndex[] = [];
+    const removed: DevIndex[] = [];
+    for (const [name, index] of wanted) {
+      const old = existing.get(name);
+      if (old !== undefined && sameFields(old.fields, index.fields)) continue;
+      added.push(devIndex(index));
+    }
+    for (const [name, index] of existing) {
+      const now = wanted.get(name);
+      if (now === undefined || !sameFields(now.fields, index.fields)) removed.push(devIndex(index));
+    }
+    return { added_indexes: added, removed_indexes: removed };
+  }
+
+  /** Creates the push's new indexes (replacing same-named ones with other fields) and backfills them. */
+  private async addIndexes(push: PendingPush): Promise<void> {
+    const schema = push.app.schema;
+    if (schema === null) return;
+    const existing = userIndexes(this.deployment.db);
+    const db = this.deployment.db;
+    await db.run(async (tx) => {
+      for (const index of schema.indexes) {
+        const old = existing.get(`${index.table}.${index.name}`);
+        if (old !== undefined && sameFields(old.fields, index.fields)) continue;
+        if (old !== undefined) await tx.dropIndex(index.table, index.name);
+        await tx.createIndex(index.table, index.name, index.fields);
+      }
+    });
+    await db.waitForBackgroundWork();
+  }
+
+  private async dropIndexes(indexes: DevIndex[]): Promise<void> {
+    if (indexes.length === 0) return;
+    const wanted = new Set(indexes.map((i) => i.name));
+    const existing = userIndexes(this.deployment.db);
+    await this.deployment.db.run(async (tx) => {
+      for (const [name, index] of existing) {
+        if (wanted.has(name)) await tx.dropIndex(index.table, index.name);
+      }
+    });
+  }
+}
+
+/** The user-declared indexes of every user table, by `table.index`. */
+function userIndexes(db: Database): Map<string, SchemaIndex> {
+  const catalog = db.catalog;
+  const out = new Map<string, SchemaIndex>();
+  for (const table of catalog.tablesByName.values()) {
+    if (table.name.startsWith("_")) continue;
+    for (const index of catalog.indexes(table.number)) {
+      if (index.kind !== "user") continue;
+      out.set(`${table.name}.${index.name}`, {
+        table: table.name,
+        name: index.name,
+        fields: [...index.fields],
+      });
+    }
+  }
+  return out;
+}
+
+function sameFields(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((f, i) => f === b[i]);
+}
+
+function devIndex(i: SchemaIndex): DevIndex {
+  return { name: `${i.table}.${i.name}`, type: "database", fields: [...i.fields] };
+}
+
+/**
+ * The first document that does not satisfy `schema`, checked page by page
+ * at one snapshot; null when all do (or schema validation is off).
+ */
+async function validateData(
+  db: Database,
+  schema: Schema | null,
+): Promise<{ table: string; error: string } | null> {
+  if (schema === null || !schema.validators.schemaValidation) return null;
+  const ts = db.latestTs();
+  for (const table of schema.validators.tables.keys()) {
+    let after: Buffer | undefined;
+    for (;;) {
+      const tx = await db.beginAt(ts);
+      try {
+        if (tx.table(table) === undefined) break;
+        const ctx = {
+          tableNumberForName: (name: string) => tx.currentCatalog.table(name)?.number,
+          tableNameForNumber: (n: number) => tx.currentCatalog.tableByNumber(n)?.name,
+        };
+        const scan = tx.query(table, "by_creation_time", [], "asc", after ? { after } : {});
+        const docs = await scan.next(VALIDATION_PAGE);
+        for (const doc of docs) {
+          const e = validateWrite(schema.validators, table, doc as unknown as Value, ctx);
+          if (e !== null) {
+            const detail = e.message.replace(
+              /^Failed to insert or update a document in table "[^"]*" because it does not match the schema: /,
+              "",
+            );
+            const id = String((doc as { _id?: unknown })._id);
+            return {
+              table,
+              error: `Document with ID "${id}" in table "${table}" does not match the schema: ${detail}`,
+            };
+          }
+        }
+        if (scan.done || docs.length === 0) break;
+        after = scan.lastKey ?? undefined;
+        if (after === undefined) break;
+      } finally {
+        tx.abort();
+      }
+    }
+  }
+  return null;
+}
+
+/** The root component's analysis as the CLI's codegen reads it. */
+function analysisOf(app: PreparedApp): unknown {
+  const functions: Record<string, unknown> = {};
+  for (const m of app.runtime.modules) {
+    const analyzed = m.functions
+      .filter((f) => f.kind !== "httpAction")
+      .map((f) => ({
+        name: f.name,
+        udfType: f.kind === "query" ? "Query" : f.kind === "mutation" ? "Mutation" : "Action",
+        visibility: { kind: f.visibility },
+        args: f.args,
+        returns: f.returns,
+      }));
+    functions[m.path] = { functions: analyzed };
+  }
+  let schema: unknown = null;
+  if (app.schema !== null) {
+    const parsed = JSON.parse(app.schema.json) as {
+      tables: Array<{ tableName: string; indexes?: unknown[]; documentType?: unknown }>;
+      schemaValidation?: boolean;
+    };
+    schema = {
+      tables: parsed.tables.map((t) => ({
+        tableName: t.tableName,
+        indexes: t.indexes ?? [],
+        searchIndexes: [],
+        vectorIndexes: [],
+        documentType: t.documentType ?? null,
+      })),
+      schemaValidation: parsed.schemaValidation !== false,
+    };
+  }
+  return {
+    definition: {
+      path: ROOT,
+      definitionType: { type: "app" },
+      childComponents: [],
+      httpMounts: {},
+      exports: { type: "branch", branch: [] },
+    },
+    schema,
+    functions,
+    udfConfig: { serverVersion: app.stored.udfServerVersion },
+  };
+}
+
+function finishDiff(
+  previous: PreparedApp | null,
+  next: PreparedApp,
+  indexDiff: IndexDiff,
+): unknown {
+  const before = new Set(previous?.stored.modules.map((m) => m.path) ?? []);
+  const after = new Set(next.stored.modules.map((m) => m.path));
+  return {
+    authDiff: { added: [], removed: [] },
+    definitionDiffs: {},
+    componentDiffs: {
+      [ROOT]: {
+        diffType: { type: previous === null ? "create" : "modify" },
+        moduleDiff: {
+          added: [...after].filter((p) => !before.has(p)),
+          removed: [...before].filter((p) => !after.has(p)),
+        },
+        udfConfigDiff:
+          previous === null
+            ? null
+            : {
+                previous_version: previous.stored.udfServerVersion,
+                next_version: next.stored.udfServerVersion,
+              },
+        cronDiff: { added: [], updated: [], deleted: [] },
+        indexDiff,
+        schemaDiff: {
+          previous_schema: previous?.schema?.json ?? null,
+          next_schema: next.schema?.json ?? null,
+        },
+      },
+    },
+  };
+}
+
+interface StartPushRequest {
+  dryRun: boolean;
+  functions: string;
+  schema: ModuleSource | null;
+  changed: ModuleSource[];
+  unchanged: Array<{ path: string; environment: "isolate" | "node"; sha256: string }>;
+  udfServerVersion: string;
+}
+
+/** Checks a `StartPushRequest` (also the body of evaluate_schema/evaluate_push). */
+function parseStartPush(body: unknown): StartPushRequest {
+  const bad = (what: string): never => {
+    throw new HttpError(400, `Invalid push request: ${what}`, "InvalidPush");
+  };
+  if (!isPlainObject(body)) bad("the body must be a JSON object");
+  const b = body as Record<string, unknown>;
+  const app = b.appDefinition;
+  if (!isPlainObject(app)) bad("appDefinition is missing");
+  const a = app as Record<string, unknown>;
+  const components = Array.isArray(b.componentDefinitions) ? b.componentDefinitions : [];
+  const deps = Array.isArray(a.dependencies) ? a.dependencies : [];
+  if (components.length > 0 || deps.length > 0)
+    throw new HttpError(
+      400,
+      "not supported yet: components (convex.config.ts with app.use(…)); this deployment runs apps without components",
+      "ComponentsNotSupported",
+    );
+  const changed = Array.isArray(a.changedModules)
+    ? a.changedModules
+    : bad("changedModules must be a list");
+  const unchanged = Array.isArray(a.unchangedModuleHashes)
+    ? a.unchangedModuleHashes
+    : bad("unchangedModuleHashes must be a list");
+  return {
+    dryRun: b.dryRun === true,
+    functions: typeof b.functions === "string" ? b.functions : "convex/",
+    schema: a.schema === null || a.schema === undefined ? null : parseModule(a.schema, bad),
+    changed: changed.map((m) => parseModule(m, bad)),
+    unchanged: unchanged.map((h) => {
+      if (!isPlainObject(h)) return bad("a module hash must be an object");
+      const x = h as Record<string, unknown>;
+      if (typeof x.path !== "string" || typeof x.sha256 !== "string")
+        return bad("a module hash needs path and sha256");
+      return { path: x.path, sha256: x.sha256, environment: environmentOf(x.environment, bad) };
+    }),
+    udfServerVersion: typeof a.udfServerVersion === "string" ? a.udfServerVersion : "unknown",
+  };
+}
+
+function parseModule(m: unknown, bad: (what: string) => never): ModuleSource {
+  if (!isPlainObject(m)) return bad("a module must be an object");
+  const x = m as Record<string, unknown>;
+  if (
+    typeof x.path !== "string" ||
+    !/^[^/].*\.js$/.test(x.path) ||
+    x.path.split("/").includes("..")
+  )
+    return bad(`module path ${JSON.stringify(x.path)} must be a relative .js path`);
+  if (typeof x.source !== "string") return bad(`module ${x.path} has no source`);
+  if (x.sourceMap !== undefined && x.sourceMap !== null && typeof x.sourceMap !== "string")
+    return bad(`module ${x.path} has a sourceMap that is not text`);
+  const out: ModuleSource = {
+    path: x.path,
+    source: x.source,
+    environment: environmentOf(x.environment, bad),
+  };
+  if (typeof x.sourceMap === "string") out.sourceMap = x.sourceMap;
+  return out;
+}
+
+function environmentOf(e: unknown, bad: (what: string) => never): "isolate" | "node" {
+  if (e === "isolate" || e === "node") return e;
+  return bad(`module environment must be "isolate" or "node", got ${JSON.stringify(e)}`);
+}
