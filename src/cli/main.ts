@@ -1,5 +1,6 @@
 /** Tessera's command line (run by bin/tessera.js with the flags isolated-vm needs). */
 import { readFileSync } from "node:fs";
+import { dev } from "./dev.js";
 import { serve } from "./serve.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -10,7 +11,7 @@ const usage = `tessera ${pkg.version}: a backend that runs Convex apps
 
 Usage:
   tessera serve   serve a deployment (tessera serve --help for its flags)
-  tessera dev     develop a Convex app against a local server (not supported yet)
+  tessera dev     develop a Convex app against a local deployment (run in the app's folder)
   tessera --version
 `;
 
@@ -30,10 +31,7 @@ export async function main(argv: string[]): Promise<number> {
     case "serve":
       return serve(rest);
     case "dev":
-      process.stderr.write(
-        "tessera dev: not supported yet: it arrives with the deploy workflow (use `tessera serve --convex-dir convex` meanwhile)\n",
-      );
-      return 2;
+      return dev(rest);
     default:
       process.stderr.write(`tessera: unknown command ${JSON.stringify(command)}\n\n${usage}`);
       return 2;

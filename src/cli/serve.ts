@@ -76,6 +76,28 @@ export function parseServeFlags(argv: string[]): ServeFlags {
   return flags;
 }
 
+/** Opens the deployment of `flags` and serves it; the caller closes both. */
+export async function startDeployment(
+  flags: ServeFlags,
+): Promise<{ deployment: Deployment; server: ApiServer }> {
+  const deployment = await Deployment.open({
+    dataDir: resolve(flags.dataDir),
+    ...(flags.convexDir !== undefined ? { convexDir: resolve(flags.convexDir) } : {}),
+    ...(flags.adminKey !== undefined ? { adminKey: flags.adminKey } : {}),
+  });
+  try {
+    const server = await ApiServer.start(deployment, {
+      port: flags.port,
+      host: flags.host,
+      siteUrl: `http://${flags.host}:${flags.sitePort}`,
+    });
+    return { deployment, server };
+  } catch (e) {
+    await deployment.close();
+    throw e;
+  }
+}
+
 export async function serve(argv: string[]): Promise<number> {
   let flags: ServeFlags;
   try {
@@ -86,27 +108,11 @@ export async function serve(argv: string[]): Promise<number> {
     process.stderr.write(SERVE_USAGE);
     return e.message === "" ? 0 : 2;
   }
-  const deployment = await Deployment.open({
-    dataDir: resolve(flags.dataDir),
-    ...(flags.convexDir !== undefined ? { convexDir: resolve(flags.convexDir) } : {}),
-    ...(flags.adminKey !== undefined ? { adminKey: flags.adminKey } : {}),
-  });
-  let server: ApiServer;
-  try {
-    server = await ApiServer.start(deployment, {
-      port: flags.port,
-      host: flags.host,
-      siteUrl: `http://${flags.host}:${flags.sitePort}`,
-    });
-  } catch (e) {
-    await deployment.close();
-    throw e;
-  }
-  const sitePort = flags.sitePort;
+  const { deployment, server } = await startDeployment(flags);
   process.stdout.write(
     `Tessera is serving the deployment in ${resolve(flags.dataDir)}\n` +
       `  API URL:   ${server.url}\n` +
-      `  site URL:  http://${flags.host}:${sitePort} (HTTP actions: not supported yet)\n` +
+      `  site URL:  ${deployment.urls.site} (HTTP actions: not supported yet)\n` +
       `  admin key: ${deployment.adminKey}\n` +
       (deployment.app === null
         ? "  no functions yet: push them with the official CLI, e.g.\n" +

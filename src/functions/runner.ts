@@ -20,6 +20,12 @@ import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/
 import { fromJson, type JsonValue, stringifyValue, type Value } from "../values/index.js";
 import type { Schema } from "./schema.js";
 import {
+  findSystemQuery,
+  runSystemQuery,
+  type SystemQuery,
+  SystemQueryError,
+} from "./systemQueries.js";
+import {
   parseArgsValidator,
   parseReturnsValidator,
   type ValidationContext,
@@ -110,6 +116,22 @@ export interface RunnerOptions {
   maxAttempts?: number;
   /** User-code time limit per execution (default 1000 ms). */
   timeLimitMs?: number;
+  /** Told of every finished query and mutation (the committed attempt of a mutation), for function logs. */
+  onExecution?: (record: ExecutionRecord) => void;
+  /** The deployment's API URL, for the `_system/cli/convexUrl:cloudUrl` system query (read when asked: servers learn their port late). */
+  deploymentUrl?: string | (() => string);
+}
+
+/** One function call as the logs show it. */
+export interface ExecutionRecord {
+  kind: FunctionKind;
+  /** The function path as called (`messages:list`). */
+  path: string;
+  startedAtMs: number;
+  durationMs: number;
+  logs: LogLine[];
+  /** The error message of a failed call. */
+  error: string | null;
 }
 
 export class FunctionRunner {
@@ -181,17 +203,30 @@ export class FunctionRunner {
     args: Value | undefined,
     options: CallOptions = {},
   ): Promise<CallResult> {
-    const fn = this.resolve(path, "query", options);
+    // Admin-only system queries (systemQueries.ts); to anyone else they do not exist.
+    const system = path.startsWith("_system/") ? findSystemQuery(path) : undefined;
+    const fn =
+      system === undefined || options.allowInternal !== true
+        ? this.resolve(path, "query", options)
+        : null;
     const tx =
       options.ts === undefined
         ? this.options.db.begin({ readOnly: true })
         : await this.options.db.beginAt(options.ts);
+    const started = Date.now();
     try {
-      const value = await this.runOnce(fn, path, "query", args, tx, options);
+      const value =
+        fn === null
+          ? await this.runSystemQuery(system!, args, tx)
+          : await this.runOnce(fn, path, "query", args, tx, options);
+      if (fn !== null) this.report("query", path, started, value.logs, null);
       return { ...value, ts: tx.beginTs, readSet: tx.readSet };
     } catch (e) {
       // A failure depends on what was read too: a subscription re-runs the query when that changes.
-      if (e instanceof FunctionError) e.readSet = tx.readSet;
+      if (e instanceof FunctionError) {
+        e.readSet = tx.readSet;
+        if (fn !== null) this.report("query", path, started, e.logs, e.message);
+      }
       throw e;
     } finally {
       tx.abort();
@@ -206,23 +241,64 @@ export class FunctionRunner {
   ): Promise<CallResult> {
     const fn = this.resolve(path, "mutation", options);
     const maxAttempts = this.options.maxAttempts ?? 12;
+    const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       const tx = this.options.db.begin();
       try {
         const result = await this.runOnce(fn, path, "mutation", args, tx, options);
         const ts = await this.options.db.commit(tx);
+        this.report("mutation", path, started, result.logs, null);
         return { ...result, ts };
       } catch (e) {
         tx.abort();
         if (e instanceof ConflictError) {
           if (attempt < maxAttempts) continue;
-          throw new FunctionError(
+          const error = new FunctionError(
             `${e.message} It conflicted ${attempt} times in a row; the documents it reads are changing too often.`,
             "conflict",
           );
+          this.report("mutation", path, started, [], error.message);
+          throw error;
         }
+        if (e instanceof FunctionError) this.report("mutation", path, started, e.logs, e.message);
         throw e;
       }
+    }
+  }
+
+  private async runSystemQuery(
+    query: SystemQuery,
+    args: Value | undefined,
+    tx: Transaction,
+  ): Promise<{ value: Value; logs: LogLine[] }> {
+    const context = {
+      modules: this.options.runtime.modules,
+      deploymentUrl:
+        typeof this.options.deploymentUrl === "function"
+          ? this.options.deploymentUrl()
+          : (this.options.deploymentUrl ?? ""),
+    };
+    try {
+      return { value: await runSystemQuery(query, tx, args, context), logs: [] };
+    } catch (e) {
+      if (e instanceof SystemQueryError) throw new FunctionError(e.message, e.kind);
+      throw e;
+    }
+  }
+
+  private report(
+    kind: FunctionKind,
+    path: string,
+    startedAtMs: number,
+    logs: LogLine[],
+    error: string | null,
+  ): void {
+    const listener = this.options.onExecution;
+    if (listener === undefined) return;
+    try {
+      listener({ kind, path, startedAtMs, durationMs: Date.now() - startedAtMs, logs, error });
+    } catch {
+      // A log listener's failure never fails the call.
     }
   }
 

@@ -1,17 +1,23 @@
 /**
  * The admin endpoints the official CLI calls in self-hosted mode
  * (`CONVEX_SELF_HOSTED_URL` + `CONVEX_SELF_HOSTED_ADMIN_KEY`): canonical
- * URLs, config hashes and the `deploy2/*` push. Every one requires the admin
+ * URLs, config hashes, the `deploy2/*` push and environment variables. Every one requires the admin
  * key (`Authorization: Convex <key>`); errors are `{code, message}` JSON,
  * which the CLI prints.
  */
 import type { IncomingMessage } from "node:http";
+import {
+  applyEnvironmentChanges,
+  type EnvironmentChange,
+  EnvironmentVariableError,
+} from "../functions/environment.js";
+import { isPlainObject } from "../values/index.js";
 import type { Deployment } from "./deployment.js";
 import { HttpError } from "./httpApi.js";
 import type { PushManager } from "./push.js";
 
 /** Admin routes: method and path → handler of the parsed JSON body. */
-type Handler = (body: unknown) => unknown;
+type Handler = (body: unknown, request: { url: URL; signal: AbortSignal }) => unknown;
 
 export class AdminApi {
   private readonly routes: Map<string, Handler>;
@@ -26,6 +32,8 @@ export class AdminApi {
         () => ({ convexCloudUrl: deployment.urls.cloud, convexSiteUrl: deployment.urls.site }),
       ],
       ["POST /api/get_config_hashes", () => pushes.configHashes()],
+      ["POST /api/update_environment_variables", (b) => this.updateEnvironment(b)],
+      ["GET /api/stream_function_logs", (_b, r) => this.streamLogs(r.url, r.signal)],
       ["POST /api/deploy2/evaluate_schema", (b) => pushes.evaluateSchema(b)],
       ["POST /api/deploy2/evaluate_push", (b) => pushes.evaluatePush(b)],
       ["POST /api/deploy2/start_push", (b) => pushes.startPush(b)],
@@ -53,7 +61,31 @@ export class AdminApi {
         throw new HttpError(400, "The request body is not valid JSON");
       }
     }
-    return JSON.stringify(await handler(parsed));
+    const url = new URL(req.url ?? "/", "http://x");
+    // Aborted when the client goes away (long polls stop waiting).
+    const abort = new AbortController();
+    req.socket.once("close", () => abort.abort());
+    return JSON.stringify(await handler(parsed, { url, signal: abort.signal }));
+  }
+
+  private streamLogs(url: URL, signal: AbortSignal): Promise<unknown> {
+    const text = url.searchParams.get("cursor") ?? "0";
+    const cursor = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(cursor))
+      throw new HttpError(400, `Invalid cursor ${JSON.stringify(text)}`);
+    return this.deployment.logs.since(cursor, signal);
+  }
+
+  /** `npx convex env set/remove`: `{changes: [{name, value | null}]}`, applied in one transaction. */
+  private async updateEnvironment(body: unknown): Promise<unknown> {
+    const changes = isPlainObject(body) ? (body as { changes?: unknown }).changes : undefined;
+    try {
+      await applyEnvironmentChanges(this.deployment.db, changes as EnvironmentChange[]);
+    } catch (e) {
+      if (e instanceof EnvironmentVariableError) throw new HttpError(400, e.message, e.code);
+      throw e;
+    }
+    return {};
   }
 
   private checkAdmin(req: IncomingMessage): void {

@@ -23,6 +23,7 @@ import {
   SyncService,
 } from "../sync/service.js";
 import { CodeStore, type StoredApp } from "./codeStore.js";
+import { FunctionLogs } from "./functionLogs.js";
 
 export interface DeploymentOptions {
   dataDir: string;
@@ -132,6 +133,8 @@ export class Deployment {
   readonly auth: DeploymentAuthenticator;
   readonly sync: SyncService;
   readonly codeStore: CodeStore;
+  /** Recent executions, for the CLI's logs. */
+  readonly logs = new FunctionLogs();
   /** Where clients reach this deployment (set once the servers listen). */
   urls = { cloud: "", site: "" };
   private live: PreparedApp | null;
@@ -204,7 +207,13 @@ export class Deployment {
   }
 
   private runnerFor(runtime: AppRuntime, schema: Schema | null): FunctionRunner {
-    return new FunctionRunner({ db: this.db, runtime, schema });
+    return new FunctionRunner({
+      db: this.db,
+      runtime,
+      schema,
+      deploymentUrl: () => this.urls.cloud,
+      onExecution: (r) => this.logs.record(r),
+    });
   }
 
   /**
@@ -224,6 +233,7 @@ export class Deployment {
   }
 
   async close(): Promise<void> {
+    this.logs.close();
     this.sync.close();
     this.live?.runtime.dispose();
     this.emptyRuntime?.dispose();
