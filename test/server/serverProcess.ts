@@ -31,7 +31,8 @@ export interface StartOptions {
   port?: number;
   dataDir?: string;
   adminKey?: string;
-  convexDir?: string;
+  /** The convex/ folder to serve (default: the fixture app); null: none (code arrives by push). */
+  convexDir?: string | null;
 }
 
 const STARTUP_TIMEOUT_MS = 45_000;
@@ -46,9 +47,8 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
     String(options.port ?? 0),
     "--data-dir",
     dataDir,
-    "--convex-dir",
-    options.convexDir ?? fixtureConvexDir,
   ];
+  if (options.convexDir !== null) args.push("--convex-dir", options.convexDir ?? fixtureConvexDir);
   if (options.adminKey !== undefined) args.push("--admin-key", options.adminKey);
   // Its own process group: the launcher starts a child, and a forced stop ends both.
   const child = spawn(process.execPath, args, {
