@@ -112,6 +112,20 @@ export class ApiServer {
   }
 }
 
+/** The HTTP function API's routes (httpApi.ts). */
+const FUNCTION_ROUTES = new Set([
+  "/api/query",
+  "/api/query_ts",
+  "/api/query_at_ts",
+  "/api/mutation",
+  "/api/action",
+  "/api/function",
+]);
+
+function isAdminRequest(req: IncomingMessage): boolean {
+  return (req.headers.authorization ?? "").startsWith("Convex ");
+}
+
 function setCors(req: IncomingMessage, res: ServerResponse): void {
   const origin = req.headers.origin;
   res.setHeader("Access-Control-Allow-Origin", origin ?? "*");
@@ -182,6 +196,14 @@ async function handleRequest(
     }
     if (admin.handles(req.method ?? "", path)) {
       return reply(res, 200, await admin.handle(req, path, await readBody(req, MAX_PUSH_BYTES)));
+    }
+    if (path.startsWith("/api/") && !FUNCTION_ROUTES.has(path) && isAdminRequest(req)) {
+      // The official CLI retries a 404 for half a minute; tell it at once.
+      throw new HttpError(
+        400,
+        `not supported yet: ${req.method} ${path} (an admin endpoint Tessera does not implement)`,
+        "NotSupported",
+      );
     }
     if (path.startsWith("/api/")) {
       if (req.method !== "POST")

@@ -1,36 +1,63 @@
 /**
- * The Swaghaus example (examples/swaghaus) end to end in a real browser: a
- * `tessera serve` process runs the example's `convex/` folder, Vite builds its
- * front end against that server, and two headless Chromium pages (two
+ * The Swaghaus example (examples/swaghaus) end to end in a real browser,
+ * started the way its README says: `npm run swaghaus`'s script
+ * (examples/swaghaus/start.mjs) runs `tessera dev` on a fresh data dir (the
+ * official Convex CLI pushes the functions, regenerates convex/_generated and
+ * seeds the store) and the Vite dev server; two headless Chromium pages (two
  * shoppers) use it. Checks that one shopper's purchase shows up live in the
- * other's page, and that when both grab the last hat at once exactly one gets
- * it and the other sees "out of stock".
+ * other's page, that when both grab the last hat at once exactly one gets it
+ * and the other sees "out of stock", and that SIGTERM stops every process.
  *
+ * Writes examples/swaghaus/.env.local (git-ignored) as `tessera dev` does.
  * Needs Chromium at /usr/bin/chromium (or CHROMIUM_PATH); fails if it is missing.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { extname, join, normalize, sep } from "node:path";
+import { join } from "node:path";
 import { ConvexHttpClient } from "convex/browser";
 import { makeFunctionReference } from "convex/server";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ServerProcess, startServer } from "../server/serverProcess.js";
 
 const root = join(import.meta.dirname, "../..");
 const appDir = join(root, "examples/swaghaus");
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const POLL = { timeout: 20_000, interval: 50 };
+/** Push, codegen, seed and Vite's start on a busy two-core machine. */
+const READY_TIMEOUT_MS = 90_000;
+/** The dev server's first page load optimizes the dependencies first. */
+const FIRST_LOAD_TIMEOUT_MS = 60_000;
 
 const seed = makeFunctionReference<"mutation", Record<string, never>, number>("items:seed");
 
-let server: ServerProcess | undefined;
-let outDir: string | undefined;
-let web: Server | undefined;
+let app: ChildProcess | undefined;
+let appExited: Promise<void> | undefined;
+let output = "";
+let dataDir: string | undefined;
+let apiUrl = "";
 let webUrl = "";
 let browser: Browser | undefined;
+
+/** A port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** The live (not zombie) processes in process group `pgid`, as "pid command" lines. */
+function liveProcessesInGroup(pgid: number): string[] {
+  const ps = execFileSync("ps", ["-eo", "pid=,pgid=,stat=,args="], { encoding: "utf8" });
+  return ps
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, group, stat]) => Number(group) === pgid && !stat?.startsWith("Z"))
+    .map(([pid, , , ...args]) => `${pid} ${args.join(" ")}`);
+}
 
 beforeAll(async () => {
   if (!existsSync(chromiumPath)) {
@@ -38,58 +65,92 @@ beforeAll(async () => {
       `Chromium not found at ${chromiumPath}: install it (apt-get install chromium) or set CHROMIUM_PATH`,
     );
   }
-  server = await startServer({ convexDir: join(appDir, "convex") });
-  const http = new ConvexHttpClient(server.url, { logger: false });
-  expect(await http.mutation(seed, {})).toBeGreaterThan(0);
-  expect(await http.mutation(seed, {})).toBe(0); // idempotent
-
-  outDir = mkdtempSync(join(tmpdir(), "swaghaus-web-"));
-  await build({
-    configFile: join(appDir, "vite.config.ts"),
-    define: { "import.meta.env.VITE_CONVEX_URL": JSON.stringify(server.url) },
-    logLevel: "silent",
-    build: { outDir, emptyOutDir: true },
+  const port = await freePort();
+  const webPort = await freePort();
+  dataDir = mkdtempSync(join(tmpdir(), "swaghaus-data-"));
+  // Its own process group, so the test can check that SIGTERM ended all of it.
+  app = spawn(process.execPath, [join(appDir, "start.mjs")], {
+    cwd: root,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, PORT: String(port), WEB_PORT: String(webPort), DATA_DIR: dataDir },
   });
-  web = serveStatic(outDir);
-  await new Promise<void>((resolve) => web!.listen(0, "127.0.0.1", resolve));
-  webUrl = `http://127.0.0.1:${(web.address() as { port: number }).port}`;
+  const child = app;
+  appExited = new Promise((resolve) => child.once("exit", () => resolve()));
+  const ready = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`start.mjs not ready after ${READY_TIMEOUT_MS} ms:\n${output}`)),
+      READY_TIMEOUT_MS,
+    );
+    const onData = (d: string) => {
+      output += d;
+      const m = /Swaghaus is ready: open (http:\/\/127\.0\.0\.1:\d+)\//.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.setEncoding("utf8").on("data", onData);
+    child.stderr!.setEncoding("utf8").on("data", onData);
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`start.mjs exited (${signal ?? code}) before it was ready:\n${output}`));
+    });
+  });
+  webUrl = await ready;
+  expect(webUrl).toBe(`http://127.0.0.1:${webPort}`);
+  apiUrl = `http://127.0.0.1:${port}`;
+  // The front end finds the deployment through the .env.local `tessera dev` wrote.
+  expect(readFileSync(join(appDir, ".env.local"), "utf8")).toContain(`VITE_CONVEX_URL=${apiUrl}\n`);
+
+  // `--run items:seed` stocked the store; seeding again does nothing.
+  const http = new ConvexHttpClient(apiUrl, { logger: false });
+  expect(await http.mutation(seed, {})).toBe(0);
 
   browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
-}, 120_000);
+}, READY_TIMEOUT_MS + 30_000);
 
 afterAll(async () => {
   await browser?.close();
-  if (web) await new Promise<void>((resolve) => web!.close(() => resolve()));
-  if (outDir) rmSync(outDir, { recursive: true, force: true });
-  await server?.dispose();
-});
-
-/** Serves a built single-page app: files from `dir`, index.html for anything else. */
-function serveStatic(dir: string): Server {
-  const types: Record<string, string> = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-  };
-  return createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname));
-    let file = join(dir, path);
-    if (!file.startsWith(dir + sep) || !existsSync(file) || statSync(file).isDirectory()) {
-      file = join(dir, "index.html");
+  if (app?.pid !== undefined) {
+    const pgid = app.pid;
+    const kill = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-pgid, signal);
+      } catch {
+        // Already gone.
+      }
+    };
+    let problem = "";
+    if (app.exitCode === null && app.signalCode === null) {
+      app.kill("SIGTERM");
+      const timedOut = await Promise.race([
+        appExited!.then(() => false),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 30_000)),
+      ]);
+      if (timedOut) problem = "start.mjs did not exit within 30 s of SIGTERM";
+      else if (app.exitCode !== 0)
+        problem = `start.mjs exited with ${app.signalCode ?? app.exitCode}`;
     }
-    res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" });
-    res.end(readFileSync(file));
-  });
-}
+    // start.mjs exits after the backend has; `tessera dev`, the Convex CLI
+    // and whatever they started must be gone too.
+    const left = liveProcessesInGroup(pgid);
+    if (left.length > 0) problem ||= `processes left after start.mjs exited:\n${left.join("\n")}`;
+    kill("SIGKILL");
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    if (problem) throw new Error(`${problem}\n${output}`);
+  } else if (dataDir) {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 60_000);
 
 async function openAs(user: string): Promise<Page> {
   const page = await browser!.newPage();
   const problems: string[] = [];
   page.on("pageerror", (e) => problems.push(e.message));
-  await page.goto(`${webUrl}/?user=${user}`);
+  await page.goto(`${webUrl}/?user=${user}`, { timeout: FIRST_LOAD_TIMEOUT_MS });
   try {
-    await page.getByTestId("item-Hat").waitFor({ timeout: 20_000 });
+    await page.getByTestId("item-Hat").waitFor({ timeout: FIRST_LOAD_TIMEOUT_MS });
   } catch (e) {
     throw new Error(`the store did not load for ${user}: ${problems.join("; ") || e}`);
   }
@@ -105,9 +166,14 @@ describe("Swaghaus in a browser", () => {
   let alice: Page;
   let bob: Page;
 
-  beforeAll(async () => {
-    [alice, bob] = await Promise.all([openAs("alice"), openAs("bob")]);
-  });
+  beforeAll(
+    async () => {
+      // One page first: it waits out the dev server's dependency optimization.
+      alice = await openAs("alice");
+      bob = await openAs("bob");
+    },
+    2 * FIRST_LOAD_TIMEOUT_MS + 10_000,
+  );
 
   it("lists the seeded items with their stock", async () => {
     for (const page of [alice, bob]) {

@@ -202,7 +202,7 @@ describe("the official CLI against tessera serve", () => {
     expect(bad.out).toContain("Invalid environment variable name");
   }, 60_000);
 
-  it("lists tables and documents with `npx convex data`", async () => {
+  it("lists tables, documents and functions with `npx convex data` and `function-spec`", async () => {
     const tables = await cli(["data"]);
     expect(tables.out.split("\n")).toEqual(expect.arrayContaining(["counters", "items"]));
     const docs = await cli(["data", "items", "--format", "jsonl"]);
@@ -211,6 +211,25 @@ describe("the official CLI against tessera serve", () => {
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as { name: string });
     expect(rows.map((r) => r.name)).toEqual(["hat"]);
+    const spec = await cli(["function-spec"]);
+    const parsed = JSON.parse(spec.out.slice(spec.out.indexOf("{"))) as {
+      url: string;
+      functions: Array<{ identifier: string; functionType: string; visibility: { kind: string } }>;
+    };
+    expect(parsed.url).toBe(server.url);
+    expect(parsed.functions).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          identifier: "items.js:add",
+          functionType: "Mutation",
+          visibility: { kind: "public" },
+        }),
+        expect.objectContaining({
+          identifier: "items.js:secret",
+          visibility: { kind: "internal" },
+        }),
+      ]),
+    );
   }, 60_000);
 
   it("streams function logs to the CLI's log endpoint", async () => {
@@ -242,6 +261,15 @@ describe("the official CLI against tessera serve", () => {
       });
       expect(res.status).toBe(401);
     }
+    const unknown = await fetch(`${server.url}/api/some_future_endpoint`, {
+      method: "POST",
+      headers: { Authorization: `Convex ${server.adminKey}` },
+      body: "{}",
+    });
+    expect(unknown.status).toBe(400);
+    expect(((await unknown.json()) as { message: string }).message).toContain(
+      "not supported yet: POST /api/some_future_endpoint",
+    );
     const components = await fetch(`${server.url}/api/deploy2/start_push`, {
       method: "POST",
       headers: { Authorization: `Convex ${server.adminKey}`, "Content-Type": "application/json" },
