@@ -352,6 +352,20 @@ export class Transaction {
     return count;
   }
 
+  /**
+   * Records the whole of a table as read without reading it (for values the
+   * caller already holds, e.g. a cached copy of a system table): any later
+   * write to the table conflicts with this transaction or invalidates its
+   * subscriptions. A missing table records nothing.
+   */
+  recordTableRead(tableName: string): void {
+    this.checkActive();
+    const table = this.table(tableName);
+    if (table === undefined) return;
+    const index = this.catalog.index(table.number, "by_creation_time")!;
+    this.readSet.addRange(index.number, Buffer.alloc(0), null);
+  }
+
   // ---- writes --------------------------------------------------------------
 
   private checkWritable(): void {

@@ -220,3 +220,74 @@ export async function applyEnvironmentChanges(
   });
   return ts;
 }
+
+/**
+ * The current environment variables for executions (`process.env`), read
+ * from the table once and kept until a commit writes to it. Executions use
+ * the latest values whatever their snapshot.
+ */
+export class EnvironmentCache {
+  private values: Record<string, string> | null = null;
+  private loading: Promise<Record<string, string>> | null = null;
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly db: Database) {
+    this.unsubscribe = db.onPublish((commits) => {
+      const table = db.catalog.table(ENVIRONMENT_TABLE);
+      if (table === undefined) return;
+      const indexes = new Set(db.catalog.indexes(table.number).map((i) => i.number));
+      for (const c of commits) {
+        for (const k of c.keys) {
+          if (indexes.has(k.indexNumber)) {
+            this.values = null;
+            this.loading = null;
+            return;
+          }
+        }
+      }
+    });
+  }
+
+  /** The values if they are loaded (no wait), else undefined. */
+  get current(): Record<string, string> | undefined {
+    return this.values ?? undefined;
+  }
+
+  /** The values, loaded if needed. */
+  load(): Promise<Record<string, string>> {
+    if (this.values !== null) return Promise.resolve(this.values);
+    if (this.loading !== null) return this.loading;
+    const tx = this.db.begin({ readOnly: true });
+    const loading = listEnvironmentVariables(tx)
+      .then((vars) => {
+        const values: Record<string, string> = Object.create(null);
+        for (const v of vars) values[v.name] = v.value;
+        // Unless a commit changed the table meanwhile (which cleared `loading`).
+        if (this.loading === loading) this.values = values;
+        return values;
+      })
+      .finally(() => {
+        tx.abort();
+        if (this.loading === loading) this.loading = null;
+      });
+    this.loading = loading;
+    return loading;
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+}
+
+/**
+ * Creates the environment variables table if the deployment has none yet, so
+ * that a read of it is recorded before its first variable exists.
+ */
+export async function ensureEnvironmentTable(db: Database): Promise<void> {
+  if (db.catalog.table(ENVIRONMENT_TABLE) !== undefined) return;
+  await db.run(async (tx) => {
+    if (tx.table(ENVIRONMENT_TABLE) === undefined)
+      await tx.createIndex(ENVIRONMENT_TABLE, BY_NAME, ["name"], SYSTEM);
+  });
+  await db.waitForBackgroundWork();
+}

@@ -18,6 +18,7 @@ import { modulePathOf } from "../runtime/modules.js";
 import { StackMapper } from "../runtime/sourceMaps.js";
 import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/syscalls.js";
 import { fromJson, type JsonValue, stringifyValue, type Value } from "../values/index.js";
+import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
 import type { Schema } from "./schema.js";
 import {
   findSystemQuery,
@@ -116,6 +117,8 @@ export interface RunnerOptions {
   maxAttempts?: number;
   /** User-code time limit per execution (default 1000 ms). */
   timeLimitMs?: number;
+  /** The deployment's environment variables for `process.env` (none: empty). */
+  environment?: EnvironmentCache;
   /** Told of every finished query and mutation (the committed attempt of a mutation), for function logs. */
   onExecution?: (record: ExecutionRecord) => void;
   /** The deployment's API URL, for the `_system/cli/convexUrl:cloudUrl` system query (read when asked: servers learn their port late). */
@@ -329,6 +332,14 @@ export class FunctionRunner {
       visibility: fn.spec.visibility,
       deployment: { name: this.options.deploymentName ?? "tessera", region: null, class: "s16" },
     };
+    const environment = this.options.environment;
+    if (environment !== undefined) {
+      const values = environment.current ?? (await environment.load());
+      env.environmentVariables = () => {
+        tx.recordTableRead(ENVIRONMENT_TABLE);
+        return values;
+      };
+    }
     const outcome = await execute(
       this.options.runtime,
       {

@@ -39,6 +39,11 @@ export interface UdfEnvironment {
   functionName: string;
   visibility: "public" | "internal";
   deployment: { name: string; region: string | null; class: "s16" | "s256" | "d1024" | "d2048" };
+  /**
+   * The deployment's environment variables, asked for the first time an
+   * execution reads `process.env` (the caller records the read); none if absent.
+   */
+  environmentVariables?: () => Record<string, string>;
 }
 
 /** Catalog tables are the database's own business: user code never sees them. */
@@ -147,6 +152,8 @@ function startQuery(args: Record<string, unknown>): ParsedQueryWithTable {
 }
 
 const SYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => unknown> = {
+  // Tessera's own: `process.env` (the bootstrap asks once per execution).
+  "tessera/env": (s) => s.env.environmentVariables?.() ?? {},
   "1.0/queryStream": (s, a) => {
     const id = s.nextQueryId++;
     s.streams.set(id, new QueryStream(s.tx, startQuery(a)));

@@ -64,8 +64,14 @@ export class AdminApi {
     const url = new URL(req.url ?? "/", "http://x");
     // Aborted when the client goes away (long polls stop waiting).
     const abort = new AbortController();
-    req.socket.once("close", () => abort.abort());
-    return JSON.stringify(await handler(parsed, { url, signal: abort.signal }));
+    const onClose = () => abort.abort();
+    req.socket.once("close", onClose);
+    try {
+      return JSON.stringify(await handler(parsed, { url, signal: abort.signal }));
+    } finally {
+      // Keep-alive connections carry many requests: no listener may pile up.
+      req.socket.off("close", onClose);
+    }
   }
 
   private streamLogs(url: URL, signal: AbortSignal): Promise<unknown> {

@@ -9,6 +9,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Database } from "../database/index.js";
+import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environment.js";
 import { FunctionRunner } from "../functions/runner.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
 import { SqlitePersistence } from "../persistence/index.js";
@@ -135,6 +136,8 @@ export class Deployment {
   readonly codeStore: CodeStore;
   /** Recent executions, for the CLI's logs. */
   readonly logs = new FunctionLogs();
+  /** Environment variables for `process.env`, shared by every app version. */
+  private readonly environment: EnvironmentCache;
   /** Where clients reach this deployment (set once the servers listen). */
   urls = { cloud: "", site: "" };
   private live: PreparedApp | null;
@@ -150,6 +153,7 @@ export class Deployment {
   ) {
     this.auth = new DeploymentAuthenticator(adminKey);
     this.codeStore = new CodeStore(dataDir);
+    this.environment = new EnvironmentCache(db);
     this.live = live;
     this.runnerRef = this.runnerFor(live?.runtime ?? empty, live?.schema ?? null);
     this.emptyRuntime = live === null ? empty : null;
@@ -173,6 +177,7 @@ export class Deployment {
     });
     let live: PreparedApp | null = null;
     try {
+      await ensureEnvironmentTable(db);
       const stored =
         options.convexDir !== undefined
           ? await appFromFolder(options.convexDir)
@@ -212,6 +217,7 @@ export class Deployment {
       runtime,
       schema,
       deploymentUrl: () => this.urls.cloud,
+      environment: this.environment,
       onExecution: (r) => this.logs.record(r),
     });
   }
@@ -235,6 +241,7 @@ export class Deployment {
   async close(): Promise<void> {
     this.logs.close();
     this.sync.close();
+    this.environment.close();
     this.live?.runtime.dispose();
     this.emptyRuntime?.dispose();
     await this.db.close();

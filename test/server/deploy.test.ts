@@ -195,7 +195,25 @@ describe("the official CLI against tessera serve", () => {
     expect(list.out).toContain("COLOR=blue");
     expect(list.out).toContain("GREETING=hello world");
     expect((await cli(["env", "get", "GREETING"])).out.trim()).toBe("hello world");
+    // Functions read them from process.env; a cached result that read one is re-run on a change.
+    const client = new ConvexClient(server.url, {
+      webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
+    });
+    try {
+      const values: Array<string | null> = [];
+      client.onUpdate(api.behaviour.envVar, { name: "COLOR" }, (v: string | null) => {
+        values.push(v);
+      });
+      await expect.poll(() => values.at(-1)).toBe("blue");
+      expect((await cli(["env", "set", "COLOR", "green"])).code).toBe(0);
+      await expect.poll(() => values.at(-1)).toBe("green");
+    } finally {
+      await client.close();
+    }
     expect((await cli(["env", "remove", "COLOR"])).code).toBe(0);
+    expect(
+      await new ConvexHttpClient(server.url).query(api.behaviour.envVar, { name: "COLOR" }),
+    ).toBe(null);
     expect((await cli(["env", "list"])).out).not.toContain("COLOR");
     const bad = await cli(["env", "set", "1BAD", "x"]);
     expect(bad.code).not.toBe(0);

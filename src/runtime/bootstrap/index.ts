@@ -27,6 +27,9 @@ const symbolFor = Symbol.for;
 const ReflectApply = Reflect.apply;
 const defineProperty = Object.defineProperty;
 const freeze = Object.freeze;
+const create = Object.create;
+const objectKeys = Object.keys;
+const OriginalProxy = Proxy;
 const parse = (text: string): unknown => ReflectApply(JSONParse, JSON, [text]);
 const stringify = (value: unknown): string => ReflectApply(JSONStringify, JSON, [value]) as string;
 
@@ -126,6 +129,47 @@ const Convex = {
 };
 defineProperty(globalThis, "Convex", { value: Convex, enumerable: false });
 
+// `process.env`: the deployment's environment variables, fetched from the
+// host the first time an execution reads them (the host records the read, so
+// cached query results that read a variable are re-run when it changes).
+// While modules are imported there are none. Writes stay in the execution.
+let environment: Record<string, string> | null = null;
+let executing = false;
+function environmentNow(): Record<string, string> {
+  if (!executing) return (environment ??= create(null) as Record<string, string>);
+  if (environment === null) {
+    const values = parse(syscallHost("tessera/env", "{}")) as Record<string, string>;
+    environment = create(null) as Record<string, string>;
+    for (const name of objectKeys(values)) environment[name] = values[name]!;
+  }
+  return environment;
+}
+const envProxy = new OriginalProxy(create(null) as object, {
+  get: (_t, name) => (typeof name === "string" ? environmentNow()[name] : undefined),
+  has: (_t, name) => typeof name === "string" && name in environmentNow(),
+  ownKeys: () => objectKeys(environmentNow()),
+  getOwnPropertyDescriptor: (_t, name) => {
+    const values = environmentNow();
+    if (typeof name !== "string" || !(name in values)) return undefined;
+    return { value: values[name], writable: true, enumerable: true, configurable: true };
+  },
+  set: (_t, name, value) => {
+    if (typeof name === "string") environmentNow()[name] = `${value}`;
+    return true;
+  },
+  deleteProperty: (_t, name) => {
+    if (typeof name === "string") delete environmentNow()[name];
+    return true;
+  },
+  defineProperty: () => false,
+});
+defineProperty(globalThis, "process", {
+  value: freeze({ env: envProxy }),
+  writable: true,
+  enumerable: false,
+  configurable: true,
+});
+
 function serializeError(e: unknown): {
   message: string;
   name: string;
@@ -174,6 +218,8 @@ async function invoke(requestJson: string): Promise<string> {
   // Promises of an earlier execution that were never settled stay so.
   ReflectApply(mapClear, pending, []);
   env.begin({ mode: req.kind, seed: req.seed, nowMs: req.nowMs });
+  environment = null;
+  executing = true;
   try {
     const fn = lookup(req.module, req.exportName);
     let result: string;
