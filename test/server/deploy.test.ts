@@ -124,7 +124,10 @@ describe("the official CLI against tessera serve", () => {
       });
       await expect.poll(() => seen.length).toBeGreaterThan(0);
       editFile("lib/format.ts", (t) =>
-        t.replace("`${name} (${price.toFixed(2)})`", () => "`${name}: $${price}`"),
+        // A template literal in the fixture's source, written as plain text here.
+        t.replace(["`$", "{name} ($", "{price.toFixed(2)})`"].join(""), () =>
+          ["`$", "{name}: $$", "{price}`"].join(""),
+        ),
       );
       const r = await cli(["dev", "--once", "--typecheck", "disable"]);
       expect(r.out).toContain("Convex functions ready");

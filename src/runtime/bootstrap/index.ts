@@ -136,7 +136,10 @@ defineProperty(globalThis, "Convex", { value: Convex, enumerable: false });
 let environment: Record<string, string> | null = null;
 let executing = false;
 function environmentNow(): Record<string, string> {
-  if (!executing) return (environment ??= create(null) as Record<string, string>);
+  if (!executing) {
+    if (environment === null) environment = create(null) as Record<string, string>;
+    return environment;
+  }
   if (environment === null) {
     const values = parse(syscallHost("tessera/env", "{}")) as Record<string, string>;
     environment = create(null) as Record<string, string>;
