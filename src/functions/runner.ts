@@ -18,6 +18,7 @@ import { modulePathOf } from "../runtime/modules.js";
 import { StackMapper } from "../runtime/sourceMaps.js";
 import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/syscalls.js";
 import { fromJson, type JsonValue, stringifyValue, type Value } from "../values/index.js";
+import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
 import type { Schema } from "./schema.js";
 import {
@@ -138,11 +139,21 @@ export interface ExecutionRecord {
 }
 
 export class FunctionRunner {
+  private readonly lanes = new ContentionLanes();
   private readonly resolved = new Map<string, ResolvedFunction>();
   private readonly stacks: StackMapper;
 
   constructor(private readonly options: RunnerOptions) {
     this.stacks = new StackMapper(options.runtime.app.sourceMap);
+  }
+
+  /** Table names and numbers as the latest catalog has them (before a transaction exists). */
+  private catalogContext(): ValidationContext {
+    const catalog = this.options.db.catalog;
+    return {
+      tableNumberForName: (name) => catalog.table(name)?.number,
+      tableNameForNumber: (n) => catalog.tableByNumber(n)?.name,
+    };
   }
 
   private validationContext(tx: Transaction): ValidationContext {
@@ -243,19 +254,50 @@ export class FunctionRunner {
     options: CallOptions = {},
   ): Promise<CallResult> {
     const fn = this.resolve(path, "mutation", options);
+    const lane = this.lanes.of(`${fn.module}:${fn.exportName}`);
+    // A call holds its turn (when the function's calls are serialised) across its retries.
+    const turn: { release: (() => void) | null } = {
+      release: lane.serialised ? await lane.enter() : null,
+    };
+    try {
+      return await this.mutationAttempts(fn, path, args, options, lane, turn);
+    } finally {
+      turn.release?.();
+    }
+  }
+
+  private async mutationAttempts(
+    fn: ResolvedFunction,
+    path: string,
+    args: Value | undefined,
+    options: CallOptions,
+    lane: ContentionLane,
+    turn: { release: (() => void) | null },
+  ): Promise<CallResult> {
     const maxAttempts = this.options.maxAttempts ?? 12;
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
-      const tx = this.options.db.begin();
+      let tx: Transaction | null = null;
+      const begin = () => {
+        tx = this.options.db.begin();
+        return tx;
+      };
       try {
-        const result = await this.runOnce(fn, path, "mutation", args, tx, options);
+        const result = await this.runOnce(fn, path, "mutation", args, begin, options);
+        if (tx === null) throw new Error("the mutation ran without its transaction");
         const ts = await this.options.db.commit(tx);
+        lane.committed();
         this.report("mutation", path, started, result.logs, null);
         return { ...result, ts };
       } catch (e) {
-        tx.abort();
+        (tx as Transaction | null)?.abort();
         if (e instanceof ConflictError) {
-          if (attempt < maxAttempts) continue;
+          lane.conflicted();
+          if (attempt < maxAttempts) {
+            // Serialised meanwhile: retry in turn with the others, not against them.
+            if (turn.release === null && lane.serialised) turn.release = await lane.enter();
+            continue;
+          }
           const error = new FunctionError(
             `${e.message} It conflicted ${attempt} times in a row; the documents it reads are changing too often.`,
             "conflict",
@@ -305,41 +347,52 @@ export class FunctionRunner {
     }
   }
 
+  /**
+   * Runs one execution. A mutation's transaction is begun only once an
+   * isolate is ready for it (`tx` as a function): begun earlier, it would
+   * read a snapshot that grows stale while the mutation waits, and conflict.
+   */
   private async runOnce(
     fn: ResolvedFunction,
     path: string,
     kind: FunctionKind,
     args: Value | undefined,
-    tx: Transaction,
+    tx: Transaction | (() => Transaction),
     options: CallOptions,
   ): Promise<{ value: Value; logs: LogLine[] }> {
-    const ctx = this.validationContext(tx);
+    const ctx = typeof tx === "function" ? this.catalogContext() : this.validationContext(tx);
     const argError = validateArgs(fn.args, args, ctx);
     if (argError !== null) throw new FunctionError(argError.message, "arguments");
     const schema = this.options.schema ?? null;
-    if (kind === "mutation" && schema !== null) {
-      tx.checkWrite = (table, doc) => {
-        const e = validateWrite(schema.validators, table, doc, ctx);
-        // Reaches user code as the error of the db call that wrote the document.
-        if (e !== null) throw new DatabaseError(e.message);
-      };
-    }
-    const env: UdfEnvironment = {
-      tx,
-      kind,
-      identity: options.identity ?? null,
-      functionName: path.includes(":") ? path : `${path}:default`,
-      visibility: fn.spec.visibility,
-      deployment: { name: this.options.deploymentName ?? "tessera", region: null, class: "s16" },
-    };
     const environment = this.options.environment;
-    if (environment !== undefined) {
-      const values = environment.current ?? (await environment.load());
-      env.environmentVariables = () => {
-        tx.recordTableRead(ENVIRONMENT_TABLE);
-        return values;
+    const envValues =
+      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+    const syscalls = () => {
+      const t = typeof tx === "function" ? tx() : tx;
+      if (kind === "mutation" && schema !== null) {
+        const writeCtx = this.validationContext(t);
+        t.checkWrite = (table, doc) => {
+          const e = validateWrite(schema.validators, table, doc, writeCtx);
+          // Reaches user code as the error of the db call that wrote the document.
+          if (e !== null) throw new DatabaseError(e.message);
+        };
+      }
+      const env: UdfEnvironment = {
+        tx: t,
+        kind,
+        identity: options.identity ?? null,
+        functionName: path.includes(":") ? path : `${path}:default`,
+        visibility: fn.spec.visibility,
+        deployment: { name: this.options.deploymentName ?? "tessera", region: null, class: "s16" },
       };
-    }
+      if (envValues !== undefined) {
+        env.environmentVariables = () => {
+          t.recordTableRead(ENVIRONMENT_TABLE);
+          return envValues;
+        };
+      }
+      return udfSyscalls(env);
+    };
     const outcome = await execute(
       this.options.runtime,
       {
@@ -351,7 +404,7 @@ export class FunctionRunner {
         nowMs: Date.now(),
         timeLimitMs: this.options.timeLimitMs,
       },
-      udfSyscalls(env),
+      syscalls,
     );
     if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
     const value = fromJson(outcome.value as JsonValue);

@@ -125,12 +125,19 @@ function describeVerdict(runtime: AppRuntime, verdict: string): string {
   return runtime.app.describeTaint(/^\d+$/.test(reason) ? Number(reason) : reason);
 }
 
+/**
+ * Runs one function execution in a context of `runtime`. `handler` may be
+ * made only once a context is ready (a function), for callers whose state
+ * must not start earlier (a mutation's snapshot).
+ */
 export async function execute(
   runtime: AppRuntime,
   request: ExecutionRequest,
-  handler: SyscallHandler,
+  handlerOrFactory: SyscallHandler | (() => SyscallHandler),
 ): Promise<ExecutionOutcome> {
   return runtime.withContext(async (live) => {
+    const handler =
+      typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
     const { isolate } = live;
     const bridge: Bridge = { queue: [], outcome: null, fatal: null };
     // Everything below enters the isolate synchronously, on this thread: an
