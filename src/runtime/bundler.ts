@@ -107,16 +107,28 @@ export async function bundleConvexDir(
 
 /** Bundles `schema.ts` on its own (the CLI sends it separately for schema evaluation). */
 export async function bundleSchema(dir: string): Promise<ModuleSource | null> {
-  const entry = ["schema.ts", "schema.js"]
-    .map((n) => join(dir, n))
-    .find((p) => {
-      try {
-        return statSync(p).isFile();
-      } catch {
-        return false;
-      }
-    });
+  const entry = ["schema.ts", "schema.js"].map((n) => join(dir, n)).find(isFile);
   if (!entry) return null;
   const [module] = await build(dir, [entry], "browser", "_deps");
   return module ?? null;
+}
+
+/** Bundles `auth.config.ts` on its own, one module named `auth.config.js` (the CLI sends it with the modules). */
+export async function bundleAuthConfig(dir: string): Promise<ModuleSource | null> {
+  const found = ["auth.config.ts", "auth.config.js"].map((n) => join(dir, n)).filter(isFile);
+  if (found.length === 0) return null;
+  if (found.length > 1) throw new Error(`Found both ${found.join(" and ")}, choose one.`);
+  const modules = await build(dir, found, "browser", "_deps");
+  const module = modules.find((m) => m.path === "auth.config.js");
+  if (module === undefined || modules.length > 1)
+    throw new Error("auth.config.ts must bundle into one module (no dynamic imports)");
+  return module;
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
 }

@@ -9,19 +9,21 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Database } from "../database/index.js";
+import { AuthConfigError, type AuthProvider, evaluateAuthConfig } from "../functions/authConfig.js";
 import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environment.js";
 import { FunctionRunner } from "../functions/runner.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
+import { TokenError, TokenVerifier, type TokenVerifierOptions } from "../functions/userTokens.js";
 import { SqlitePersistence } from "../persistence/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
-import { bundleConvexDir, bundleSchema } from "../runtime/bundler.js";
+import { bundleAuthConfig, bundleConvexDir, bundleSchema } from "../runtime/bundler.js";
 import { linkModules } from "../runtime/loader.js";
-import type { UserIdentity } from "../runtime/syscalls.js";
 import {
   AuthenticationError,
   type Authenticator,
   type SyncLimits,
   SyncService,
+  type VerifiedUser,
 } from "../sync/service.js";
 import { CodeStore, type StoredApp } from "./codeStore.js";
 import { FunctionLogs } from "./functionLogs.js";
@@ -52,9 +54,21 @@ export function resolveAdminKey(dataDir: string, explicit?: string): string {
   return generated;
 }
 
-/** Admin keys; user tokens are refused until auth providers can be configured. */
+/**
+ * Admin keys, and user tokens (JWTs) checked against the auth providers of
+ * the app being served (`providers`, asked for each token: they change with
+ * pushes and environment variables).
+ */
 export class DeploymentAuthenticator implements Authenticator {
-  constructor(private readonly adminKey: string) {}
+  private readonly verifier: TokenVerifier;
+
+  constructor(
+    private readonly adminKey: string,
+    private readonly providers: () => Promise<readonly AuthProvider[]> = async () => [],
+    verifierOptions: TokenVerifierOptions = {},
+  ) {
+    this.verifier = new TokenVerifier(verifierOptions);
+  }
 
   isAdminKey(key: string): boolean {
     const a = Buffer.from(key);
@@ -63,10 +77,14 @@ export class DeploymentAuthenticator implements Authenticator {
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
-  async verifyUserToken(_token: string): Promise<UserIdentity> {
-    throw new AuthenticationError(
-      "No auth provider found matching the given token: this deployment has no auth.config.ts providers (not supported yet: user authentication arrives with the auth work)",
-    );
+  async verifyUserToken(token: string): Promise<VerifiedUser> {
+    const providers = await this.providers();
+    try {
+      return await this.verifier.verify(token, providers);
+    } catch (e) {
+      if (e instanceof TokenError) throw new AuthenticationError(e.message);
+      throw e;
+    }
   }
 }
 
@@ -75,15 +93,37 @@ export interface PreparedApp {
   stored: StoredApp;
   runtime: AppRuntime;
   schema: Schema | null;
+  /**
+   * The auth providers of its `auth.config.ts`, when they were evaluated
+   * while preparing (with the environment `authEnvironmentKey` describes);
+   * null: evaluated when a token first needs them.
+   */
+  authProviders: AuthProvider[] | null;
+  authEnvironmentKey: string | null;
 }
 
 /** A push or folder the deployment cannot serve; the message is for whoever sent it. */
 export class AppRejectedError extends Error {
   override name = "AppRejectedError";
+  constructor(
+    message: string,
+    /** The error code for the CLI (HTTP `{code, message}`). */
+    readonly code = "InvalidModules",
+  ) {
+    super(message);
+  }
+}
+
+export interface PrepareOptions {
+  /** `process.env` for `auth.config.ts`: when given, the auth config is evaluated (and must be valid). */
+  authEnvironment?: Readonly<Record<string, string>>;
 }
 
 /** Loads and analyses an app without serving it (the caller disposes `runtime` if unused). */
-export async function prepareApp(stored: StoredApp): Promise<PreparedApp> {
+export async function prepareApp(
+  stored: StoredApp,
+  options: PrepareOptions = {},
+): Promise<PreparedApp> {
   const node = stored.modules.filter((m) => m.environment === "node").map((m) => m.path);
   if (node.length > 0)
     throw new AppRejectedError(
@@ -95,6 +135,20 @@ export async function prepareApp(stored: StoredApp): Promise<PreparedApp> {
     schema = stored.schema === null ? null : await evaluateSchema(stored.schema);
   } catch (e) {
     throw new AppRejectedError(`Failed to evaluate schema.ts: ${errorMessage(e)}`);
+  }
+  let authProviders: AuthProvider[] | null = null;
+  let authEnvironmentKey: string | null = null;
+  if (options.authEnvironment !== undefined) {
+    authEnvironmentKey = environmentKey(options.authEnvironment);
+    authProviders = [];
+    if (stored.authConfig !== null) {
+      try {
+        authProviders = await evaluateAuthConfig(stored.authConfig, options.authEnvironment);
+      } catch (e) {
+        if (e instanceof AuthConfigError) throw new AppRejectedError(e.message, e.code);
+        throw e;
+      }
+    }
   }
   try {
     runtime = await AppRuntime.create(await linkModules(stored.modules));
@@ -108,7 +162,16 @@ export async function prepareApp(stored: StoredApp): Promise<PreparedApp> {
     runtime.dispose();
     throw new AppRejectedError(`Invalid function definitions:\n${broken.join("\n")}`);
   }
-  return { stored, runtime, schema };
+  return { stored, runtime, schema, authProviders, authEnvironmentKey };
+}
+
+/** Identifies an environment (for knowing when the auth config must be evaluated again). */
+function environmentKey(env: Readonly<Record<string, string>>): string {
+  return JSON.stringify(
+    Object.keys(env)
+      .sort()
+      .map((k) => [k, env[k]]),
+  );
 }
 
 function errorMessage(e: unknown): string {
@@ -120,7 +183,7 @@ export async function appFromFolder(convexDir: string): Promise<StoredApp> {
   return {
     modules: [...(await bundleConvexDir(convexDir))],
     schema: await bundleSchema(convexDir),
-    authConfig: null,
+    authConfig: await bundleAuthConfig(convexDir),
     udfServerVersion: "folder",
     functions: "convex/",
     pushedAtMs: Date.now(),
@@ -151,7 +214,7 @@ export class Deployment {
     empty: AppRuntime,
     syncLimits: Partial<SyncLimits> | undefined,
   ) {
-    this.auth = new DeploymentAuthenticator(adminKey);
+    this.auth = new DeploymentAuthenticator(adminKey, () => this.authProviders());
     this.codeStore = new CodeStore(dataDir);
     this.environment = new EnvironmentCache(db);
     this.live = live;
@@ -211,6 +274,65 @@ export class Deployment {
     return this.live?.schema ?? null;
   }
 
+  /**
+   * `process.env` for `auth.config.ts`: the environment variables, and
+   * `CONVEX_CLOUD_URL` / `CONVEX_SITE_URL` (once the servers listen).
+   */
+  async authEnvironment(): Promise<Record<string, string>> {
+    const values = this.environment.current ?? (await this.environment.load());
+    const env: Record<string, string> = { ...values };
+    if (this.urls.cloud !== "") env.CONVEX_CLOUD_URL = this.urls.cloud;
+    if (this.urls.site !== "") env.CONVEX_SITE_URL = this.urls.site;
+    return env;
+  }
+
+  /** The live app's auth config, as last evaluated, and with what. */
+  private authMemo: {
+    app: PreparedApp;
+    values: Record<string, string> | null;
+    cloud: string;
+    site: string;
+    key: string;
+    providers: Promise<AuthProvider[]>;
+  } | null = null;
+
+  /**
+   * The auth providers of the live app: evaluated at push, and again when
+   * the environment variables or the deployment's URLs changed since (or,
+   * for an app served from a folder or restored at start, on first use).
+   */
+  async authProviders(): Promise<AuthProvider[]> {
+    const app = this.live;
+    if (app === null || app.stored.authConfig === null) return [];
+    const values = this.environment.current ?? (await this.environment.load());
+    const { cloud, site } = this.urls;
+    let memo = this.authMemo;
+    if (
+      memo !== null &&
+      memo.app === app &&
+      memo.values === values &&
+      memo.cloud === cloud &&
+      memo.site === site
+    )
+      return memo.providers;
+    const env = await this.authEnvironment();
+    const key = environmentKey(env);
+    memo = this.authMemo;
+    if (memo !== null && memo.app === app && memo.key === key) {
+      this.authMemo = { ...memo, values, cloud, site };
+      return memo.providers;
+    }
+    const config = app.stored.authConfig;
+    const providers = evaluateAuthConfig(config, env).catch((e: unknown) => {
+      throw new AuthenticationError(
+        `The deployment's auth.config.ts could not be evaluated, so no token can be verified: ${errorMessage(e)}`,
+      );
+    });
+    providers.catch(() => {});
+    this.authMemo = { app, values, cloud, site, key, providers };
+    return providers;
+  }
+
   private runnerFor(runtime: AppRuntime, schema: Schema | null): FunctionRunner {
     return new FunctionRunner({
       db: this.db,
@@ -230,6 +352,15 @@ export class Deployment {
   install(app: PreparedApp): void {
     const previous = this.live?.runtime ?? this.emptyRuntime;
     this.live = app;
+    if (app.authProviders !== null && app.authEnvironmentKey !== null)
+      this.authMemo = {
+        app,
+        values: null,
+        cloud: "",
+        site: "",
+        key: app.authEnvironmentKey,
+        providers: Promise.resolve(app.authProviders),
+      };
     this.emptyRuntime = null;
     this.runnerRef = this.runnerFor(app.runtime, app.schema);
     this.sync.setRunner(this.runnerRef);

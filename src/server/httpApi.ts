@@ -11,7 +11,12 @@ import type { IncomingMessage } from "node:http";
 import type { UserIdentity } from "../runtime/syscalls.js";
 import { decodeTs, encodeTs, ProtocolError } from "../sync/protocol.js";
 import type { QueryOutcome } from "../sync/queryCache.js";
-import { AuthenticationError, impersonatedIdentity, type SyncService } from "../sync/service.js";
+import {
+  AuthenticationError,
+  identityKeyOf,
+  impersonatedIdentity,
+  type SyncService,
+} from "../sync/service.js";
 import { isPlainObject, type JsonValue } from "../values/index.js";
 
 /** The status the official client treats as "the function failed" (not a transport error). */
@@ -61,12 +66,12 @@ async function callerOf(req: IncomingMessage, sync: SyncService): Promise<Caller
     }
     if (!isPlainObject(attrs)) throw new HttpError(400, "Invalid acting-as identity");
     const identity = impersonatedIdentity(attrs);
-    return { identity, identityKey: identity.tokenIdentifier, admin: true };
+    return { identity, identityKey: identityKeyOf(identity), admin: true };
   }
   if (scheme === "Bearer") {
     try {
-      const identity = await sync.auth.verifyUserToken(value);
-      return { identity, identityKey: identity.tokenIdentifier, admin: false };
+      const { identity } = await sync.auth.verifyUserToken(value);
+      return { identity, identityKey: identityKeyOf(identity), admin: false };
     } catch (e) {
       throw new HttpError(
         401,

@@ -9,6 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Database } from "../database/index.js";
+import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { Schema, SchemaIndex } from "../functions/schema.js";
 import { validateWrite } from "../functions/validators.js";
 import type { ModuleSource } from "../runtime/modules.js";
@@ -96,7 +97,7 @@ export class PushManager {
       environmentVariables: {},
       externalDepsId: null,
       componentDefinitionPackages: {},
-      appAuth: [],
+      appAuth: (app.authProviders ?? []).map(authInfoOf),
       analysis: { [ROOT]: analysisOf(app) },
       app: {
         definitionPath: ROOT,
@@ -223,9 +224,11 @@ export class PushManager {
       pushedAtMs: Date.now(),
     };
     try {
-      return await prepareApp(stored);
+      return await prepareApp(stored, {
+        authEnvironment: await this.deployment.authEnvironment(),
+      });
     } catch (e) {
-      if (e instanceof AppRejectedError) throw new HttpError(400, e.message, "InvalidModules");
+      if (e instanceof AppRejectedError) throw new HttpError(400, e.message, e.code);
       throw e;
     }
   }
@@ -403,8 +406,13 @@ function finishDiff(
 ): unknown {
   const before = new Set(previous?.stored.modules.map((m) => m.path) ?? []);
   const after = new Set(next.stored.modules.map((m) => m.path));
+  const authBefore = new Set((previous?.authProviders ?? []).map(describeProvider));
+  const authAfter = new Set((next.authProviders ?? []).map(describeProvider));
   return {
-    authDiff: { added: [], removed: [] },
+    authDiff: {
+      added: [...authAfter].filter((p) => !authBefore.has(p)),
+      removed: [...authBefore].filter((p) => !authAfter.has(p)),
+    },
     definitionDiffs: {},
     componentDiffs: {
       [ROOT]: {

@@ -4,6 +4,7 @@
  * per client session (so that a mutation the client resends after a
  * reconnect is answered again, never committed twice).
  */
+import { createHash } from "node:crypto";
 import type { Database } from "../database/index.js";
 import type { FunctionRunner } from "../functions/runner.js";
 import type { UserIdentity } from "../runtime/syscalls.js";
@@ -15,8 +16,14 @@ import { failureOf, logLine, QueryCache } from "./queryCache.js";
 export interface Authenticator {
   /** Whether `key` is this deployment's admin key (compared in constant time). */
   isAdminKey(key: string): boolean;
-  /** The identity a user token carries. */
-  verifyUserToken(token: string): Promise<UserIdentity>;
+  /** The identity a user token carries, and until when the token is valid. */
+  verifyUserToken(token: string): Promise<VerifiedUser>;
+}
+
+export interface VerifiedUser {
+  identity: UserIdentity;
+  /** When the token stops being valid (ms since the epoch), or null if never. */
+  expiresAtMs: number | null;
 }
 
 export class AuthenticationError extends Error {
@@ -36,6 +43,28 @@ export function impersonatedIdentity(attrs: unknown): UserIdentity {
     tokenIdentifier:
       typeof a.tokenIdentifier === "string" ? a.tokenIdentifier : `${issuer}|${subject}`,
   } as unknown as UserIdentity;
+}
+
+/**
+ * What query results are cached under for an identity: a hash of all of it
+ * (a stable JSON with sorted keys), so that two tokens of one user with
+ * different claims never share results.
+ */
+export function identityKeyOf(identity: UserIdentity): string {
+  return createHash("sha256").update(stableJson(identity)).digest("base64");
+}
+
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(",")}]`;
+  if (typeof v === "object" && v !== null) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`).join(",")}}`;
+  }
+  if (typeof v === "bigint") return `"${v}n"`;
+  return JSON.stringify(v) ?? "null";
 }
 
 export interface SyncLimits {

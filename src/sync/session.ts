@@ -28,7 +28,12 @@ import {
 } from "./protocol.js";
 import type { CachedQuery, QueryOutcome, QueryRequest } from "./queryCache.js";
 import { QueryCache } from "./queryCache.js";
-import { AuthenticationError, impersonatedIdentity, type SyncService } from "./service.js";
+import {
+  AuthenticationError,
+  identityKeyOf,
+  impersonatedIdentity,
+  type SyncService,
+} from "./service.js";
 
 /** What a session needs from its socket. */
 export interface SessionTransport {
@@ -59,6 +64,10 @@ const DRAINED_BYTES = 64 * 1024;
 const CLOSE_TOO_SLOW = 4001;
 const CLOSE_SHUTDOWN = 1001;
 const CLOSE_FATAL = 1008;
+/** After an AuthError: the client reconnects (with a fresh token) without logging an error. */
+const CLOSE_NORMAL = 1000;
+/** Longest `setTimeout` delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class Session {
   private connected = false;
@@ -70,10 +79,20 @@ export class Session {
   /** Queries removed since the last transition. */
   private removed = new Set<number>();
 
+  /** The identity version the client is at: advanced by each Authenticate as it arrives. */
   private identityVersion = 0;
+  /** The version whose identity is in effect (`identity`): what transitions report. */
+  private appliedIdentityVersion = 0;
   private identity: UserIdentity | null = null;
   private identityKey = "";
   private isAdmin = false;
+  /** Authenticate messages received and not yet applied; they are verified one at a time, in order. */
+  private authPending = 0;
+  /** Settles once every Authenticate received so far is applied (or refused). */
+  private authChain: Promise<void> = Promise.resolve();
+  /** When the user token in effect expires (ms since the epoch), or null. */
+  private expiresAtMs: number | null = null;
+  private expiryTimer: NodeJS.Timeout | null = null;
 
   /** What the client was last sent. */
   private sent: StateVersion = { querySet: 0, ts: 0n, identity: 0 };
@@ -193,14 +212,33 @@ export class Session {
       throw new ProtocolError(
         `Base version ${m.baseVersion} of Authenticate does not match the current identity version ${this.identityVersion}`,
       );
-    // Later messages see the new identity version at once; a failed check reports an AuthError.
+    // Later messages see the new identity version at once. Until it is
+    // verified no transition goes out (it would show results of the previous
+    // identity), and mutations sent after it wait for it.
     this.identityVersion = m.baseVersion + 1;
-    this.verifyIdentity(m, this.identityVersion).catch(() => this.fatal("Internal server error"));
+    const version = this.identityVersion;
+    this.authPending++;
+    this.authChain = this.authChain
+      .then(() => this.verifyIdentity(m, version))
+      .catch(() => this.fatal("Internal server error"))
+      .finally(() => {
+        this.authPending--;
+        this.schedule();
+      });
   }
 
+  /**
+   * Applies an Authenticate. A token that is refused gets an `AuthError`
+   * (`authUpdateAttempted: true`) and the connection is closed: the official
+   * client fetches a fresh token and reconnects with it (resending the
+   * mutations it sent meanwhile, which are not run here), or, if it gives
+   * up, reconnects without one.
+   */
   private async verifyIdentity(m: AuthenticateMessage, version: number): Promise<void> {
+    if (this.closed) return;
     let identity: UserIdentity | null = null;
     let admin = false;
+    let expiresAtMs: number | null = null;
     try {
       if (m.tokenType === "Admin") {
         if (!this.service.auth.isAdminKey(m.value))
@@ -208,10 +246,12 @@ export class Session {
         admin = true;
         identity = m.impersonating === null ? null : impersonatedIdentity(m.impersonating);
       } else if (m.tokenType === "User") {
-        identity = await this.service.auth.verifyUserToken(m.value);
+        const verified = await this.service.auth.verifyUserToken(m.value);
+        identity = verified.identity;
+        expiresAtMs = verified.expiresAtMs;
       }
     } catch (e) {
-      if (this.closed || version !== this.identityVersion) return;
+      if (this.closed) return;
       const error = e instanceof AuthenticationError ? e.message : "Could not verify the token";
       this.send(
         JSON.stringify({
@@ -221,13 +261,16 @@ export class Session {
           authUpdateAttempted: true,
         }),
       );
+      this.close(CLOSE_NORMAL, "Authentication failed");
       return;
     }
-    if (this.closed || version !== this.identityVersion) return;
+    if (this.closed) return;
+    this.appliedIdentityVersion = version;
     this.identity = identity;
     this.isAdmin = admin;
     this.identityKey = identity === null ? "" : identityKeyOf(identity);
-    // Every query now runs as the new identity.
+    this.watchExpiry(expiresAtMs);
+    // Every query now runs as the new identity (a query whose key stays the same keeps its result).
     for (const [id, q] of this.queries) {
       const request: QueryRequest = {
         ...q.request,
@@ -235,13 +278,68 @@ export class Session {
         identityKey: this.identityKey,
         allowInternal: admin,
       };
+      const key = QueryCache.keyOf(request);
+      if (key === q.key) {
+        this.queries.set(id, { ...q, request });
+        continue;
+      }
       q.unwatch();
-      this.queries.set(id, { ...q, request, key: QueryCache.keyOf(request), unwatch: noop });
+      this.queries.set(id, { ...q, request, key, unwatch: noop });
     }
-    this.schedule();
+  }
+
+  /** Reports the user token's expiry when it comes (unless the client sent a new one by then). */
+  private watchExpiry(expiresAtMs: number | null): void {
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+    this.expiresAtMs = expiresAtMs;
+    if (expiresAtMs === null) return;
+    const delay = expiresAtMs - Date.now();
+    // Timers hold 32 bits of ms; a token valid longer than that is checked at each mutation only.
+    if (delay > MAX_TIMER_MS) return;
+    this.expiryTimer = setTimeout(
+      () => {
+        this.expiryTimer = null;
+        this.expired();
+      },
+      Math.max(0, delay),
+    );
+    this.expiryTimer.unref();
+  }
+
+  private tokenExpired(): boolean {
+    return this.expiresAtMs !== null && Date.now() >= this.expiresAtMs;
+  }
+
+  /**
+   * The user token in effect expired: an `AuthError` with
+   * `authUpdateAttempted: false`, on which the official client fetches a new
+   * token and reconnects with it, and the connection is closed (so nothing
+   * more runs as the expired identity). Nothing happens while a newer
+   * Authenticate is being verified: it replaces the identity.
+   */
+  private expired(): void {
+    if (this.closed || this.authPending > 0 || !this.tokenExpired()) return;
+    this.send(
+      JSON.stringify({
+        type: "AuthError",
+        error: "Token expired",
+        baseVersion: this.appliedIdentityVersion - 1,
+        authUpdateAttempted: false,
+      }),
+    );
+    this.close(CLOSE_NORMAL, "Token expired");
   }
 
   private async mutation(m: RequestMessage): Promise<void> {
+    // A mutation runs as the identity of the Authenticate messages sent before it.
+    if (this.authPending > 0) await this.authChain;
+    if (this.closed) return;
+    if (this.tokenExpired()) {
+      // Not run: the client resends it after reconnecting with a fresh token.
+      this.expired();
+      return;
+    }
     const args = m.args.length === 1 ? m.args[0]! : m.args;
     const outcome = await this.service.mutation(
       this.clientSessionId,
@@ -286,6 +384,8 @@ export class Session {
     this.updating = true;
     try {
       while (this.dirty && !this.closed) {
+        // Results wait for the identity being verified (which schedules again).
+        if (this.authPending > 0) return;
         this.dirty = false;
         if (this.transport.bufferedAmount >= DRAINED_BYTES) {
           await this.drained();
@@ -321,12 +421,16 @@ export class Session {
   private async update(): Promise<void> {
     const ts = this.service.db.latestTs();
     const querySet = this.querySetVersion;
-    const identity = this.identityVersion;
+    const identity = this.appliedIdentityVersion;
     const queries = [...this.queries.values()];
     const cache = this.service.cache;
     const entries = await Promise.all(queries.map((q) => cache.get(q.request, ts, q.key)));
     if (this.closed) return;
-    if (querySet !== this.querySetVersion || identity !== this.identityVersion) {
+    if (
+      querySet !== this.querySetVersion ||
+      identity !== this.appliedIdentityVersion ||
+      this.authPending > 0
+    ) {
       // Changed meanwhile: what was computed no longer matches; the loop runs again.
       this.dirty = true;
       return;
@@ -337,7 +441,7 @@ export class Session {
   /** Shows `entries` (the results of `queries` at `ts`): one transition with what changed. */
   private apply(ts: bigint, queries: SessionQuery[], entries: CachedQuery[]): void {
     const querySet = this.querySetVersion;
-    const identity = this.identityVersion;
+    const identity = this.appliedIdentityVersion;
     const mods: string[] = [];
     for (let i = 0; i < queries.length; i++) {
       const q = queries[i]!;
@@ -415,7 +519,11 @@ export class Session {
   heartbeat(nowMs: number): void {
     if (this.closed || !this.connected || this.updating) return;
     if (nowMs - this.lastSendMs < this.service.limits.heartbeatMs) return;
-    if (this.sent.querySet !== this.querySetVersion || this.sent.identity !== this.identityVersion)
+    if (
+      this.authPending > 0 ||
+      this.sent.querySet !== this.querySetVersion ||
+      this.sent.identity !== this.appliedIdentityVersion
+    )
       return;
     // An empty transition from the current version to itself: every client version accepts it.
     this.sendTransition(this.sent, []);
@@ -440,6 +548,8 @@ export class Session {
   /** The socket is gone: stop watching results. */
   disconnected(): void {
     this.closed = true;
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
     for (const q of this.queries.values()) q.unwatch();
     this.queries.clear();
     this.service.sessions.delete(this);
@@ -480,9 +590,4 @@ function modificationTail(o: QueryOutcome): string {
   // any errorData it finds (even null) into a ConvexError.
   const errorData = o.errorDataJson === null ? "" : `,"errorData":${o.errorDataJson}`;
   return `,"errorMessage":${JSON.stringify(o.errorMessage)},"logLines":${JSON.stringify(o.logLines)}${errorData},"journal":null}`;
-}
-
-function identityKeyOf(identity: UserIdentity): string {
-  const token = (identity as { tokenIdentifier?: unknown }).tokenIdentifier;
-  return typeof token === "string" ? token : JSON.stringify(identity);
 }

@@ -6,7 +6,7 @@ import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
 import { linkModules } from "../../src/runtime/loader.js";
 import { decodeTs } from "../../src/sync/protocol.js";
-import { SyncService } from "../../src/sync/service.js";
+import { AuthenticationError, SyncService } from "../../src/sync/service.js";
 import { Session } from "../../src/sync/session.js";
 import { openTestDb, type TestDb } from "../helpers.js";
 
@@ -223,6 +223,107 @@ describe("Session", () => {
       await runner.mutation("items:add", { name: "z", price: 1, remaining: 3 });
       await until(() => bystander.sent.length > before);
       expect(bystander.closed).toEqual([]);
+    } finally {
+      service.close();
+    }
+  });
+  it("holds results and mutations until an Authenticate is verified; a refused token closes the connection unrun", async () => {
+    let release: (ok: boolean) => void = () => {};
+    let verifications = 0;
+    const service = new SyncService({
+      db: t.db,
+      runner,
+      auth: {
+        isAdminKey: () => false,
+        verifyUserToken: (token) =>
+          new Promise((resolve, reject) => {
+            verifications++;
+            release = (ok) =>
+              ok
+                ? resolve({
+                    identity: { subject: token, issuer: "i", tokenIdentifier: `i|${token}` },
+                    expiresAtMs: null,
+                  })
+                : reject(new AuthenticationError(`bad token ${token}`));
+          }),
+      },
+    });
+    try {
+      const counter = `auth-${Math.random()}`;
+      const value = async () =>
+        (await runner.query("counters:get", { name: counter })).value as number;
+      // Accepted: nothing is sent (and nothing runs) before the token is verified.
+      const s = open(service);
+      s.send({ type: "Authenticate", tokenType: "User", value: "u1", baseVersion: 0 });
+      s.send({
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{}] }],
+      });
+      s.send({
+        type: "Mutation",
+        requestId: 0,
+        udfPath: "counters:increment",
+        args: [{ name: counter }],
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(s.sent).toEqual([]);
+      expect(await value()).toBe(0);
+      await until(() => verifications === 1);
+      release(true);
+      await until(() => s.sent.some((m) => m.type === "Transition"));
+      const transition = s.sent.find((m) => m.type === "Transition");
+      expect(transition.endVersion.identity).toBe(1);
+      await until(() => s.sent.some((m) => m.type === "MutationResponse"));
+      expect(await value()).toBe(1);
+
+      // Refused: an AuthError, the connection closes, and the mutation sent after it never runs.
+      const r = open(service);
+      r.send({ type: "Authenticate", tokenType: "User", value: "u2", baseVersion: 0 });
+      r.send({
+        type: "Mutation",
+        requestId: 0,
+        udfPath: "counters:increment",
+        args: [{ name: counter }],
+      });
+      await until(() => verifications === 2);
+      release(false);
+      await until(() => r.closed.length > 0);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(r.sent).toEqual([
+        { type: "AuthError", error: "bad token u2", baseVersion: 0, authUpdateAttempted: true },
+      ]);
+      expect(r.closed).toEqual([{ code: 1000, reason: "Authentication failed" }]);
+      expect(await value()).toBe(1);
+    } finally {
+      service.close();
+    }
+  });
+
+  it("reports a token's expiry with an AuthError (authUpdateAttempted: false) and closes", async () => {
+    const service = new SyncService({
+      db: t.db,
+      runner,
+      auth: {
+        isAdminKey: () => false,
+        verifyUserToken: async () => ({
+          identity: { subject: "s", issuer: "i", tokenIdentifier: "i|s" },
+          expiresAtMs: Date.now() + 200,
+        }),
+      },
+    });
+    try {
+      const s = open(service);
+      s.send({ type: "Authenticate", tokenType: "User", value: "t", baseVersion: 0 });
+      await until(() => s.closed.length > 0);
+      expect(s.sent.at(-1)).toEqual({
+        type: "AuthError",
+        error: "Token expired",
+        baseVersion: 0,
+        authUpdateAttempted: false,
+      });
+      expect(s.closed).toEqual([{ code: 1000, reason: "Token expired" }]);
     } finally {
       service.close();
     }
