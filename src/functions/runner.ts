@@ -12,12 +12,19 @@ import {
   type ReadSet,
   type Transaction,
 } from "../database/index.js";
+import { type ActionEnvironment, actionSyscalls } from "../runtime/actionSyscalls.js";
 import type { AppRuntime, FunctionSpec } from "../runtime/appRuntime.js";
-import { type ExecutionError, execute, type LogLine } from "../runtime/execution.js";
+import {
+  ACTION_TIME_LIMIT_MS,
+  type ExecutionError,
+  execute,
+  type LogLine,
+  SyscallError,
+} from "../runtime/execution.js";
 import { modulePathOf } from "../runtime/modules.js";
 import { StackMapper } from "../runtime/sourceMaps.js";
 import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/syscalls.js";
-import { fromJson, type JsonValue, stringifyValue, type Value } from "../values/index.js";
+import { fromJson, type JsonValue, stringifyValue, toJson, type Value } from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
 import type { Schema } from "./schema.js";
@@ -54,7 +61,7 @@ function executionSeed(): string {
   return seed;
 }
 
-export type FunctionKind = "query" | "mutation";
+export type FunctionKind = "query" | "mutation" | "action";
 
 /** Why a function call failed; `message` is what its caller sees. */
 export type FunctionErrorKind =
@@ -118,6 +125,10 @@ export interface RunnerOptions {
   maxAttempts?: number;
   /** User-code time limit per execution (default 1000 ms). */
   timeLimitMs?: number;
+  /** Isolates for actions (default: `runtime`'s; a separate pool keeps long actions from holding up the rest). */
+  actionRuntime?: AppRuntime;
+  /** Wall-clock limit of an action (default 10 minutes). */
+  actionTimeLimitMs?: number;
   /** The deployment's environment variables for `process.env` (none: empty). */
   environment?: EnvironmentCache;
   /** Told of every finished query and mutation (the committed attempt of a mutation), for function logs. */
@@ -188,7 +199,7 @@ export class FunctionRunner {
       }
       if (spec.kind !== kind) {
         throw new FunctionError(
-          `Trying to execute ${path} as ${kind === "query" ? "Query" : "Mutation"}, but it is defined as ${spec.kind === "query" ? "Query" : spec.kind === "mutation" ? "Mutation" : spec.kind === "action" ? "Action" : "HTTP action"}.`,
+          `Trying to execute ${path} as ${kind === "query" ? "Query" : kind === "mutation" ? "Mutation" : "Action"}, but it is defined as ${spec.kind === "query" ? "Query" : spec.kind === "mutation" ? "Mutation" : spec.kind === "action" ? "Action" : "HTTP action"}.`,
           "notFound",
         );
       }
@@ -244,6 +255,79 @@ export class FunctionRunner {
       throw e;
     } finally {
       tx.abort();
+    }
+  }
+
+  /**
+   * Runs an action: in the actions runtime (its own isolates, so that long
+   * actions never hold up queries and mutations), with real time, timers and
+   * `fetch`; its `ctx.runQuery` / `runMutation` / `runAction` each run as
+   * their own call, as the same identity, internal functions allowed.
+   */
+  async action(
+    path: string,
+    args: Value | undefined,
+    options: CallOptions = {},
+  ): Promise<CallResult> {
+    const fn = this.resolve(path, "action", options);
+    const started = Date.now();
+    try {
+      const argError = validateArgs(fn.args, args, this.catalogContext());
+      if (argError !== null) throw new FunctionError(argError.message, "arguments");
+      const environment = this.options.environment;
+      const envValues =
+        environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+      const identity = options.identity ?? null;
+      const nested: CallOptions = { identity, allowInternal: true };
+      const env: ActionEnvironment = {
+        identity,
+        functionName: path.includes(":") ? path : `${path}:default`,
+        runFunction: async (kind, p, argsJson) => {
+          try {
+            const a = fromJson(argsJson);
+            const r =
+              kind === "query"
+                ? await this.query(p, a, nested)
+                : kind === "mutation"
+                  ? await this.mutation(p, a, nested)
+                  : await this.action(p, a, nested);
+            return toJson(r.value);
+          } catch (e) {
+            if (e instanceof FunctionError) {
+              // A ConvexError reaches the action as one, with its data.
+              throw new SyscallError(
+                e.message,
+                e.data === undefined ? undefined : JSON.stringify(toJson(e.data)),
+              );
+            }
+            throw e;
+          }
+        },
+        ...(envValues !== undefined ? { environmentVariables: () => envValues } : {}),
+      };
+      const outcome = await execute(
+        this.options.actionRuntime ?? this.options.runtime,
+        {
+          kind: "action",
+          module: fn.module,
+          exportName: fn.exportName,
+          argsJson: stringifyValue(args === undefined ? {} : args),
+          seed: executionSeed(),
+          nowMs: Date.now(),
+          timeLimitMs: this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS,
+        },
+        actionSyscalls(env),
+      );
+      if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
+      const value = fromJson(outcome.value as JsonValue);
+      const returnsError = validateReturns(fn.returns, value, this.catalogContext());
+      if (returnsError !== null)
+        throw new FunctionError(returnsError.message, "returns", outcome.logs);
+      this.report("action", path, started, outcome.logs, null);
+      return { value, logs: outcome.logs, ts: this.options.db.latestTs() };
+    } catch (e) {
+      if (e instanceof FunctionError) this.report("action", path, started, e.logs, e.message);
+      throw e;
     }
   }
 
@@ -355,7 +439,7 @@ export class FunctionRunner {
   private async runOnce(
     fn: ResolvedFunction,
     path: string,
-    kind: FunctionKind,
+    kind: "query" | "mutation",
     args: Value | undefined,
     tx: Transaction | (() => Transaction),
     options: CallOptions,

@@ -7,7 +7,7 @@
  * answering syscalls on the host does not count.
  */
 import type ivm from "isolated-vm";
-import type { AppRuntime, ExecutionHooks } from "./appRuntime.js";
+import type { AppRuntime, ExecutionHooks, LiveContext } from "./appRuntime.js";
 
 /** The host side of syscalls for one execution. */
 export interface SyscallHandler {
@@ -36,7 +36,7 @@ export class SyscallError extends Error {
 }
 
 export interface ExecutionRequest {
-  kind: "query" | "mutation";
+  kind: "query" | "mutation" | "action";
   module: string;
   exportName: string;
   /** JSON text of the arguments object in the wire form. */
@@ -136,8 +136,7 @@ export async function execute(
   handlerOrFactory: SyscallHandler | (() => SyscallHandler),
 ): Promise<ExecutionOutcome> {
   return runtime.withContext(async (live) => {
-    const handler =
-      typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
+    const handler = typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
     const { isolate } = live;
     const bridge: Bridge = { queue: [], outcome: null, fatal: null };
     // Everything below enters the isolate synchronously, on this thread: an
@@ -168,6 +167,16 @@ export async function execute(
     });
 
     try {
+      if (request.kind === "action") {
+        await driveAction(
+          live,
+          bridge,
+          handler,
+          payload,
+          request.timeLimitMs ?? ACTION_TIME_LIMIT_MS,
+        );
+        return actionOutcome(bridge, userTimeMs());
+      }
       live.start.applySync(undefined, [payload], { timeout: remainingMs() });
       while (bridge.outcome === null) {
         const call = queue.shift();
@@ -237,6 +246,94 @@ export async function execute(
   }
 }
 
+/** Wall-clock limit of an action (the Convex docs: 10 minutes). */
+export const ACTION_TIME_LIMIT_MS = 10 * 60_000;
+/** Longest an action may compute without awaiting anything (it runs on the server's thread). */
+export const ACTION_SLICE_MS = 1000;
+
+class ActionTimeoutError extends Error {}
+
+/**
+ * Runs an action: unlike queries and mutations, its async syscalls (nested
+ * function calls, fetches, timers) run concurrently and are answered as
+ * they finish. It ends when the handler's promise settles; anything still
+ * pending then is abandoned with the context.
+ */
+async function driveAction(
+  live: LiveContext,
+  bridge: Bridge,
+  handler: SyscallHandler,
+  payload: string,
+  limitMs: number,
+): Promise<void> {
+  const { queue } = bridge;
+  let inflight = 0;
+  let over = false;
+  let finish: (e?: unknown) => void = () => {};
+  const finished = new Promise<void>((resolve, reject) => {
+    finish = (e) => (e === undefined ? resolve() : reject(e));
+  });
+  const timer = setTimeout(() => end(new ActionTimeoutError()), limitMs);
+  function end(e?: unknown): void {
+    if (over) return;
+    over = true;
+    clearTimeout(timer);
+    finish(e);
+  }
+  function enter(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      end(e);
+      return;
+    }
+    pump();
+  }
+  function pump(): void {
+    if (over) return;
+    while (queue.length > 0) {
+      const call = queue.shift()!;
+      inflight++;
+      Promise.resolve()
+        .then(() => handler.async(call.op, JSON.parse(call.argsJson)))
+        .then(
+          (v) => ({ ok: true, answer: JSON.stringify(v ?? null) }),
+          (e: unknown) => {
+            if (isFatal(e)) bridge.fatal ??= e;
+            return { ok: false, answer: errorPayload(e) };
+          },
+        )
+        .then(({ ok, answer }) => {
+          inflight--;
+          if (over) return;
+          enter(() =>
+            live.settle.applySync(undefined, [call.id, ok, answer], { timeout: ACTION_SLICE_MS }),
+          );
+        });
+    }
+    if (bridge.outcome !== null) end();
+    else if (inflight === 0) end(new NeverSettledError("action"));
+  }
+  enter(() => live.start.applySync(undefined, [payload], { timeout: ACTION_SLICE_MS }));
+  await finished;
+}
+
+function actionOutcome(
+  bridge: Bridge,
+  userTimeMs: number,
+): { value: ExecutionOutcome; clean: false } {
+  const outcome = JSON.parse(bridge.outcome!) as
+    | { ok: true; value: unknown; logs: LogLine[] }
+    | { ok: false; error: ExecutionError; logs: LogLine[] };
+  // Actions never leave a context to reuse (they may change anything, at any time).
+  if (bridge.fatal !== null)
+    return {
+      value: { ok: false, error: fatalError(bridge.fatal), logs: outcome.logs, userTimeMs },
+      clean: false,
+    };
+  return { value: { ...outcome, userTimeMs }, clean: false };
+}
+
 function fatalError(e: unknown): ExecutionError {
   if (e instanceof SyscallError) return { message: e.message, name: "Error", stack: "" };
   return {
@@ -248,9 +345,11 @@ function fatalError(e: unknown): ExecutionError {
 }
 
 class NeverSettledError extends Error {
-  constructor() {
+  constructor(kind: "action" | "udf" = "udf") {
     super(
-      "Your function never finished: it is awaiting a promise that nothing can settle (only Convex's own async operations complete in queries and mutations)",
+      kind === "action"
+        ? "Your action never finished: it is awaiting a promise that nothing can settle (no call, fetch or timer of it is pending)"
+        : "Your function never finished: it is awaiting a promise that nothing can settle (only Convex's own async operations complete in queries and mutations)",
     );
   }
 }
@@ -258,6 +357,23 @@ class NeverSettledError extends Error {
 /** Maps a failure of the isolate itself (timeout, memory, disposal) to a message for the caller. */
 function runtimeError(e: unknown, isolate: ivm.Isolate, request: ExecutionRequest): ExecutionError {
   if (e instanceof NeverSettledError) return { message: e.message, name: "Error", stack: "" };
+  if (e instanceof ActionTimeoutError) {
+    const limit = request.timeLimitMs ?? ACTION_TIME_LIMIT_MS;
+    return {
+      message: `Function execution timed out: your action ran for more than ${limit / 1000} s (the limit for actions)`,
+      name: "Error",
+      stack: "",
+      kind: "timeout",
+    };
+  }
+  if (request.kind === "action" && /timed out/i.test(e instanceof Error ? e.message : String(e))) {
+    return {
+      message: `not supported yet: an action computing for more than ${ACTION_SLICE_MS / 1000} s without awaiting anything (actions run on the server's thread between their awaits)`,
+      name: "Error",
+      stack: "",
+      kind: "timeout",
+    };
+  }
   const message = e instanceof Error ? e.message : String(e);
   const limit = request.timeLimitMs ?? 1000;
   if (/timed out/i.test(message)) {

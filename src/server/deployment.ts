@@ -92,6 +92,8 @@ export class DeploymentAuthenticator implements Authenticator {
 export interface PreparedApp {
   stored: StoredApp;
   runtime: AppRuntime;
+  /** Isolates for its actions (none if it has no actions): long actions never hold up queries. */
+  actionRuntime: AppRuntime | null;
   schema: Schema | null;
   /**
    * The auth providers of its `auth.config.ts`, when they were evaluated
@@ -150,8 +152,15 @@ export async function prepareApp(
       }
     }
   }
+  // Both runtimes import the modules with the same deploy-time clock and seed.
+  const importOptions = {
+    importTimeMs: Date.now(),
+    importSeed: randomBytes(16).toString("hex"),
+  };
+  let linked: Awaited<ReturnType<typeof linkModules>>;
   try {
-    runtime = await AppRuntime.create(await linkModules(stored.modules));
+    linked = await linkModules(stored.modules);
+    runtime = await AppRuntime.create(linked, importOptions);
   } catch (e) {
     throw new AppRejectedError(errorMessage(e));
   }
@@ -162,7 +171,31 @@ export async function prepareApp(
     runtime.dispose();
     throw new AppRejectedError(`Invalid function definitions:\n${broken.join("\n")}`);
   }
-  return { stored, runtime, schema, authProviders, authEnvironmentKey };
+  let actionRuntime: AppRuntime | null = null;
+  if (runtime.modules.some((m) => m.functions.some((f) => f.kind === "action"))) {
+    try {
+      actionRuntime = await AppRuntime.create(linked, {
+        ...importOptions,
+        isolates: ACTION_ISOLATES,
+        warmContexts: 1,
+        // An action may change anything at any time: a fresh context each.
+        contextReuse: false,
+      });
+    } catch (e) {
+      runtime.dispose();
+      throw new AppRejectedError(errorMessage(e));
+    }
+  }
+  return { stored, runtime, actionRuntime, schema, authProviders, authEnvironmentKey };
+}
+
+/** Actions running at once (each holds an isolate while it awaits); more wait their turn. */
+const ACTION_ISOLATES = 4;
+
+/** Disposes an app's runtimes. */
+export function disposeApp(app: PreparedApp): void {
+  app.runtime.dispose();
+  app.actionRuntime?.dispose();
 }
 
 /** Identifies an environment (for knowing when the auth config must be evaluated again). */
@@ -218,7 +251,11 @@ export class Deployment {
     this.codeStore = new CodeStore(dataDir);
     this.environment = new EnvironmentCache(db);
     this.live = live;
-    this.runnerRef = this.runnerFor(live?.runtime ?? empty, live?.schema ?? null);
+    this.runnerRef = this.runnerFor(
+      live?.runtime ?? empty,
+      live?.schema ?? null,
+      live?.actionRuntime ?? null,
+    );
     this.emptyRuntime = live === null ? empty : null;
     if (live !== null) empty.dispose();
     this.sync = new SyncService({
@@ -255,7 +292,7 @@ export class Deployment {
       });
       return new Deployment(db, adminKey, options.dataDir, live, empty, options.syncLimits);
     } catch (e) {
-      live?.runtime.dispose();
+      if (live !== null) disposeApp(live);
       await db.close();
       throw e;
     }
@@ -333,10 +370,15 @@ export class Deployment {
     return providers;
   }
 
-  private runnerFor(runtime: AppRuntime, schema: Schema | null): FunctionRunner {
+  private runnerFor(
+    runtime: AppRuntime,
+    schema: Schema | null,
+    actionRuntime: AppRuntime | null,
+  ): FunctionRunner {
     return new FunctionRunner({
       db: this.db,
       runtime,
+      ...(actionRuntime !== null ? { actionRuntime } : {}),
       schema,
       deploymentUrl: () => this.urls.cloud,
       environment: this.environment,
@@ -350,7 +392,8 @@ export class Deployment {
    * previous app finishes what it started before it is disposed.
    */
   install(app: PreparedApp): void {
-    const previous = this.live?.runtime ?? this.emptyRuntime;
+    const previous = this.live;
+    const previousEmpty = this.emptyRuntime;
     this.live = app;
     if (app.authProviders !== null && app.authEnvironmentKey !== null)
       this.authMemo = {
@@ -362,18 +405,20 @@ export class Deployment {
         providers: Promise.resolve(app.authProviders),
       };
     this.emptyRuntime = null;
-    this.runnerRef = this.runnerFor(app.runtime, app.schema);
+    this.runnerRef = this.runnerFor(app.runtime, app.schema, app.actionRuntime);
     this.sync.setRunner(this.runnerRef);
-    if (previous !== null && previous !== app.runtime) {
-      setTimeout(() => previous.dispose(), RETIRE_AFTER_MS).unref();
-    }
+    const retire = () => {
+      if (previous !== null && previous !== app) disposeApp(previous);
+      previousEmpty?.dispose();
+    };
+    setTimeout(retire, RETIRE_AFTER_MS).unref();
   }
 
   async close(): Promise<void> {
     this.logs.close();
     this.sync.close();
     this.environment.close();
-    this.live?.runtime.dispose();
+    if (this.live !== null) disposeApp(this.live);
     this.emptyRuntime?.dispose();
     await this.db.close();
   }

@@ -153,24 +153,26 @@ async function runMutation(sync: SyncService, caller: Caller, body: FunctionBody
     caller.identity,
     caller.admin,
   );
-  const parsed = JSON.parse(`{${outcome.bodyJson}}`) as {
+  return fromResponseBody(outcome.bodyJson);
+}
+
+async function runAction(sync: SyncService, caller: Caller, body: FunctionBody) {
+  return fromResponseBody(await sync.action(body.path, body.args, caller.identity, caller.admin));
+}
+
+/** An HTTP answer from the body of a WebSocket Mutation/ActionResponse (the same outcome, told twice). */
+function fromResponseBody(bodyJson: string) {
+  const parsed = JSON.parse(`{${bodyJson}}`) as {
+    success: boolean;
     result: JsonValue;
     logLines: string[];
     errorData?: JsonValue;
   };
-  if (outcome.ok) return success(JSON.stringify(parsed.result), parsed.logLines);
+  if (parsed.success) return success(JSON.stringify(parsed.result), parsed.logLines);
   return failure({
     errorMessage: parsed.result as string,
     errorDataJson: parsed.errorData === undefined ? null : JSON.stringify(parsed.errorData),
     logLines: parsed.logLines,
-  });
-}
-
-function notSupportedAction(path: string) {
-  return failure({
-    errorMessage: `not supported yet: actions (${path}); they arrive with the actions work`,
-    errorDataJson: null,
-    logLines: [],
   });
 }
 
@@ -205,12 +207,12 @@ export async function handleFunctionCall(
     case "/api/mutation":
       return runMutation(sync, caller, parseBody(bodyText, "array"));
     case "/api/action":
-      return notSupportedAction(parseBody(bodyText, "array").path);
+      return runAction(sync, caller, parseBody(bodyText, "array"));
     case "/api/function": {
       const body = parseBody(bodyText, "object");
       const kind = sync.runner.kindOf(body.path);
       if (kind === "mutation") return runMutation(sync, caller, body);
-      if (kind === "action") return notSupportedAction(body.path);
+      if (kind === "action") return runAction(sync, caller, body);
       // Queries, and unknown functions (reported like the query path reports them).
       return runQuery(sync, caller, body, sync.db.latestTs());
     }

@@ -15,7 +15,13 @@ import { validateWrite } from "../functions/validators.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject, type Value } from "../values/index.js";
 import { moduleHash, type StoredApp } from "./codeStore.js";
-import { AppRejectedError, type Deployment, type PreparedApp, prepareApp } from "./deployment.js";
+import {
+  AppRejectedError,
+  type Deployment,
+  disposeApp,
+  type PreparedApp,
+  prepareApp,
+} from "./deployment.js";
 import { HttpError } from "./httpApi.js";
 
 /** An index as the CLI prints it (`DeveloperIndexConfig`). */
@@ -80,7 +86,7 @@ export class PushManager {
     try {
       return { schemaChange: { indexDiffs: { [ROOT]: this.indexDiff(app.schema) } } };
     } finally {
-      app.runtime.dispose();
+      disposeApp(app);
     }
   }
 
@@ -150,13 +156,13 @@ export class PushManager {
       this.pending.delete(push.id);
       clearTimeout(push.expires);
       if (dryRun) {
-        push.app.runtime.dispose();
+        disposeApp(push.app);
         return result;
       }
       // Data written since wait_for_schema must satisfy the schema too.
       const problem = await validateData(this.deployment.db, push.app.schema);
       if (problem !== null) {
-        push.app.runtime.dispose();
+        disposeApp(push.app);
         throw new HttpError(
           400,
           `Schema validation failed: ${problem.error}`,
@@ -191,7 +197,7 @@ export class PushManager {
     if (push === undefined) return;
     this.pending.delete(id);
     clearTimeout(push.expires);
-    push.app.runtime.dispose();
+    disposeApp(push.app);
   }
 
   private exclusive<T>(f: () => Promise<T>): Promise<T> {

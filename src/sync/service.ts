@@ -210,6 +210,28 @@ export class SyncService {
     }
   }
 
+  /**
+   * Runs an action; resolves with the rest of its ActionResponse after
+   * `requestId`, as JSON text (success with the result, or the error).
+   */
+  async action(
+    udfPath: string,
+    args: JsonValue,
+    identity: UserIdentity | null,
+    allowInternal: boolean,
+  ): Promise<string> {
+    try {
+      const r = await this.runnerRef.action(udfPath, fromJson(args) as Value, {
+        identity,
+        allowInternal,
+      });
+      return `"success":true,"result":${JSON.stringify(toJson(r.value))},"logLines":${JSON.stringify(r.logs.map(logLine))}`;
+    } catch (e) {
+      const f = failureOf(e);
+      return `"success":false,"result":${JSON.stringify(f.errorMessage)},"logLines":${JSON.stringify(f.logLines)}${f.errorDataJson === null ? "" : `,"errorData":${f.errorDataJson}`}`;
+    }
+  }
+
   private sweep(nowMs: number): void {
     for (const [id, client] of this.clients) {
       if (nowMs - client.lastUsedMs > REQUEST_MEMORY_MS) this.clients.delete(id);

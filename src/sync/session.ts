@@ -154,7 +154,7 @@ export class Session {
         this.mutation(message).catch(() => this.fatal("Internal server error"));
         return;
       case "Action":
-        this.action(message);
+        this.action(message).catch(() => this.fatal("Internal server error"));
         return;
       case "Event":
         return;
@@ -362,16 +362,18 @@ export class Session {
     this.schedule();
   }
 
-  private action(m: RequestMessage): void {
-    this.send(
-      JSON.stringify({
-        type: "ActionResponse",
-        requestId: m.requestId,
-        success: false,
-        result: `not supported yet: actions (${m.udfPath}); they arrive with the actions work`,
-        logLines: [],
-      }),
-    );
+  private async action(m: RequestMessage): Promise<void> {
+    // Like a mutation, it runs as the identity of the Authenticate messages sent before it.
+    if (this.authPending > 0) await this.authChain;
+    if (this.closed) return;
+    if (this.tokenExpired()) {
+      this.expired();
+      return;
+    }
+    const args = m.args.length === 1 ? m.args[0]! : m.args;
+    const bodyJson = await this.service.action(m.udfPath, args, this.identity, this.isAdmin);
+    if (this.closed) return;
+    this.send(`{"type":"ActionResponse","requestId":${m.requestId},${bodyJson}}`);
   }
 
   /** Asks for an update; runs it unless one is running (which then runs once more). */

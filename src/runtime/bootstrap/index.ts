@@ -56,6 +56,7 @@ interface Registered {
   isInternal?: boolean;
   invokeQuery?: (args: string) => Promise<string>;
   invokeMutation?: (args: string) => Promise<string>;
+  invokeAction?: (requestId: string, args: string) => Promise<string>;
   exportArgs?: () => string;
   exportReturns?: () => string;
 }
@@ -107,8 +108,9 @@ let nextId = 1;
 /** Rebuilds an error thrown by the host; `data` marks a ConvexError's JSON-encoded data. */
 function hostError(payload: string): Error {
   const { message, data } = parse(payload) as { message: string; data?: string };
-  const e = new OriginalError(message) as Error & { data?: string };
-  if (data !== undefined) e.data = data;
+  const e = new OriginalError(message) as Error & { data?: unknown };
+  // The library turns an error with `data` (Convex JSON) into a ConvexError.
+  if (data !== undefined) e.data = parse(data);
   return e;
 }
 
@@ -203,7 +205,7 @@ function lookup(module: string, exportName: string): Registered {
 }
 
 interface Invocation {
-  kind: "query" | "mutation";
+  kind: "query" | "mutation" | "action";
   module: string;
   exportName: string;
   args: string;
@@ -230,11 +232,17 @@ async function invoke(requestJson: string): Promise<string> {
       if (typeof fn.invokeQuery !== "function")
         throw new OriginalError(`${req.module}:${req.exportName} is not a query`);
       result = await fn.invokeQuery(req.args);
-    } else {
+    } else if (req.kind === "mutation") {
       if (typeof fn.invokeMutation !== "function") {
         throw new OriginalError(`${req.module}:${req.exportName} is not a mutation`);
       }
       result = await fn.invokeMutation(req.args);
+    } else {
+      if (typeof fn.invokeAction !== "function") {
+        throw new OriginalError(`${req.module}:${req.exportName} is not an action`);
+      }
+      // The request id only labels the action's syscalls; one action runs per context.
+      result = await fn.invokeAction(req.seed, req.args);
     }
     // `result` is already JSON text: splice it in rather than encoding it twice.
     return `{"ok":true,"logs":${stringify(env.takeLogs())},"value":${result}}`;

@@ -89,9 +89,17 @@ export function currentMode(): Mode {
   return state.mode;
 }
 
-/** The frozen time of this execution, in ms since the epoch. */
+/** V8's own clock, taken before any user code could replace `Date`. */
+const wallClock = Date.now;
+
+/** The frozen time of this execution, in ms since the epoch; in actions, the real time. */
 export function now(): number {
-  return state.nowMs;
+  return state.mode === "action" ? wallClock() : state.nowMs;
+}
+
+/** Milliseconds since the execution started: 0 in queries and mutations (the clock is frozen). */
+export function elapsed(): number {
+  return state.mode === "action" ? wallClock() - state.nowMs : 0;
 }
 
 export function rng(): Xoshiro128 {

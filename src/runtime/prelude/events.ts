@@ -393,7 +393,9 @@ export class AbortSignal extends EventTarget {
       throw new Error("not supported yet: AbortSignal.timeout");
     }
     const signal = newSignal();
-    abortSignalTimers.timeout(delay, signal);
+    abortSignalTimers.timeout(delay, () =>
+      signalAbort(signal, new DOMException("signal timed out", "TimeoutError")),
+    );
     return signal;
   }
 

@@ -11,6 +11,7 @@ import { utf8DecodeBody, utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now, rng } from "./env.js";
 import { AbortController, AbortSignal } from "./events.js";
 import { guardInternals, guardReach, guardWrite, weakMapGet } from "./guard.js";
+import { responseUrl } from "./timers.js";
 import {
   concatBytes,
   inspectCustom,
@@ -884,6 +885,14 @@ interface ResponseData {
 }
 
 const responseData = new WeakMap<object, ResponseData>();
+// fetch (timers.ts) records the final URL of what it fetched.
+responseUrl.set = (r, url, redirected) => {
+  const d = responseData.get(r as object);
+  if (d !== undefined) {
+    d.url = url;
+    d.redirected = redirected;
+  }
+};
 
 function sdata(self: unknown): ResponseData {
   const d = typeof self === "object" && self !== null ? responseData.get(self) : undefined;

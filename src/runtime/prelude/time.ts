@@ -7,14 +7,14 @@ import { guardInternals } from "./guard.js";
 
 const ReflectApply = Reflect.apply;
 
-import { now } from "./env.js";
+import { elapsed, now } from "./env.js";
 import { provideGlobals, setInterfaceName } from "./util.js";
 
 const OriginalDate = Date;
 
-/** performance.now(): time since the execution's time origin; frozen, so always 0. */
+/** performance.now(): time since the execution's time origin (frozen at 0 outside actions). */
 export function performanceNow(): number {
-  return 0;
+  return elapsed();
 }
 
 /** Builds the replacement `Date` constructor; `Date.prototype` stays the same object. */
@@ -112,7 +112,7 @@ export function providePerformance(): void {
   /** `performance`: `now()` (frozen at 0 during an execution) and `timeOrigin` (the frozen time). */
   class Performance {
     get timeOrigin(): number {
-      return now();
+      return now() - elapsed();
     }
 
     now(): number {

@@ -1,0 +1,132 @@
+/**
+ * The syscalls of actions: no database; `ctx.runQuery` / `runMutation` /
+ * `runAction` (each its own execution, run by the caller's environment),
+ * the caller's identity, and Tessera's own `tessera/sleep` (timers) and
+ * `tessera/fetch` (the `fetch` global), which the host performs.
+ */
+import type { JsonValue } from "../values/index.js";
+import { isPlainObject } from "../values/index.js";
+import type { SyscallHandler } from "./execution.js";
+import { SyscallError } from "./execution.js";
+import type { UserIdentity } from "./syscalls.js";
+
+export type NestedKind = "query" | "mutation" | "action";
+
+/** What an action may do outside its isolate; provided by the caller (the function runner). */
+export interface ActionEnvironment {
+  identity: UserIdentity | null;
+  /** e.g. `messages:send`. */
+  functionName: string;
+  /**
+   * Runs another function as its own transaction/execution and resolves
+   * with its value (Convex JSON); rejects with a `SyscallError` (carrying a
+   * `ConvexError`'s data) when it fails.
+   */
+  runFunction(kind: NestedKind, path: string, args: JsonValue): Promise<JsonValue>;
+  environmentVariables?: () => Record<string, string>;
+}
+
+/** Ops of later work, answered with a clear error instead of "unknown". */
+const NOT_SUPPORTED: Record<string, string> = {
+  "1.0/actions/schedule": "scheduling functions (ctx.scheduler)",
+  "1.0/actions/cancel_job": "cancelling scheduled functions",
+  "1.0/storageGenerateUploadUrl": "file storage",
+  "1.0/storageGetUrl": "file storage",
+  "1.0/storageGetMetadata": "file storage",
+  "1.0/storageDelete": "file storage",
+  "1.0/actions/storageGet": "file storage",
+  "1.0/actions/storageStore": "file storage",
+  "1.0/actions/vectorSearch": "vector search",
+  "1.0/createFunctionHandle": "function handles",
+  "1.0/createServiceToken": "service tokens",
+  "1.0/getServiceUrl": "service URLs",
+};
+
+/** Largest response body `fetch` hands to an action. */
+const MAX_FETCH_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+const NESTED: Record<string, NestedKind> = {
+  "1.0/actions/query": "query",
+  "1.0/actions/mutation": "mutation",
+  "1.0/actions/action": "action",
+};
+
+export function actionSyscalls(env: ActionEnvironment): SyscallHandler {
+  return new ActionSyscalls(env);
+}
+
+class ActionSyscalls implements SyscallHandler {
+  constructor(private readonly env: ActionEnvironment) {}
+
+  sync(op: string, _args: unknown): unknown {
+    if (op === "tessera/env") return this.env.environmentVariables?.() ?? {};
+    if (op in NOT_SUPPORTED)
+      throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
+    throw new SyscallError(`Unknown operation ${op} in an action`);
+  }
+
+  async async(op: string, args: unknown): Promise<unknown> {
+    if (!isPlainObject(args)) throw new SyscallError(`Invalid arguments for ${op}`);
+    const a = args as Record<string, unknown>;
+    const nested = NESTED[op];
+    if (nested !== undefined) {
+      if (typeof a.name !== "string") {
+        throw new SyscallError(
+          a.functionHandle !== undefined || a.reference !== undefined
+            ? "not supported yet: function handles and component references in ctx.run*"
+            : `Invalid arguments for ${op}: expected a function name`,
+        );
+      }
+      return this.env.runFunction(nested, a.name, (a.args ?? {}) as JsonValue);
+    }
+    switch (op) {
+      case "1.0/getUserIdentity":
+        return this.env.identity;
+      case "tessera/sleep":
+        return sleep(a.ms);
+      case "tessera/fetch":
+        return hostFetch(a);
+    }
+    if (op in NOT_SUPPORTED)
+      throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
+    throw new SyscallError(`Unknown async operation ${op} in an action`);
+  }
+}
+
+function sleep(ms: unknown): Promise<null> {
+  const delay = typeof ms === "number" && Number.isFinite(ms) && ms > 0 ? ms : 0;
+  return new Promise((resolve) => setTimeout(() => resolve(null), delay));
+}
+
+/** Performs an action's `fetch` with Node's own; the whole response comes back base64-encoded. */
+async function hostFetch(a: Record<string, unknown>): Promise<unknown> {
+  if (typeof a.url !== "string" || typeof a.method !== "string" || !Array.isArray(a.headers))
+    throw new SyscallError("Invalid arguments for fetch");
+  let response: Response;
+  try {
+    response = await fetch(a.url, {
+      method: a.method,
+      headers: a.headers as [string, string][],
+      ...(typeof a.body === "string" ? { body: Buffer.from(a.body, "base64") } : {}),
+    });
+  } catch (e) {
+    const cause = (e as { cause?: { message?: string } }).cause?.message;
+    throw new SyscallError(
+      `fetch failed: ${cause ?? (e instanceof Error ? e.message : String(e))}`,
+    );
+  }
+  const declared = Number(response.headers.get("content-length") ?? 0);
+  if (declared > MAX_FETCH_RESPONSE_BYTES)
+    throw new SyscallError(`fetch: the response is larger than ${MAX_FETCH_RESPONSE_BYTES} bytes`);
+  const body = Buffer.from(await response.arrayBuffer());
+  if (body.length > MAX_FETCH_RESPONSE_BYTES)
+    throw new SyscallError(`fetch: the response is larger than ${MAX_FETCH_RESPONSE_BYTES} bytes`);
+  return {
+    url: response.url,
+    status: response.status,
+    statusText: response.statusText,
+    headers: [...response.headers],
+    body: body.toString("base64"),
+    redirected: response.redirected,
+  };
+}

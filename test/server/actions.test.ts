@@ -1,0 +1,162 @@
+/**
+ * Actions on a real `tessera serve` process through the official clients
+ * (WebSocket `ConvexClient.action` and `ConvexHttpClient.action`): calls to
+ * queries, mutations and internal actions, `fetch` to a local server, timers
+ * and the real clock, errors (their own and caught nested ConvexErrors),
+ * log lines, an action that never finishes, and queries and mutations still
+ * served while actions wait.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { anyApi } from "convex/server";
+import { ConvexError } from "convex/values";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { type ServerProcess, startServer } from "./serverProcess.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: the fixture app is addressed untyped
+const api = anyApi as any;
+
+let server: ServerProcess;
+let target: Server;
+let targetUrl: string;
+let client: ConvexClient;
+
+beforeAll(async () => {
+  target = createServer((req, res) => {
+    let body = "";
+    req.on("data", (d: Buffer) => {
+      body += d.toString();
+    });
+    req.on("end", () => {
+      if (req.url === "/slow") {
+        setTimeout(() => res.end("slow done"), 300);
+        return;
+      }
+      res.setHeader("content-type", "text/plain; charset=utf-8");
+      res.statusCode = req.url === "/missing" ? 404 : 200;
+      res.end(`${req.method} ${req.url} ${body}`);
+    });
+  });
+  await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+  targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}`;
+  server = await startServer();
+  client = new ConvexClient(server.url, {
+    webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await client?.close();
+  await server?.dispose();
+  target?.close();
+});
+
+const http = () => new ConvexHttpClient(server.url, { logger: false });
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("actions", () => {
+  it("run queries and mutations, each its own transaction, over WebSocket and HTTP", async () => {
+    expect(await client.action(api.actions.callThrough, { name: "act-ws" })).toEqual({
+      before: 0,
+      returned: 1,
+      after: 1,
+    });
+    expect(await http().action(api.actions.callThrough, { name: "act-ws" })).toEqual({
+      before: 1,
+      returned: 2,
+      after: 2,
+    });
+    expect(await client.query(api.counters.get, { name: "act-ws" })).toBe(2);
+  });
+
+  it("call internal actions, which clients cannot", async () => {
+    expect(await client.action(api.actions.callInternal, { x: 21 })).toBe(42);
+    const e = await rejection(http().action(api.actions.double, { x: 1 }));
+    expect(e.message).toContain("Could not find public function for 'actions:double'");
+  });
+
+  it("fetch over the network", async () => {
+    expect(
+      await client.action(api.actions.fetchText, {
+        url: `${targetUrl}/echo?x=1`,
+        method: "POST",
+        body: "hello",
+      }),
+    ).toEqual({
+      status: 200,
+      ok: true,
+      type: "text/plain; charset=utf-8",
+      text: "POST /echo?x=1 hello",
+    });
+    expect(
+      await client.action(api.actions.fetchText, { url: `${targetUrl}/missing` }),
+    ).toMatchObject({ status: 404, ok: false });
+    const refused = await rejection(
+      client.action(api.actions.fetchText, { url: "http://127.0.0.1:1/" }),
+    );
+    expect(refused.message).toContain("fetch failed");
+  });
+
+  it("have timers and the real clock", async () => {
+    const a = (await client.action(api.actions.wait, { ms: 120 })) as {
+      elapsed: number;
+      order: string[];
+      random: number;
+    };
+    expect(a.order).toEqual(["fast", "slow"]);
+    expect(a.elapsed).toBeGreaterThanOrEqual(110);
+    const b = (await client.action(api.actions.wait, { ms: 2 })) as { random: number };
+    expect(b.random).not.toBe(a.random);
+  });
+
+  it("report their errors, ConvexError data included, and can catch a nested one", async () => {
+    const e = await rejection(client.action(api.actions.failing, { catchNested: false }));
+    expect(e).toBeInstanceOf(ConvexError);
+    expect((e as ConvexError<{ code: string }>).data).toEqual({ code: "action-failed" });
+    expect(await client.action(api.actions.failing, { catchNested: true })).toEqual({
+      caught: { code: "nested", retry: false },
+    });
+  });
+
+  it("pass on log lines", async () => {
+    const lines: string[] = [];
+    const logged = new ConvexHttpClient(server.url, {
+      logger: {
+        logVerbose: () => {},
+        log: (...args: unknown[]) => lines.push(args.map(String).join(" ")),
+        warn: (...args: unknown[]) => lines.push(args.map(String).join(" ")),
+        error: (...args: unknown[]) => lines.push(args.map(String).join(" ")),
+      },
+    });
+    await logged.action(api.actions.callThrough, { name: "act-log" });
+    expect(lines.join("\n")).toContain("counted act-log 1");
+  });
+
+  it("report an action that can never finish", async () => {
+    const e = await rejection(client.action(api.actions.hang, {}));
+    expect(e.message).toContain("Your action never finished");
+  });
+
+  it("keep queries and mutations served while they wait", async () => {
+    const slow = Promise.all(
+      Array.from({ length: 6 }, () =>
+        client.action(api.actions.fetchText, { url: `${targetUrl}/slow` }),
+      ),
+    );
+    const t0 = performance.now();
+    expect(await client.mutation(api.counters.increment, { name: "meanwhile" })).toBe(1);
+    expect(await client.query(api.counters.get, { name: "meanwhile" })).toBe(1);
+    expect(performance.now() - t0).toBeLessThan(250);
+    for (const r of await slow) expect(r).toMatchObject({ text: "slow done" });
+  });
+});
