@@ -27,6 +27,7 @@ import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/
 import { fromJson, type JsonValue, stringifyValue, toJson, type Value } from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
+import { cancelJob, ScheduleBudget, SchedulerError, scheduleJob } from "./scheduler.js";
 import type { Schema } from "./schema.js";
 import {
   findSystemQuery,
@@ -97,6 +98,8 @@ export interface CallOptions {
   ts?: bigint;
   /** Internal functions may only be called by other functions and admins. */
   allowInternal?: boolean;
+  /** Mutations: runs in the transaction after the function succeeded, before the commit (the scheduler's bookkeeping). */
+  beforeCommit?: (tx: Transaction) => Promise<void>;
 }
 
 export interface CallResult {
@@ -304,6 +307,8 @@ export class FunctionRunner {
           }
         },
         ...(envValues !== undefined ? { environmentVariables: () => envValues } : {}),
+        // Each scheduling call of an action commits on its own.
+        scheduler: this.schedulerFor(async (f) => (await this.options.db.run(f)).value),
       };
       const outcome = await execute(
         this.options.actionRuntime ?? this.options.runtime,
@@ -369,6 +374,7 @@ export class FunctionRunner {
       try {
         const result = await this.runOnce(fn, path, "mutation", args, begin, options);
         if (tx === null) throw new Error("the mutation ran without its transaction");
+        if (options.beforeCommit !== undefined) await options.beforeCommit(tx);
         const ts = await this.options.db.commit(tx);
         lane.committed();
         this.report("mutation", path, started, result.logs, null);
@@ -413,6 +419,40 @@ export class FunctionRunner {
       if (e instanceof SystemQueryError) throw new FunctionError(e.message, e.kind);
       throw e;
     }
+  }
+
+  /** `ctx.scheduler` over `inTx` (the caller's transaction, or one of its own), within one call's budget. */
+  private schedulerFor(inTx: <T>(f: (tx: Transaction) => Promise<T>) => Promise<T>) {
+    const budget = new ScheduleBudget();
+    const asSyscallError = (e: unknown): never => {
+      if (e instanceof SchedulerError || e instanceof DatabaseError)
+        throw new SyscallError(e.message);
+      throw e;
+    };
+    return {
+      schedule: async (name: string, args: JsonValue, atSeconds: number): Promise<string> => {
+        const kind = this.kindOf(name);
+        if (kind === undefined)
+          throw new SyscallError(`Could not find function for '${name}' to schedule`);
+        if (kind !== "mutation" && kind !== "action")
+          throw new SyscallError(
+            `Only mutations and actions can be scheduled; '${name}' is a ${kind}`,
+          );
+        try {
+          budget.charge(JSON.stringify(args));
+          return await inTx((tx) => scheduleJob(tx, name, args, atSeconds));
+        } catch (e) {
+          return asSyscallError(e);
+        }
+      },
+      cancel: async (id: string): Promise<void> => {
+        try {
+          await inTx((tx) => cancelJob(tx, id));
+        } catch (e) {
+          asSyscallError(e);
+        }
+      },
+    };
   }
 
   private report(
@@ -475,6 +515,7 @@ export class FunctionRunner {
           return envValues;
         };
       }
+      if (kind === "mutation") env.scheduler = this.schedulerFor(async (f) => f(t));
       return udfSyscalls(env);
     };
     const outcome = await execute(

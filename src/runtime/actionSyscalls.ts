@@ -24,12 +24,15 @@ export interface ActionEnvironment {
    */
   runFunction(kind: NestedKind, path: string, args: JsonValue): Promise<JsonValue>;
   environmentVariables?: () => Record<string, string>;
+  /** `ctx.scheduler` of an action: each call commits on its own. */
+  scheduler?: {
+    schedule(name: string, args: JsonValue, atSeconds: number): Promise<string>;
+    cancel(id: string): Promise<void>;
+  };
 }
 
 /** Ops of later work, answered with a clear error instead of "unknown". */
 const NOT_SUPPORTED: Record<string, string> = {
-  "1.0/actions/schedule": "scheduling functions (ctx.scheduler)",
-  "1.0/actions/cancel_job": "cancelling scheduled functions",
   "1.0/storageGenerateUploadUrl": "file storage",
   "1.0/storageGetUrl": "file storage",
   "1.0/storageGetMetadata": "file storage",
@@ -82,6 +85,23 @@ class ActionSyscalls implements SyscallHandler {
     switch (op) {
       case "1.0/getUserIdentity":
         return this.env.identity;
+      case "1.0/actions/schedule": {
+        const scheduler = this.env.scheduler;
+        if (scheduler === undefined) break;
+        if (typeof a.name !== "string")
+          throw new SyscallError(
+            "not supported yet: scheduling function handles and component functions",
+          );
+        if (typeof a.ts !== "number") throw new SyscallError("Invalid scheduled time");
+        return scheduler.schedule(a.name, (a.args ?? {}) as JsonValue, a.ts);
+      }
+      case "1.0/actions/cancel_job": {
+        const scheduler = this.env.scheduler;
+        if (scheduler === undefined) break;
+        if (typeof a.id !== "string") throw new SyscallError("Invalid ID for scheduler.cancel");
+        await scheduler.cancel(a.id);
+        return null;
+      }
       case "tessera/sleep":
         return sleep(a.ms);
       case "tessera/fetch":

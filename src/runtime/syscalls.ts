@@ -16,6 +16,7 @@ import {
   fromJson,
   fromJsonOrUndefined,
   isPlainObject,
+  type JsonValue,
   toJson,
   type Value,
   ValueError,
@@ -44,6 +45,11 @@ export interface UdfEnvironment {
    * execution reads `process.env` (the caller records the read); none if absent.
    */
   environmentVariables?: () => Record<string, string>;
+  /** `ctx.scheduler` of a mutation: writes a job in this transaction (`atSeconds`: Unix seconds). */
+  scheduler?: {
+    schedule(name: string, args: JsonValue, atSeconds: number): Promise<string>;
+    cancel(id: string): Promise<void>;
+  };
 }
 
 /** Catalog tables are the database's own business: user code never sees them. */
@@ -51,8 +57,6 @@ const HIDDEN_TABLES = new Set(["_tables", "_index"]);
 
 /** Ops of later work, answered with a clear error instead of "unknown". */
 const NOT_SUPPORTED: Record<string, string> = {
-  "1.0/schedule": "scheduling functions (ctx.scheduler)",
-  "1.0/cancel_job": "cancelling scheduled functions",
   "1.0/storageGenerateUploadUrl": "file storage",
   "1.0/storageGetUrl": "file storage",
   "1.0/storageGetMetadata": "file storage",
@@ -258,6 +262,26 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
     if (typeof a.table !== "string" || HIDDEN_TABLES.has(a.table))
       throw new SyscallError("Invalid table for count");
     return s.tx.count(a.table);
+  },
+  "1.0/schedule": async (s, a) => {
+    const scheduler = s.env.scheduler;
+    if (!s.mutation || scheduler === undefined)
+      throw new SyscallError("Can't schedule functions in a query: only mutations and actions can");
+    if (typeof a.name !== "string")
+      throw new SyscallError(
+        a.functionHandle !== undefined || a.reference !== undefined
+          ? "not supported yet: scheduling function handles and component functions"
+          : "Invalid arguments for scheduler.runAfter/runAt: expected a function name",
+      );
+    if (typeof a.ts !== "number") throw new SyscallError("Invalid scheduled time");
+    return scheduler.schedule(a.name, (a.args ?? {}) as JsonValue, a.ts);
+  },
+  "1.0/cancel_job": async (s, a) => {
+    const scheduler = s.env.scheduler;
+    if (!s.mutation || scheduler === undefined)
+      throw new SyscallError("Can't cancel scheduled functions in a query");
+    await scheduler.cancel(idArg(a.id, "scheduler.cancel"));
+    return null;
   },
   "1.0/getUserIdentity": async (s) => (s.env.identity === null ? null : toJson(s.env.identity)),
   "1.0/getTransactionMetrics": async (s) => {

@@ -12,6 +12,7 @@ import { Database } from "../database/index.js";
 import { AuthConfigError, type AuthProvider, evaluateAuthConfig } from "../functions/authConfig.js";
 import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environment.js";
 import { FunctionRunner } from "../functions/runner.js";
+import { JobExecutor } from "../functions/scheduler.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
 import { TokenError, TokenVerifier, type TokenVerifierOptions } from "../functions/userTokens.js";
 import { SqlitePersistence } from "../persistence/index.js";
@@ -189,6 +190,9 @@ export async function prepareApp(
   return { stored, runtime, actionRuntime, schema, authProviders, authEnvironmentKey };
 }
 
+/** Scheduled functions running at once: a burst of jobs never starves client requests. */
+const SCHEDULED_CONCURRENCY = 10;
+
 /** Actions running at once (each holds an isolate while it awaits); more wait their turn. */
 const ACTION_ISOLATES = 4;
 
@@ -232,6 +236,8 @@ export class Deployment {
   readonly codeStore: CodeStore;
   /** Recent executions, for the CLI's logs. */
   readonly logs = new FunctionLogs();
+  /** Runs scheduled functions when they fall due. */
+  readonly jobs: JobExecutor;
   /** Environment variables for `process.env`, shared by every app version. */
   private readonly environment: EnvironmentCache;
   /** Where clients reach this deployment (set once the servers listen). */
@@ -250,6 +256,17 @@ export class Deployment {
     this.auth = new DeploymentAuthenticator(adminKey, () => this.authProviders());
     this.codeStore = new CodeStore(dataDir);
     this.environment = new EnvironmentCache(db);
+    this.jobs = new JobExecutor(
+      db,
+      () => ({
+        kindOf: (path) => this.runnerRef.kindOf(path),
+        mutation: (path, args, finish) =>
+          this.runnerRef.mutation(path, args, { allowInternal: true, beforeCommit: finish }),
+        action: (path, args) => this.runnerRef.action(path, args, { allowInternal: true }),
+      }),
+      SCHEDULED_CONCURRENCY,
+      (e) => process.stderr.write(`tessera: scheduler: ${e instanceof Error ? e.message : e}\n`),
+    );
     this.live = live;
     this.runnerRef = this.runnerFor(
       live?.runtime ?? empty,
@@ -290,7 +307,17 @@ export class Deployment {
         isolates: 1,
         warmContexts: 0,
       });
-      return new Deployment(db, adminKey, options.dataDir, live, empty, options.syncLimits);
+      const deployment = new Deployment(
+        db,
+        adminKey,
+        options.dataDir,
+        live,
+        empty,
+        options.syncLimits,
+      );
+      // Jobs that fell due while the deployment was down run now.
+      await deployment.jobs.start();
+      return deployment;
     } catch (e) {
       if (live !== null) disposeApp(live);
       await db.close();
@@ -415,6 +442,7 @@ export class Deployment {
   }
 
   async close(): Promise<void> {
+    this.jobs.close();
     this.logs.close();
     this.sync.close();
     this.environment.close();

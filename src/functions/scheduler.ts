@@ -1,0 +1,329 @@
+/**
+ * Scheduled functions (`ctx.scheduler.runAfter / runAt / cancel`): jobs are
+ * documents of the system table `_scheduled_functions` with the fields the
+ * Convex docs give (`name`, `args`, `scheduledTime`, `completedTime`,
+ * `state: {kind: "pending" | "inProgress" | "success" | "failed" | "canceled"}`).
+ * Scheduling from a mutation is a write of its transaction: the job exists
+ * only if the mutation commits.
+ *
+ * `JobExecutor` runs due jobs, at most `concurrency` at a time so that a burst
+ * never starves client requests. A scheduled mutation's own writes and its job
+ * turning "success" commit in one transaction: it runs exactly once. A
+ * scheduled action is marked "inProgress" before it starts and never retried:
+ * at most once (one still "inProgress" when the deployment starts was cut off
+ * by a restart and is marked failed). Jobs survive restarts: they are data.
+ */
+import type { Database, Transaction } from "../database/index.js";
+import { fromJson, type JsonValue, type Value } from "../values/index.js";
+
+export const SCHEDULED_TABLE = "_scheduled_functions";
+const BY_STATE = "by_state";
+const SYSTEM = { system: true } as const;
+
+/** Documented limits: functions one call may schedule, and the size of their arguments. */
+export const SCHEDULER_LIMITS = {
+  maxJobsPerCall: 1000,
+  maxArgsBytesPerCall: 8 * 1024 * 1024,
+} as const;
+
+export class SchedulerError extends Error {
+  override name = "SchedulerError";
+}
+
+export type JobState =
+  | { kind: "pending" }
+  | { kind: "inProgress" }
+  | { kind: "success" }
+  | { kind: "failed"; error: string }
+  | { kind: "canceled" };
+
+/** Creates the jobs table and its index if the deployment has none yet. */
+export async function ensureSchedulerTable(db: Database): Promise<void> {
+  if (db.catalog.table(SCHEDULED_TABLE) !== undefined) return;
+  await db.run(async (tx) => {
+    if (tx.table(SCHEDULED_TABLE) === undefined)
+      await tx.createIndex(SCHEDULED_TABLE, BY_STATE, ["state.kind", "scheduledTime"], SYSTEM);
+  });
+  await db.waitForBackgroundWork();
+}
+
+/** Counts what one call schedules, against the documented limits. */
+export class ScheduleBudget {
+  private jobs = 0;
+  private bytes = 0;
+
+  charge(argsJson: string): void {
+    this.jobs++;
+    this.bytes += Buffer.byteLength(argsJson, "utf8");
+    if (this.jobs > SCHEDULER_LIMITS.maxJobsPerCall)
+      throw new SchedulerError(
+        `Too many functions scheduled: one call may schedule at most ${SCHEDULER_LIMITS.maxJobsPerCall}`,
+      );
+    if (this.bytes > SCHEDULER_LIMITS.maxArgsBytesPerCall)
+      throw new SchedulerError(
+        `The arguments of the functions one call schedules may total at most ${SCHEDULER_LIMITS.maxArgsBytesPerCall} bytes (8 MiB)`,
+      );
+  }
+}
+
+/** Writes a pending job in `tx`; returns its ID. `atSeconds` is what the library sends (Unix seconds). */
+export async function scheduleJob(
+  tx: Transaction,
+  name: string,
+  argsJson: JsonValue,
+  atSeconds: number,
+): Promise<string> {
+  if (!Number.isFinite(atSeconds)) throw new SchedulerError("The scheduled time must be finite");
+  const args = fromJson(argsJson);
+  return tx.insert(
+    SCHEDULED_TABLE,
+    {
+      name,
+      args: [args as Value],
+      scheduledTime: atSeconds * 1000,
+      state: { kind: "pending" },
+    },
+    SYSTEM,
+  );
+}
+
+/** Cancels a job that has not finished (a running action goes on; its outcome is not recorded). */
+export async function cancelJob(tx: Transaction, id: string): Promise<void> {
+  const table = tx.tableOfId(id);
+  if (table === undefined || table.name !== SCHEDULED_TABLE)
+    throw new SchedulerError(`${JSON.stringify(id)} is not the ID of a scheduled function`);
+  const job = await tx.get(id);
+  if (job === null) return;
+  const kind = (job.state as { kind: string }).kind;
+  if (kind !== "pending" && kind !== "inProgress") return;
+  await tx.patch(id, { state: { kind: "canceled" }, completedTime: Date.now() }, SYSTEM);
+}
+
+/** A job as the executor reads it. */
+export interface Job {
+  id: string;
+  name: string;
+  args: Value;
+  scheduledTime: number;
+}
+
+/** What the executor runs jobs with (the deployment's current function runner). */
+export interface JobTarget {
+  /** The kind of a function path, or undefined if there is none. */
+  kindOf(path: string): "query" | "mutation" | "action" | "httpAction" | undefined;
+  /** Runs a mutation; `finish` runs in its transaction after the function, before the commit. */
+  mutation(path: string, args: Value, finish: (tx: Transaction) => Promise<void>): Promise<unknown>;
+  action(path: string, args: Value): Promise<unknown>;
+}
+
+/** Thrown inside a job's transaction when the job is no longer pending (canceled meanwhile). */
+class JobGone extends Error {}
+
+export class JobExecutor {
+  private readonly running = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private polling = false;
+  private again = false;
+  private closed = false;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly db: Database,
+    private readonly target: () => JobTarget,
+    private readonly concurrency = 10,
+    private readonly onError: (e: unknown) => void = () => {},
+  ) {
+    this.unsubscribe = db.onPublish((commits) => {
+      const table = db.catalog.table(SCHEDULED_TABLE);
+      if (table === undefined) return;
+      const indexes = new Set(db.catalog.indexes(table.number).map((i) => i.number));
+      if (commits.some((c) => c.keys.some((k) => indexes.has(k.indexNumber)))) this.wake();
+    });
+  }
+
+  /** Marks actions cut off by a restart as failed, then runs what is due. */
+  async start(): Promise<void> {
+    await ensureSchedulerTable(this.db);
+    const stale = await this.readJobs("inProgress", Number.POSITIVE_INFINITY, 10_000);
+    for (const job of stale) {
+      await this.finish(job.id, {
+        kind: "failed",
+        error: "The deployment restarted while this action was running (actions run at most once)",
+      });
+    }
+    this.wake();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.unsubscribe();
+    if (this.timer !== null) clearTimeout(this.timer);
+  }
+
+  /** Jobs running now (for tests). */
+  get active(): number {
+    return this.running.size;
+  }
+
+  private wake(): void {
+    if (this.closed) return;
+    if (this.polling) {
+      this.again = true;
+      return;
+    }
+    this.polling = true;
+    setImmediate(() => {
+      this.poll()
+        .catch((e) => this.onError(e))
+        .finally(() => {
+          this.polling = false;
+          if (this.again) {
+            this.again = false;
+            this.wake();
+          }
+        });
+    });
+  }
+
+  private async poll(): Promise<void> {
+    if (this.closed) return;
+    const now = Date.now();
+    const free = this.concurrency - this.running.size;
+    if (free > 0) {
+      const due = await this.readJobs("pending", now, free + this.running.size);
+      for (const job of due) {
+        if (this.running.size >= this.concurrency) break;
+        if (this.running.has(job.id)) continue;
+        this.running.add(job.id);
+        void this.run(job)
+          .catch((e) => this.onError(e))
+          .finally(() => {
+            this.running.delete(job.id);
+            this.wake();
+          });
+      }
+    }
+    // Sleep until the next job falls due (or a commit to the table wakes us).
+    const [next] = await this.readJobs("pending", Number.POSITIVE_INFINITY, 1, now);
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (next !== undefined && !this.closed) {
+      const delay = Math.min(Math.max(0, next.scheduledTime - Date.now()), 2 ** 31 - 1);
+      this.timer = setTimeout(() => this.wake(), delay);
+      this.timer.unref();
+    }
+  }
+
+  /** Jobs in `state` due at or before `until` (after `after`, if given), earliest first. */
+  private async readJobs(
+    state: "pending" | "inProgress",
+    until: number,
+    limit: number,
+    after?: number,
+  ): Promise<Job[]> {
+    const tx = this.db.begin({ readOnly: true });
+    try {
+      if (tx.table(SCHEDULED_TABLE) === undefined) return [];
+      const range = [
+        { type: "Eq" as const, fieldPath: "state.kind", value: state },
+        ...(after !== undefined
+          ? [{ type: "Gt" as const, fieldPath: "scheduledTime", value: after }]
+          : []),
+        ...(Number.isFinite(until)
+          ? [{ type: "Lte" as const, fieldPath: "scheduledTime", value: until }]
+          : []),
+      ];
+      const docs = await tx.query(SCHEDULED_TABLE, BY_STATE, range).next(limit);
+      return docs.map((d) => ({
+        id: d._id as string,
+        name: d.name as string,
+        args: (d.args as Value[])[0] ?? {},
+        scheduledTime: d.scheduledTime as number,
+      }));
+    } finally {
+      tx.abort();
+    }
+  }
+
+  private async run(job: Job): Promise<void> {
+    const target = this.target();
+    const kind = target.kindOf(job.name);
+    if (kind !== "mutation" && kind !== "action") {
+      await this.finish(job.id, {
+        kind: "failed",
+        error:
+          kind === undefined
+            ? `Could not find function for '${job.name}'`
+            : `Only mutations and actions can be scheduled; ${job.name} is a ${kind}`,
+      });
+      return;
+    }
+    if (kind === "mutation") {
+      try {
+        await target.mutation(job.name, job.args, async (tx) => {
+          await this.transition(tx, job.id, "pending", { kind: "success" });
+        });
+      } catch (e) {
+        if (e instanceof JobGone) return;
+        await this.finish(job.id, { kind: "failed", error: errorText(e) }, "pending");
+      }
+      return;
+    }
+    // An action: claimed first, so that it starts at most once.
+    const claimed = await this.db
+      .run(async (tx) => {
+        await this.transition(tx, job.id, "pending", { kind: "inProgress" }, false);
+        return true;
+      })
+      .then(
+        () => true,
+        (e) => {
+          if (e instanceof JobGone) return false;
+          throw e;
+        },
+      );
+    if (!claimed) return;
+    let outcome: JobState;
+    try {
+      await target.action(job.name, job.args);
+      outcome = { kind: "success" };
+    } catch (e) {
+      outcome = { kind: "failed", error: errorText(e) };
+    }
+    await this.finish(job.id, outcome, "inProgress");
+  }
+
+  /** Moves a job from `from` to `to` in `tx`; throws JobGone if it is not in `from`. */
+  private async transition(
+    tx: Transaction,
+    id: string,
+    from: string,
+    to: JobState,
+    completed = true,
+  ): Promise<void> {
+    const job = await tx.get(id);
+    if (job === null || (job.state as { kind: string }).kind !== from) throw new JobGone();
+    await tx.patch(
+      id,
+      completed ? { state: to, completedTime: Date.now() } : { state: to },
+      SYSTEM,
+    );
+  }
+
+  /** Records a job's outcome (unless it left `from` meanwhile, e.g. canceled). */
+  private async finish(id: string, to: JobState, from?: string): Promise<void> {
+    await this.db
+      .run(async (tx) => {
+        const job = await tx.get(id);
+        if (job === null) return;
+        const kind = (job.state as { kind: string }).kind;
+        if (from !== undefined && kind !== from) return;
+        await tx.patch(id, { state: to, completedTime: Date.now() }, SYSTEM);
+      })
+      .catch((e) => this.onError(e));
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
