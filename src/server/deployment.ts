@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Database } from "../database/index.js";
 import { AuthConfigError, type AuthProvider, evaluateAuthConfig } from "../functions/authConfig.js";
+import { CronRunner, type CronSpec, parseCrons } from "../functions/crons.js";
 import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environment.js";
 import { FunctionRunner } from "../functions/runner.js";
 import { JobExecutor } from "../functions/scheduler.js";
@@ -19,6 +20,7 @@ import { SqlitePersistence } from "../persistence/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
 import { bundleAuthConfig, bundleConvexDir, bundleSchema } from "../runtime/bundler.js";
 import { linkModules } from "../runtime/loader.js";
+import { modulePathOf } from "../runtime/modules.js";
 import {
   AuthenticationError,
   type Authenticator,
@@ -95,6 +97,8 @@ export interface PreparedApp {
   runtime: AppRuntime;
   /** Isolates for its actions (none if it has no actions): long actions never hold up queries. */
   actionRuntime: AppRuntime | null;
+  /** Its `crons.ts` jobs. */
+  crons: CronSpec[];
   schema: Schema | null;
   /**
    * The auth providers of its `auth.config.ts`, when they were evaluated
@@ -172,6 +176,13 @@ export async function prepareApp(
     runtime.dispose();
     throw new AppRejectedError(`Invalid function definitions:\n${broken.join("\n")}`);
   }
+  let crons: CronSpec[];
+  try {
+    crons = await evaluateCrons(runtime);
+  } catch (e) {
+    runtime.dispose();
+    throw e;
+  }
   let actionRuntime: AppRuntime | null = null;
   if (runtime.modules.some((m) => m.functions.some((f) => f.kind === "action"))) {
     try {
@@ -187,7 +198,37 @@ export async function prepareApp(
       throw new AppRejectedError(errorMessage(e));
     }
   }
-  return { stored, runtime, actionRuntime, schema, authProviders, authEnvironmentKey };
+  return { stored, runtime, actionRuntime, crons, schema, authProviders, authEnvironmentKey };
+}
+
+/** The app's `crons.ts` jobs, each checked (schedule, and a mutation or action to run). */
+async function evaluateCrons(runtime: AppRuntime): Promise<CronSpec[]> {
+  let json: string | null;
+  try {
+    json = await runtime.evaluateOnce<string | null>(
+      `(() => { const m = __tessera_app.modules["crons.js"]; if (m === undefined || m.default === undefined) return null; const c = m.default; if (c === null || c.isCrons !== true || typeof c.export !== "function") throw new Error("crons.ts must export default cronJobs() (from convex/server)"); return c.export(); })()`,
+    );
+  } catch (e) {
+    throw new AppRejectedError(`Failed to read crons.ts: ${errorMessage(e)}`);
+  }
+  if (json === null) return [];
+  let crons: CronSpec[];
+  try {
+    crons = parseCrons(json);
+  } catch (e) {
+    throw new AppRejectedError(errorMessage(e));
+  }
+  for (const cron of crons) {
+    const { module, exportName } = modulePathOf(cron.name);
+    const kind = runtime.functionSpec(module, exportName)?.kind;
+    if (kind !== "mutation" && kind !== "action")
+      throw new AppRejectedError(
+        kind === undefined
+          ? `Cron ${JSON.stringify(cron.identifier)} runs ${cron.name}, which does not exist`
+          : `Cron ${JSON.stringify(cron.identifier)} runs ${cron.name}, a ${kind}: crons run mutations and actions`,
+      );
+  }
+  return crons;
 }
 
 /** Scheduled functions running at once: a burst of jobs never starves client requests. */
@@ -238,6 +279,8 @@ export class Deployment {
   readonly logs = new FunctionLogs();
   /** Runs scheduled functions when they fall due. */
   readonly jobs: JobExecutor;
+  /** Turns the live app's crons into scheduled functions. */
+  readonly crons: CronRunner;
   /** Environment variables for `process.env`, shared by every app version. */
   private readonly environment: EnvironmentCache;
   /** Where clients reach this deployment (set once the servers listen). */
@@ -266,6 +309,9 @@ export class Deployment {
       }),
       SCHEDULED_CONCURRENCY,
       (e) => process.stderr.write(`tessera: scheduler: ${e instanceof Error ? e.message : e}\n`),
+    );
+    this.crons = new CronRunner(db, (e) =>
+      process.stderr.write(`tessera: crons: ${e instanceof Error ? e.message : e}\n`),
     );
     this.live = live;
     this.runnerRef = this.runnerFor(
@@ -317,6 +363,7 @@ export class Deployment {
       );
       // Jobs that fell due while the deployment was down run now.
       await deployment.jobs.start();
+      await deployment.crons.register(live?.crons ?? []);
       return deployment;
     } catch (e) {
       if (live !== null) disposeApp(live);
@@ -418,7 +465,7 @@ export class Deployment {
    * query result is re-run on it (and pushed to subscribers), and the
    * previous app finishes what it started before it is disposed.
    */
-  install(app: PreparedApp): void {
+  async install(app: PreparedApp): Promise<void> {
     const previous = this.live;
     const previousEmpty = this.emptyRuntime;
     this.live = app;
@@ -439,9 +486,11 @@ export class Deployment {
       previousEmpty?.dispose();
     };
     setTimeout(retire, RETIRE_AFTER_MS).unref();
+    await this.crons.register(app.crons);
   }
 
   async close(): Promise<void> {
+    this.crons.close();
     this.jobs.close();
     this.logs.close();
     this.sync.close();

@@ -10,6 +10,7 @@
 import { randomUUID } from "node:crypto";
 import type { Database } from "../database/index.js";
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
+import type { CronSpec } from "../functions/crons.js";
 import type { Schema, SchemaIndex } from "../functions/schema.js";
 import { validateWrite } from "../functions/validators.js";
 import type { ModuleSource } from "../runtime/modules.js";
@@ -172,7 +173,7 @@ export class PushManager {
       await this.addIndexes(push);
       await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
       this.deployment.codeStore.save(push.app.stored);
-      this.deployment.install(push.app);
+      await this.deployment.install(push.app);
       return result;
     });
   }
@@ -434,7 +435,7 @@ function finishDiff(
                 previous_version: previous.stored.udfServerVersion,
                 next_version: next.stored.udfServerVersion,
               },
-        cronDiff: { added: [], updated: [], deleted: [] },
+        cronDiff: cronDiff(previous?.crons ?? [], next.crons),
         indexDiff,
         schemaDiff: {
           previous_schema: previous?.schema?.json ?? null,
@@ -442,6 +443,16 @@ function finishDiff(
         },
       },
     },
+  };
+}
+
+function cronDiff(before: CronSpec[], after: CronSpec[]) {
+  const old = new Map(before.map((c) => [c.identifier, JSON.stringify(c)]));
+  const now = new Map(after.map((c) => [c.identifier, JSON.stringify(c)]));
+  return {
+    added: [...now.keys()].filter((k) => !old.has(k)),
+    updated: [...now.keys()].filter((k) => old.has(k) && old.get(k) !== now.get(k)),
+    deleted: [...old.keys()].filter((k) => !now.has(k)),
   };
 }
 
