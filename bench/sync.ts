@@ -70,7 +70,7 @@ function startProcess(cmd: string, args: string[], pattern: RegExp): Promise<Pro
 function startServer(dir: string): Promise<Proc> {
   return startProcess(
     process.execPath,
-    [BIN, "serve", "--port", "0", "--data-dir", dir, "--convex-dir", APP],
+    [BIN, "serve", "--port", "0", "--site-port", "0", "--data-dir", dir, "--convex-dir", APP],
     /API URL:\s+(\S+)/,
   );
 }

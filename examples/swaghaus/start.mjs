@@ -21,6 +21,8 @@ const backend = spawn(
     "dev",
     "--port",
     port,
+    "--site-port",
+    process.env.SITE_PORT ?? "3211",
     ...(process.env.DATA_DIR ? ["--data-dir", process.env.DATA_DIR] : []),
     "--",
     "--run",

@@ -128,7 +128,7 @@ export async function dev(argv: string[]): Promise<number> {
   const dataDir = resolve(appDir, flags.dataDir);
   if (dataDir.startsWith(`${appDir}/`))
     ignoreInGit(appDir, `/${dataDir.slice(appDir.length + 1)}/`);
-  const { deployment, server } = await startDeployment({ ...flags, dataDir });
+  const { deployment, server, site } = await startDeployment({ ...flags, dataDir });
   const envFile = join(appDir, ".env.local");
   writeFileSync(
     envFile,
@@ -176,6 +176,7 @@ export async function dev(argv: string[]): Promise<number> {
     child.on("exit", (c, signal) => resolveExit(c ?? (signal === "SIGINT" ? 0 : 1)));
   });
   await server.close();
+  await site.close();
   await deployment.close();
   return code;
 }

@@ -6,6 +6,7 @@
 import { resolve } from "node:path";
 import { Deployment } from "../server/deployment.js";
 import { ApiServer } from "../server/server.js";
+import { SiteServer } from "../server/siteServer.js";
 
 export interface ServeFlags {
   port: number;
@@ -21,7 +22,7 @@ export class UsageError extends Error {}
 const SERVE_USAGE = `Usage: tessera serve [--port P] [--site-port S] [--data-dir DIR] [--admin-key KEY] [--host H] [--convex-dir DIR]
 
   --port P          API port (default 3210; 0 picks a free port)
-  --site-port S     site port for HTTP actions (default 3211; not served yet)
+  --site-port S     site port for HTTP actions (default 3211; 0 picks a free port)
   --data-dir DIR    where the deployment's data lives (default ./.tessera)
   --admin-key KEY   admin key (default: TESSERA_ADMIN_KEY, else generated once and kept in DIR)
   --host H          interface to listen on (default 127.0.0.1)
@@ -79,20 +80,23 @@ export function parseServeFlags(argv: string[]): ServeFlags {
 /** Opens the deployment of `flags` and serves it; the caller closes both. */
 export async function startDeployment(
   flags: ServeFlags,
-): Promise<{ deployment: Deployment; server: ApiServer }> {
+): Promise<{ deployment: Deployment; server: ApiServer; site: SiteServer }> {
   const deployment = await Deployment.open({
     dataDir: resolve(flags.dataDir),
     ...(flags.convexDir !== undefined ? { convexDir: resolve(flags.convexDir) } : {}),
     ...(flags.adminKey !== undefined ? { adminKey: flags.adminKey } : {}),
   });
+  let site: SiteServer | null = null;
   try {
+    site = await SiteServer.start(deployment, { port: flags.sitePort, host: flags.host });
     const server = await ApiServer.start(deployment, {
       port: flags.port,
       host: flags.host,
-      siteUrl: `http://${flags.host}:${flags.sitePort}`,
+      siteUrl: site.url,
     });
-    return { deployment, server };
+    return { deployment, server, site };
   } catch (e) {
+    await site?.close();
     await deployment.close();
     throw e;
   }
@@ -108,11 +112,11 @@ export async function serve(argv: string[]): Promise<number> {
     process.stderr.write(SERVE_USAGE);
     return e.message === "" ? 0 : 2;
   }
-  const { deployment, server } = await startDeployment(flags);
+  const { deployment, server, site } = await startDeployment(flags);
   process.stdout.write(
     `Tessera is serving the deployment in ${resolve(flags.dataDir)}\n` +
       `  API URL:   ${server.url}\n` +
-      `  site URL:  ${deployment.urls.site} (HTTP actions: not supported yet)\n` +
+      `  site URL:  ${site.url}\n` +
       `  admin key: ${deployment.adminKey}\n` +
       (deployment.app === null
         ? "  no functions yet: push them with the official CLI, e.g.\n" +
@@ -126,6 +130,7 @@ export async function serve(argv: string[]): Promise<number> {
       stopping = true;
       process.stdout.write(`${signal}: finishing in-flight commits and stopping\n`);
       await server.close();
+      await site.close();
       await deployment.close();
       resolveExit(0);
     };

@@ -62,7 +62,28 @@ function executionSeed(): string {
   return seed;
 }
 
-export type FunctionKind = "query" | "mutation" | "action";
+export type FunctionKind = "query" | "mutation" | "action" | "httpAction";
+
+/** The module whose default export routes HTTP actions. */
+const HTTP_MODULE = "http.js";
+
+/** An HTTP request for an HTTP action (body base64, null for none). */
+export interface HttpRequestMessage {
+  method: string;
+  /** The full URL. */
+  url: string;
+  /** The path the router matches. */
+  path: string;
+  headers: [string, string][];
+  body: string | null;
+}
+
+export interface HttpResponseMessage {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: string | null;
+}
 
 /** Why a function call failed; `message` is what its caller sees. */
 export type FunctionErrorKind =
@@ -280,36 +301,7 @@ export class FunctionRunner {
       const environment = this.options.environment;
       const envValues =
         environment === undefined ? undefined : (environment.current ?? (await environment.load()));
-      const identity = options.identity ?? null;
-      const nested: CallOptions = { identity, allowInternal: true };
-      const env: ActionEnvironment = {
-        identity,
-        functionName: path.includes(":") ? path : `${path}:default`,
-        runFunction: async (kind, p, argsJson) => {
-          try {
-            const a = fromJson(argsJson);
-            const r =
-              kind === "query"
-                ? await this.query(p, a, nested)
-                : kind === "mutation"
-                  ? await this.mutation(p, a, nested)
-                  : await this.action(p, a, nested);
-            return toJson(r.value);
-          } catch (e) {
-            if (e instanceof FunctionError) {
-              // A ConvexError reaches the action as one, with its data.
-              throw new SyscallError(
-                e.message,
-                e.data === undefined ? undefined : JSON.stringify(toJson(e.data)),
-              );
-            }
-            throw e;
-          }
-        },
-        ...(envValues !== undefined ? { environmentVariables: () => envValues } : {}),
-        // Each scheduling call of an action commits on its own.
-        scheduler: this.schedulerFor(async (f) => (await this.options.db.run(f)).value),
-      };
+      const env = this.actionEnvironment(options.identity ?? null, path, envValues);
       const outcome = await execute(
         this.options.actionRuntime ?? this.options.runtime,
         {
@@ -334,6 +326,51 @@ export class FunctionRunner {
       if (e instanceof FunctionError) this.report("action", path, started, e.logs, e.message);
       throw e;
     }
+  }
+
+  /** Whether the app routes HTTP actions (has `convex/http.ts`). */
+  get servesHttp(): boolean {
+    return this.options.runtime.app.modulePaths.includes(HTTP_MODULE);
+  }
+
+  /**
+   * Runs the HTTP action `http.ts` routes `request` to, as an action
+   * (identity from the request's bearer token, resolved by the caller).
+   * Resolves with the response, or null when no route matches.
+   */
+  async httpAction(
+    request: HttpRequestMessage,
+    options: CallOptions = {},
+  ): Promise<{ response: HttpResponseMessage | null; logs: LogLine[] }> {
+    const path = `${HTTP_MODULE.replace(/\.js$/, "")}:${request.method} ${request.path}`;
+    const started = Date.now();
+    const environment = this.options.environment;
+    const envValues =
+      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+    const identity = options.identity ?? null;
+    const env = this.actionEnvironment(identity, path, envValues);
+    const outcome = await execute(
+      this.options.actionRuntime ?? this.options.runtime,
+      {
+        kind: "httpAction",
+        module: HTTP_MODULE,
+        exportName: "default",
+        argsJson: JSON.stringify(request),
+        seed: executionSeed(),
+        nowMs: Date.now(),
+        timeLimitMs: this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS,
+      },
+      actionSyscalls(env),
+    );
+    if (!outcome.ok) {
+      const error = this.userError(outcome.error, outcome.logs);
+      this.report("httpAction", path, started, outcome.logs, error.message);
+      throw error;
+    }
+    const value = outcome.value as HttpResponseMessage | { notFound: true };
+    if ("notFound" in value) return { response: null, logs: outcome.logs };
+    this.report("httpAction", path, started, outcome.logs, null);
+    return { response: value, logs: outcome.logs };
   }
 
   /** Runs a mutation and commits it, re-running it on conflicts. */
@@ -419,6 +456,43 @@ export class FunctionRunner {
       if (e instanceof SystemQueryError) throw new FunctionError(e.message, e.kind);
       throw e;
     }
+  }
+
+  /** What an action (or HTTP action) may do outside its isolate. */
+  private actionEnvironment(
+    identity: UserIdentity | null,
+    path: string,
+    envValues: Record<string, string> | undefined,
+  ): ActionEnvironment {
+    const nested: CallOptions = { identity, allowInternal: true };
+    return {
+      identity,
+      functionName: path.includes(":") ? path : `${path}:default`,
+      runFunction: async (kind, p, argsJson) => {
+        try {
+          const a = fromJson(argsJson);
+          const r =
+            kind === "query"
+              ? await this.query(p, a, nested)
+              : kind === "mutation"
+                ? await this.mutation(p, a, nested)
+                : await this.action(p, a, nested);
+          return toJson(r.value);
+        } catch (e) {
+          if (e instanceof FunctionError) {
+            // A ConvexError reaches the action as one, with its data.
+            throw new SyscallError(
+              e.message,
+              e.data === undefined ? undefined : JSON.stringify(toJson(e.data)),
+            );
+          }
+          throw e;
+        }
+      },
+      ...(envValues !== undefined ? { environmentVariables: () => envValues } : {}),
+      // Each scheduling call of an action commits on its own.
+      scheduler: this.schedulerFor(async (f) => (await this.options.db.run(f)).value),
+    };
   }
 
   /** `ctx.scheduler` over `inTx` (the caller's transaction, or one of its own), within one call's budget. */

@@ -36,7 +36,7 @@ export class SyscallError extends Error {
 }
 
 export interface ExecutionRequest {
-  kind: "query" | "mutation" | "action";
+  kind: "query" | "mutation" | "action" | "httpAction";
   module: string;
   exportName: string;
   /** JSON text of the arguments object in the wire form. */
@@ -167,7 +167,7 @@ export async function execute(
     });
 
     try {
-      if (request.kind === "action") {
+      if (request.kind === "action" || request.kind === "httpAction") {
         await driveAction(
           live,
           bridge,
@@ -366,7 +366,10 @@ function runtimeError(e: unknown, isolate: ivm.Isolate, request: ExecutionReques
       kind: "timeout",
     };
   }
-  if (request.kind === "action" && /timed out/i.test(e instanceof Error ? e.message : String(e))) {
+  if (
+    (request.kind === "action" || request.kind === "httpAction") &&
+    /timed out/i.test(e instanceof Error ? e.message : String(e))
+  ) {
     return {
       message: `not supported yet: an action computing for more than ${ACTION_SLICE_MS / 1000} s without awaiting anything (actions run on the server's thread between their awaits)`,
       name: "Error",

@@ -184,7 +184,12 @@ export async function prepareApp(
     throw e;
   }
   let actionRuntime: AppRuntime | null = null;
-  if (runtime.modules.some((m) => m.functions.some((f) => f.kind === "action"))) {
+  if (
+    linked.modulePaths.includes("http.js") ||
+    runtime.modules.some((m) =>
+      m.functions.some((f) => f.kind === "action" || f.kind === "httpAction"),
+    )
+  ) {
     try {
       actionRuntime = await AppRuntime.create(linked, {
         ...importOptions,

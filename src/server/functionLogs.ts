@@ -33,7 +33,14 @@ export class FunctionLogs {
   record(r: ExecutionRecord): void {
     this.entries.push({
       kind: "Completion",
-      udfType: r.kind === "query" ? "Query" : r.kind === "mutation" ? "Mutation" : "Action",
+      udfType:
+        r.kind === "query"
+          ? "Query"
+          : r.kind === "mutation"
+            ? "Mutation"
+            : r.kind === "action"
+              ? "Action"
+              : "HttpAction",
       identifier: r.path,
       timestamp: r.startedAtMs / 1000,
       executionTime: r.durationMs / 1000,

@@ -73,7 +73,13 @@ beforeAll(async () => {
     cwd: root,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, PORT: String(port), WEB_PORT: String(webPort), DATA_DIR: dataDir },
+    env: {
+      ...process.env,
+      PORT: String(port),
+      WEB_PORT: String(webPort),
+      DATA_DIR: dataDir,
+      SITE_PORT: "0",
+    },
   });
   const child = app;
   appExited = new Promise((resolve) => child.once("exit", () => resolve()));

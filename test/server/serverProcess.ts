@@ -16,6 +16,8 @@ export const fixtureConvexDir = join(root, "test/fixtures/app/convex");
 export interface ServerProcess {
   /** `http://127.0.0.1:PORT` */
   url: string;
+  /** Where HTTP actions are served. */
+  siteUrl: string;
   port: number;
   adminKey: string;
   dataDir: string;
@@ -47,6 +49,8 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
     String(options.port ?? 0),
     "--data-dir",
     dataDir,
+    "--site-port",
+    "0",
   ];
   if (options.convexDir !== null) args.push("--convex-dir", options.convexDir ?? fixtureConvexDir);
   if (options.adminKey !== undefined) args.push("--admin-key", options.adminKey);
@@ -81,28 +85,32 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
   };
 
   try {
-    const ready = await new Promise<{ url: string; adminKey: string }>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`server did not start in time:\n${out}`)),
-        STARTUP_TIMEOUT_MS,
-      );
-      const check = () => {
-        const url = /API URL:\s+(\S+)/.exec(out)?.[1];
-        const key = /admin key:\s+(\S+)/.exec(out)?.[1];
-        if (url !== undefined && key !== undefined) {
+    const ready = await new Promise<{ url: string; siteUrl: string; adminKey: string }>(
+      (resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`server did not start in time:\n${out}`)),
+          STARTUP_TIMEOUT_MS,
+        );
+        const check = () => {
+          const url = /API URL:\s+(\S+)/.exec(out)?.[1];
+          const siteUrl = /site URL:\s+(\S+)/.exec(out)?.[1];
+          const key = /admin key:\s+(\S+)/.exec(out)?.[1];
+          if (url !== undefined && key !== undefined && siteUrl !== undefined) {
+            clearTimeout(timer);
+            resolve({ url, siteUrl, adminKey: key });
+          }
+        };
+        child.stdout!.on("data", check);
+        child.once("exit", (code, sig) => {
           clearTimeout(timer);
-          resolve({ url, adminKey: key });
-        }
-      };
-      child.stdout!.on("data", check);
-      child.once("exit", (code, sig) => {
-        clearTimeout(timer);
-        reject(new Error(`server exited (${code ?? sig}) before it was ready:\n${out}`));
-      });
-    });
+          reject(new Error(`server exited (${code ?? sig}) before it was ready:\n${out}`));
+        });
+      },
+    );
     const port = Number(new URL(ready.url).port);
     return {
       url: ready.url,
+      siteUrl: ready.siteUrl,
       port,
       adminKey: ready.adminKey,
       dataDir,

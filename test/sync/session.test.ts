@@ -55,8 +55,10 @@ function open(service: SyncService, transitionChunks = true) {
   return { session, sent, closed, send };
 }
 
+/** Waits (up to 10 s, however loaded the machine) for `f` to hold. */
 const until = async (f: () => boolean) => {
-  for (let i = 0; i < 400 && !f(); i++) await new Promise((r) => setTimeout(r, 5));
+  const deadline = Date.now() + 10_000;
+  while (!f() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   expect(f()).toBe(true);
 };
 

@@ -39,8 +39,18 @@ type AsyncSyscall = (id: number, op: string, argsJson: string) => void;
 /** Receives the outcome of `invoke` (the host calls into the isolate synchronously and cannot await). */
 type Done = (outcomeJson: string) => void;
 
+interface HttpMessage {
+  method?: string;
+  url?: string;
+  path?: string;
+  headers: [string, string][];
+  body: string | null;
+}
+
 interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
+  httpRequest(message: HttpMessage): unknown;
+  httpResponse(response: unknown): HttpMessage;
   takeLogs(): Array<{ level: string; message: string }>;
   seal(): { reusable: boolean; reason?: string };
   end(): string;
@@ -205,12 +215,38 @@ function lookup(module: string, exportName: string): Registered {
 }
 
 interface Invocation {
-  kind: "query" | "mutation" | "action";
+  kind: "query" | "mutation" | "action" | "httpAction";
   module: string;
   exportName: string;
   args: string;
   seed: string;
   nowMs: number;
+}
+
+interface Router {
+  isRouter?: boolean;
+  lookup?: (path: string, method: string) => [Registered, string, string] | null;
+}
+
+/** Routes a request through `http.js`'s router to its HTTP action; JSON of the response, or `{"notFound":true}`. */
+async function invokeHttp(req: Invocation): Promise<string> {
+  const router = g.__tessera_app?.modules[req.module]?.default as Router | undefined;
+  if (
+    router === undefined ||
+    router === null ||
+    router.isRouter !== true ||
+    typeof router.lookup !== "function"
+  )
+    throw new OriginalError("convex/http.ts must export default httpRouter() (from convex/server)");
+  // The host sends arguments as a one-element array; here the element is the request.
+  const message = (parse(req.args) as HttpMessage[])[0]!;
+  const match = router.lookup(message.path!, message.method!);
+  if (match === null || match === undefined) return '{"notFound":true}';
+  const handler = match[0] as Registered & { invokeHttpAction?: (r: unknown) => Promise<unknown> };
+  if (typeof handler.invokeHttpAction !== "function")
+    throw new OriginalError(`The route ${match[1]} ${match[2]} is not an httpAction`);
+  const response = await handler.invokeHttpAction(env.httpRequest(message));
+  return stringify(env.httpResponse(response));
 }
 
 /** Starts an invocation; its outcome goes to the host's `__tessera_done` callback. */
@@ -222,10 +258,18 @@ async function invoke(requestJson: string): Promise<string> {
   const req = parse(requestJson) as Invocation;
   // Promises of an earlier execution that were never settled stay so.
   ReflectApply(mapClear, pending, []);
-  env.begin({ mode: req.kind, seed: req.seed, nowMs: req.nowMs });
+  env.begin({
+    mode: req.kind === "httpAction" ? "action" : req.kind,
+    seed: req.seed,
+    nowMs: req.nowMs,
+  });
   environment = null;
   executing = true;
   try {
+    if (req.kind === "httpAction") {
+      const result = await invokeHttp(req);
+      return `{"ok":true,"logs":${stringify(env.takeLogs())},"value":${result}}`;
+    }
     const fn = lookup(req.module, req.exportName);
     let result: string;
     if (req.kind === "query") {

@@ -6,12 +6,13 @@
  * "not supported yet" otherwise.
  */
 
+import { base64ToBytes, bytesToBase64 } from "./base64.js";
 import { type Blob, blobBytes, File, isBlob, makeBlob, makeFile } from "./blob.js";
 import { utf8DecodeBody, utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now, rng } from "./env.js";
 import { AbortController, AbortSignal } from "./events.js";
 import { guardInternals, guardReach, guardWrite, weakMapGet } from "./guard.js";
-import { responseUrl } from "./timers.js";
+import { httpBridge, responseUrl } from "./timers.js";
 import {
   concatBytes,
   inspectCustom,
@@ -885,6 +886,25 @@ interface ResponseData {
 }
 
 const responseData = new WeakMap<object, ResponseData>();
+// HTTP actions (see globals.ts, httpRequest/httpResponse of the env).
+httpBridge.toRequest = (m) =>
+  new Request(m.url, {
+    method: m.method,
+    headers: m.headers,
+    ...(m.body === null ? {} : { body: base64ToBytes(m.body) }),
+  });
+httpBridge.fromResponse = (r) => {
+  if (!(r instanceof Response)) throw new TypeError("An HTTP action must return a Response");
+  const d = responseData.get(r)!;
+  const body = bodyData.get(r)!;
+  if (body.used) throw new TypeError("The HTTP action's Response body was already read");
+  return {
+    status: d.status,
+    statusText: d.statusText,
+    headers: [...headersOf.get(r)!],
+    body: body.bytes === null ? null : bytesToBase64(body.bytes),
+  };
+};
 // fetch (timers.ts) records the final URL of what it fetched.
 responseUrl.set = (r, url, redirected) => {
   const d = responseData.get(r as object);

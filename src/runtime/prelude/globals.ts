@@ -14,11 +14,19 @@ import {
   clearInterval,
   clearTimeout,
   fetch,
+  type HttpMessage,
+  httpBridge,
   queueMicrotask,
   setInterval,
   setTimeout,
 } from "./timers.js";
-import { cloneHooks, defineGlobal, defineLazyGlobals, loadedLazyValues } from "./util.js";
+import {
+  cloneHooks,
+  defineGlobal,
+  defineLazyGlobals,
+  loadedLazyValues,
+  preludeGlobal,
+} from "./util.js";
 
 /** The host's handle on the isolate's per-execution state. */
 export interface TesseraEnv {
@@ -32,6 +40,10 @@ export interface TesseraEnv {
   seal(): SealResult;
   /** Ends an execution, after its microtasks: "clean", or "tainted:" and why (guard.ts). */
   end(): string;
+  /** HTTP actions: a `Request` from the host's description of one. */
+  httpRequest(message: HttpMessage): unknown;
+  /** HTTP actions: the host's description of a `Response` (its body read synchronously). */
+  httpResponse(response: unknown): HttpMessage;
 }
 
 // Most globals are installed lazily (util.ts, defineLazyGlobals): the modules
@@ -110,6 +122,14 @@ delete (Atomics as { wait?: unknown }).wait;
 delete (Atomics as { waitAsync?: unknown }).waitAsync;
 
 const env: TesseraEnv = Object.freeze({
+  httpRequest(message: HttpMessage): unknown {
+    preludeGlobal("Request");
+    return httpBridge.toRequest!(message);
+  },
+  httpResponse(response: unknown): HttpMessage {
+    preludeGlobal("Response");
+    return httpBridge.fromResponse!(response);
+  },
   begin(options: BeginOptions): void {
     begin(options);
     if (options.mode !== "import") beginExecution();

@@ -159,6 +159,22 @@ async function actionFetch(input: unknown, init?: unknown): Promise<unknown> {
   return response;
 }
 
+/** An HTTP request or response in the form the host and the isolate exchange (body base64). */
+export interface HttpMessage {
+  method?: string;
+  url?: string;
+  status?: number;
+  statusText?: string;
+  headers: [string, string][];
+  body: string | null;
+}
+
+/** Set by fetch.ts (lazy): HTTP actions' request in, response out. */
+export const httpBridge: {
+  toRequest?: (m: HttpMessage) => unknown;
+  fromResponse?: (r: unknown) => HttpMessage;
+} = {};
+
 /** Set by fetch.ts: records a fetched response's final URL (Response.url is read-only). */
 export const responseUrl: { set?: (r: unknown, url: string, redirected: boolean) => void } = {};
 function setResponseUrl(r: unknown, url: string, redirected: boolean): void {
