@@ -6,6 +6,7 @@
  */
 import { parseOptions, type Row, writeResults } from "./lib.js";
 import { runtimeSection } from "./runtime.js";
+import { schedulerSection } from "./scheduler.js";
 import { storageSection } from "./storage.js";
 import { syncSection } from "./sync.js";
 
@@ -16,6 +17,7 @@ const sections: Record<
   storage: storageSection,
   runtime: runtimeSection,
   sync: syncSection,
+  scheduler: schedulerSection,
 };
 
 async function main() {

@@ -16,7 +16,6 @@
  * in separate processes were tried and were slower still (three processes
  * contending for two cores).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { tmpdir } from "node:os";
@@ -25,62 +24,13 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import WebSocket from "ws";
 import { type Options, percentile, type Row, repeat, stat } from "./lib.js";
+import { startProcess, startServer, stop } from "./processes.js";
 
-const APP = join(import.meta.dirname, "app", "convex");
-const BIN = join(import.meta.dirname, "..", "bin", "tessera.js");
 // The bench app is untyped: function references come from anyApi.
 // biome-ignore lint/suspicious/noExplicitAny: see above
 const api = anyApi as any;
 /** The official clients accept any WebSocket constructor; `ws` is one. */
 const wsCtor = WebSocket as unknown as typeof globalThis.WebSocket;
-
-interface Proc {
-  child: ChildProcess;
-  /** First line matching the pattern's group. */
-  value: string;
-}
-
-function startProcess(cmd: string, args: string[], pattern: RegExp): Promise<Proc> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    const timer = setTimeout(
-      () => reject(new Error(`process did not start: ${out}${err}`)),
-      60_000,
-    );
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, value: m[1]! });
-      }
-    });
-    child.stderr!.on("data", (d: Buffer) => {
-      err += d.toString();
-    });
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`process exited (${code}): ${out}${err}`));
-    });
-  });
-}
-
-function startServer(dir: string): Promise<Proc> {
-  return startProcess(
-    process.execPath,
-    [BIN, "serve", "--port", "0", "--site-port", "0", "--data-dir", dir, "--convex-dir", APP],
-    /API URL:\s+(\S+)/,
-  );
-}
-
-async function stop(p: Proc): Promise<void> {
-  if (p.child.exitCode !== null) return;
-  const done = new Promise((r) => p.child.once("exit", r));
-  p.child.kill("SIGTERM");
-  await done;
-}
 
 /** Resident memory of a process and its children (tessera.js runs the server as a child), in bytes. */
 function rssOf(pid: number): number {

@@ -26,6 +26,9 @@ export const SCHEDULER_LIMITS = {
   maxArgsBytesPerCall: 8 * 1024 * 1024,
 } as const;
 
+/** Due jobs read per index scan. */
+const DUE_BATCH = 1000;
+
 export class SchedulerError extends Error {
   override name = "SchedulerError";
 }
@@ -121,6 +124,8 @@ class JobGone extends Error {}
 
 export class JobExecutor {
   private readonly running = new Set<string>();
+  /** Due jobs read and not yet started. */
+  private due: Job[] = [];
   private timer: NodeJS.Timeout | null = null;
   private polling = false;
   private again = false;
@@ -188,21 +193,24 @@ export class JobExecutor {
   private async poll(): Promise<void> {
     if (this.closed) return;
     const now = Date.now();
-    const free = this.concurrency - this.running.size;
-    if (free > 0) {
-      const due = await this.readJobs("pending", now, free + this.running.size);
-      for (const job of due) {
-        if (this.running.size >= this.concurrency) break;
-        if (this.running.has(job.id)) continue;
-        this.running.add(job.id);
-        void this.run(job)
-          .catch((e) => this.onError(e))
-          .finally(() => {
-            this.running.delete(job.id);
-            this.wake();
-          });
-      }
+    // Due jobs are read in batches and handed out as slots free up: a burst
+    // costs one index scan per batch, not one per job.
+    if (this.due.length === 0 && this.running.size < this.concurrency) {
+      const batch = await this.readJobs("pending", now, DUE_BATCH + this.running.size);
+      this.due = batch.filter((j) => !this.running.has(j.id));
     }
+    while (this.running.size < this.concurrency && this.due.length > 0) {
+      const job = this.due.shift()!;
+      if (this.running.has(job.id)) continue;
+      this.running.add(job.id);
+      void this.run(job)
+        .catch((e) => this.onError(e))
+        .finally(() => {
+          this.running.delete(job.id);
+          this.wake();
+        });
+    }
+    if (this.due.length > 0) return;
     // Sleep until the next job falls due (or a commit to the table wakes us).
     const [next] = await this.readJobs("pending", Number.POSITIVE_INFINITY, 1, now);
     if (this.timer !== null) clearTimeout(this.timer);

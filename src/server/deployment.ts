@@ -237,7 +237,7 @@ async function evaluateCrons(runtime: AppRuntime): Promise<CronSpec[]> {
 }
 
 /** Scheduled functions running at once: a burst of jobs never starves client requests. */
-const SCHEDULED_CONCURRENCY = 10;
+const SCHEDULED_CONCURRENCY = 64;
 
 /** Actions running at once (each holds an isolate while it awaits); more wait their turn. */
 const ACTION_ISOLATES = 4;

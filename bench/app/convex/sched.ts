@@ -1,0 +1,55 @@
+import { v } from "convex/values";
+import { api } from "./_generated/api";
+import { mutation, query } from "./_generated/server";
+
+/** Schedules `n` runs of `record`, all due at `at` (ms since the epoch). */
+export const scheduleBatch = mutation({
+  args: { n: v.number(), at: v.number() },
+  handler: async (ctx, { n, at }) => {
+    for (let i = 0; i < n; i++)
+      await ctx.scheduler.runAt(at, api.sched.record, { scheduledTime: at });
+  },
+});
+
+/** Schedules `n` runs of `record`, due `gapMs` apart from `start`: a load the scheduler keeps up with. */
+export const scheduleSpaced = mutation({
+  args: { n: v.number(), start: v.number(), gapMs: v.number() },
+  handler: async (ctx, { n, start, gapMs }) => {
+    for (let i = 0; i < n; i++) {
+      const at = start + i * gapMs;
+      await ctx.scheduler.runAt(at, api.sched.record, { scheduledTime: at });
+    }
+  },
+});
+
+/** A scheduled job: records when it started against when it was due. */
+export const record = mutation({
+  args: { scheduledTime: v.number() },
+  handler: async (ctx, { scheduledTime }) => {
+    await ctx.db.insert("jobruns", { scheduledTime, startedAt: Date.now() });
+  },
+});
+
+/** Recorded runs due at or after `from`. */
+export const count = query({
+  args: { from: v.number() },
+  handler: async (ctx, { from }) =>
+    (
+      await ctx.db
+        .query("jobruns")
+        .withIndex("by_scheduled", (q) => q.gte("scheduledTime", from))
+        .collect()
+    ).length,
+});
+
+/** Due-to-start delays (ms) of the recorded runs due at or after `from`. */
+export const delays = query({
+  args: { from: v.number() },
+  handler: async (ctx, { from }) =>
+    (
+      await ctx.db
+        .query("jobruns")
+        .withIndex("by_scheduled", (q) => q.gte("scheduledTime", from))
+        .collect()
+    ).map((r) => r.startedAt - r.scheduledTime),
+});
