@@ -69,6 +69,12 @@ export interface PendingWrite {
 export interface WriteOptions {
   /** Allow writing tables whose names start with `_` (for system code, never for user input). */
   system?: boolean;
+  /**
+   * `insert` with `system`: the new document's ID, allocated beforehand with
+   * `newDocumentId(tableNumber)` (file storage names a file after the
+   * document that will record it before the document exists).
+   */
+  id?: string;
 }
 
 export interface TransactionCounters {
@@ -429,7 +435,10 @@ export class Transaction {
     // Check the size before the table is created on the way, with the longest possible ID.
     checkDocumentSize(withSystemFieldsSize(size, MAX_ID_LENGTH));
     const table = this.tableForWrite(tableName, options);
-    const id = newDocumentId(table.number);
+    const id =
+      options?.id === undefined
+        ? newDocumentId(table.number)
+        : await this.allocatedId(options.id, table, options);
     const doc = sortKeys({
       _id: id,
       _creationTime: this.host.creationTime(),
@@ -441,6 +450,18 @@ export class Transaction {
       doc,
       withSystemFieldsSize(size, id.length),
     );
+    return id;
+  }
+
+  /** Checks an ID chosen by system code for an insert into `table`: its table's, and not in use. */
+  private async allocatedId(id: string, table: TableInfo, options: WriteOptions): Promise<string> {
+    if (options.system !== true)
+      throw new DatabaseError("Only system code may choose the ID of a new document");
+    if (decodeDocumentId(id).tableNumber !== table.number)
+      throw new DatabaseError(`ID ${JSON.stringify(id)} does not belong to table ${table.name}`);
+    // The read makes a concurrent insert of the same ID conflict.
+    if (this.writes.has(id) || (await this.get(id)) !== null)
+      throw new DatabaseError(`A document with ID ${JSON.stringify(id)} already exists`);
     return id;
   }
 

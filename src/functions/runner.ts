@@ -22,13 +22,20 @@ import {
   SyscallError,
 } from "../runtime/execution.js";
 import { modulePathOf } from "../runtime/modules.js";
+import type { NodeExecutor } from "../runtime/nodeExecutor.js";
 import { StackMapper } from "../runtime/sourceMaps.js";
-import { type UdfEnvironment, type UserIdentity, udfSyscalls } from "../runtime/syscalls.js";
+import {
+  type StorageHooks,
+  type UdfEnvironment,
+  type UserIdentity,
+  udfSyscalls,
+} from "../runtime/syscalls.js";
 import { fromJson, type JsonValue, stringifyValue, toJson, type Value } from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
 import { cancelJob, ScheduleBudget, SchedulerError, scheduleJob } from "./scheduler.js";
 import type { Schema } from "./schema.js";
+import { type FileStorage, isStorageRefusal } from "./storage.js";
 import {
   findSystemQuery,
   runSystemQuery,
@@ -149,6 +156,8 @@ export interface RunnerOptions {
   maxAttempts?: number;
   /** User-code time limit per execution (default 1000 ms). */
   timeLimitMs?: number;
+  /** The Node.js runtime of the app's "use node" modules, if it has any. */
+  nodeExecutor?: NodeExecutor;
   /** Isolates for actions (default: `runtime`'s; a separate pool keeps long actions from holding up the rest). */
   actionRuntime?: AppRuntime;
   /** Wall-clock limit of an action (default 10 minutes). */
@@ -159,6 +168,8 @@ export interface RunnerOptions {
   onExecution?: (record: ExecutionRecord) => void;
   /** The deployment's API URL, for the `_system/cli/convexUrl:cloudUrl` system query (read when asked: servers learn their port late). */
   deploymentUrl?: string | (() => string);
+  /** `ctx.storage` (none: the storage ops are "not supported yet"); file URLs are on `deploymentUrl`. */
+  storage?: FileStorage;
 }
 
 /** One function call as the logs show it. */
@@ -202,10 +213,25 @@ export class FunctionRunner {
   kindOf(path: string): FunctionSpec["kind"] | undefined {
     try {
       const { module, exportName } = modulePathOf(path);
-      return this.options.runtime.functionSpec(module, exportName)?.kind;
+      return this.functionSpec(module, exportName)?.kind;
     } catch {
       return undefined;
     }
+  }
+
+  /** A function's analysis, from the isolate modules or the "use node" modules. */
+  private functionSpec(module: string, exportName: string): FunctionSpec | undefined {
+    return (
+      this.options.runtime.functionSpec(module, exportName) ??
+      this.options.nodeExecutor?.modules
+        .find((m) => m.path === module)
+        ?.functions.find((f) => f.name === exportName)
+    );
+  }
+
+  /** Whether a module is a "use node" one. */
+  private isNodeModule(module: string): boolean {
+    return this.options.nodeExecutor?.modules.some((m) => m.path === module) ?? false;
   }
 
   /** Finds a function by path (`file:export`, `dir/file:export`, default export without colon). */
@@ -214,7 +240,7 @@ export class FunctionRunner {
     let r = this.resolved.get(key);
     if (r === undefined) {
       const { module, exportName } = modulePathOf(path);
-      const spec = this.options.runtime.functionSpec(module, exportName);
+      const spec = this.functionSpec(module, exportName);
       if (spec === undefined) {
         throw new FunctionError(
           `Could not find public function for '${path}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
@@ -302,19 +328,34 @@ export class FunctionRunner {
       const envValues =
         environment === undefined ? undefined : (environment.current ?? (await environment.load()));
       const env = this.actionEnvironment(options.identity ?? null, path, envValues);
-      const outcome = await execute(
-        this.options.actionRuntime ?? this.options.runtime,
-        {
-          kind: "action",
-          module: fn.module,
-          exportName: fn.exportName,
-          argsJson: stringifyValue(args === undefined ? {} : args),
-          seed: executionSeed(),
-          nowMs: Date.now(),
-          timeLimitMs: this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS,
-        },
-        actionSyscalls(env),
-      );
+      const argsJson = stringifyValue(args === undefined ? {} : args);
+      const timeLimitMs = this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS;
+      const node = this.options.nodeExecutor;
+      const outcome =
+        node !== undefined && this.isNodeModule(fn.module)
+          ? await node.run(
+              {
+                module: fn.module,
+                exportName: fn.exportName,
+                argsJson,
+                requestId: executionSeed(),
+              },
+              actionSyscalls(env),
+              timeLimitMs,
+            )
+          : await execute(
+              this.options.actionRuntime ?? this.options.runtime,
+              {
+                kind: "action",
+                module: fn.module,
+                exportName: fn.exportName,
+                argsJson,
+                seed: executionSeed(),
+                nowMs: Date.now(),
+                timeLimitMs,
+              },
+              actionSyscalls(env),
+            );
       if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
       const value = fromJson(outcome.value as JsonValue);
       const returnsError = validateReturns(fn.returns, value, this.catalogContext());
@@ -492,6 +533,39 @@ export class FunctionRunner {
       ...(envValues !== undefined ? { environmentVariables: () => envValues } : {}),
       // Each scheduling call of an action commits on its own.
       scheduler: this.schedulerFor(async (f) => (await this.options.db.run(f)).value),
+      ...(this.options.storage !== undefined ? { storage: this.storageHooks(null)! } : {}),
+    };
+  }
+
+  /**
+   * `ctx.storage` in `tx` (a query's or mutation's), or for an action (null:
+   * each call on its own, reads at the latest snapshot).
+   */
+  private storageHooks(tx: Transaction | null): StorageHooks | undefined {
+    const storage = this.options.storage;
+    if (storage === undefined) return undefined;
+    const url = () =>
+      typeof this.options.deploymentUrl === "function"
+        ? this.options.deploymentUrl()
+        : (this.options.deploymentUrl ?? "");
+    const inTx = <T>(f: (t: Transaction) => Promise<T>): Promise<T> =>
+      tx !== null ? f(tx) : storage.inTransaction(f);
+    const refused = <T>(p: Promise<T>): Promise<T> =>
+      p.catch((e: unknown) => {
+        throw isStorageRefusal(e) ? new SyscallError(e.message) : e;
+      });
+    return {
+      generateUploadUrl: async () => storage.uploadUrl(url()),
+      getUrl: (id) => refused(inTx((t) => storage.getUrl(t, id, url()))),
+      getMetadata: (id) => refused(inTx((t) => storage.getMetadata(t, id))),
+      delete: (id) => refused(inTx((t) => storage.delete(t, id))),
+      store: (bytes, type, sha256) =>
+        refused(
+          tx !== null
+            ? storage.storeIn(tx, bytes, type, sha256)
+            : storage.store(bytes, type, sha256),
+        ),
+      get: (id) => refused(tx !== null ? storage.readIn(tx, id) : storage.read(id)),
     };
   }
 
@@ -590,6 +664,8 @@ export class FunctionRunner {
         };
       }
       if (kind === "mutation") env.scheduler = this.schedulerFor(async (f) => f(t));
+      const storage = this.storageHooks(t);
+      if (storage !== undefined) env.storage = storage;
       return udfSyscalls(env);
     };
     const outcome = await execute(

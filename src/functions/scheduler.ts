@@ -14,7 +14,7 @@
  * by a restart and is marked failed). Jobs survive restarts: they are data.
  */
 import type { Database, Transaction } from "../database/index.js";
-import { fromJson, type JsonValue, type Value } from "../values/index.js";
+import { decodeKey, fromJson, type JsonValue, type Value } from "../values/index.js";
 
 export const SCHEDULED_TABLE = "_scheduled_functions";
 const BY_STATE = "by_state";
@@ -28,6 +28,10 @@ export const SCHEDULER_LIMITS = {
 
 /** Due jobs read per index scan. */
 const DUE_BATCH = 1000;
+/** Started jobs remembered for `announce`. */
+const DISPATCHED_KEPT = 200_000;
+/** Every so often a scan starts from the beginning anyway (belt and braces). */
+const FULL_SCAN_EVERY_MS = 60_000;
 
 export class SchedulerError extends Error {
   override name = "SchedulerError";
@@ -126,6 +130,12 @@ export class JobExecutor {
   private readonly running = new Set<string>();
   /** Due jobs read and not yet started. */
   private due: Job[] = [];
+  /** No pending job is due before this (see `announce`). */
+  private lowWater = Number.NEGATIVE_INFINITY;
+  private announcedDuringScan = Number.POSITIVE_INFINITY;
+  private lastFullScan = 0;
+  /** Jobs this executor started (recent ones): their keys leaving "pending" are no news. */
+  private readonly dispatched = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private polling = false;
   private again = false;
@@ -141,8 +151,16 @@ export class JobExecutor {
     this.unsubscribe = db.onPublish((commits) => {
       const table = db.catalog.table(SCHEDULED_TABLE);
       if (table === undefined) return;
-      const indexes = new Set(db.catalog.indexes(table.number).map((i) => i.number));
-      if (commits.some((c) => c.keys.some((k) => indexes.has(k.indexNumber)))) this.wake();
+      const byState = db.catalog.index(table.number, BY_STATE)?.number;
+      let touched = false;
+      for (const c of commits) {
+        for (const k of c.keys) {
+          if (k.tableNumber !== table.number) continue;
+          touched = true;
+          if (k.indexNumber === byState) this.announce(k.key);
+        }
+      }
+      if (touched) this.wake();
     });
   }
 
@@ -157,6 +175,28 @@ export class JobExecutor {
       });
     }
     this.wake();
+  }
+
+  /**
+   * A commit wrote this `by_state` key: if it is a pending job due before
+   * where scans start, they must start there (a job scheduled in the past,
+   * or committed after the last scan read its snapshot).
+   */
+  private announce(key: Buffer): void {
+    let fields: Array<unknown>;
+    try {
+      fields = decodeKey(key);
+    } catch {
+      this.lowWater = Number.NEGATIVE_INFINITY;
+      return;
+    }
+    if (fields[0] !== "pending") return;
+    // A job this executor ran leaving the pending range: not a new job.
+    const id = fields[fields.length - 1];
+    if (typeof id === "string" && this.dispatched.has(id)) return;
+    const t = typeof fields[1] === "number" ? fields[1] : Number.NEGATIVE_INFINITY;
+    if (t < this.lowWater) this.lowWater = t;
+    if (t < this.announcedDuringScan) this.announcedDuringScan = t;
   }
 
   close(): void {
@@ -196,13 +236,32 @@ export class JobExecutor {
     // Due jobs are read in batches and handed out as slots free up: a burst
     // costs one index scan per batch, not one per job.
     if (this.due.length === 0 && this.running.size < this.concurrency) {
-      const batch = await this.readJobs("pending", now, DUE_BATCH + this.running.size);
+      // Scans start at the low-water mark: jobs that ran leave their old
+      // "pending" index keys behind until retention garbage collection, and
+      // after a burst a scan from the beginning would walk thousands of them.
+      if (now - this.lastFullScan > FULL_SCAN_EVERY_MS) {
+        this.lowWater = Number.NEGATIVE_INFINITY;
+        this.lastFullScan = now;
+      }
+      this.announcedDuringScan = Number.POSITIVE_INFINITY;
+      const batch = await this.readJobs(
+        "pending",
+        now,
+        DUE_BATCH + this.running.size,
+        undefined,
+        this.lowWater,
+      );
       this.due = batch.filter((j) => !this.running.has(j.id));
+      const earliest = batch.length > 0 ? batch[0]!.scheduledTime : now;
+      this.lowWater = Math.min(earliest, this.announcedDuringScan);
     }
     while (this.running.size < this.concurrency && this.due.length > 0) {
       const job = this.due.shift()!;
       if (this.running.has(job.id)) continue;
       this.running.add(job.id);
+      this.dispatched.add(job.id);
+      if (this.dispatched.size > DISPATCHED_KEPT)
+        this.dispatched.delete(this.dispatched.values().next().value as string);
       void this.run(job)
         .catch((e) => this.onError(e))
         .finally(() => {
@@ -228,6 +287,7 @@ export class JobExecutor {
     until: number,
     limit: number,
     after?: number,
+    from?: number,
   ): Promise<Job[]> {
     const tx = this.db.begin({ readOnly: true });
     try {
@@ -236,7 +296,9 @@ export class JobExecutor {
         { type: "Eq" as const, fieldPath: "state.kind", value: state },
         ...(after !== undefined
           ? [{ type: "Gt" as const, fieldPath: "scheduledTime", value: after }]
-          : []),
+          : from !== undefined && Number.isFinite(from)
+            ? [{ type: "Gte" as const, fieldPath: "scheduledTime", value: from }]
+            : []),
         ...(Number.isFinite(until)
           ? [{ type: "Lte" as const, fieldPath: "scheduledTime", value: until }]
           : []),

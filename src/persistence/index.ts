@@ -1,2 +1,3 @@
+export * from "./fileStore.js";
 export * from "./sqlite.js";
 export * from "./types.js";

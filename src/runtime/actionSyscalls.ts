@@ -8,7 +8,7 @@ import type { JsonValue } from "../values/index.js";
 import { isPlainObject } from "../values/index.js";
 import type { SyscallHandler } from "./execution.js";
 import { SyscallError } from "./execution.js";
-import type { UserIdentity } from "./syscalls.js";
+import { STORAGE_OPS, type StorageHooks, storageOp, type UserIdentity } from "./syscalls.js";
 
 export type NestedKind = "query" | "mutation" | "action";
 
@@ -29,6 +29,8 @@ export interface ActionEnvironment {
     schedule(name: string, args: JsonValue, atSeconds: number): Promise<string>;
     cancel(id: string): Promise<void>;
   };
+  /** `ctx.storage` of an action: each call on its own (none: "not supported yet"). */
+  storage?: StorageHooks;
 }
 
 /** Ops of later work, answered with a clear error instead of "unknown". */
@@ -37,8 +39,8 @@ const NOT_SUPPORTED: Record<string, string> = {
   "1.0/storageGetUrl": "file storage",
   "1.0/storageGetMetadata": "file storage",
   "1.0/storageDelete": "file storage",
-  "1.0/actions/storageGet": "file storage",
-  "1.0/actions/storageStore": "file storage",
+  "1.0/storageGet": "file storage",
+  "1.0/storageStore": "file storage",
   "1.0/actions/vectorSearch": "vector search",
   "1.0/createFunctionHandle": "function handles",
   "1.0/createServiceToken": "service tokens",
@@ -107,6 +109,9 @@ class ActionSyscalls implements SyscallHandler {
       case "tessera/fetch":
         return hostFetch(a);
     }
+    // `1.0/storageStore` / `storageGet` also come from the bootstrap's `storage/storeBlob` / `getBlob`.
+    if (this.env.storage !== undefined && STORAGE_OPS.has(op))
+      return storageOp(this.env.storage, op, a, true);
     if (op in NOT_SUPPORTED)
       throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
     throw new SyscallError(`Unknown async operation ${op} in an action`);

@@ -50,7 +50,84 @@ export interface UdfEnvironment {
     schedule(name: string, args: JsonValue, atSeconds: number): Promise<string>;
     cancel(id: string): Promise<void>;
   };
+  /** `ctx.storage`: in this transaction (none: the storage ops are "not supported yet"). */
+  storage?: StorageHooks;
 }
+
+/**
+ * `ctx.storage` on the host (functions/storage.ts behind it). In queries and
+ * mutations each call works in the execution's transaction; in actions each
+ * is a transaction of its own. Refusals are `SyscallError`s.
+ */
+export interface StorageHooks {
+  generateUploadUrl(): Promise<string>;
+  getUrl(storageId: string): Promise<string | null>;
+  getMetadata(storageId: string): Promise<{
+    storageId: string;
+    sha256: string;
+    size: number;
+    contentType: string | null;
+  } | null>;
+  delete(storageId: string): Promise<void>;
+  /** A new file with these bytes; its storage ID. */
+  store(bytes: Buffer, contentType: string | null, sha256?: string): Promise<string>;
+  get(storageId: string): Promise<{ bytes: Buffer; contentType: string | null } | null>;
+}
+
+/** What `1.0/storage*` ops do with their JSON arguments (shared by queries, mutations and actions). */
+export async function storageOp(
+  storage: StorageHooks,
+  op: string,
+  a: Record<string, unknown>,
+  canWrite: boolean,
+): Promise<unknown> {
+  const writing =
+    op === "1.0/storageGenerateUploadUrl" ||
+    op === "1.0/storageDelete" ||
+    op === "1.0/storageStore";
+  if (writing && !canWrite)
+    throw new SyscallError("Can't write files in a query: only mutations and actions can");
+  const id = (): string => {
+    if (typeof a.storageId !== "string")
+      throw new SyscallError(`Invalid argument \`storageId\` for ${op}: expected a string`);
+    return a.storageId;
+  };
+  switch (op) {
+    case "1.0/storageGenerateUploadUrl":
+      return storage.generateUploadUrl();
+    case "1.0/storageGetUrl":
+      return storage.getUrl(id());
+    case "1.0/storageGetMetadata":
+      return storage.getMetadata(id());
+    case "1.0/storageDelete":
+      await storage.delete(id());
+      return null;
+    case "1.0/storageStore": {
+      if (typeof a.blob !== "string")
+        throw new SyscallError("Invalid argument `blob` for storage.store: expected base64 bytes");
+      const type = typeof a.contentType === "string" && a.contentType !== "" ? a.contentType : null;
+      const sha = typeof a.sha256 === "string" ? a.sha256 : undefined;
+      return storage.store(Buffer.from(a.blob, "base64"), type, sha);
+    }
+    case "1.0/storageGet": {
+      const file = await storage.get(id());
+      return file === null
+        ? null
+        : { blob: file.bytes.toString("base64"), contentType: file.contentType };
+    }
+  }
+  throw new SyscallError(`Unknown async operation ${op}`);
+}
+
+/** The storage ops `storageOp` answers. */
+export const STORAGE_OPS: ReadonlySet<string> = new Set([
+  "1.0/storageGenerateUploadUrl",
+  "1.0/storageGetUrl",
+  "1.0/storageGetMetadata",
+  "1.0/storageDelete",
+  "1.0/storageStore",
+  "1.0/storageGet",
+]);
 
 /** Catalog tables are the database's own business: user code never sees them. */
 const HIDDEN_TABLES = new Set(["_tables", "_index"]);
@@ -340,6 +417,14 @@ class UdfSyscalls implements SyscallHandler {
 
   async async(op: string, args: unknown): Promise<unknown> {
     const f = ASYNC_OPS[op];
+    const storage = this.state.env.storage;
+    if (f === undefined && storage !== undefined && STORAGE_OPS.has(op)) {
+      try {
+        return await storageOp(storage, op, argsObject(args, op), this.state.mutation);
+      } catch (e) {
+        throw translate(e);
+      }
+    }
     if (f === undefined) {
       if (op in NOT_SUPPORTED)
         throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);

@@ -15,12 +15,14 @@ import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environme
 import { FunctionRunner } from "../functions/runner.js";
 import { JobExecutor } from "../functions/scheduler.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
+import type { FileStorage } from "../functions/storage.js";
 import { TokenError, TokenVerifier, type TokenVerifierOptions } from "../functions/userTokens.js";
 import { SqlitePersistence } from "../persistence/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
 import { bundleAuthConfig, bundleConvexDir, bundleSchema } from "../runtime/bundler.js";
 import { linkModules } from "../runtime/loader.js";
-import { modulePathOf } from "../runtime/modules.js";
+import { type ModuleSource, modulePathOf } from "../runtime/modules.js";
+import { NodeExecutor, writeNodeModules } from "../runtime/nodeExecutor.js";
 import {
   AuthenticationError,
   type Authenticator,
@@ -30,6 +32,7 @@ import {
 } from "../sync/service.js";
 import { CodeStore, type StoredApp } from "./codeStore.js";
 import { FunctionLogs } from "./functionLogs.js";
+import { openFileStorage } from "./storage.js";
 
 export interface DeploymentOptions {
   dataDir: string;
@@ -97,6 +100,8 @@ export interface PreparedApp {
   runtime: AppRuntime;
   /** Isolates for its actions (none if it has no actions): long actions never hold up queries. */
   actionRuntime: AppRuntime | null;
+  /** The Node.js runtime of its "use node" modules, if any. */
+  nodeExecutor: NodeExecutor | null;
   /** Its `crons.ts` jobs. */
   crons: CronSpec[];
   schema: Schema | null;
@@ -124,6 +129,8 @@ export class AppRejectedError extends Error {
 export interface PrepareOptions {
   /** `process.env` for `auth.config.ts`: when given, the auth config is evaluated (and must be valid). */
   authEnvironment?: Readonly<Record<string, string>>;
+  /** Where "use node" modules are written for the Node.js runtime (required if the app has any). */
+  nodeDir?: string;
 }
 
 /** Loads and analyses an app without serving it (the caller disposes `runtime` if unused). */
@@ -131,11 +138,48 @@ export async function prepareApp(
   stored: StoredApp,
   options: PrepareOptions = {},
 ): Promise<PreparedApp> {
-  const node = stored.modules.filter((m) => m.environment === "node").map((m) => m.path);
-  if (node.length > 0)
+  const nodeModules = stored.modules.filter((m) => m.environment === "node");
+  let nodeExecutor: NodeExecutor | null = null;
+  if (nodeModules.length > 0) nodeExecutor = await startNodeRuntime(nodeModules, options.nodeDir);
+  try {
+    return await prepareIsolateApp(stored, options, nodeExecutor);
+  } catch (e) {
+    nodeExecutor?.dispose();
+    throw e;
+  }
+}
+
+/** Starts the Node.js runtime of an app's "use node" modules, which may define only actions. */
+async function startNodeRuntime(
+  modules: ModuleSource[],
+  nodeDir: string | undefined,
+): Promise<NodeExecutor> {
+  if (nodeDir === undefined) throw new Error("prepareApp: an app with Node modules needs nodeDir");
+  // Entry modules (not the shared chunks under _deps/).
+  const entries = modules.map((m) => m.path).filter((p) => !p.startsWith("_deps/"));
+  let executor: NodeExecutor;
+  try {
+    executor = await NodeExecutor.start(writeNodeModules(nodeDir, modules), entries);
+  } catch (e) {
+    throw new AppRejectedError(errorMessage(e));
+  }
+  const wrong = executor.modules.flatMap((m) =>
+    m.functions.filter((f) => f.kind !== "action").map((f) => `${m.path}:${f.name} (${f.kind})`),
+  );
+  if (wrong.length > 0) {
+    executor.dispose();
     throw new AppRejectedError(
-      `not supported yet: "use node" modules (${node.join(", ")}); Node.js actions arrive with the actions work`,
+      `"use node" files may only define actions; these are not: ${wrong.join(", ")}`,
     );
+  }
+  return executor;
+}
+
+async function prepareIsolateApp(
+  stored: StoredApp,
+  options: PrepareOptions,
+  nodeExecutor: NodeExecutor | null,
+): Promise<PreparedApp> {
   let schema: Schema | null = null;
   let runtime: AppRuntime;
   try {
@@ -203,7 +247,16 @@ export async function prepareApp(
       throw new AppRejectedError(errorMessage(e));
     }
   }
-  return { stored, runtime, actionRuntime, crons, schema, authProviders, authEnvironmentKey };
+  return {
+    stored,
+    runtime,
+    actionRuntime,
+    nodeExecutor,
+    crons,
+    schema,
+    authProviders,
+    authEnvironmentKey,
+  };
 }
 
 /** The app's `crons.ts` jobs, each checked (schedule, and a mutation or action to run). */
@@ -246,6 +299,7 @@ const ACTION_ISOLATES = 4;
 export function disposeApp(app: PreparedApp): void {
   app.runtime.dispose();
   app.actionRuntime?.dispose();
+  app.nodeExecutor?.dispose();
 }
 
 /** Identifies an environment (for knowing when the auth config must be evaluated again). */
@@ -300,6 +354,8 @@ export class Deployment {
     live: PreparedApp | null,
     empty: AppRuntime,
     syncLimits: Partial<SyncLimits> | undefined,
+    /** `ctx.storage`: the `_storage` table and the files under `DIR/files/`. */
+    readonly files: FileStorage,
   ) {
     this.auth = new DeploymentAuthenticator(adminKey, () => this.authProviders());
     this.codeStore = new CodeStore(dataDir);
@@ -323,6 +379,7 @@ export class Deployment {
       live?.runtime ?? empty,
       live?.schema ?? null,
       live?.actionRuntime ?? null,
+      live?.nodeExecutor ?? null,
     );
     this.emptyRuntime = live === null ? empty : null;
     if (live !== null) empty.dispose();
@@ -344,14 +401,16 @@ export class Deployment {
       persistence: new SqlitePersistence({ path: join(options.dataDir, "tessera.sqlite") }),
     });
     let live: PreparedApp | null = null;
+    let files: FileStorage | null = null;
     try {
       await ensureEnvironmentTable(db);
+      files = await openFileStorage(db, options.dataDir);
       const stored =
         options.convexDir !== undefined
           ? await appFromFolder(options.convexDir)
           : new CodeStore(options.dataDir).load();
       if (stored !== null) {
-        live = await prepareApp(stored);
+        live = await prepareApp(stored, { nodeDir: join(options.dataDir, "node") });
         if (live.schema !== null) await applySchemaIndexes(db, live.schema);
       }
       const empty = await AppRuntime.create(await linkModules([]), {
@@ -365,6 +424,7 @@ export class Deployment {
         live,
         empty,
         options.syncLimits,
+        files,
       );
       // Jobs that fell due while the deployment was down run now.
       await deployment.jobs.start();
@@ -372,6 +432,7 @@ export class Deployment {
       return deployment;
     } catch (e) {
       if (live !== null) disposeApp(live);
+      files?.close();
       await db.close();
       throw e;
     }
@@ -453,13 +514,16 @@ export class Deployment {
     runtime: AppRuntime,
     schema: Schema | null,
     actionRuntime: AppRuntime | null,
+    nodeExecutor: NodeExecutor | null = null,
   ): FunctionRunner {
     return new FunctionRunner({
       db: this.db,
       runtime,
       ...(actionRuntime !== null ? { actionRuntime } : {}),
+      ...(nodeExecutor !== null ? { nodeExecutor } : {}),
       schema,
       deploymentUrl: () => this.urls.cloud,
+      storage: this.files,
       environment: this.environment,
       onExecution: (r) => this.logs.record(r),
     });
@@ -484,7 +548,7 @@ export class Deployment {
         providers: Promise.resolve(app.authProviders),
       };
     this.emptyRuntime = null;
-    this.runnerRef = this.runnerFor(app.runtime, app.schema, app.actionRuntime);
+    this.runnerRef = this.runnerFor(app.runtime, app.schema, app.actionRuntime, app.nodeExecutor);
     this.sync.setRunner(this.runnerRef);
     const retire = () => {
       if (previous !== null && previous !== app) disposeApp(previous);
@@ -500,6 +564,7 @@ export class Deployment {
     this.logs.close();
     this.sync.close();
     this.environment.close();
+    this.files.close();
     if (this.live !== null) disposeApp(this.live);
     this.emptyRuntime?.dispose();
     await this.db.close();

@@ -8,6 +8,7 @@
  * (`convex/src/cli/lib/deployApi/`); apps with components are refused.
  */
 import { randomUUID } from "node:crypto";
+import { join } from "node:path";
 import type { Database } from "../database/index.js";
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
@@ -233,6 +234,7 @@ export class PushManager {
     try {
       return await prepareApp(stored, {
         authEnvironment: await this.deployment.authEnvironment(),
+        nodeDir: join(this.deployment.dataDir, "node"),
       });
     } catch (e) {
       if (e instanceof AppRejectedError) throw new HttpError(400, e.message, e.code);
@@ -363,7 +365,7 @@ async function validateData(
 /** The root component's analysis as the CLI's codegen reads it. */
 function analysisOf(app: PreparedApp): unknown {
   const functions: Record<string, unknown> = {};
-  for (const m of app.runtime.modules) {
+  for (const m of [...app.runtime.modules, ...(app.nodeExecutor?.modules ?? [])]) {
     const analyzed = m.functions
       .filter((f) => f.kind !== "httpAction")
       .map((f) => ({
@@ -482,6 +484,15 @@ function parseStartPush(body: unknown): StartPushRequest {
       400,
       "not supported yet: components (convex.config.ts with app.use(…)); this deployment runs apps without components",
       "ComponentsNotSupported",
+    );
+  const externals = Array.isArray(b.nodeDependencies) ? b.nodeDependencies : [];
+  if (externals.length > 0)
+    throw new HttpError(
+      400,
+      `not supported yet: external packages for "use node" actions (${externals
+        .map((d) => (isPlainObject(d) ? String((d as { name?: unknown }).name) : "?"))
+        .join(", ")}); bundle them instead (remove them from node.externalPackages in convex.json)`,
+      "ExternalPackagesNotSupported",
     );
   const changed = Array.isArray(a.changedModules)
     ? a.changedModules

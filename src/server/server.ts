@@ -14,6 +14,7 @@ import { AdminApi } from "./adminApi.js";
 import type { Deployment } from "./deployment.js";
 import { HttpError, handleFunctionCall } from "./httpApi.js";
 import { PushManager } from "./push.js";
+import { handleStorageRequest, isStoragePath } from "./storage.js";
 
 export interface ApiServerOptions {
   port: number;
@@ -185,7 +186,8 @@ async function handleRequest(
 ) {
   try {
     setCors(req, res);
-    const path = new URL(req.url ?? "/", "http://x").pathname;
+    const url = new URL(req.url ?? "/", "http://x");
+    const path = url.pathname;
     if (req.method === "OPTIONS") {
       res.writeHead(204);
       res.end();
@@ -194,6 +196,8 @@ async function handleRequest(
     if (path === "/version" && (req.method === "GET" || req.method === "HEAD")) {
       return reply(res, 200, "tessera", "text/plain");
     }
+    // File storage: uploads and downloads stream (no body limit, no buffering).
+    if (isStoragePath(path)) return await handleStorageRequest(deployment.files, req, res, url);
     if (admin.handles(req.method ?? "", path)) {
       return reply(res, 200, await admin.handle(req, path, await readBody(req, MAX_PUSH_BYTES)));
     }

@@ -3,9 +3,10 @@
  * (WebSocket `ConvexClient.action` and `ConvexHttpClient.action`): calls to
  * queries, mutations and internal actions, `fetch` to a local server, timers
  * and the real clock, errors (their own and caught nested ConvexErrors),
- * log lines, an action that never finishes, and queries and mutations still
- * served while actions wait.
+ * log lines, an action that never finishes, queries and mutations still
+ * served while actions wait, and "use node" actions in a Node.js process.
  */
+import { createHash } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
@@ -162,5 +163,40 @@ describe("actions", () => {
     // Served while every action still waits for its response.
     expect(settled).toBe(false);
     for (const r of await slow) expect(r).toMatchObject({ text: "slow done" });
+  });
+});
+
+describe('"use node" actions', () => {
+  it("run in Node.js with built-ins, bundled npm packages and ctx calls", async () => {
+    await client.mutation(api.counters.increment, { name: "node-count" });
+    expect(
+      await client.action(api.nodeActions.digest, {
+        text: "const a = 1; a + 1;",
+        counter: "node-count",
+      }),
+    ).toEqual({
+      sha256: createHash("sha256").update("const a = 1; a + 1;").digest("hex"),
+      statements: 2,
+      node: "string",
+      count: 1,
+    });
+  });
+
+  it("store and read files", async () => {
+    const r = (await client.action(api.nodeActions.storeAndRead, { text: "from node" })) as {
+      id: string;
+      back: string;
+      type: string;
+    };
+    expect(r.back).toBe("from node");
+    expect(r.type).toBe("text/plain");
+  });
+
+  it("report ConvexErrors and keep internal ones internal", async () => {
+    const e = await rejection(client.action(api.nodeActions.refuse, {}));
+    expect(e).toBeInstanceOf(ConvexError);
+    expect((e as ConvexError<{ code: string }>).data).toEqual({ code: "node-refused" });
+    const hidden = await rejection(http().action(api.nodeActions.inner, {}));
+    expect(hidden.message).toContain("Could not find public function");
   });
 });

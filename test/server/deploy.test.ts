@@ -105,6 +105,10 @@ describe("the official CLI against tessera serve", () => {
     expect(JSON.parse(pub.out.slice(pub.out.indexOf("[")))).toEqual(["hat (25.00)"]);
     const internal = await cli(["run", "items:secret"]);
     expect(internal.out).toContain("internal only");
+    // A "use node" action, pushed by the CLI and run in the Node.js runtime.
+    const node = await cli(["run", "nodeActions:digest", '{"text": "1;", "counter": "cli"}']);
+    expect(node.code).toBe(0);
+    expect(node.out).toContain('"statements": 1');
     const missing = await cli(["run", "items:nope"]);
     expect(missing.code).not.toBe(0);
     expect(missing.out).toContain("Could not find public function for 'items:nope'");

@@ -21,6 +21,8 @@ export interface ServerProcess {
   port: number;
   adminKey: string;
   dataDir: string;
+  /** The launcher's process ID (bin/tessera.js; the server is its child, in its process group). */
+  pid: number;
   /** Everything the process printed so far (stdout and stderr). */
   output(): string;
   /** Stops the process (SIGTERM, then SIGKILL) and waits for it to exit. */
@@ -35,6 +37,8 @@ export interface StartOptions {
   adminKey?: string;
   /** The convex/ folder to serve (default: the fixture app); null: none (code arrives by push). */
   convexDir?: string | null;
+  /** Extra environment variables for the server. */
+  env?: Record<string, string>;
 }
 
 const STARTUP_TIMEOUT_MS = 45_000;
@@ -59,7 +63,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
     cwd: root,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, TESSERA_ADMIN_KEY: "" },
+    env: { ...process.env, TESSERA_ADMIN_KEY: "", ...options.env },
   });
   let out = "";
   child.stdout!.setEncoding("utf8").on("data", (d: string) => {
@@ -114,6 +118,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
       port,
       adminKey: ready.adminKey,
       dataDir,
+      pid: child.pid!,
       output: () => out,
       stop,
       async dispose() {

@@ -51,6 +51,8 @@ interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
   httpRequest(message: HttpMessage): unknown;
   httpResponse(response: unknown): HttpMessage;
+  blobToHost(blob: unknown): { base64: string; type: string };
+  blobFromHost(base64: string, type: string): unknown;
   takeLogs(): Array<{ level: string; message: string }>;
   seal(): { reusable: boolean; reason?: string };
   end(): string;
@@ -135,7 +137,36 @@ const Convex = {
       asyncSyscallHost(id, op, argsJson);
     });
   },
-  jsSyscall(op: string, _args: Record<string, unknown>): unknown {
+  jsSyscall(op: string, args: Record<string, unknown>): unknown {
+    // Storage in actions: the Blob crosses to the host as base64 (what the
+    // library sends for `store` in mutations), so it goes through memory.
+    if (op === "storage/storeBlob") {
+      const { base64, type } = env.blobToHost(args.blob);
+      const options = args.options as { sha256?: unknown } | undefined | null;
+      const argsJson = stringify({
+        requestId: args.requestId,
+        version: args.version,
+        blob: base64,
+        contentType: type,
+        sha256: options?.sha256,
+      });
+      return ReflectApply(promiseThen, Convex.asyncSyscall("1.0/storageStore", argsJson), [
+        (result: string) => parse(result),
+      ]);
+    }
+    if (op === "storage/getBlob") {
+      const argsJson = stringify({
+        requestId: args.requestId,
+        version: args.version,
+        storageId: args.storageId,
+      });
+      return ReflectApply(promiseThen, Convex.asyncSyscall("1.0/storageGet", argsJson), [
+        (result: string) => {
+          const file = parse(result) as { blob: string; contentType: string | null } | null;
+          return file === null ? null : env.blobFromHost(file.blob, file.contentType ?? "");
+        },
+      ]);
+    }
     throw new OriginalError(`not supported yet: ${op}`);
   },
 };

@@ -6,29 +6,58 @@ const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 const DECODE = new Int16Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) DECODE[ALPHABET.charCodeAt(i)] = i;
 
-/** Base64 of a byte array (standard alphabet, with padding). */
+const CODES = new Uint8Array(64);
+for (let i = 0; i < 64; i++) CODES[i] = ALPHABET.charCodeAt(i);
+const fromCharCode = String.fromCharCode;
+const apply = Reflect.apply;
+/** Input bytes per piece of output (8,192 characters: a safe argument count for fromCharCode). */
+const PIECE = 6144;
+
+/**
+ * Base64 of a byte array (standard alphabet, with padding). Built as flat
+ * pieces joined once: appending a few characters at a time makes a rope of
+ * tiny strings whose nodes take many times the memory of the text (a 4 MiB
+ * Blob stored from an action ran its isolate out of memory).
+ */
 export function bytesToBase64(bytes: Uint8Array): string {
-  let out = "";
-  let chunk = "";
   const n = bytes.length;
-  let i = 0;
-  for (; i + 3 <= n; i += 3) {
-    const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
-    chunk +=
-      ALPHABET[v >> 18]! + ALPHABET[(v >> 12) & 63]! + ALPHABET[(v >> 6) & 63]! + ALPHABET[v & 63]!;
-    if (chunk.length >= 4096) {
-      out += chunk;
-      chunk = "";
+  const pieces: string[] = [];
+  const out = new Uint8Array((PIECE / 3) * 4);
+  for (let start = 0; start < n; start += PIECE) {
+    const end = Math.min(n, start + PIECE);
+    let o = 0;
+    let i = start;
+    for (; i + 3 <= end; i += 3) {
+      const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+      out[o++] = CODES[v >> 18]!;
+      out[o++] = CODES[(v >> 12) & 63]!;
+      out[o++] = CODES[(v >> 6) & 63]!;
+      out[o++] = CODES[v & 63]!;
     }
+    if (i + 1 === end) {
+      const v = bytes[i]! << 16;
+      out[o++] = CODES[v >> 18]!;
+      out[o++] = CODES[(v >> 12) & 63]!;
+      out[o++] = 61;
+      out[o++] = 61;
+    } else if (i + 2 === end) {
+      const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
+      out[o++] = CODES[v >> 18]!;
+      out[o++] = CODES[(v >> 12) & 63]!;
+      out[o++] = CODES[(v >> 6) & 63]!;
+      out[o++] = 61;
+    }
+    pieces[pieces.length] = apply(
+      fromCharCode,
+      undefined,
+      out.subarray(0, o) as unknown as number[],
+    );
   }
-  if (i + 1 === n) {
-    const v = bytes[i]! << 16;
-    chunk += `${ALPHABET[v >> 18]!}${ALPHABET[(v >> 12) & 63]!}==`;
-  } else if (i + 2 === n) {
-    const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
-    chunk += `${ALPHABET[v >> 18]!}${ALPHABET[(v >> 12) & 63]!}${ALPHABET[(v >> 6) & 63]!}=`;
-  }
-  return out + chunk;
+  if (pieces.length === 1) return pieces[0]!;
+  // Pairwise concatenation of flat pieces, then one flattening: no per-character rope nodes.
+  let result = "";
+  for (let k = 0; k < pieces.length; k++) result += pieces[k];
+  return result;
 }
 
 /** Forgiving-base64 decode; returns null on failure. */

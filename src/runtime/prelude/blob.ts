@@ -3,8 +3,10 @@
  * `stream()` is missing (no ReadableStream in this runtime yet).
  */
 
+import { base64ToBytes, bytesToBase64 } from "./base64.js";
 import { utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now } from "./env.js";
+import { blobBridge } from "./timers.js";
 import {
   cloneHooks,
   inspectCustom,
@@ -243,3 +245,13 @@ cloneHooks.cloneable.push({
     return makeBlob(d.bytes, d.type);
   },
 });
+
+blobBridge.toHost = (blob) => {
+  if (!isBlob(blob))
+    throw new TypeError(
+      "store() expects a Blob. If you are trying to store a Request, `await request.blob()` will give you the correct input.",
+    );
+  const d = data(blob);
+  return { base64: bytesToBase64(d.bytes), type: d.type };
+};
+blobBridge.fromHost = (base64, type) => makeBlob(base64ToBytes(base64) ?? new Uint8Array(0), type);

@@ -11,6 +11,7 @@ import { type BeginOptions, begin, currentMode, type LogLine, rng, takeLogs } fr
 import { beginExecution, endExecution, type SealResult, seal } from "./guard.js";
 import { createDate, patchIntl, providePerformance } from "./time.js";
 import {
+  blobBridge,
   clearInterval,
   clearTimeout,
   fetch,
@@ -44,6 +45,10 @@ export interface TesseraEnv {
   httpRequest(message: HttpMessage): unknown;
   /** HTTP actions: the host's description of a `Response` (its body read synchronously). */
   httpResponse(response: unknown): HttpMessage;
+  /** Storage in actions: a Blob's bytes (base64) and type; throws a TypeError for anything else. */
+  blobToHost(blob: unknown): { base64: string; type: string };
+  /** Storage in actions: a Blob of the prelude's class over bytes from the host. */
+  blobFromHost(base64: string, type: string): unknown;
 }
 
 // Most globals are installed lazily (util.ts, defineLazyGlobals): the modules
@@ -129,6 +134,14 @@ const env: TesseraEnv = Object.freeze({
   httpResponse(response: unknown): HttpMessage {
     preludeGlobal("Response");
     return httpBridge.fromResponse!(response);
+  },
+  blobToHost(blob: unknown): { base64: string; type: string } {
+    preludeGlobal("Blob");
+    return blobBridge.toHost!(blob);
+  },
+  blobFromHost(base64: string, type: string): unknown {
+    preludeGlobal("Blob");
+    return blobBridge.fromHost!(base64, type);
   },
   begin(options: BeginOptions): void {
     begin(options);

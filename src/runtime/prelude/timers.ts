@@ -175,6 +175,12 @@ export const httpBridge: {
   fromResponse?: (r: unknown) => HttpMessage;
 } = {};
 
+/** Set by blob.ts (lazy): a Blob's bytes (base64) and type for the host, and a Blob from them (storage in actions). */
+export const blobBridge: {
+  toHost?: (blob: unknown) => { base64: string; type: string };
+  fromHost?: (base64: string, type: string) => unknown;
+} = {};
+
 /** Set by fetch.ts: records a fetched response's final URL (Response.url is read-only). */
 export const responseUrl: { set?: (r: unknown, url: string, redirected: boolean) => void } = {};
 function setResponseUrl(r: unknown, url: string, redirected: boolean): void {
