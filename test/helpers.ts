@@ -43,3 +43,13 @@ export async function openTestDb(options: Partial<DatabaseOptions> = {}): Promis
   };
   return t;
 }
+
+/** The error a promise rejects with (fails the test if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected a rejection");
+}

@@ -13,6 +13,7 @@ import { Session } from "../sync/session.js";
 import { AdminApi } from "./adminApi.js";
 import type { Deployment } from "./deployment.js";
 import { HttpError, handleFunctionCall } from "./httpApi.js";
+import { listen } from "./listen.js";
 import { PushManager } from "./push.js";
 import { handleStorageRequest, isStoragePath } from "./storage.js";
 
@@ -85,16 +86,7 @@ export class ApiServer {
         ws.on("error", () => session.disconnected());
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      http.once("error", reject);
-      http.listen(options.port, options.host ?? "127.0.0.1", () => {
-        http.off("error", reject);
-        resolve();
-      });
-    });
-    const address = http.address() as AddressInfo;
-    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    const url = `http://${host}:${address.port}`;
+    const url = await listen(http, options.port, options.host);
     deployment.urls = { cloud: url, site: options.siteUrl ?? "" };
     return new ApiServer(http, wss, url, pushes);
   }

@@ -7,10 +7,10 @@
  * Convex docs' limit) and are buffered, not streamed.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { FunctionError, type HttpRequestMessage } from "../functions/runner.js";
 import type { UserIdentity } from "../runtime/syscalls.js";
 import type { Deployment } from "./deployment.js";
+import { listen } from "./listen.js";
 
 /** Largest request or response body of an HTTP action. */
 const MAX_HTTP_BODY_BYTES = 20 * 1024 * 1024;
@@ -31,16 +31,7 @@ export class SiteServer {
         res.end();
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      http.once("error", reject);
-      http.listen(options.port, options.host ?? "127.0.0.1", () => {
-        http.off("error", reject);
-        resolve();
-      });
-    });
-    const address = http.address() as AddressInfo;
-    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    return new SiteServer(http, `http://${host}:${address.port}`);
+    return new SiteServer(http, await listen(http, options.port, options.host));
   }
 
   async close(): Promise<void> {

@@ -331,15 +331,23 @@ export class Session {
     this.close(CLOSE_NORMAL, "Token expired");
   }
 
-  private async mutation(m: RequestMessage): Promise<void> {
-    // A mutation runs as the identity of the Authenticate messages sent before it.
+  /**
+   * Waits until a request may run: as the identity of the Authenticate
+   * messages sent before it, with a token that has not expired (if it has,
+   * the session reports it and closes; the client resends after reconnecting).
+   */
+  private async readyToRun(): Promise<boolean> {
     if (this.authPending > 0) await this.authChain;
-    if (this.closed) return;
+    if (this.closed) return false;
     if (this.tokenExpired()) {
-      // Not run: the client resends it after reconnecting with a fresh token.
       this.expired();
-      return;
+      return false;
     }
+    return true;
+  }
+
+  private async mutation(m: RequestMessage): Promise<void> {
+    if (!(await this.readyToRun())) return;
     const args = m.args.length === 1 ? m.args[0]! : m.args;
     const outcome = await this.service.mutation(
       this.clientSessionId,
@@ -363,13 +371,7 @@ export class Session {
   }
 
   private async action(m: RequestMessage): Promise<void> {
-    // Like a mutation, it runs as the identity of the Authenticate messages sent before it.
-    if (this.authPending > 0) await this.authChain;
-    if (this.closed) return;
-    if (this.tokenExpired()) {
-      this.expired();
-      return;
-    }
+    if (!(await this.readyToRun())) return;
     const args = m.args.length === 1 ? m.args[0]! : m.args;
     const bodyJson = await this.service.action(m.udfPath, args, this.identity, this.isAdmin);
     if (this.closed) return;

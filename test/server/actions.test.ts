@@ -14,6 +14,7 @@ import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { rejection } from "../helpers.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the fixture app is addressed untyped
@@ -55,15 +56,6 @@ afterAll(async () => {
 });
 
 const http = () => new ConvexHttpClient(server.url, { logger: false });
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("actions", () => {
   it("run queries and mutations, each its own transaction, over WebSocket and HTTP", async () => {

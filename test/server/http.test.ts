@@ -7,6 +7,7 @@
 import { ConvexHttpClient } from "convex/browser";
 import { ConvexError } from "convex/values";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rejection } from "../helpers.js";
 import { api } from "./api.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
 
@@ -32,15 +33,6 @@ type FullHttpClient = ConvexHttpClient & {
 };
 
 const client = () => new ConvexHttpClient(server.url, { logger: false }) as FullHttpClient;
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected the call to fail");
-}
 
 async function post(path: string, body: string, headers: Record<string, string> = {}) {
   const res = await fetch(`${server.url}${path}`, {

@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rejection } from "../helpers.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the fixture app is addressed untyped
@@ -54,15 +55,6 @@ afterAll(async () => {
 const http = () => new ConvexHttpClient(server.url, { logger: false });
 const job = (id: string) => http().query(api.jobs.job, { id }) as Promise<JobDoc | null>;
 const counter = (name: string) => http().query(api.counters.get, { name }) as Promise<number>;
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("the scheduler", () => {
   it("runs a scheduled mutation once and records it", async () => {

@@ -16,21 +16,13 @@ import { anyApi } from "convex/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { decodeDocumentId, newDocumentId } from "../../src/values/index.js";
+import { rejection } from "../helpers.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the fixture app is addressed untyped
 const api = anyApi as any;
 
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
 
 async function waitFor(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
   const deadline = Date.now() + 10_000;
