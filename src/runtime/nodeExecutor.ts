@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ModuleSpec } from "./appRuntime.js";
@@ -38,10 +38,18 @@ type ChildMessage =
       logs: LogLine[];
     };
 
-/** Writes an app's Node modules into `root/<content hash>/` (once) and returns that folder. */
-export function writeNodeModules(root: string, modules: readonly ModuleSource[]): string {
+/**
+ * Writes an app's Node modules into `root/<content hash>/` (once) and returns
+ * that folder; `packagesDir` (installed external packages) becomes its `node_modules`.
+ */
+export function writeNodeModules(
+  root: string,
+  modules: readonly ModuleSource[],
+  packagesDir: string | null = null,
+): string {
   const hash = createHash("sha256");
   for (const m of modules) hash.update(m.path).update("\0").update(m.source).update("\0");
+  hash.update(packagesDir ?? "");
   const dir = join(root, hash.digest("hex").slice(0, 32));
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "package.json"), '{"type":"module","private":true}\n');
@@ -50,6 +58,9 @@ export function writeNodeModules(root: string, modules: readonly ModuleSource[])
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, m.source);
   }
+  const link = join(dir, "node_modules");
+  if (packagesDir !== null && !existsSync(link))
+    symlinkSync(join(packagesDir, "node_modules"), link, "dir");
   return dir;
 }
 

@@ -32,6 +32,8 @@ export interface StoredApp {
   functions: string;
   /** When it was pushed (ms since the epoch). */
   pushedAtMs: number;
+  /** External packages its "use node" modules import (installed from npm). */
+  nodeDependencies?: { name: string; version: string }[];
 }
 
 const FORMAT = 1;

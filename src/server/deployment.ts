@@ -23,6 +23,7 @@ import { bundleAuthConfig, bundleConvexDir, bundleSchema } from "../runtime/bund
 import { linkModules } from "../runtime/loader.js";
 import { type ModuleSource, modulePathOf } from "../runtime/modules.js";
 import { NodeExecutor, writeNodeModules } from "../runtime/nodeExecutor.js";
+import { installNodePackages, type NodePackage } from "../runtime/nodePackages.js";
 import {
   AuthenticationError,
   type Authenticator,
@@ -140,7 +141,12 @@ export async function prepareApp(
 ): Promise<PreparedApp> {
   const nodeModules = stored.modules.filter((m) => m.environment === "node");
   let nodeExecutor: NodeExecutor | null = null;
-  if (nodeModules.length > 0) nodeExecutor = await startNodeRuntime(nodeModules, options.nodeDir);
+  if (nodeModules.length > 0)
+    nodeExecutor = await startNodeRuntime(
+      nodeModules,
+      options.nodeDir,
+      stored.nodeDependencies ?? [],
+    );
   try {
     return await prepareIsolateApp(stored, options, nodeExecutor);
   } catch (e) {
@@ -153,13 +159,24 @@ export async function prepareApp(
 async function startNodeRuntime(
   modules: ModuleSource[],
   nodeDir: string | undefined,
+  packages: readonly NodePackage[],
 ): Promise<NodeExecutor> {
   if (nodeDir === undefined) throw new Error("prepareApp: an app with Node modules needs nodeDir");
+  let packagesDir: string | null = null;
+  if (packages.length > 0) {
+    try {
+      packagesDir = await installNodePackages(join(nodeDir, "packages"), packages);
+    } catch (e) {
+      throw new AppRejectedError(
+        `Failed to install the external packages of "use node" actions: ${errorMessage(e)}`,
+      );
+    }
+  }
   // Entry modules (not the shared chunks under _deps/).
   const entries = modules.map((m) => m.path).filter((p) => !p.startsWith("_deps/"));
   let executor: NodeExecutor;
   try {
-    executor = await NodeExecutor.start(writeNodeModules(nodeDir, modules), entries);
+    executor = await NodeExecutor.start(writeNodeModules(nodeDir, modules, packagesDir), entries);
   } catch (e) {
     throw new AppRejectedError(errorMessage(e));
   }

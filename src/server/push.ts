@@ -70,7 +70,7 @@ export class PushManager {
         hash: moduleHash(m),
         environment: m.environment,
       })),
-      nodeDependencies: [],
+      nodeDependencies: app?.nodeDependencies ?? [],
       ...(app ? { udfServerVersion: app.udfServerVersion } : {}),
     };
   }
@@ -230,6 +230,7 @@ export class PushManager {
       udfServerVersion: req.udfServerVersion,
       functions: req.functions,
       pushedAtMs: Date.now(),
+      ...(req.nodeDependencies.length > 0 ? { nodeDependencies: req.nodeDependencies } : {}),
     };
     try {
       return await prepareApp(stored, {
@@ -459,6 +460,7 @@ function cronDiff(before: CronSpec[], after: CronSpec[]) {
 }
 
 interface StartPushRequest {
+  nodeDependencies: { name: string; version: string }[];
   dryRun: boolean;
   functions: string;
   schema: ModuleSource | null;
@@ -486,14 +488,12 @@ function parseStartPush(body: unknown): StartPushRequest {
       "ComponentsNotSupported",
     );
   const externals = Array.isArray(b.nodeDependencies) ? b.nodeDependencies : [];
-  if (externals.length > 0)
-    throw new HttpError(
-      400,
-      `not supported yet: external packages for "use node" actions (${externals
-        .map((d) => (isPlainObject(d) ? String((d as { name?: unknown }).name) : "?"))
-        .join(", ")}); bundle them instead (remove them from node.externalPackages in convex.json)`,
-      "ExternalPackagesNotSupported",
-    );
+  const nodeDependencies = externals.map((d) => {
+    const x = isPlainObject(d) ? (d as Record<string, unknown>) : {};
+    if (typeof x.name !== "string" || typeof x.version !== "string")
+      return bad("a node dependency needs a name and a version");
+    return { name: x.name, version: x.version };
+  });
   const changed = Array.isArray(a.changedModules)
     ? a.changedModules
     : bad("changedModules must be a list");
@@ -513,6 +513,7 @@ function parseStartPush(body: unknown): StartPushRequest {
       return { path: x.path, sha256: x.sha256, environment: environmentOf(x.environment, bad) };
     }),
     udfServerVersion: typeof a.udfServerVersion === "string" ? a.udfServerVersion : "unknown",
+    nodeDependencies,
   };
 }
 

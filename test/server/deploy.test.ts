@@ -320,11 +320,38 @@ describe("the official CLI against tessera serve", () => {
     );
   }, 60_000);
 
+  it('installs external packages of "use node" actions from npm', async () => {
+    writeFileSync(
+      join(app, "convex.json"),
+      JSON.stringify({ node: { externalPackages: ["dequal"] } }),
+    );
+    writeFileSync(
+      join(app, "convex", "external.ts"),
+      [
+        '"use node";',
+        'import { dequal } from "dequal";',
+        'import { action } from "./_generated/server";',
+        "export const same = action({",
+        "  args: {},",
+        "  handler: async () => dequal({ a: [1, { b: 2 }] }, { a: [1, { b: 2 }] }),",
+        "});",
+        "",
+      ].join("\n"),
+    );
+    const r = await cli(["deploy", "--typecheck", "disable"]);
+    expect(r.out).toContain("Deployed Convex functions");
+    expect(r.code).toBe(0);
+    const run = await cli(["run", "external:same"]);
+    expect(run.out.trim().split("\n").at(-1)).toBe("true");
+  }, 120_000);
+
   it("keeps serving the pushed app after a restart", async () => {
     await server.stop();
     server = await startServer({ convexDir: null, dataDir: server.dataDir });
     const http = new ConvexHttpClient(server.url);
     expect(await http.query(api.items.inStock, {})).toEqual(["hat: $25"]);
     expect((await cli(["env", "get", "GREETING"])).out.trim()).toBe("hello world");
+    // The installed external package is used again, not fetched again.
+    expect((await cli(["run", "external:same"])).out.trim().split("\n").at(-1)).toBe("true");
   }, 60_000);
 });
