@@ -252,17 +252,6 @@ export class AppRuntime {
    * callbacks installed, and (when contexts are reused) sealed.
    */
   private async prepare(p: PooledIsolate, seal = this.reuseStats.enabled): Promise<LiveContext> {
-    if (process.env.TESSERA_DEBUG_HEAP) {
-      const h = p.isolate.getHeapStatisticsSync();
-      console.log(
-        "heap",
-        (h.used_heap_size / 1048576).toFixed(1),
-        "total",
-        (h.total_heap_size / 1048576).toFixed(1),
-        "limit",
-        (h.heap_size_limit / 1048576).toFixed(1),
-      );
-    }
     const context = await p.isolate.createContext();
     const refs: ivm.Reference[] = [];
     const ref = async (from: ivm.Reference, name: string) => {
