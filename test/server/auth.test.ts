@@ -1,24 +1,13 @@
-/**
- * User authentication end to end: a real `tessera serve` process serving the
- * auth fixture app (test/fixtures/auth/convex), whose auth.config.ts names an
- * OIDC issuer and a custom JWT issuer that this test serves itself (discovery
- * document and key sets over node:http, keys from `jose`). Tokens reach the
- * server through the official clients: `ConvexClient.setAuth` (WebSocket
- * Authenticate) and `ConvexHttpClient.setAuth` (Bearer). Also a push through
- * the official CLI: a missing environment variable is reported the way the
- * CLI understands, and the pushed providers are used.
- */
-import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { type FunctionReference, makeFunctionReference } from "convex/server";
 import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { makeApp, runCli } from "./officialCli.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
 
 const root = join(import.meta.dirname, "../..");
@@ -465,40 +454,7 @@ describe("ConvexHttpClient.setAuth (Authorization: Bearer)", () => {
 
 // ---------------------------------------------------------------- push
 
-const cliEntry = join(root, "node_modules/convex/bin/main.js");
-
-function cli(
-  app: string,
-  s: ServerProcess,
-  args: string[],
-): Promise<{ code: number; out: string }> {
-  return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      CONVEX_SELF_HOSTED_URL: s.url,
-      CONVEX_SELF_HOSTED_ADMIN_KEY: s.adminKey,
-      CI: "1",
-    };
-    delete env.CONVEX_DEPLOYMENT;
-    delete env.CONVEX_DEPLOY_KEY;
-    const child = spawn(process.execPath, [cliEntry, ...args], { cwd: app, env });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`convex ${args.join(" ")} did not finish:\n${out}`));
-    }, 60_000);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, out });
-    });
-  });
-}
+const cli = (app: string, s: ServerProcess, args: string[]) => runCli(app, s, args);
 
 describe("pushing auth.config.ts with the official CLI", () => {
   let pushed: ServerProcess | undefined;
@@ -510,13 +466,7 @@ describe("pushing auth.config.ts with the official CLI", () => {
   });
 
   it("reports a missing environment variable, then serves the pushed providers", async () => {
-    app = mkdtempSync(join(tmpdir(), "tessera-auth-app-"));
-    cpSync(authConvexDir, join(app, "convex"), { recursive: true });
-    writeFileSync(
-      join(app, "package.json"),
-      JSON.stringify({ name: "auth-fixture", private: true, dependencies: { convex: "*" } }),
-    );
-    symlinkSync(join(root, "node_modules"), join(app, "node_modules"), "dir");
+    app = makeApp(authConvexDir, "auth-app");
     pushed = await startServer({ convexDir: null });
 
     const missing = await cli(app, pushed, ["deploy"]);

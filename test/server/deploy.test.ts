@@ -1,61 +1,21 @@
-/**
- * The deploy workflow through the official CLI (the `convex` package's own
- * `bin/main.js`, self-hosted mode) against a real `tessera serve` process
- * that starts without code: deploy, run, a changed function seen by live
- * subscribers, a schema the data violates, environment variables, logs, a
- * wrong admin key, and the pushed app surviving a restart.
- */
-import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { type CliResult, makeApp, runCli } from "./officialCli.js";
 import { fixtureConvexDir, type ServerProcess, startServer } from "./serverProcess.js";
 
-const root = join(import.meta.dirname, "../..");
-const cliEntry = join(root, "node_modules/convex/bin/main.js");
 // biome-ignore lint/suspicious/noExplicitAny: the fixture app is addressed untyped
 const api = anyApi as any;
 
 let server: ServerProcess;
 let app: string;
 
-interface CliResult {
-  code: number;
-  out: string;
-}
-
 /** Runs the official CLI in the app folder against the server. */
 function cli(args: string[], adminKey = server.adminKey): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      CONVEX_SELF_HOSTED_URL: server.url,
-      CONVEX_SELF_HOSTED_ADMIN_KEY: adminKey,
-      CI: "1",
-    };
-    delete env.CONVEX_DEPLOYMENT;
-    delete env.CONVEX_DEPLOY_KEY;
-    const child = spawn(process.execPath, [cliEntry, ...args], { cwd: app, env });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`convex ${args.join(" ")} did not finish:\n${out}`));
-    }, 60_000);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, out });
-    });
-  });
+  return runCli(app, { url: server.url, adminKey }, args);
 }
 
 function editFile(relative: string, edit: (text: string) => string): void {
@@ -64,14 +24,7 @@ function editFile(relative: string, edit: (text: string) => string): void {
 }
 
 beforeAll(async () => {
-  app = mkdtempSync(join(tmpdir(), "tessera-deploy-app-"));
-  cpSync(fixtureConvexDir, join(app, "convex"), { recursive: true });
-  writeFileSync(
-    join(app, "package.json"),
-    JSON.stringify({ name: "deploy-fixture", private: true, dependencies: { convex: "*" } }),
-  );
-  // The app's `convex` dependency (the CLI bundles against it) is the repository's.
-  symlinkSync(join(root, "node_modules"), join(app, "node_modules"), "dir");
+  app = makeApp(fixtureConvexDir, "deploy-app");
   server = await startServer({ convexDir: null });
 }, 60_000);
 

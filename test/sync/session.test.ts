@@ -6,7 +6,12 @@ import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
 import { linkModules } from "../../src/runtime/loader.js";
 import { decodeTs } from "../../src/sync/protocol.js";
-import { AuthenticationError, SyncService } from "../../src/sync/service.js";
+import {
+  AuthenticationError,
+  type Authenticator,
+  type SyncLimits,
+  SyncService,
+} from "../../src/sync/service.js";
 import { Session } from "../../src/sync/session.js";
 import { openTestDb, type TestDb } from "../helpers.js";
 
@@ -62,18 +67,24 @@ const until = async (f: () => boolean) => {
   expect(f()).toBe(true);
 };
 
+/** A sync service over the test database; by default no admin key or user token is accepted. */
+function serviceWith(options: { auth?: Authenticator; limits?: Partial<SyncLimits> } = {}) {
+  return new SyncService({
+    db: t.db,
+    runner,
+    auth: options.auth ?? {
+      isAdminKey: () => false,
+      verifyUserToken: async () => {
+        throw new Error("no");
+      },
+    },
+    ...(options.limits ? { limits: options.limits } : {}),
+  });
+}
+
 describe("Session", () => {
   it("answers a mutation before the transition that reaches its commit, and sends one if none would follow", async () => {
-    const service = new SyncService({
-      db: t.db,
-      runner,
-      auth: {
-        isAdminKey: () => false,
-        verifyUserToken: async () => {
-          throw new Error("no");
-        },
-      },
-    });
+    const service = serviceWith();
     try {
       const s = open(service);
       s.send({
@@ -107,17 +118,7 @@ describe("Session", () => {
   });
 
   it("splits large transitions into chunks for clients that take them", async () => {
-    const service = new SyncService({
-      db: t.db,
-      runner,
-      auth: {
-        isAdminKey: () => false,
-        verifyUserToken: async () => {
-          throw new Error("no");
-        },
-      },
-      limits: { transitionChunkBytes: 100 },
-    });
+    const service = serviceWith({ limits: { transitionChunkBytes: 100 } });
     try {
       const big = "y".repeat(1000);
       const chunked = open(service, true);
@@ -152,17 +153,7 @@ describe("Session", () => {
   });
 
   it("refuses protocol violations with a FatalError on that session only", async () => {
-    const service = new SyncService({
-      db: t.db,
-      runner,
-      auth: {
-        isAdminKey: () => false,
-        verifyUserToken: async () => {
-          throw new Error("no");
-        },
-      },
-      limits: { maxQueriesPerSession: 2 },
-    });
+    const service = serviceWith({ limits: { maxQueriesPerSession: 2 } });
     try {
       const cases: Array<[string, (s: ReturnType<typeof open>) => void, RegExp]> = [
         ["not JSON", (s) => s.session.receive("{"), /not JSON/],
@@ -232,9 +223,7 @@ describe("Session", () => {
   it("holds results and mutations until an Authenticate is verified; a refused token closes the connection unrun", async () => {
     let release: (ok: boolean) => void = () => {};
     let verifications = 0;
-    const service = new SyncService({
-      db: t.db,
-      runner,
+    const service = serviceWith({
       auth: {
         isAdminKey: () => false,
         verifyUserToken: (token) =>
@@ -304,9 +293,7 @@ describe("Session", () => {
   });
 
   it("reports a token's expiry with an AuthError (authUpdateAttempted: false) and closes", async () => {
-    const service = new SyncService({
-      db: t.db,
-      runner,
+    const service = serviceWith({
       auth: {
         isAdminKey: () => false,
         verifyUserToken: async () => ({
