@@ -324,9 +324,7 @@ export class FunctionRunner {
     try {
       const argError = validateArgs(fn.args, args, this.catalogContext());
       if (argError !== null) throw new FunctionError(argError.message, "arguments");
-      const environment = this.options.environment;
-      const envValues =
-        environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+      const envValues = await this.environmentValues();
       const env = this.actionEnvironment(options.identity ?? null, path, envValues);
       const argsJson = stringifyValue(args === undefined ? {} : args);
       const timeLimitMs = this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS;
@@ -385,9 +383,7 @@ export class FunctionRunner {
   ): Promise<{ response: HttpResponseMessage | null; logs: LogLine[] }> {
     const path = `${HTTP_MODULE.replace(/\.js$/, "")}:${request.method} ${request.path}`;
     const started = Date.now();
-    const environment = this.options.environment;
-    const envValues =
-      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+    const envValues = await this.environmentValues();
     const identity = options.identity ?? null;
     const env = this.actionEnvironment(identity, path, envValues);
     const outcome = await execute(
@@ -569,6 +565,16 @@ export class FunctionRunner {
     };
   }
 
+  /** The deployment's environment variables (without waiting when they are loaded), or none. */
+  private environmentValues():
+    | Promise<Record<string, string> | undefined>
+    | Record<string, string>
+    | undefined {
+    const environment = this.options.environment;
+    if (environment === undefined) return undefined;
+    return environment.current ?? environment.load();
+  }
+
   /** `ctx.scheduler` over `inTx` (the caller's transaction, or one of its own), within one call's budget. */
   private schedulerFor(inTx: <T>(f: (tx: Transaction) => Promise<T>) => Promise<T>) {
     const budget = new ScheduleBudget();
@@ -636,9 +642,7 @@ export class FunctionRunner {
     const argError = validateArgs(fn.args, args, ctx);
     if (argError !== null) throw new FunctionError(argError.message, "arguments");
     const schema = this.options.schema ?? null;
-    const environment = this.options.environment;
-    const envValues =
-      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+    const envValues = await this.environmentValues();
     const syscalls = () => {
       const t = typeof tx === "function" ? tx() : tx;
       if (kind === "mutation" && schema !== null) {

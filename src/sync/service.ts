@@ -198,15 +198,10 @@ export class SyncService {
       return {
         ok: true,
         ts: r.ts,
-        bodyJson: `"success":true,"result":${JSON.stringify(toJson(r.value))},"ts":"${encodeTs(r.ts)}","logLines":${JSON.stringify(r.logs.map(logLine))}`,
+        bodyJson: successBody(r, `,"ts":"${encodeTs(r.ts)}"`),
       };
     } catch (e) {
-      const f = failureOf(e);
-      return {
-        ok: false,
-        ts: null,
-        bodyJson: `"success":false,"result":${JSON.stringify(f.errorMessage)},"logLines":${JSON.stringify(f.logLines)}${f.errorDataJson === null ? "" : `,"errorData":${f.errorDataJson}`}`,
-      };
+      return { ok: false, ts: null, bodyJson: failureBody(e) };
     }
   }
 
@@ -225,10 +220,9 @@ export class SyncService {
         identity,
         allowInternal,
       });
-      return `"success":true,"result":${JSON.stringify(toJson(r.value))},"logLines":${JSON.stringify(r.logs.map(logLine))}`;
+      return successBody(r, "");
     } catch (e) {
-      const f = failureOf(e);
-      return `"success":false,"result":${JSON.stringify(f.errorMessage)},"logLines":${JSON.stringify(f.logLines)}${f.errorDataJson === null ? "" : `,"errorData":${f.errorDataJson}`}`;
+      return failureBody(e);
     }
   }
 
@@ -245,4 +239,19 @@ export class SyncService {
     for (const s of [...this.sessions]) s.shutdown(reason);
     this.cache.close();
   }
+}
+
+/** A call's answer after `requestId` in a Mutation/ActionResponse (`extra`: more fields, e.g. the commit ts). */
+function successBody(
+  r: { value: Value; logs: { level: string; message: string }[] },
+  extra: string,
+): string {
+  return `"success":true,"result":${JSON.stringify(toJson(r.value))}${extra},"logLines":${JSON.stringify(r.logs.map(logLine))}`;
+}
+
+/** A failed call's answer after `requestId` in a Mutation/ActionResponse. */
+function failureBody(e: unknown): string {
+  const f = failureOf(e);
+  const data = f.errorDataJson === null ? "" : `,"errorData":${f.errorDataJson}`;
+  return `"success":false,"result":${JSON.stringify(f.errorMessage)},"logLines":${JSON.stringify(f.logLines)}${data}`;
 }
