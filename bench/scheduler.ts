@@ -33,7 +33,11 @@ export async function schedulerSection(o: Options, log: (s: string) => void): Pr
     log(`${n.toLocaleString("en-US")} scheduled mutations due at once…`);
     const due = Date.now() + (o.quick ? 1500 : 4000);
     for (let i = 0; i < n; i += 1000)
-      await client.mutation(api.sched.scheduleBatch, { n: Math.min(1000, n - i), at: due });
+      await client.mutation(api.sched.scheduleSpaced, {
+        n: Math.min(1000, n - i),
+        start: due,
+        gapMs: 0,
+      });
     if (Date.now() >= due) throw new Error("scheduling the burst took longer than its head start");
     const queryLatencies: number[] = [];
     let done = 0;

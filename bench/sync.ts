@@ -73,6 +73,17 @@ async function drive(
   return done / ((performance.now() - start) / 1000);
 }
 
+/** A new session's first message. */
+function connectMessage(): string {
+  return JSON.stringify({
+    type: "Connect",
+    sessionId: crypto.randomUUID(),
+    connectionCount: 0,
+    lastCloseReason: null,
+    clientTs: Date.now(),
+  });
+}
+
 /** When each value of a subscribed document's `text` arrived (performance.now()). */
 class Arrivals {
   private readonly times = new Map<string, number>();
@@ -142,15 +153,7 @@ class ProtocolClient implements Subscriber {
     });
     this.ready = new Promise((resolve, reject) => {
       this.ws.on("open", () => {
-        this.ws.send(
-          JSON.stringify({
-            type: "Connect",
-            sessionId: crypto.randomUUID(),
-            connectionCount: 0,
-            lastCloseReason: null,
-            clientTs: Date.now(),
-          }),
-        );
+        this.ws.send(connectMessage());
         this.ws.send(
           JSON.stringify({
             type: "ModifyQuerySet",
@@ -415,15 +418,7 @@ export async function pipelinedQueryCalls(
             );
           ws.on("error", reject);
           ws.on("open", () => {
-            ws.send(
-              JSON.stringify({
-                type: "Connect",
-                sessionId: crypto.randomUUID(),
-                connectionCount: 0,
-                lastCloseReason: null,
-                clientTs: Date.now(),
-              }),
-            );
+            ws.send(connectMessage());
             modify(Array.from({ length: inFlight }, addition));
           });
           ws.on("message", (data) => {

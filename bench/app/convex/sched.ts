@@ -2,16 +2,7 @@ import { v } from "convex/values";
 import { api } from "./_generated/api";
 import { mutation, query } from "./_generated/server";
 
-/** Schedules `n` runs of `record`, all due at `at` (ms since the epoch). */
-export const scheduleBatch = mutation({
-  args: { n: v.number(), at: v.number() },
-  handler: async (ctx, { n, at }) => {
-    for (let i = 0; i < n; i++)
-      await ctx.scheduler.runAt(at, api.sched.record, { scheduledTime: at });
-  },
-});
-
-/** Schedules `n` runs of `record`, due `gapMs` apart from `start`: a load the scheduler keeps up with. */
+/** Schedules `n` runs of `record`, due `gapMs` apart from `start` (0: all at once, a burst). */
 export const scheduleSpaced = mutation({
   args: { n: v.number(), start: v.number(), gapMs: v.number() },
   handler: async (ctx, { n, start, gapMs }) => {
