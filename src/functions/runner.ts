@@ -324,7 +324,9 @@ export class FunctionRunner {
     try {
       const argError = validateArgs(fn.args, args, this.catalogContext());
       if (argError !== null) throw new FunctionError(argError.message, "arguments");
-      const envValues = await this.environmentValues();
+      const environment = this.options.environment;
+      const envValues =
+        environment === undefined ? undefined : (environment.current ?? (await environment.load()));
       const env = this.actionEnvironment(options.identity ?? null, path, envValues);
       const argsJson = stringifyValue(args === undefined ? {} : args);
       const timeLimitMs = this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS;
@@ -383,7 +385,9 @@ export class FunctionRunner {
   ): Promise<{ response: HttpResponseMessage | null; logs: LogLine[] }> {
     const path = `${HTTP_MODULE.replace(/\.js$/, "")}:${request.method} ${request.path}`;
     const started = Date.now();
-    const envValues = await this.environmentValues();
+    const environment = this.options.environment;
+    const envValues =
+      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
     const identity = options.identity ?? null;
     const env = this.actionEnvironment(identity, path, envValues);
     const outcome = await execute(
@@ -565,16 +569,6 @@ export class FunctionRunner {
     };
   }
 
-  /** The deployment's environment variables (without waiting when they are loaded), or none. */
-  private environmentValues():
-    | Promise<Record<string, string> | undefined>
-    | Record<string, string>
-    | undefined {
-    const environment = this.options.environment;
-    if (environment === undefined) return undefined;
-    return environment.current ?? environment.load();
-  }
-
   /** `ctx.scheduler` over `inTx` (the caller's transaction, or one of its own), within one call's budget. */
   private schedulerFor(inTx: <T>(f: (tx: Transaction) => Promise<T>) => Promise<T>) {
     const budget = new ScheduleBudget();
@@ -642,7 +636,9 @@ export class FunctionRunner {
     const argError = validateArgs(fn.args, args, ctx);
     if (argError !== null) throw new FunctionError(argError.message, "arguments");
     const schema = this.options.schema ?? null;
-    const envValues = await this.environmentValues();
+    const environment = this.options.environment;
+    const envValues =
+      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
     const syscalls = () => {
       const t = typeof tx === "function" ? tx() : tx;
       if (kind === "mutation" && schema !== null) {
