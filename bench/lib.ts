@@ -30,7 +30,15 @@ export interface Options {
   /** Documents in the large table (range scans, reopen). */
   docs: number;
   sections: string[] | null;
+  /** Concurrent clients of the store comparison. */
+  clients: number;
+  /** Items in the store at low contention. */
+  items: number;
+  /** Subscriber counts of the fan-out comparison. */
+  subscribers: number[];
 }
+
+const FLAGS = `--quick, --runs N, --duration MS, --docs N, --section NAME[,NAME…], --clients N, --items N, --subscribers N[,N…]`;
 
 export function parseOptions(argv: string[]): Options {
   const quick = argv.includes("--quick");
@@ -46,22 +54,26 @@ export function parseOptions(argv: string[]): Options {
       throw new Error(`${flag} needs a positive number, got ${JSON.stringify(v)}`);
     return n;
   };
+  const known = FLAGS.split(", ").map((f) => f.split(" ")[0]!);
   for (const a of argv) {
-    if (
-      a.startsWith("--") &&
-      !["--quick", "--runs", "--duration", "--docs", "--section"].includes(a)
-    ) {
-      throw new Error(
-        `unknown flag ${a} (known: --quick, --runs N, --duration MS, --docs N, --section NAME)`,
-      );
-    }
+    if (a.startsWith("--") && !known.includes(a))
+      throw new Error(`unknown flag ${a} (known: ${FLAGS})`);
   }
+  const subscribers = (value("--subscribers") ?? "100,1000").split(",").map((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new Error(`--subscribers needs positive integers, got ${JSON.stringify(v)}`);
+    return n;
+  });
   return {
     quick,
     runs: number("--runs", quick ? 3 : 5),
     durationMs: number("--duration", quick ? 400 : 2000),
     docs: number("--docs", quick ? 50_000 : 1_000_000),
     sections: value("--section")?.split(",") ?? null,
+    clients: number("--clients", 16),
+    items: number("--items", quick ? 1000 : 10_000),
+    subscribers,
   };
 }
 

@@ -2,10 +2,13 @@
  * Processes the benchmark starts: a `tessera serve` of the bench app on free
  * ports and a fresh or given data dir, and helpers to start and stop others.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 const APP = join(import.meta.dirname, "app", "convex");
+/** The Swaghaus example's functions plus a stocking mutation (comparison sections). */
+export const STORE_APP = join(import.meta.dirname, "store", "convex");
 const BIN = join(import.meta.dirname, "..", "bin", "tessera.js");
 
 export interface Proc {
@@ -41,12 +44,65 @@ export function startProcess(cmd: string, args: string[], pattern: RegExp): Prom
   });
 }
 
-export function startServer(dir: string): Promise<Proc> {
+export function startServer(dir: string, convexDir = APP): Promise<Proc> {
   return startProcess(
     process.execPath,
-    [BIN, "serve", "--port", "0", "--site-port", "0", "--data-dir", dir, "--convex-dir", APP],
+    [BIN, "serve", "--port", "0", "--site-port", "0", "--data-dir", dir, "--convex-dir", convexDir],
     /API URL:\s+(\S+)/,
   );
+}
+
+/** A process and its live descendants. */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const visit = (p: number) => {
+    out.push(p);
+    try {
+      const children = readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim();
+      for (const c of children.split(/\s+/).filter(Boolean)) visit(Number(c));
+    } catch {
+      // gone meanwhile
+    }
+  };
+  visit(pid);
+  return out;
+}
+
+let ticksPerSecond: number | null = null;
+
+/**
+ * CPU time (user + system, seconds) a process and its descendants have used,
+ * including descendants that already exited (PostgreSQL backends come and go).
+ */
+export function cpuSecondsOfTree(pid: number): number {
+  ticksPerSecond ??= Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    try {
+      // The fields after the command name (which may hold spaces) start at state (field 3);
+      // utime, stime, cutime and cstime are fields 14–17.
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      for (let i = 11; i <= 14; i++) ticks += Number(f[i]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks / ticksPerSecond;
+}
+
+/** Resident memory of a process and its descendants, in bytes. */
+export function rssOfTree(pid: number): number {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      if (m) total += Number(m[1]) * 1024;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
 }
 
 export async function stop(p: Proc): Promise<void> {

@@ -4,10 +4,12 @@
  * sizes (CI runs it so the benchmark code keeps working; it asserts that
  * the suite runs, never how fast).
  */
+import { fanoutSection } from "./fanout.js";
 import { parseOptions, type Row, writeResults } from "./lib.js";
 import { runtimeSection } from "./runtime.js";
 import { schedulerSection } from "./scheduler.js";
 import { storageSection } from "./storage.js";
+import { storeSection } from "./store.js";
 import { syncSection } from "./sync.js";
 
 const sections: Record<
@@ -18,6 +20,8 @@ const sections: Record<
   runtime: runtimeSection,
   sync: syncSection,
   scheduler: schedulerSection,
+  store: storeSection,
+  fanout: fanoutSection,
 };
 
 async function main() {

@@ -16,7 +16,7 @@
  * in separate processes were tried and were slower still (three processes
  * contending for two cores).
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,31 +24,13 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import WebSocket from "ws";
 import { type Options, percentile, type Row, repeat, stat } from "./lib.js";
-import { startProcess, startServer, stop } from "./processes.js";
+import { rssOfTree, startProcess, startServer, stop } from "./processes.js";
 
 // The bench app is untyped: function references come from anyApi.
 // biome-ignore lint/suspicious/noExplicitAny: see above
 const api = anyApi as any;
 /** The official clients accept any WebSocket constructor; `ws` is one. */
 const wsCtor = WebSocket as unknown as typeof globalThis.WebSocket;
-
-/** Resident memory of a process and its children (tessera.js runs the server as a child), in bytes. */
-function rssOf(pid: number): number {
-  let total = 0;
-  const visit = (p: number) => {
-    try {
-      const status = readFileSync(`/proc/${p}/status`, "utf8");
-      const m = /VmRSS:\s+(\d+) kB/.exec(status);
-      if (m) total += Number(m[1]) * 1024;
-      const children = readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim();
-      for (const c of children.split(/\s+/).filter(Boolean)) visit(Number(c));
-    } catch {
-      // gone
-    }
-  };
-  visit(pid);
-  return total;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -140,7 +122,7 @@ async function officialSubscribers(url: string, n: number, id: string): Promise<
  * A minimal sync-protocol client: one live query, each message parsed as a
  * client must; resolves `ready` at its first result.
  */
-class ProtocolClient implements Subscriber {
+export class ProtocolClient implements Subscriber {
   readonly ws: WebSocket;
   value: unknown = undefined;
   private onValue: ((v: unknown) => void) | null = null;
@@ -197,7 +179,10 @@ class ProtocolClient implements Subscriber {
   }
 }
 
-async function connectMany(n: number, make: () => ProtocolClient): Promise<ProtocolClient[]> {
+export async function connectMany(
+  n: number,
+  make: () => ProtocolClient,
+): Promise<ProtocolClient[]> {
   const clients: ProtocolClient[] = [];
   // In waves, so that the listen backlog is never the bottleneck.
   for (let i = 0; i < n; i += 500) {
@@ -322,7 +307,7 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
       () => new ProtocolClient(freshUrl, "docs:get", { id: hot }),
     );
     await sleep(1000);
-    const before = rssOf(server.child.pid!);
+    const before = rssOfTree(server.child.pid!);
     sessions.push(
       ...(await connectMany(
         many - warmup,
@@ -330,7 +315,7 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
       )),
     );
     await sleep(1000);
-    const after = rssOf(server.child.pid!);
+    const after = rssOfTree(server.child.pid!);
     const fanouts: number[] = [];
     for (let k = 0; k < o.runs; k++) {
       const tag = `fan-${k}`;

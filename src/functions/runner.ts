@@ -170,6 +170,14 @@ export interface RunnerOptions {
   deploymentUrl?: string | (() => string);
   /** `ctx.storage` (none: the storage ops are "not supported yet"); file URLs are on `deploymentUrl`. */
   storage?: FileStorage;
+  /** Counts kept across runners (a push replaces the runner, not the counts). */
+  counters?: MutationCounters;
+}
+
+/** How mutations fared: commits, and attempts re-run because they conflicted. */
+export interface MutationCounters {
+  committed: number;
+  conflicts: number;
 }
 
 /** One function call as the logs show it. */
@@ -455,12 +463,14 @@ export class FunctionRunner {
         if (options.beforeCommit !== undefined) await options.beforeCommit(tx);
         const ts = await this.options.db.commit(tx);
         lane.committed();
+        if (this.options.counters) this.options.counters.committed++;
         this.report("mutation", path, started, result.logs, null);
         return { ...result, ts };
       } catch (e) {
         (tx as Transaction | null)?.abort();
         if (e instanceof ConflictError) {
           lane.conflicted();
+          if (this.options.counters) this.options.counters.conflicts++;
           if (attempt < maxAttempts) {
             // Serialised meanwhile: retry in turn with the others, not against them.
             if (turn.release === null && lane.serialised) turn.release = await lane.enter();

@@ -39,6 +39,8 @@ export class AdminApi {
       ["POST /api/deploy2/start_push", (b) => pushes.startPush(b)],
       ["POST /api/deploy2/wait_for_schema", (b) => pushes.waitForSchema(b)],
       ["POST /api/deploy2/finish_push", (b) => pushes.finishPush(b)],
+      // Tessera's own: counts an operator (or the benchmark) reads.
+      ["GET /api/tessera/metrics", () => ({ mutations: { ...deployment.mutationCounters } })],
       // The CLI reports its push timings; nothing to keep.
       ["POST /api/deploy2/report_push_completed", () => ({})],
     ]);

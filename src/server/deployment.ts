@@ -12,7 +12,7 @@ import { Database } from "../database/index.js";
 import { AuthConfigError, type AuthProvider, evaluateAuthConfig } from "../functions/authConfig.js";
 import { CronRunner, type CronSpec, parseCrons } from "../functions/crons.js";
 import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environment.js";
-import { FunctionRunner } from "../functions/runner.js";
+import { FunctionRunner, type MutationCounters } from "../functions/runner.js";
 import { JobExecutor } from "../functions/scheduler.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
 import type { FileStorage } from "../functions/storage.js";
@@ -353,6 +353,8 @@ export class Deployment {
   readonly codeStore: CodeStore;
   /** Recent executions, for the CLI's logs. */
   readonly logs = new FunctionLogs();
+  /** Mutation commits and conflicts since the process started (`GET /api/tessera/metrics`). */
+  readonly mutationCounters: MutationCounters = { committed: 0, conflicts: 0 };
   /** Runs scheduled functions when they fall due. */
   readonly jobs: JobExecutor;
   /** Turns the live app's crons into scheduled functions. */
@@ -543,6 +545,7 @@ export class Deployment {
       storage: this.files,
       environment: this.environment,
       onExecution: (r) => this.logs.record(r),
+      counters: this.mutationCounters,
     });
   }
 

@@ -6,7 +6,11 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FunctionError, FunctionRunner } from "../../src/functions/runner.js";
+import {
+  type FunctionError,
+  FunctionRunner,
+  type MutationCounters,
+} from "../../src/functions/runner.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../../src/functions/schema.js";
 import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
@@ -21,6 +25,7 @@ let t: TestDb;
 let runtime: AppRuntime;
 let schema: Schema;
 let runner: FunctionRunner;
+const counters: MutationCounters = { committed: 0, conflicts: 0 };
 
 beforeAll(async () => {
   const modules = await bundleConvexDir(fixture);
@@ -31,7 +36,7 @@ beforeAll(async () => {
   schema = await evaluateSchema((await bundleSchema(fixture))!);
   t = await openTestDb();
   await applySchemaIndexes(t.db, schema);
-  runner = new FunctionRunner({ db: t.db, runtime, schema });
+  runner = new FunctionRunner({ db: t.db, runtime, schema, counters });
 });
 
 afterAll(async () => {
@@ -158,6 +163,7 @@ describe("contention", () => {
     const callers = 16;
     const perCaller = 15;
     await mutation("counters:increment", { name: "hot" });
+    const before = { ...counters };
     const results = await Promise.allSettled(
       Array.from({ length: callers }, async () => {
         for (let i = 0; i < perCaller; i++) await mutation("counters:increment", { name: "hot" });
@@ -165,6 +171,10 @@ describe("contention", () => {
     );
     expect(results.filter((r) => r.status === "rejected")).toEqual([]);
     expect(await query("counters:get", { name: "hot" })).toBe(1 + callers * perCaller);
+    // Counted: every commit once, and the re-runs the conflicts cost (two isolates run
+    // callers side by side until the function's calls are serialised, so some conflict).
+    expect(counters.committed - before.committed).toBe(callers * perCaller);
+    expect(counters.conflicts - before.conflicts).toBeGreaterThan(0);
   });
 });
 

@@ -136,6 +136,25 @@ describe("HTTP API through ConvexHttpClient", () => {
     expect(server.adminKey).toBe(ADMIN_KEY);
   });
 
+  it("counts mutation commits at /api/tessera/metrics, for the admin key only", async () => {
+    const metrics = async (key?: string) => {
+      const res = await fetch(`${server.url}/api/tessera/metrics`, {
+        headers: key === undefined ? {} : { Authorization: `Convex ${key}` },
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    expect((await metrics()).status).toBe(401);
+    expect((await metrics("not-the-key")).status).toBe(401);
+    const before = (await metrics(ADMIN_KEY)).body.mutations as Record<string, number>;
+    const c = client();
+    for (let i = 0; i < 3; i++) await c.mutation(api.counters.increment, { name: "metrics" });
+    await rejection(c.mutation(api.counters.refuse, { code: "metrics" }));
+    const after = (await metrics(ADMIN_KEY)).body.mutations as Record<string, number>;
+    // A failed mutation commits nothing and is not counted.
+    expect(after.committed! - before.committed!).toBe(3);
+    expect(after.conflicts).toBeGreaterThanOrEqual(before.conflicts!);
+  });
+
   it("reads a consistent snapshot with query_ts and query_at_ts", async () => {
     const writer = client();
     await writer.mutation(api.counters.increment, { name: "snap" });

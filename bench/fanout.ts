@@ -1,0 +1,237 @@
+/**
+ * Fan-out section, comparison 2 of the suite: one write seen by N
+ * subscribers of the store's item list (`items:getItems`), write start to
+ * delivery at every subscriber.
+ *
+ * - Tessera: a `tessera serve` process; the writer is an official
+ *   `ConvexClient` calling `items:addCart`; subscribers are minimal
+ *   sync-protocol clients (Connect + ModifyQuerySet over `ws`, each message
+ *   parsed), the same per-message work as the baseline's subscribers.
+ * - The hand-written stack: PostgreSQL 15 with a trigger that NOTIFYs on
+ *   `items` changes, and pgFanoutServer.ts (its own process) re-running the
+ *   query on each notification and pushing it over `ws`; the writer runs
+ *   the same addCart in a SERIALIZABLE transaction from `pg`.
+ *
+ * Both servers run one identical query once per write and send its result to
+ * every subscriber. The CPU time each side's server processes used during the
+ * writes is reported per write (Tessera's server; PostgreSQL's processes plus
+ * the ws server).
+ */
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { anyApi } from "convex/server";
+import pg from "pg";
+import WebSocket from "ws";
+import { type Options, percentile, type Row, stat } from "./lib.js";
+import { addCart, fillItems, NOTIFY_TRIGGER, SCHEMA } from "./pgStore.js";
+import { startPostgres } from "./postgres.js";
+import { cpuSecondsOfTree, STORE_APP, startProcess, startServer, stop } from "./processes.js";
+import { connectMany, ProtocolClient } from "./sync.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: the store app is used untyped (anyApi)
+const api = anyApi as any;
+const wsCtor = WebSocket as unknown as typeof globalThis.WebSocket;
+const ITEMS = 10;
+const PLENTY = 1e9;
+
+interface Item {
+  _id?: string;
+  id?: number;
+  remaining: number;
+}
+
+/** A subscriber of the hand-written stack: one socket, every message parsed. */
+class StackSubscriber {
+  readonly ws: WebSocket;
+  readonly ready: Promise<void>;
+  private onValue: ((items: Item[]) => void) | null = null;
+
+  constructor(url: string) {
+    this.ws = new WebSocket(url, { perMessageDeflate: false });
+    this.ready = new Promise((resolve, reject) => {
+      this.ws.on("open", () => this.ws.send('{"type":"subscribe"}'));
+      this.ws.on("error", reject);
+      this.ws.on("message", (data) => {
+        const m = JSON.parse(data.toString()) as { type: string; items: Item[] };
+        if (m.type !== "items") return;
+        resolve();
+        this.onValue?.(m.items);
+      });
+    });
+  }
+
+  next(): Promise<unknown> {
+    return new Promise((resolve) => {
+      this.onValue = (v) => {
+        this.onValue = null;
+        resolve(v);
+      };
+    });
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+async function connectStack(url: string, n: number): Promise<StackSubscriber[]> {
+  const subs: StackSubscriber[] = [];
+  for (let i = 0; i < n; i += 500) {
+    const wave = Array.from({ length: Math.min(500, n - i) }, () => new StackSubscriber(url));
+    await Promise.all(wave.map((s) => s.ready));
+    subs.push(...wave);
+  }
+  return subs;
+}
+
+interface Phase {
+  p50: number[];
+  p99: number[];
+  cpuMsPerWrite: number;
+}
+
+/**
+ * `runs` runs of `writes` writes, one at a time: each write's latency to
+ * every subscriber; checks that the first subscriber saw the written stock.
+ */
+async function measure(
+  subs: { next(): Promise<unknown> }[],
+  runs: number,
+  writes: number,
+  write: (k: number) => Promise<{ key: string; remaining: number }>,
+  keyOf: (item: Item) => string,
+  cpu: () => number,
+): Promise<Phase> {
+  const p50: number[] = [];
+  const p99: number[] = [];
+  const cpu0 = cpu();
+  for (let r = 0; r < runs; r++) {
+    const latencies: number[] = [];
+    for (let k = 0; k < writes; k++) {
+      const arrivals = subs.map((s) => s.next().then((v) => ({ v, at: performance.now() })));
+      const t0 = performance.now();
+      const written = await write(r * writes + k);
+      const seen = await Promise.all(arrivals);
+      const first = (seen[0]!.v as Item[]).find((i) => keyOf(i) === written.key);
+      if (first?.remaining !== written.remaining)
+        throw new Error(
+          `a subscriber saw ${JSON.stringify(first)} after a write that left ${written.remaining}`,
+        );
+      for (const s of seen) latencies.push(s.at - t0);
+    }
+    latencies.sort((a, b) => a - b);
+    p50.push(percentile(latencies, 50));
+    p99.push(percentile(latencies, 99));
+  }
+  return { p50, p99, cpuMsPerWrite: ((cpu() - cpu0) * 1000) / (runs * writes) };
+}
+
+export async function fanoutSection(o: Options, log: (s: string) => void): Promise<Row[]> {
+  const dir = mkdtempSync(join(tmpdir(), "tessera-bench-fanout-"));
+  const server = await startServer(dir, STORE_APP);
+  const postgres = await startPostgres(log);
+  const writer = new ConvexClient(server.value, { webSocketConstructor: wsCtor });
+  const pgWriter = new pg.Client(postgres.config);
+  let stack: Awaited<ReturnType<typeof startProcess>> | null = null;
+  try {
+    const http = new ConvexHttpClient(server.value, { logger: false });
+    const ids = (await http.mutation(api.stock.fill, {
+      start: 0,
+      count: ITEMS,
+      remaining: PLENTY,
+    })) as string[];
+    await pgWriter.connect();
+    await pgWriter.query(SCHEMA);
+    await pgWriter.query(NOTIFY_TRIGGER);
+    const pgIds = await fillItems(pgWriter, 0, ITEMS, PLENTY);
+    stack = await startProcess(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(import.meta.dirname, "pgFanoutServer.ts"),
+        JSON.stringify(postgres.config),
+      ],
+      /listening (\d+)/,
+    );
+    const stackUrl = `ws://127.0.0.1:${stack.value}`;
+    const stackPid = stack.child.pid!;
+    const writes = o.quick ? 10 : 30;
+    const rows: Row[] = [];
+    for (const n of o.subscribers) {
+      log(`one write to ${n} subscribers: Tessera…`);
+      const subs = await connectMany(
+        n,
+        () => new ProtocolClient(server.value, "items:getItems", {}),
+      );
+      let tessera: Phase;
+      try {
+        tessera = await measure(
+          subs,
+          o.runs,
+          writes,
+          async (k) => {
+            const item = ids[k % ITEMS]!;
+            const remaining = (await writer.mutation(api.items.addCart, {
+              user: "writer",
+              item,
+            })) as number;
+            return { key: item, remaining };
+          },
+          (i) => i._id!,
+          () => cpuSecondsOfTree(server.child.pid!),
+        );
+      } finally {
+        for (const s of subs) s.close();
+      }
+      log(`one write to ${n} subscribers: PostgreSQL LISTEN/NOTIFY + ws…`);
+      const stackSubs = await connectStack(stackUrl, n);
+      let baseline: Phase;
+      try {
+        baseline = await measure(
+          stackSubs,
+          o.runs,
+          writes,
+          async (k) => {
+            const item = pgIds[k % ITEMS]!;
+            const { remaining } = await addCart(pgWriter, "writer", item);
+            return { key: String(item), remaining };
+          },
+          (i) => String(i.id),
+          () => cpuSecondsOfTree(postgres.pid) + cpuSecondsOfTree(stackPid),
+        );
+      } finally {
+        for (const s of stackSubs) s.close();
+      }
+      const label = `PostgreSQL LISTEN/NOTIFY + ws server`;
+      for (const q of ["p50", "p99"] as const) {
+        const t = stat(tessera[q]);
+        const b = stat(baseline[q]);
+        rows.push({
+          name: `one write (addCart) to delivery at every one of ${n.toLocaleString("en-US")} subscribers of the item list, ${q}`,
+          unit: "ms",
+          better: "lower",
+          tessera: t,
+          baseline: { label, stat: b },
+          target: { text: "below the hand-written stack", met: t.median < b.median },
+          ...(q === "p50"
+            ? {
+                note: `server CPU per write: Tessera ${tessera.cpuMsPerWrite.toFixed(2)} ms, PostgreSQL + ws server ${baseline.cpuMsPerWrite.toFixed(2)} ms (${writes} writes × ${o.runs} runs)`,
+              }
+            : {}),
+        });
+      }
+    }
+    return rows;
+  } finally {
+    await writer.close().catch(() => {});
+    await pgWriter.end().catch(() => {});
+    if (stack !== null) await stop(stack);
+    await postgres.stop();
+    await stop(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
