@@ -45,12 +45,14 @@ interface HttpMessage {
   path?: string;
   headers: [string, string][];
   body: string | null;
+  /** A request whose body the prelude reads from the host as its stream is pulled. */
+  streamed?: boolean;
 }
 
 interface Env {
   begin(options: { mode: string; seed: string; nowMs: number }): void;
   httpRequest(message: HttpMessage): unknown;
-  httpResponse(response: unknown): HttpMessage;
+  httpResponse(response: unknown): HttpMessage | Promise<HttpMessage>;
   blobToHost(blob: unknown): { base64: string; type: string };
   blobFromHost(base64: string, type: string): unknown;
   takeLogs(): Array<{ level: string; message: string }>;
@@ -277,7 +279,8 @@ async function invokeHttp(req: Invocation): Promise<string> {
   if (typeof handler.invokeHttpAction !== "function")
     throw new OriginalError(`The route ${match[1]} ${match[2]} is not an httpAction`);
   const response = await handler.invokeHttpAction(env.httpRequest(message));
-  return stringify(env.httpResponse(response));
+  // A stream body goes to the host as it is produced: this waits for its end.
+  return stringify(await env.httpResponse(response));
 }
 
 /** Starts an invocation; its outcome goes to the host's `__tessera_done` callback. */

@@ -70,7 +70,21 @@ const common = {
  * context would create when the script runs, and no exports object built
  * then (an ES module loaded with require() gets one).
  */
-const PREBUNDLED = [/^whatwg-url$/, /^@noble\/hashes\/(?:legacy|sha2)\.js$/];
+const PREBUNDLED = [
+  /^whatwg-url$/,
+  /^@noble\/hashes\/(?:legacy|sha2)\.js$/,
+  /^web-streams-polyfill$/,
+];
+
+/**
+ * Globals a prebundled module sees replaced by a prelude module's exports
+ * (esbuild `inject`). web-streams-polyfill transfers the buffers of byte
+ * stream chunks with `structuredClone(buffer, { transfer })` when that
+ * exists; the prelude's structuredClone cannot detach a buffer (no engine
+ * hook in V8 11.3) and would copy every chunk, so the polyfill sees none and
+ * uses its own fallback for engines without transfer (the same buffer).
+ */
+const INJECTED: Record<string, string> = { "web-streams-polyfill": "streams_inject" };
 
 const prebundle: esbuild.Plugin = {
   name: "tessera-prebundle",
@@ -85,6 +99,7 @@ const prebundle: esbuild.Plugin = {
         stdin: { contents: `module.exports = require(${JSON.stringify(args.path)});`, resolveDir },
         format: "cjs",
         plugins: [fastTr46],
+        inject: args.path in INJECTED ? [sourceFile(INJECTED[args.path]!)] : [],
       });
       const file = result.outputFiles[0];
       if (file === undefined) throw new Error(`esbuild produced no output for ${args.path}`);

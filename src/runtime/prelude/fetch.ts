@@ -1,9 +1,12 @@
 /**
- * `Headers`, `Request`, `Response` and `FormData` (Fetch and XHR standards)
- * with buffered bodies: a body is a byte array, read by `text()`, `json()`,
- * `arrayBuffer()`, `bytes()`, `blob()` and `formData()`. `body` as a
- * ReadableStream is missing: the getter returns null for no body and throws
- * "not supported yet" otherwise.
+ * `Headers`, `Request`, `Response` and `FormData` (Fetch and XHR standards).
+ * A body is either bytes in memory (from a string, a BufferSource, a Blob,
+ * URLSearchParams, FormData) or a ReadableStream (given as the body, or the
+ * streamed request of an HTTP action). `body` returns the stream, making one
+ * over the bytes on first read; `text()`, `json()`, `arrayBuffer()`,
+ * `bytes()`, `blob()` and `formData()` read the bytes directly, or the
+ * stream to its end. Streams come from streams.ts, evaluated only when a
+ * body needs one.
  */
 
 import { base64ToBytes, bytesToBase64 } from "./base64.js";
@@ -12,12 +15,15 @@ import { utf8DecodeBody, utf8DecodeLossy, utf8Encode } from "./encoding.js";
 import { now, rng } from "./env.js";
 import { AbortController, AbortSignal } from "./events.js";
 import { guardInternals, guardReach, guardWrite, weakMapGet } from "./guard.js";
-import { httpBridge, responseUrl } from "./timers.js";
+import { type HttpMessage, host, httpBridge, responseUrl } from "./timers.js";
 import {
   concatBytes,
   inspectCustom,
+  isReadableStream,
   loadedGlobal,
+  preludeGlobal,
   setInterfaceName,
+  streams,
   toArrayBuffer,
   toDOMString,
   toUSVString,
@@ -479,13 +485,33 @@ function decodeLatin1AsUtf8(s: string): string {
 // ---------------------------------------------------------------------------
 
 interface BodyData {
-  /** null: no body. */
+  /** The body's bytes, while it has no stream (null: no body, or a stream). */
   bytes: Uint8Array | null;
+  /** The body as a ReadableStream: given, or made over `bytes` when `body` was first read. */
+  stream: unknown;
+  /** Read by text(), json(), … (a stream's own reads show in its disturbed flag). */
   used: boolean;
 }
 
-/** The bytes and default Content-Type of a BodyInit, as the Fetch standard's "extract a body". */
-function extractBody(init: unknown): { bytes: Uint8Array; type: string | null } {
+/** A body of bytes in memory, or none. */
+function bytesBody(bytes: Uint8Array | null): BodyData {
+  return { bytes, stream: null, used: false };
+}
+
+/** The bytes (or stream) and default Content-Type of a BodyInit, as the Fetch standard's "extract a body". */
+function extractBody(init: unknown): {
+  bytes: Uint8Array | null;
+  stream: unknown;
+  type: string | null;
+} {
+  const body = extractBytes(init);
+  return body === null
+    ? { bytes: null, stream: init, type: null }
+    : { bytes: body.bytes, stream: null, type: body.type };
+}
+
+/** extractBody for everything but a ReadableStream (null for one). */
+function extractBytes(init: unknown): { bytes: Uint8Array; type: string | null } | null {
   if (typeof init === "string") {
     return { bytes: utf8Encode(toUSVString(init)), type: "text/plain;charset=UTF-8" };
   }
@@ -504,8 +530,12 @@ function extractBody(init: unknown): { bytes: Uint8Array; type: string | null } 
     const { bytes, contentType } = encodeMultipart(init);
     return { bytes, type: contentType };
   }
-  if (typeof init === "object" && init !== null && isReadableStreamLike(init)) {
-    throw new TypeError("not supported yet: ReadableStream request and response bodies");
+  if (isReadableStream(init)) {
+    const s = streams();
+    if (s.isLocked(init) || s.isDisturbed(init)) {
+      throw new TypeError("Response body object should not be disturbed or locked");
+    }
+    return null;
   }
   return { bytes: utf8Encode(toUSVString(init)), type: "text/plain;charset=UTF-8" };
 }
@@ -517,10 +547,6 @@ function isURLSearchParams(value: unknown): boolean {
   return typeof Ctor === "function" && value instanceof Ctor;
 }
 
-function isReadableStreamLike(value: object): boolean {
-  return typeof (value as { getReader?: unknown }).getReader === "function";
-}
-
 const bodyData = new WeakMap<object, BodyData>();
 const headersOf = new WeakMap<object, Headers>();
 
@@ -530,19 +556,56 @@ function bdata(self: unknown): BodyData {
   return d;
 }
 
+/** Whether the body was read (or its stream read from or cancelled): the Fetch standard's "disturbed". */
+function disturbed(d: BodyData): boolean {
+  return d.used || (d.stream !== null && streams().isDisturbed(d.stream));
+}
+
+/** Whether the body can no longer be read: disturbed, or its stream locked by a reader. */
+function unusable(d: BodyData): boolean {
+  return disturbed(d) || (d.stream !== null && streams().isLocked(d.stream));
+}
+
 function consume(self: unknown): Promise<Uint8Array> {
   try {
     const d = bdata(self);
-    if (d.used) {
+    if (unusable(d)) {
       return Promise.reject(new TypeError("Body is unusable: Body has already been read"));
     }
-    if (d.bytes === null) return Promise.resolve(new Uint8Array(0));
+    if (d.bytes === null && d.stream === null) return Promise.resolve(new Uint8Array(0));
     guardWrite(self, "a body read");
     d.used = true;
-    return Promise.resolve(d.bytes);
+    if (d.stream !== null) return streams().readAll(d.stream);
+    return Promise.resolve(d.bytes!);
   } catch (err) {
     return Promise.reject(err);
   }
+}
+
+/** The body's stream, made over its bytes on first use. */
+function bodyStream(self: object, d: BodyData): unknown {
+  if (d.stream === null && d.bytes !== null) {
+    guardWrite(self, "a body read");
+    const s = streams();
+    if (d.used) {
+      // Already read by text() & co.: a stream that is read to its end, locked and disturbed.
+      d.stream = s.fromBytes(new Uint8Array(0));
+      void s.reader(d.stream).read();
+    } else {
+      d.stream = s.fromBytes(d.bytes);
+    }
+    d.bytes = null;
+  }
+  return d.stream;
+}
+
+/** A copy of a body for clone(): the bytes shared (never written), or the stream teed. */
+function cloneBody(self: object, d: BodyData): BodyData {
+  if (d.stream === null) return bytesBody(d.bytes);
+  guardWrite(self, "a body cloned");
+  const [mine, theirs] = streams().tee(d.stream);
+  d.stream = mine;
+  return { bytes: null, stream: theirs, used: false };
 }
 
 function mimeEssence(self: object): string {
@@ -552,16 +615,15 @@ function mimeEssence(self: object): string {
 
 /** The Body mixin, shared by Request and Response. */
 abstract class BodyMixin {
-  get body(): null {
+  get body(): unknown {
     const d = bdata(this);
-    if (d.bytes === null) return null;
-    throw new Error(
-      "not supported yet: Request/Response.body as a ReadableStream; use text(), json(), arrayBuffer(), bytes() or blob()",
-    );
+    if (d.bytes === null && d.stream === null) return null;
+    return guardReach(this, bodyStream(this, d));
   }
 
   get bodyUsed(): boolean {
-    return bdata(this).used;
+    const d = bdata(this);
+    return (d.bytes !== null || d.stream !== null) && disturbed(d);
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
@@ -615,12 +677,12 @@ abstract class BodyMixin {
 
 function initBody(self: object, body: unknown, headers: Headers): void {
   if (body === undefined || body === null) {
-    bodyData.set(self, { bytes: null, used: false });
+    bodyData.set(self, bytesBody(null));
     return;
   }
-  const { bytes, type } = extractBody(body);
+  const { bytes, stream, type } = extractBody(body);
   if (type !== null && !headers.has("content-type")) headers.append("content-type", type);
-  bodyData.set(self, { bytes, used: false });
+  bodyData.set(self, { bytes, stream, used: false });
 }
 
 // ---------------------------------------------------------------------------
@@ -683,18 +745,18 @@ export class Request extends BodyMixin {
     }
     const options = (init ?? {}) as Record<string, unknown>;
     let base: RequestData;
-    let inputBody: Uint8Array | null = null;
+    let inputBody: BodyData | null = null;
     let inputHeaders: Headers | undefined;
     if (input instanceof Request) {
       const d = rdata(input);
       base = { ...d };
       const bd = bdata(input);
-      if (bd.used) {
+      if (unusable(bd)) {
         throw new TypeError(
           "Failed to construct 'Request': Cannot construct a Request with a Request object that has already been used.",
         );
       }
-      inputBody = bd.bytes;
+      if (bd.bytes !== null || bd.stream !== null) inputBody = bd;
       inputHeaders = headersOf.get(input);
     } else {
       base = {
@@ -783,7 +845,12 @@ export class Request extends BodyMixin {
     if (hasBody) {
       initBody(this, options.body, headers);
     } else {
-      bodyData.set(this, { bytes: inputBody, used: false });
+      bodyData.set(
+        this,
+        inputBody === null
+          ? bytesBody(null)
+          : { bytes: inputBody.bytes, stream: inputBody.stream, used: false },
+      );
     }
     if (input instanceof Request && inputBody !== null) {
       // The input's body moved to the new request.
@@ -849,20 +916,20 @@ export class Request extends BodyMixin {
   clone(): Request {
     const d = rdata(this);
     const bd = bdata(this);
-    if (bd.used) {
+    if (unusable(bd)) {
       throw new TypeError("Failed to execute 'clone' on 'Request': Request body is already used");
     }
     const copy = Object.create(Request.prototype) as Request;
     requestData.set(copy, { ...d, signal: AbortSignal.any([d.signal]) });
     headersOf.set(copy, new Headers(headersOf.get(this)));
-    bodyData.set(copy, { bytes: bd.bytes, used: false });
+    bodyData.set(copy, cloneBody(this, bd));
     return copy;
   }
 
   [inspectCustom](depth: number, options: unknown, inspect: (v: unknown, o: unknown) => string) {
     const d = rdata(this);
     return `Request ${inspect(
-      { method: d.method, url: d.url, headers: headersOf.get(this), bodyUsed: bdata(this).used },
+      { method: d.method, url: d.url, headers: headersOf.get(this), bodyUsed: this.bodyUsed },
       { ...(options as object), depth },
     )}`;
   }
@@ -871,6 +938,7 @@ setInterfaceName(Request, "Request");
 guardInternals(Request.prototype, (o) => [
   weakMapGet(headersOf, o),
   weakMapGet(requestData, o)?.signal,
+  weakMapGet(bodyData, o)?.stream,
 ]);
 
 // ---------------------------------------------------------------------------
@@ -887,24 +955,104 @@ interface ResponseData {
 
 const responseData = new WeakMap<object, ResponseData>();
 // HTTP actions (see globals.ts, httpRequest/httpResponse of the env).
-httpBridge.toRequest = (m) =>
-  new Request(m.url, {
-    method: m.method,
-    headers: m.headers,
-    ...(m.body === null ? {} : { body: base64ToBytes(m.body) }),
+httpBridge.toRequest = (m) => {
+  if (m.streamed !== true) {
+    return new Request(m.url, {
+      method: m.method,
+      headers: m.headers,
+      ...(m.body === null ? {} : { body: base64ToBytes(m.body) }),
+    });
+  }
+  // The body stays on the host: each pull of the stream reads the next chunk.
+  const request = new Request(m.url, { method: m.method, headers: m.headers });
+  bodyData.set(request, {
+    bytes: null,
+    stream: streams().fromHost(readRequestChunk, cancelRequestBody),
+    used: false,
   });
+  return request;
+};
+
+async function readRequestChunk(): Promise<Uint8Array | null> {
+  const chunk = JSON.parse(await host("tessera/httpRequestRead", {})) as string | null;
+  return chunk === null ? null : (base64ToBytes(chunk) ?? new Uint8Array(0));
+}
+
+function cancelRequestBody(): void {
+  void quietly(host("tessera/httpRequestCancel", {}));
+}
+
+async function quietly(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch {
+    // Nobody waits for it.
+  }
+}
+
 httpBridge.fromResponse = (r) => {
   if (!(r instanceof Response)) throw new TypeError("An HTTP action must return a Response");
   const d = responseData.get(r)!;
   const body = bodyData.get(r)!;
-  if (body.used) throw new TypeError("The HTTP action's Response body was already read");
-  return {
-    status: d.status,
-    statusText: d.statusText,
-    headers: [...headersOf.get(r)!],
-    body: body.bytes === null ? null : bytesToBase64(body.bytes),
-  };
+  if (unusable(body)) throw new TypeError("The HTTP action's Response body was already read");
+  const head = { status: d.status, statusText: d.statusText, headers: [...headersOf.get(r)!] };
+  if (body.stream === null) {
+    return { ...head, body: body.bytes === null ? null : bytesToBase64(body.bytes) };
+  }
+  body.used = true;
+  return streamToHost(body.stream, head);
 };
+
+/**
+ * Sends a streamed response body to the host as the stream produces it: the
+ * status and headers with the first chunk (`tessera/httpResponseStart`), then
+ * one `tessera/httpResponseWrite` per chunk, each awaited (the host answers
+ * when the client can take more). A stream that ends without a byte becomes
+ * an empty buffered body. When the client goes away
+ * (`tessera/httpResponseAborted` settles) the stream is cancelled.
+ */
+async function streamToHost(
+  stream: unknown,
+  head: { status: number; statusText: string; headers: [string, string][] },
+): Promise<HttpMessage> {
+  const s = streams();
+  const reader = s.reader(stream);
+  let gone = false;
+  const watch = async () => {
+    try {
+      await host("tessera/httpResponseAborted", {});
+    } catch {
+      return;
+    }
+    gone = true;
+    const Exception = preludeGlobal("DOMException") as new (m: string, n: string) => Error;
+    await quietly(reader.cancel(new Exception("The client disconnected", "AbortError")));
+  };
+  void watch();
+  let started = false;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || gone) break;
+      const bytes = s.chunkBytes(value);
+      if (bytes.length === 0) continue;
+      const chunk = bytesToBase64(bytes);
+      if (!started) {
+        started = true;
+        await host("tessera/httpResponseStart", { ...head, chunk });
+      } else {
+        await host("tessera/httpResponseWrite", { chunk });
+      }
+    }
+  } catch (e) {
+    if (gone) return { ...head, body: null, streamed: true, aborted: true };
+    await quietly(reader.cancel(e));
+    throw e;
+  }
+  if (!started) return { ...head, body: null, ...(gone ? { streamed: true, aborted: true } : {}) };
+  return { ...head, body: null, streamed: true, aborted: gone };
+}
+
 // fetch (timers.ts) records the final URL of what it fetched.
 responseUrl.set = (r, url, redirected) => {
   const d = responseData.get(r as object);
@@ -962,7 +1110,7 @@ export class Response extends BodyMixin {
     const r = Object.create(Response.prototype) as Response;
     responseData.set(r, { type: "error", url: "", redirected: false, status: 0, statusText: "" });
     headersOf.set(r, headersWithGuard("immutable"));
-    bodyData.set(r, { bytes: null, used: false });
+    bodyData.set(r, bytesBody(null));
     return r;
   }
 
@@ -977,7 +1125,7 @@ export class Response extends BodyMixin {
     const r = Object.create(Response.prototype) as Response;
     responseData.set(r, { type: "default", url: "", redirected: false, status: s, statusText: "" });
     headersOf.set(r, headersWithGuard("immutable", [["location", href]]));
-    bodyData.set(r, { bytes: null, used: false });
+    bodyData.set(r, bytesBody(null));
     return r;
   }
 
@@ -1020,7 +1168,7 @@ export class Response extends BodyMixin {
   clone(): Response {
     const d = sdata(this);
     const bd = bdata(this);
-    if (bd.used) {
+    if (unusable(bd)) {
       throw new TypeError("Failed to execute 'clone' on 'Response': Response body is already used");
     }
     const copy = Object.create(Response.prototype) as Response;
@@ -1033,7 +1181,7 @@ export class Response extends BodyMixin {
         hdata(h).list.map(([k, v]) => [k, v]),
       ),
     );
-    bodyData.set(copy, { bytes: bd.bytes, used: false });
+    bodyData.set(copy, cloneBody(this, bd));
     return copy;
   }
 
@@ -1044,7 +1192,7 @@ export class Response extends BodyMixin {
         status: d.status,
         statusText: d.statusText,
         headers: headersOf.get(this),
-        bodyUsed: bdata(this).used,
+        bodyUsed: this.bodyUsed,
         ok: this.ok,
         redirected: d.redirected,
         type: d.type,
@@ -1055,4 +1203,7 @@ export class Response extends BodyMixin {
   }
 }
 setInterfaceName(Response, "Response");
-guardInternals(Response.prototype, (o) => [weakMapGet(headersOf, o)]);
+guardInternals(Response.prototype, (o) => [
+  weakMapGet(headersOf, o),
+  weakMapGet(bodyData, o)?.stream,
+]);

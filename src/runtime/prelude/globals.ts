@@ -43,8 +43,12 @@ export interface TesseraEnv {
   end(): string;
   /** HTTP actions: a `Request` from the host's description of one. */
   httpRequest(message: HttpMessage): unknown;
-  /** HTTP actions: the host's description of a `Response` (its body read synchronously). */
-  httpResponse(response: unknown): HttpMessage;
+  /**
+   * HTTP actions: the host's description of a `Response`. A body in memory is
+   * in it; a stream body is sent to the host as it is read, and the promise
+   * settles once it has ended.
+   */
+  httpResponse(response: unknown): HttpMessage | Promise<HttpMessage>;
   /** Storage in actions: a Blob's bytes (base64) and type; throws a TypeError for anything else. */
   blobToHost(blob: unknown): { base64: string; type: string };
   /** Storage in actions: a Blob of the prelude's class over bytes from the host. */
@@ -70,6 +74,26 @@ defineLazyGlobals(["Blob", "File"], () => require("./lazy_blob.js"));
 defineLazyGlobals(["Headers", "Request", "Response", "FormData"], () => require("./lazy_fetch.js"));
 defineLazyGlobals(["Event", "EventTarget", "CustomEvent", "AbortController", "AbortSignal"], () =>
   require("./lazy_events.js"),
+);
+defineLazyGlobals(
+  [
+    "ReadableStream",
+    "ReadableStreamDefaultReader",
+    "ReadableStreamBYOBReader",
+    "ReadableStreamBYOBRequest",
+    "ReadableByteStreamController",
+    "ReadableStreamDefaultController",
+    "TransformStream",
+    "TransformStreamDefaultController",
+    "WritableStream",
+    "WritableStreamDefaultWriter",
+    "WritableStreamDefaultController",
+    "ByteLengthQueuingStrategy",
+    "CountQueuingStrategy",
+    "TextEncoderStream",
+    "TextDecoderStream",
+  ],
+  () => require("./lazy_streams.js"),
 );
 // Convex code reads environment variables from `process.env` (the generated
 // `_generated/server.js` of convex >= 1.4x references it at import time);
@@ -108,6 +132,22 @@ cloneHooks.refused = [
   "AbortController",
   "AbortSignal",
   "Performance",
+  // Streams are transferable, not cloneable: without a transfer list browsers refuse them.
+  "ReadableStream",
+  "ReadableStreamDefaultReader",
+  "ReadableStreamBYOBReader",
+  "ReadableStreamBYOBRequest",
+  "ReadableByteStreamController",
+  "ReadableStreamDefaultController",
+  "TransformStream",
+  "TransformStreamDefaultController",
+  "WritableStream",
+  "WritableStreamDefaultWriter",
+  "WritableStreamDefaultController",
+  "ByteLengthQueuingStrategy",
+  "CountQueuingStrategy",
+  "TextEncoderStream",
+  "TextDecoderStream",
 ];
 
 Object.defineProperty(Math, "random", {
@@ -131,7 +171,7 @@ const env: TesseraEnv = Object.freeze({
     preludeGlobal("Request");
     return httpBridge.toRequest!(message);
   },
-  httpResponse(response: unknown): HttpMessage {
+  httpResponse(response: unknown): HttpMessage | Promise<HttpMessage> {
     preludeGlobal("Response");
     return httpBridge.fromResponse!(response);
   },

@@ -17,7 +17,7 @@ export function unavailable(name: string): Error {
 }
 
 /** The host's async syscall (set up by the bootstrap, which runs after the prelude). */
-function host(op: string, args: unknown): Promise<string> {
+export function host(op: string, args: unknown): Promise<string> {
   const convex = (
     globalThis as { Convex?: { asyncSyscall(op: string, a: string): Promise<string> } }
   ).Convex;
@@ -159,7 +159,12 @@ async function actionFetch(input: unknown, init?: unknown): Promise<unknown> {
   return response;
 }
 
-/** An HTTP request or response in the form the host and the isolate exchange (body base64). */
+/**
+ * An HTTP request or response in the form the host and the isolate exchange
+ * (body base64). A `streamed` request's body is read from the host as its
+ * stream is pulled; a `streamed` response's body went to the host chunk by
+ * chunk (`aborted`: the client went away first).
+ */
 export interface HttpMessage {
   method?: string;
   url?: string;
@@ -167,12 +172,14 @@ export interface HttpMessage {
   statusText?: string;
   headers: [string, string][];
   body: string | null;
+  streamed?: boolean;
+  aborted?: boolean;
 }
 
 /** Set by fetch.ts (lazy): HTTP actions' request in, response out. */
 export const httpBridge: {
   toRequest?: (m: HttpMessage) => unknown;
-  fromResponse?: (r: unknown) => HttpMessage;
+  fromResponse?: (r: unknown) => HttpMessage | Promise<HttpMessage>;
 } = {};
 
 /** Set by blob.ts (lazy): a Blob's bytes (base64) and type for the host, and a Blob from them (storage in actions). */

@@ -222,6 +222,48 @@ export function setInterfaceName(ctor: { prototype: object; name: string }, name
   guardLoaded([ctor]);
 }
 
+/**
+ * What streams.ts (evaluated lazily) lends the bodies of Request, Response
+ * and Blob. Use it through `streams()`, which evaluates streams.ts first.
+ */
+export interface StreamHooks {
+  /** A brand check: a ReadableStream of the prelude (no getter runs). */
+  isReadableStream(value: unknown): boolean;
+  isLocked(stream: unknown): boolean;
+  /** Read from or cancelled (the Streams standard's IsReadableStreamDisturbed). */
+  isDisturbed(stream: unknown): boolean;
+  /** Reads a body stream to its end; rejects with a TypeError for a chunk that is not a Uint8Array. */
+  readAll(stream: unknown): Promise<Uint8Array>;
+  /** A byte stream over bytes in memory (copies of at most 64 KiB per chunk). */
+  fromBytes(bytes: Uint8Array): unknown;
+  /** A byte stream pulling its chunks from the host (null: the end). */
+  fromHost(read: () => Promise<Uint8Array | null>, cancel: (reason: unknown) => void): unknown;
+  /** A default reader, through methods taken before user code could replace them. */
+  reader(stream: unknown): {
+    read(): Promise<{ done: boolean; value?: unknown }>;
+    cancel(reason?: unknown): Promise<void>;
+    releaseLock(): void;
+  };
+  tee(stream: unknown): [unknown, unknown];
+  cancel(stream: unknown, reason?: unknown): Promise<void>;
+  /** A body stream's chunk as bytes, or a TypeError when it is not a Uint8Array. */
+  chunkBytes(chunk: unknown): Uint8Array;
+}
+
+/** Set by streams.ts when it is evaluated. */
+export const streamHooks: Partial<StreamHooks> = {};
+
+/** The stream helpers, evaluating streams.ts (the `ReadableStream` global's module) if needed. */
+export function streams(): StreamHooks {
+  preludeGlobal("ReadableStream");
+  return streamHooks as StreamHooks;
+}
+
+/** True when `value` is one of the prelude's ReadableStreams; evaluates nothing (none exists before). */
+export function isReadableStream(value: unknown): boolean {
+  return streamHooks.isReadableStream?.(value) === true;
+}
+
 /** Symbol Node's util.inspect (and our console) use for custom formatting. */
 export const inspectCustom: unique symbol = Symbol.for("nodejs.util.inspect.custom") as never;
 

@@ -323,11 +323,49 @@ describe("Request and Response", () => {
     ]);
   });
 
-  it("exposes body as missing (not supported yet) rather than pretending", async () => {
-    const got =
-      ctx.run(`${CATCHING} return [new Response(null).body, new Request("https://a.example/").body,
-      catching(() => new Response("x").body).error.message];`);
-    expect(got).toEqual([null, null, expect.stringContaining("not supported yet")]);
+  it("exposes bodies as ReadableStreams, and reads stream bodies, as Node does", async () => {
+    const program = `async function run() {
+      const enc = (s) => new TextEncoder().encode(s);
+      const streamOf = (...parts) => new ReadableStream({ start(c) { for (const p of parts) c.enqueue(enc(p)); c.close(); } });
+      const out = [new Response(null).body, new Request("https://a.example/").body];
+      const r = new Response("hello");
+      const body = r.body;
+      out.push(Object.prototype.toString.call(body), r.body === body, r.bodyUsed);
+      const reader = body.getReader();
+      const first = await reader.read();
+      out.push(new TextDecoder().decode(first.value), r.bodyUsed);
+      try { await r.text(); out.push("readable"); } catch (e) { out.push(e.constructor.name); }
+      const s = new Response(streamOf("a", "b", "c"), { headers: { "x-a": "1" } });
+      out.push(s.headers.get("content-type"), s.bodyUsed);
+      const c = s.clone();
+      out.push(await s.text(), await c.text(), s.bodyUsed, c.bodyUsed);
+      const used = new Response("x");
+      await used.text();
+      out.push(used.body !== null, used.bodyUsed, used.body.locked);
+      const locked = streamOf("z");
+      locked.getReader();
+      try { new Response(locked); out.push("accepted"); } catch (e) { out.push(e.constructor.name); }
+      const q = new Request("https://a.example/", { method: "POST", body: streamOf('{"k":', "[1,2]}"), duplex: "half" });
+      out.push(JSON.stringify(await q.json()), q.bodyUsed);
+      const moved = new Request("https://a.example/", { method: "PUT", body: streamOf("m"), duplex: "half" });
+      const next = new Request(moved);
+      out.push(await next.text());
+      out.push(await new Response(new Blob(["bl", "ob"]).stream()).text());
+      const big = new Uint8Array(150000).map((_, i) => i % 251);
+      const back = new Uint8Array(await new Response(new Response(big).body).arrayBuffer());
+      out.push(back.length, back.every((b, i) => b === i % 251));
+      try { await new Response(new ReadableStream({ start(c) { c.enqueue("text"); c.close(); } })).text(); out.push("accepted"); }
+      catch (e) { out.push(e.constructor.name); }
+      try { await new Response(new ReadableStream({ pull(c) { c.error(new RangeError("boom")); } })).text(); }
+      catch (e) { out.push(e.constructor.name, e.message); }
+      const blob = await new Response(streamOf("x", "y"), { headers: { "content-type": "text/x" } }).blob();
+      out.push(blob.size, blob.type);
+      return out;
+    }`;
+    const got = await ctx.runAsync(`${program} return run();`);
+    expect(got).toEqual(
+      await (new Function(`${program} return run;`)() as () => Promise<unknown>)(),
+    );
   });
 
   it("new Request(request) moves the body and keeps the method", async () => {

@@ -32,6 +32,21 @@ const LAZY = [
   "CustomEvent",
   "AbortController",
   "AbortSignal",
+  "ReadableStream",
+  "ReadableStreamDefaultReader",
+  "ReadableStreamBYOBReader",
+  "ReadableStreamBYOBRequest",
+  "ReadableByteStreamController",
+  "ReadableStreamDefaultController",
+  "TransformStream",
+  "TransformStreamDefaultController",
+  "WritableStream",
+  "WritableStreamDefaultWriter",
+  "WritableStreamDefaultController",
+  "ByteLengthQueuingStrategy",
+  "CountQueuingStrategy",
+  "TextEncoderStream",
+  "TextDecoderStream",
   "reportError",
   "performance",
   "Performance",
@@ -74,6 +89,21 @@ const ORDER = [
   "CustomEvent",
   "AbortController",
   "AbortSignal",
+  "ReadableStream",
+  "ReadableStreamDefaultReader",
+  "ReadableStreamBYOBReader",
+  "ReadableStreamBYOBRequest",
+  "ReadableByteStreamController",
+  "ReadableStreamDefaultController",
+  "TransformStream",
+  "TransformStreamDefaultController",
+  "WritableStream",
+  "WritableStreamDefaultWriter",
+  "WritableStreamDefaultController",
+  "ByteLengthQueuingStrategy",
+  "CountQueuingStrategy",
+  "TextEncoderStream",
+  "TextDecoderStream",
   "fetch",
   "setTimeout",
   "setInterval",
@@ -211,8 +241,11 @@ describe("lazy globals", () => {
         crypto instanceof Crypto && crypto.subtle instanceof SubtleCrypto,
         performance instanceof Performance,
         new DOMException("m") instanceof DOMException,
+        new ReadableStream().constructor === ReadableStream,
+        new ReadableStream().getReader() instanceof ReadableStreamDefaultReader,
+        new TransformStream().writable instanceof WritableStream,
       ];`),
-    ).toEqual(Array(11).fill(true));
+    ).toEqual(Array(14).fill(true));
   });
 });
 
@@ -222,6 +255,16 @@ describe("a global reached first through another global's implementation", () =>
       await fresh(`const b = await new Response("hi").blob();
         return [b.constructor.name, Object.prototype.toString.call(b), b instanceof Blob, b.constructor === Blob, await b.text()];`),
     ).toEqual(["Blob", "[object Blob]", true, true, "hi"]);
+  });
+
+  it("ReadableStream, from Response#body and Blob#stream()", async () => {
+    expect(
+      await fresh(`const s = new Response("hi").body;
+        const name = s.constructor.name;
+        const b = new Blob(["x"]).stream();
+        return [name, Object.prototype.toString.call(s), s instanceof ReadableStream, b.constructor === ReadableStream,
+          typeof Object.getOwnPropertyDescriptor(globalThis, "WritableStream").value];`),
+    ).toEqual(["ReadableStream", "[object ReadableStream]", true, true, "function"]);
   });
 
   it("AbortSignal, from a Request", async () => {
