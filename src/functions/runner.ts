@@ -21,6 +21,7 @@ import {
   type LogLine,
   SyscallError,
 } from "../runtime/execution.js";
+import { type HttpExchange, httpActionSyscalls } from "../runtime/httpStreams.js";
 import { modulePathOf } from "../runtime/modules.js";
 import type { NodeExecutor } from "../runtime/nodeExecutor.js";
 import { StackMapper } from "../runtime/sourceMaps.js";
@@ -74,7 +75,11 @@ export type FunctionKind = "query" | "mutation" | "action" | "httpAction";
 /** The module whose default export routes HTTP actions. */
 const HTTP_MODULE = "http.js";
 
-/** An HTTP request for an HTTP action (body base64, null for none). */
+/**
+ * An HTTP request for an HTTP action: its body base64 (null for none), or
+ * `streamed`, read through the exchange (httpStreams.ts) as the action's
+ * `request.body` is pulled.
+ */
 export interface HttpRequestMessage {
   method: string;
   /** The full URL. */
@@ -83,13 +88,21 @@ export interface HttpRequestMessage {
   path: string;
   headers: [string, string][];
   body: string | null;
+  streamed?: boolean;
 }
 
+/**
+ * An HTTP action's response: its body base64 (null for none), or
+ * `streamed`: status, headers and body already went through the exchange
+ * (`aborted`: the client went away before the end).
+ */
 export interface HttpResponseMessage {
   status: number;
   statusText: string;
   headers: [string, string][];
   body: string | null;
+  streamed?: boolean;
+  aborted?: boolean;
 }
 
 /** Why a function call failed; `message` is what its caller sees. */
@@ -385,11 +398,13 @@ export class FunctionRunner {
   /**
    * Runs the HTTP action `http.ts` routes `request` to, as an action
    * (identity from the request's bearer token, resolved by the caller).
-   * Resolves with the response, or null when no route matches.
+   * Resolves with the response, or null when no route matches. With an
+   * `exchange`, a streamed request body is read from it and a response
+   * body that is a stream goes to it as the action produces it.
    */
   async httpAction(
     request: HttpRequestMessage,
-    options: CallOptions = {},
+    options: CallOptions & { exchange?: HttpExchange } = {},
   ): Promise<{ response: HttpResponseMessage | null; logs: LogLine[] }> {
     const path = `${HTTP_MODULE.replace(/\.js$/, "")}:${request.method} ${request.path}`;
     const started = Date.now();
@@ -409,7 +424,9 @@ export class FunctionRunner {
         nowMs: Date.now(),
         timeLimitMs: this.options.actionTimeLimitMs ?? ACTION_TIME_LIMIT_MS,
       },
-      actionSyscalls(env),
+      options.exchange === undefined
+        ? actionSyscalls(env)
+        : httpActionSyscalls(actionSyscalls(env), options.exchange),
     );
     if (!outcome.ok) {
       const error = this.userError(outcome.error, outcome.logs);

@@ -15,6 +15,12 @@ export interface SyscallHandler {
   sync(op: string, args: unknown): unknown;
   /** An asynchronous syscall (`1.0/get`, `1.0/insert`, …). */
   async(op: string, args: unknown): Promise<unknown>;
+  /**
+   * Actions: true for an op that waits for something outside the action (an
+   * HTTP client going away) and so does not keep it alive: an action waiting
+   * only on such calls never finishes.
+   */
+  passive?(op: string): boolean;
 }
 
 /**
@@ -293,7 +299,8 @@ async function driveAction(
     if (over) return;
     while (queue.length > 0) {
       const call = queue.shift()!;
-      inflight++;
+      const active = handler.passive?.(call.op) !== true;
+      if (active) inflight++;
       Promise.resolve()
         .then(() => handler.async(call.op, JSON.parse(call.argsJson)))
         .then(
@@ -304,7 +311,7 @@ async function driveAction(
           },
         )
         .then(({ ok, answer }) => {
-          inflight--;
+          if (active) inflight--;
           if (over) return;
           enter(() =>
             live.settle.applySync(undefined, [call.id, ok, answer], { timeout: ACTION_SLICE_MS }),
