@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent, type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
 import { ConvexHttpClient } from "convex/browser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api } from "./api.js";
@@ -241,6 +241,33 @@ describe("HTTP actions with streamed bodies", () => {
     expect(server.output()).toContain("HTTP action GET /stream/fail failed");
     expect(server.output()).toContain("the stream broke");
     expect(await (await site("/hello")).text()).toBe("hello from an HTTP action");
+  });
+
+  it("drop a streamed request body the action leaves unread, keeping the connection", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const reused: boolean[] = [];
+      for (let i = 1; i <= 2; i++) {
+        const req = httpRequest(new URL(`${server.siteUrl}/counter?name=unread`), {
+          method: "POST",
+          agent,
+        });
+        const response = once(req, "response") as Promise<[IncomingMessage]>;
+        await writeBytes(req, 2 * MiB);
+        req.end();
+        const [res] = await response;
+        let text = "";
+        res.setEncoding("utf8").on("data", (d: string) => {
+          text += d;
+        });
+        await once(res, "end");
+        expect(JSON.parse(text)).toEqual({ value: i });
+        reused.push(req.reusedSocket);
+      }
+      expect(reused).toEqual([false, true]);
+    } finally {
+      agent.destroy();
+    }
   });
 
   it("send Blob#stream() bodies", async () => {
