@@ -12,6 +12,8 @@ export interface WrittenKey {
   indexNumber: number;
   tableNumber: number;
   key: Buffer;
+  /** `key` as a latin1 string, once something needed it (read sets keep point reads so). */
+  text?: string;
 }
 
 export interface CommitRecord {
@@ -19,8 +21,23 @@ export interface CommitRecord {
   keys: WrittenKey[];
 }
 
+/** A commit as the log keeps it: its keys grouped by index too, once validation needs them so. */
+interface Entry extends CommitRecord {
+  byIndex?: Map<number, WrittenKey[]>;
+}
+
+function groupByIndex(keys: readonly WrittenKey[]): Map<number, WrittenKey[]> {
+  const byIndex = new Map<number, WrittenKey[]>();
+  for (const w of keys) {
+    const group = byIndex.get(w.indexNumber);
+    if (group === undefined) byIndex.set(w.indexNumber, [w]);
+    else group.push(w);
+  }
+  return byIndex;
+}
+
 export class CommitLog {
-  private entries: CommitRecord[] = [];
+  private entries: Entry[] = [];
   private head = 0;
   /** Transactions that began before this timestamp cannot be validated any more. */
   private horizon: bigint;
@@ -78,9 +95,20 @@ export class CommitLog {
   findConflict(beginTs: bigint, reads: ReadSet): WrittenKey | null {
     if (beginTs < this.horizon) throw new RangeError("commit log no longer covers this timestamp");
     if (reads.isEmpty) return null;
+    // A read set spans a few indexes and a commit writes keys in several:
+    // each commit is looked up by the read indexes (its keys grouped once,
+    // for all the transactions validated against it), not key by key.
+    const indexes = [...reads.indexes()];
     for (let i = this.firstAfter(beginTs); i < this.entries.length; i++) {
-      for (const w of this.entries[i]!.keys) {
-        if (reads.overlaps(w.indexNumber, w.key)) return w;
+      const entry = this.entries[i]!;
+      entry.byIndex ??= groupByIndex(entry.keys);
+      for (const indexNumber of indexes) {
+        const written = entry.byIndex.get(indexNumber);
+        if (written === undefined) continue;
+        for (const w of written) {
+          w.text ??= w.key.toString("latin1");
+          if (reads.overlaps(indexNumber, w.key, w.text)) return w;
+        }
       }
     }
     return null;

@@ -36,8 +36,8 @@ class IndexReads {
     return merged;
   }
 
-  overlaps(key: Buffer): boolean {
-    if (this.points?.has(key.toString("latin1"))) return true;
+  overlaps(key: Buffer, text?: string): boolean {
+    if (this.points?.has(text ?? key.toString("latin1"))) return true;
     const rs = this.normalize();
     let lo = 0;
     let hi = rs.length - 1;
@@ -81,10 +81,13 @@ export class ReadSet {
     r.sorted = r.ranges.length <= 1;
   }
 
-  /** Whether a write of `key` in the given index would have changed what was read. */
-  overlaps(indexNumber: number, key: Buffer): boolean {
+  /**
+   * Whether a write of `key` in the given index would have changed what was
+   * read (`text`: the key as a latin1 string, if the caller has it).
+   */
+  overlaps(indexNumber: number, key: Buffer, text?: string): boolean {
     const r = this.byIndex.get(indexNumber);
-    return r?.overlaps(key) === true;
+    return r?.overlaps(key, text) === true;
   }
 
   indexes(): IterableIterator<number> {

@@ -12,11 +12,13 @@ import type { IndexInfo, TableInfo } from "./catalog.js";
 import { indexKey, keyInRange } from "./indexKeys.js";
 
 export interface ScanHost {
+  /** `cache`: the document enters the document cache at once (the reader will be back for it). */
   readDocument(
     tableNumber: number,
     id: string,
     idKey: Buffer,
     ts: bigint,
+    cache?: boolean,
   ): Promise<Document | null>;
   scanDocumentsPage(
     tableNumber: number,
@@ -42,6 +44,8 @@ export interface ScanOwner {
     string,
     { tableNumber: number; idKey: Buffer; current: Document | null; size: number }
   >;
+  /** The documents this transaction reads enter the document cache at once. */
+  readonly cacheReads: boolean;
   checkActive(): void;
   countDocumentRead(doc: Document, size?: number): void;
 }
@@ -208,6 +212,7 @@ export class IndexScan {
             id,
             pick.docId,
             this.tx.beginTs,
+            this.tx.cacheReads,
           );
           if (found === null) {
             throw new Error(

@@ -164,8 +164,10 @@ export class Transaction {
   constructor(
     private readonly host: TransactionHost,
     readonly beginTs: bigint,
-    baseCatalog: Catalog,
+    private readonly baseCatalog: Catalog,
     readonly readOnly: boolean,
+    /** The documents it reads enter the document cache at once (whoever reads them next is coming). */
+    readonly cacheReads = false,
   ) {
     this.catalog = baseCatalog;
   }
@@ -276,7 +278,7 @@ export class Transaction {
     const doc =
       pending !== undefined
         ? pending.current
-        : await this.host.readDocument(tableNumber, id, key, this.beginTs);
+        : await this.host.readDocument(tableNumber, id, key, this.beginTs, this.cacheReads);
     if (doc !== null) this.countDocumentRead(doc, pending?.size);
     return doc;
   }
@@ -659,7 +661,9 @@ export class Transaction {
         throw new DatabaseError(`Index ${tableName}.${indexName} lists field ${f} twice`);
       seen.add(f);
     }
-    const existed = this.table(tableName) !== undefined;
+    // Whether the table has documents at the snapshot: not if this transaction created it.
+    const existed =
+      this.table(tableName) !== undefined && this.baseCatalog.table(tableName) !== undefined;
     const table = this.tableForWrite(tableName, options);
     if (this.index(table, indexName) !== undefined) {
       throw new DatabaseError(`Index ${tableName}.${indexName} already exists`);
@@ -670,7 +674,8 @@ export class Transaction {
         `Table ${tableName} already has ${MAX_INDEXES_PER_TABLE} indexes, the maximum`,
       );
     }
-    // A table created in this transaction has no documents at the snapshot, so there is nothing to backfill.
+    // A table created in this transaction (even by an earlier call) has no
+    // documents at the snapshot, so there is nothing to backfill.
     const empty =
       !existed &&
       ![...this.writes.values()].some((w) => w.tableNumber === table.number && w.original !== null);

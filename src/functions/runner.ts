@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import {
+  type Catalog,
   ConflictError,
   type Database,
   DatabaseError,
@@ -31,7 +32,14 @@ import {
   type UserIdentity,
   udfSyscalls,
 } from "../runtime/syscalls.js";
-import { fromJson, type JsonValue, stringifyValue, toJson, type Value } from "../values/index.js";
+import {
+  type Document,
+  fromJson,
+  type JsonValue,
+  stringifyValue,
+  toJson,
+  type Value,
+} from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
 import { cancelJob, ScheduleBudget, SchedulerError, scheduleJob } from "./scheduler.js";
@@ -46,6 +54,7 @@ import {
 import {
   parseArgsValidator,
   parseReturnsValidator,
+  type SchemaValidators,
   type ValidationContext,
   type ValidatorJSON,
   validateArgs,
@@ -216,18 +225,11 @@ export class FunctionRunner {
 
   /** Table names and numbers as the latest catalog has them (before a transaction exists). */
   private catalogContext(): ValidationContext {
-    const catalog = this.options.db.catalog;
-    return {
-      tableNumberForName: (name) => catalog.table(name)?.number,
-      tableNameForNumber: (n) => catalog.tableByNumber(n)?.name,
-    };
+    return new CatalogNames(this.options.db.catalog);
   }
 
   private validationContext(tx: Transaction): ValidationContext {
-    return {
-      tableNumberForName: (name) => tx.currentCatalog.table(name)?.number,
-      tableNameForNumber: (n) => tx.currentCatalog.tableByNumber(n)?.name,
-    };
+    return new TransactionNames(tx);
   }
 
   /** The kind of the function at `path`, or undefined if there is none. */
@@ -470,12 +472,21 @@ export class FunctionRunner {
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       let tx: Transaction | null = null;
-      const begin = () => {
-        tx = this.options.db.begin();
-        return tx;
-      };
       try {
-        const result = await this.runOnce(fn, path, "mutation", args, begin, options);
+        // (Closures passed inline, here and in other per-call paths: one bound
+        // to a name costs a property definition per call under the TypeScript
+        // loader, which keeps function names.)
+        const result = await this.runOnce(
+          fn,
+          path,
+          "mutation",
+          args,
+          () => {
+            tx = this.options.db.begin();
+            return tx;
+          },
+          options,
+        );
         if (tx === null) throw new Error("the mutation ran without its transaction");
         if (options.beforeCommit !== undefined) await options.beforeCommit(tx);
         const ts = await this.options.db.commit(tx);
@@ -559,7 +570,7 @@ export class FunctionRunner {
       },
       ...(envValues !== undefined ? { environmentVariables: () => envValues } : {}),
       // Each scheduling call of an action commits on its own.
-      scheduler: this.schedulerFor(async (f) => (await this.options.db.run(f)).value),
+      scheduler: new SchedulerHooks(this, this.options.db, null),
       ...(this.options.storage !== undefined ? { storage: this.storageHooks(null)! } : {}),
     };
   }
@@ -571,63 +582,7 @@ export class FunctionRunner {
   private storageHooks(tx: Transaction | null): StorageHooks | undefined {
     const storage = this.options.storage;
     if (storage === undefined) return undefined;
-    const url = () =>
-      typeof this.options.deploymentUrl === "function"
-        ? this.options.deploymentUrl()
-        : (this.options.deploymentUrl ?? "");
-    const inTx = <T>(f: (t: Transaction) => Promise<T>): Promise<T> =>
-      tx !== null ? f(tx) : storage.inTransaction(f);
-    const refused = <T>(p: Promise<T>): Promise<T> =>
-      p.catch((e: unknown) => {
-        throw isStorageRefusal(e) ? new SyscallError(e.message) : e;
-      });
-    return {
-      generateUploadUrl: async () => storage.uploadUrl(url()),
-      getUrl: (id) => refused(inTx((t) => storage.getUrl(t, id, url()))),
-      getMetadata: (id) => refused(inTx((t) => storage.getMetadata(t, id))),
-      delete: (id) => refused(inTx((t) => storage.delete(t, id))),
-      store: (bytes, type, sha256) =>
-        refused(
-          tx !== null
-            ? storage.storeIn(tx, bytes, type, sha256)
-            : storage.store(bytes, type, sha256),
-        ),
-      get: (id) => refused(tx !== null ? storage.readIn(tx, id) : storage.read(id)),
-    };
-  }
-
-  /** `ctx.scheduler` over `inTx` (the caller's transaction, or one of its own), within one call's budget. */
-  private schedulerFor(inTx: <T>(f: (tx: Transaction) => Promise<T>) => Promise<T>) {
-    const budget = new ScheduleBudget();
-    const asSyscallError = (e: unknown): never => {
-      if (e instanceof SchedulerError || e instanceof DatabaseError)
-        throw new SyscallError(e.message);
-      throw e;
-    };
-    return {
-      schedule: async (name: string, args: JsonValue, atSeconds: number): Promise<string> => {
-        const kind = this.kindOf(name);
-        if (kind === undefined)
-          throw new SyscallError(`Could not find function for '${name}' to schedule`);
-        if (kind !== "mutation" && kind !== "action")
-          throw new SyscallError(
-            `Only mutations and actions can be scheduled; '${name}' is a ${kind}`,
-          );
-        try {
-          budget.charge(JSON.stringify(args));
-          return await inTx((tx) => scheduleJob(tx, name, args, atSeconds));
-        } catch (e) {
-          return asSyscallError(e);
-        }
-      },
-      cancel: async (id: string): Promise<void> => {
-        try {
-          await inTx((tx) => cancelJob(tx, id));
-        } catch (e) {
-          asSyscallError(e);
-        }
-      },
-    };
+    return new StorageCalls(storage, tx, this.options.deploymentUrl);
   }
 
   private report(
@@ -666,35 +621,6 @@ export class FunctionRunner {
     const environment = this.options.environment;
     const envValues =
       environment === undefined ? undefined : (environment.current ?? (await environment.load()));
-    const syscalls = () => {
-      const t = typeof tx === "function" ? tx() : tx;
-      if (kind === "mutation" && schema !== null) {
-        const writeCtx = this.validationContext(t);
-        t.checkWrite = (table, doc) => {
-          const e = validateWrite(schema.validators, table, doc, writeCtx);
-          // Reaches user code as the error of the db call that wrote the document.
-          if (e !== null) throw new DatabaseError(e.message);
-        };
-      }
-      const env: UdfEnvironment = {
-        tx: t,
-        kind,
-        identity: options.identity ?? null,
-        functionName: path.includes(":") ? path : `${path}:default`,
-        visibility: fn.spec.visibility,
-        deployment: { name: this.options.deploymentName ?? "tessera", region: null, class: "s16" },
-      };
-      if (envValues !== undefined) {
-        env.environmentVariables = () => {
-          t.recordTableRead(ENVIRONMENT_TABLE);
-          return envValues;
-        };
-      }
-      if (kind === "mutation") env.scheduler = this.schedulerFor(async (f) => f(t));
-      const storage = this.storageHooks(t);
-      if (storage !== undefined) env.storage = storage;
-      return udfSyscalls(env);
-    };
     const outcome = await execute(
       this.options.runtime,
       {
@@ -706,7 +632,25 @@ export class FunctionRunner {
         nowMs: Date.now(),
         timeLimitMs: this.options.timeLimitMs,
       },
-      syscalls,
+      () => {
+        const t = typeof tx === "function" ? tx() : tx;
+        if (kind === "mutation" && schema !== null) {
+          t.checkWrite = schemaCheck(schema.validators, this.validationContext(t));
+        }
+        return udfSyscalls(
+          new ExecutionEnvironment(
+            t,
+            kind,
+            options.identity ?? null,
+            path.includes(":") ? path : `${path}:default`,
+            fn.spec.visibility,
+            this.options.deploymentName ?? "tessera",
+            envValues,
+            kind === "mutation" ? new SchedulerHooks(this, this.options.db, t) : undefined,
+            this.storageHooks(t),
+          ),
+        );
+      },
     );
     if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
     const value = fromJson(outcome.value as JsonValue);
@@ -741,4 +685,165 @@ export class FunctionRunner {
       stack,
     );
   }
+}
+
+// Per-execution helpers are classes rather than objects of closures: under
+// the TypeScript loader every closure bound to a name costs a property
+// definition each time it is made (it keeps function names), and these are
+// made for every execution.
+
+/** Table names and numbers of a catalog (before a transaction exists). */
+class CatalogNames implements ValidationContext {
+  constructor(private readonly catalog: Catalog) {}
+  tableNumberForName(name: string): number | undefined {
+    return this.catalog.table(name)?.number;
+  }
+  tableNameForNumber(n: number): string | undefined {
+    return this.catalog.tableByNumber(n)?.name;
+  }
+}
+
+/** Table names and numbers as a transaction sees them (its own new tables included). */
+class TransactionNames implements ValidationContext {
+  constructor(private readonly tx: Transaction) {}
+  tableNumberForName(name: string): number | undefined {
+    return this.tx.currentCatalog.table(name)?.number;
+  }
+  tableNameForNumber(n: number): string | undefined {
+    return this.tx.currentCatalog.tableByNumber(n)?.name;
+  }
+}
+
+/** `Transaction.checkWrite` enforcing the schema. */
+function schemaCheck(
+  validators: SchemaValidators,
+  ctx: ValidationContext,
+): (table: string, doc: Document) => void {
+  return (table, doc) => {
+    const e = validateWrite(validators, table, doc, ctx);
+    // Reaches user code as the error of the db call that wrote the document.
+    if (e !== null) throw new DatabaseError(e.message);
+  };
+}
+
+/** What a query or mutation may do outside its isolate (`UdfEnvironment`). */
+class ExecutionEnvironment implements UdfEnvironment {
+  readonly deployment: UdfEnvironment["deployment"];
+  constructor(
+    readonly tx: Transaction,
+    readonly kind: "query" | "mutation",
+    readonly identity: UserIdentity | null,
+    readonly functionName: string,
+    readonly visibility: "public" | "internal",
+    deploymentName: string,
+    private readonly variables: Record<string, string> | undefined,
+    readonly scheduler: UdfEnvironment["scheduler"],
+    readonly storage: StorageHooks | undefined,
+  ) {
+    this.deployment = { name: deploymentName, region: null, class: "s16" };
+  }
+
+  /** The variables, read the first time user code touches `process.env` (the whole table joins the read set). */
+  environmentVariables(): Record<string, string> {
+    if (this.variables === undefined) return {};
+    this.tx.recordTableRead(ENVIRONMENT_TABLE);
+    return this.variables;
+  }
+}
+
+function asSyscallError(e: unknown): never {
+  if (e instanceof SchedulerError || e instanceof DatabaseError) throw new SyscallError(e.message);
+  throw e;
+}
+
+/**
+ * `ctx.scheduler` in `tx` (a mutation's: jobs are written in its
+ * transaction), or for an action (null: each call commits on its own);
+ * within one call's budget.
+ */
+class SchedulerHooks {
+  private readonly budget = new ScheduleBudget();
+  constructor(
+    private readonly runner: FunctionRunner,
+    private readonly db: Database,
+    private readonly tx: Transaction | null,
+  ) {}
+
+  private async inTx<T>(f: (tx: Transaction) => Promise<T>): Promise<T> {
+    return this.tx !== null ? f(this.tx) : (await this.db.run(f)).value;
+  }
+
+  async schedule(name: string, args: JsonValue, atSeconds: number): Promise<string> {
+    const kind = this.runner.kindOf(name);
+    if (kind === undefined)
+      throw new SyscallError(`Could not find function for '${name}' to schedule`);
+    if (kind !== "mutation" && kind !== "action")
+      throw new SyscallError(`Only mutations and actions can be scheduled; '${name}' is a ${kind}`);
+    try {
+      this.budget.charge(JSON.stringify(args));
+      return await this.inTx((tx) => scheduleJob(tx, name, args, atSeconds));
+    } catch (e) {
+      return asSyscallError(e);
+    }
+  }
+
+  async cancel(id: string): Promise<void> {
+    try {
+      await this.inTx((tx) => cancelJob(tx, id));
+    } catch (e) {
+      asSyscallError(e);
+    }
+  }
+}
+
+/**
+ * `ctx.storage` in `tx` (a query's or mutation's), or for an action (null:
+ * each call on its own, reads at the latest snapshot).
+ */
+class StorageCalls implements StorageHooks {
+  constructor(
+    private readonly storage: FileStorage,
+    private readonly tx: Transaction | null,
+    private readonly deploymentUrl: string | (() => string) | undefined,
+  ) {}
+
+  private url(): string {
+    return typeof this.deploymentUrl === "function"
+      ? this.deploymentUrl()
+      : (this.deploymentUrl ?? "");
+  }
+
+  private inTx<T>(f: (t: Transaction) => Promise<T>): Promise<T> {
+    return this.tx !== null ? f(this.tx) : this.storage.inTransaction(f);
+  }
+
+  async generateUploadUrl(): Promise<string> {
+    return this.storage.uploadUrl(this.url());
+  }
+  getUrl(id: string): Promise<string | null> {
+    return refused(this.inTx((t) => this.storage.getUrl(t, id, this.url())));
+  }
+  getMetadata(id: string) {
+    return refused(this.inTx((t) => this.storage.getMetadata(t, id)));
+  }
+  delete(id: string): Promise<void> {
+    return refused(this.inTx((t) => this.storage.delete(t, id)));
+  }
+  store(bytes: Buffer, type: string | null, sha256?: string): Promise<string> {
+    return refused(
+      this.tx !== null
+        ? this.storage.storeIn(this.tx, bytes, type, sha256)
+        : this.storage.store(bytes, type, sha256),
+    );
+  }
+  get(id: string) {
+    return refused(this.tx !== null ? this.storage.readIn(this.tx, id) : this.storage.read(id));
+  }
+}
+
+/** A storage refusal reaches user code as a `SyscallError`. */
+function refused<T>(p: Promise<T>): Promise<T> {
+  return p.catch((e: unknown) => {
+    throw isStorageRefusal(e) ? new SyscallError(e.message) : e;
+  });
 }

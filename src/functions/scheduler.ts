@@ -14,7 +14,14 @@
  * by a restart and is marked failed). Jobs survive restarts: they are data.
  */
 import type { Database, Transaction } from "../database/index.js";
-import { decodeKey, fromJson, type JsonValue, type Value } from "../values/index.js";
+import {
+  compareKeys,
+  decodeKey,
+  encodeKey,
+  fromJson,
+  type JsonValue,
+  type Value,
+} from "../values/index.js";
 
 export const SCHEDULED_TABLE = "_scheduled_functions";
 const BY_STATE = "by_state";
@@ -32,6 +39,9 @@ const DUE_BATCH = 1000;
 const DISPATCHED_KEPT = 200_000;
 /** Every so often a scan starts from the beginning anyway (belt and braces). */
 const FULL_SCAN_EVERY_MS = 60_000;
+/** How every `by_state` key of a pending job begins (`["pending", …]` encoded). */
+const PENDING_PREFIX = encodeKey(["pending"]);
+const STRING_TAG = 0x07;
 
 export class SchedulerError extends Error {
   override name = "SchedulerError";
@@ -133,6 +143,15 @@ export class JobExecutor {
   /** No pending job is due before this (see `announce`). */
   private lowWater = Number.NEGATIVE_INFINITY;
   private announcedDuringScan = Number.POSITIVE_INFINITY;
+  /**
+   * The `by_state` key of the last job a scan handed out: every pending job
+   * at or before it has been handed out too (unless `announce` says
+   * otherwise), so the next scan continues after it (null: from `lowWater`).
+   */
+  private cursor: Buffer | null = null;
+  private scanning = false;
+  /** A job was announced while a scan was under way: the key it ends at is no cursor. */
+  private announcedWhileScanning = false;
   private lastFullScan = 0;
   /** Jobs this executor started (recent ones): their keys leaving "pending" are no news. */
   private readonly dispatched = new Set<string>();
@@ -167,7 +186,7 @@ export class JobExecutor {
   /** Marks actions cut off by a restart as failed, then runs what is due. */
   async start(): Promise<void> {
     await ensureSchedulerTable(this.db);
-    const stale = await this.readJobs("inProgress", Number.POSITIVE_INFINITY, 10_000);
+    const { jobs: stale } = await this.readJobs("inProgress", Number.POSITIVE_INFINITY, 10_000);
     for (const job of stale) {
       await this.finish(job.id, {
         kind: "failed",
@@ -183,20 +202,28 @@ export class JobExecutor {
    * or committed after the last scan read its snapshot).
    */
   private announce(key: Buffer): void {
+    // Jobs finishing write keys outside "pending": no news.
+    if (
+      key.length < PENDING_PREFIX.length ||
+      !PENDING_PREFIX.equals(key.subarray(0, PENDING_PREFIX.length))
+    )
+      return;
+    // A job this executor ran leaving the pending range: not a new job.
+    // (Its ID ends the key; most keys are these, so they are not decoded.)
+    const id = trailingId(key);
+    if (id !== undefined && this.dispatched.has(id)) return;
     let fields: Array<unknown>;
     try {
       fields = decodeKey(key);
     } catch {
-      this.lowWater = Number.NEGATIVE_INFINITY;
-      return;
+      fields = [];
     }
-    if (fields[0] !== "pending") return;
-    // A job this executor ran leaving the pending range: not a new job.
-    const id = fields[fields.length - 1];
-    if (typeof id === "string" && this.dispatched.has(id)) return;
     const t = typeof fields[1] === "number" ? fields[1] : Number.NEGATIVE_INFINITY;
     if (t < this.lowWater) this.lowWater = t;
     if (t < this.announcedDuringScan) this.announcedDuringScan = t;
+    if (this.scanning) this.announcedWhileScanning = true;
+    else if (this.cursor !== null && (fields.length === 0 || compareKeys(key, this.cursor) <= 0))
+      this.cursor = null;
   }
 
   close(): void {
@@ -239,21 +266,37 @@ export class JobExecutor {
       // Scans start at the low-water mark: jobs that ran leave their old
       // "pending" index keys behind until retention garbage collection, and
       // after a burst a scan from the beginning would walk thousands of them.
+      // And they continue after the last job the previous scan handed out:
+      // in a burst due at one moment the low-water mark stays put, and each
+      // batch would walk the keys every earlier batch left behind.
       if (now - this.lastFullScan > FULL_SCAN_EVERY_MS) {
         this.lowWater = Number.NEGATIVE_INFINITY;
+        this.cursor = null;
         this.lastFullScan = now;
       }
       this.announcedDuringScan = Number.POSITIVE_INFINITY;
-      const batch = await this.readJobs(
-        "pending",
-        now,
-        DUE_BATCH + this.running.size,
-        undefined,
-        this.lowWater,
-      );
+      this.announcedWhileScanning = false;
+      this.scanning = true;
+      let read: { jobs: Job[]; lastKey: Buffer | null };
+      try {
+        read = await this.readJobs(
+          "pending",
+          now,
+          DUE_BATCH + this.running.size,
+          undefined,
+          this.lowWater,
+          this.cursor,
+        );
+      } finally {
+        this.scanning = false;
+      }
+      const batch = read.jobs;
       this.due = batch.filter((j) => !this.running.has(j.id));
       const earliest = batch.length > 0 ? batch[0]!.scheduledTime : now;
       this.lowWater = Math.min(earliest, this.announcedDuringScan);
+      // A job committed after the scan's snapshot may sort before where it ended.
+      if (this.announcedWhileScanning) this.cursor = null;
+      else if (read.lastKey !== null) this.cursor = read.lastKey;
     }
     while (this.running.size < this.concurrency && this.due.length > 0) {
       const job = this.due.shift()!;
@@ -271,7 +314,9 @@ export class JobExecutor {
     }
     if (this.due.length > 0) return;
     // Sleep until the next job falls due (or a commit to the table wakes us).
-    const [next] = await this.readJobs("pending", Number.POSITIVE_INFINITY, 1, now);
+    const {
+      jobs: [next],
+    } = await this.readJobs("pending", Number.POSITIVE_INFINITY, 1, now);
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     if (next !== undefined && !this.closed) {
@@ -281,17 +326,23 @@ export class JobExecutor {
     }
   }
 
-  /** Jobs in `state` due at or before `until` (after `after`, if given), earliest first. */
+  /**
+   * Jobs in `state` due at or before `until` (after `after`, or from `from`,
+   * if given; after the index key `afterKey`, if given), earliest first, and
+   * the index key of the last one.
+   */
   private async readJobs(
     state: "pending" | "inProgress",
     until: number,
     limit: number,
     after?: number,
     from?: number,
-  ): Promise<Job[]> {
-    const tx = this.db.begin({ readOnly: true });
+    afterKey?: Buffer | null,
+  ): Promise<{ jobs: Job[]; lastKey: Buffer | null }> {
+    // The jobs' own transactions read their documents again in a moment.
+    const tx = this.db.begin({ readOnly: true, cacheReads: state === "pending" });
     try {
-      if (tx.table(SCHEDULED_TABLE) === undefined) return [];
+      if (tx.table(SCHEDULED_TABLE) === undefined) return { jobs: [], lastKey: null };
       const range = [
         { type: "Eq" as const, fieldPath: "state.kind", value: state },
         ...(after !== undefined
@@ -303,13 +354,21 @@ export class JobExecutor {
           ? [{ type: "Lte" as const, fieldPath: "scheduledTime", value: until }]
           : []),
       ];
-      const docs = await tx.query(SCHEDULED_TABLE, BY_STATE, range).next(limit);
-      return docs.map((d) => ({
+      const scan = tx.query(
+        SCHEDULED_TABLE,
+        BY_STATE,
+        range,
+        "asc",
+        afterKey != null ? { after: afterKey } : {},
+      );
+      const docs = await scan.next(limit);
+      const jobs = docs.map((d) => ({
         id: d._id as string,
         name: d.name as string,
         args: (d.args as Value[])[0] ?? {},
         scheduledTime: d.scheduledTime as number,
       }));
+      return { jobs, lastKey: scan.lastKey };
     } finally {
       tx.abort();
     }
@@ -392,6 +451,19 @@ export class JobExecutor {
       })
       .catch((e) => this.onError(e));
   }
+}
+
+/**
+ * The document ID that ends a `by_state` key (a string element: tag, ASCII
+ * ID characters, terminator), or undefined if the key does not end so.
+ */
+function trailingId(key: Buffer): string | undefined {
+  const end = key.length - 1;
+  if (end < 1 || key[end] !== 0x00) return undefined;
+  let i = end - 1;
+  while (i >= 0 && key[i]! > 0x20 && key[i]! < 0x7f) i--;
+  if (i < 0 || key[i] !== STRING_TAG || i === end - 1) return undefined;
+  return key.toString("latin1", i + 1, end);
 }
 
 function errorText(e: unknown): string {

@@ -13,7 +13,7 @@ import { AuthConfigError, type AuthProvider, evaluateAuthConfig } from "../funct
 import { CronRunner, type CronSpec, parseCrons } from "../functions/crons.js";
 import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environment.js";
 import { FunctionRunner, type MutationCounters } from "../functions/runner.js";
-import { JobExecutor } from "../functions/scheduler.js";
+import { JobExecutor, type JobTarget } from "../functions/scheduler.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
 import type { FileStorage } from "../functions/storage.js";
 import { TokenError, TokenVerifier, type TokenVerifierOptions } from "../functions/userTokens.js";
@@ -379,14 +379,17 @@ export class Deployment {
     this.auth = new DeploymentAuthenticator(adminKey, () => this.authProviders());
     this.codeStore = new CodeStore(dataDir);
     this.environment = new EnvironmentCache(db);
+    // One target for every job (made per job, its closures cost more than the
+    // job's bookkeeping); it calls whichever runner is live then.
+    const jobTarget: JobTarget = {
+      kindOf: (path) => this.runnerRef.kindOf(path),
+      mutation: (path, args, finish) =>
+        this.runnerRef.mutation(path, args, { allowInternal: true, beforeCommit: finish }),
+      action: (path, args) => this.runnerRef.action(path, args, { allowInternal: true }),
+    };
     this.jobs = new JobExecutor(
       db,
-      () => ({
-        kindOf: (path) => this.runnerRef.kindOf(path),
-        mutation: (path, args, finish) =>
-          this.runnerRef.mutation(path, args, { allowInternal: true, beforeCommit: finish }),
-        action: (path, args) => this.runnerRef.action(path, args, { allowInternal: true }),
-      }),
+      () => jobTarget,
       SCHEDULED_CONCURRENCY,
       (e) => process.stderr.write(`tessera: scheduler: ${e instanceof Error ? e.message : e}\n`),
     );

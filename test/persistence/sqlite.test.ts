@@ -1,3 +1,4 @@
+import { fstatSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Sqlite from "better-sqlite3";
 import fc from "fast-check";
@@ -128,12 +129,16 @@ describe("SQLite persistence", () => {
       expect((await p.load()).maxTs).toBe(0n);
     }));
 
-  it("uses WAL with synchronous=FULL and refuses a store written in another format", async () => {
+  it("uses WAL, synced by write() itself, and refuses a store written in another format", async () => {
     const dir = tempDir();
     try {
       const path = join(dir.path, "db.sqlite");
       const p = new SqlitePersistence({ path });
-      expect(p.durability()).toEqual({ journalMode: "wal", synchronous: "FULL" });
+      expect(p.durability()).toEqual({
+        journalMode: "wal",
+        synchronous: "NORMAL",
+        walSyncAtWrite: "thread pool",
+      });
       await p.close();
       const raw = new Sqlite(path);
       expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
@@ -143,5 +148,104 @@ describe("SQLite persistence", () => {
     } finally {
       dir.remove();
     }
+  });
+
+  describe("WAL syncs", () => {
+    /** A `syncFile` whose syncs finish when the test says so. */
+    function gatedSync() {
+      const syncs: Array<{ fd: number; finish: (e?: Error) => void }> = [];
+      const syncFile = (fd: number) =>
+        new Promise<void>((resolve, reject) =>
+          syncs.push({ fd, finish: (e) => (e ? reject(e) : resolve()) }),
+        );
+      return { syncs, syncFile };
+    }
+    const settle = () => new Promise((r) => setImmediate(r));
+    const batch = (ts: bigint) => ({
+      documents: [{ tableNumber: 1, id: b(Number(ts)), ts, value: `${ts}` }],
+      indexes: [],
+      maxTs: ts,
+    });
+    function track(p: Promise<unknown>) {
+      const t = { done: false, error: null as unknown };
+      p.then(
+        () => {
+          t.done = true;
+        },
+        (e) => {
+          t.error = e;
+        },
+      );
+      return t;
+    }
+
+    it("acknowledges a write only after a sync of the WAL that began after it committed", async () => {
+      const dir = tempDir();
+      const path = join(dir.path, "db.sqlite");
+      const { syncs, syncFile } = gatedSync();
+      const p = new SqlitePersistence({ path, syncFile });
+      try {
+        const w1 = track(p.write(batch(1n)));
+        await settle();
+        expect(syncs.length).toBe(1);
+        // The synced file is the WAL.
+        expect(fstatSync(syncs[0]!.fd).ino).toBe(statSync(`${path}-wal`).ino);
+        expect(w1.done).toBe(false);
+        // Writes committed while that sync is under way wait for the next one, together.
+        const w2 = track(p.write(batch(2n)));
+        const w3 = track(p.write(batch(3n)));
+        await settle();
+        expect(syncs.length).toBe(1);
+        syncs[0]!.finish();
+        await settle();
+        expect(w1.done).toBe(true);
+        expect([w2.done, w3.done]).toEqual([false, false]);
+        expect(syncs.length).toBe(2);
+        syncs[1]!.finish();
+        await settle();
+        expect([w2.done, w3.done]).toEqual([true, true]);
+        expect(syncs.length).toBe(2);
+        // Backfills, garbage collection and index drops are synced too.
+        const backfill = track(
+          p.writeBackfill([{ indexNumber: 5, key: b(1), ts: 1n, docId: b(1) }]),
+        );
+        await settle();
+        expect(backfill.done).toBe(false);
+        syncs[2]!.finish();
+        await settle();
+        expect(backfill.done).toBe(true);
+      } finally {
+        for (const s of syncs) s.finish();
+        await p.close();
+        dir.remove();
+      }
+    });
+
+    it("fails the writes waiting on a sync that fails, and closes only after syncs end", async () => {
+      const dir = tempDir();
+      const { syncs, syncFile } = gatedSync();
+      const p = new SqlitePersistence({ path: join(dir.path, "db.sqlite"), syncFile });
+      try {
+        const w1 = track(p.write(batch(1n)));
+        const w2 = track(p.write(batch(2n)));
+        await settle();
+        syncs[0]!.finish(new Error("EIO"));
+        await settle();
+        expect(w1.error).toBeInstanceOf(Error);
+        // w2 committed after the failed sync began: it waits for one of its own.
+        expect(syncs.length).toBe(2);
+        const closed = track(p.close());
+        await settle();
+        expect(closed.done).toBe(false);
+        syncs[1]!.finish(new Error("EIO"));
+        await settle();
+        expect((w2.error as Error).message).toBe("EIO");
+        expect(closed.done).toBe(true);
+      } finally {
+        for (const s of syncs) s.finish();
+        await p.close();
+        dir.remove();
+      }
+    });
   });
 });
