@@ -213,9 +213,15 @@ class SiteExchange implements HttpExchange {
 
   async startResponse(head: HttpResponseHead, first: Uint8Array): Promise<void> {
     if (this.res.destroyed) throw gone();
-    const headers = headersOf(head.headers);
+    let headers: Record<string, string | string[]>;
+    try {
+      headers = headersOf(head.headers);
+      this.res.writeHead(head.status, head.statusText || undefined, headers);
+    } catch (e) {
+      // Only a raw syscall can get here (Response checks status and headers): nothing was sent yet.
+      throw new SyscallError(`Invalid HTTP response: ${(e as Error).message}`);
+    }
     this.started = true;
-    this.res.writeHead(head.status, head.statusText || undefined, headers);
     // A Content-Length the action set must be the truth: Node fails a write past it, and the end before it.
     if (headers["content-length"] !== undefined) this.res.strictContentLength = true;
     await this.writeResponse(first);

@@ -270,6 +270,16 @@ describe("HTTP actions with streamed bodies", () => {
     }
   });
 
+  it("answer 500, having sent nothing, when app code starts a response with a bad status or headers", async () => {
+    for (const what of ["status", "headers"]) {
+      const r = await site(`/stream/raw-bad-start?what=${what}`);
+      expect(r.status).toBe(500);
+      expect(await r.text()).toMatch(/Invalid HTTP response/);
+    }
+    // Still serving.
+    expect((await site("/stream/blob")).status).toBe(200);
+  });
+
   it("send Blob#stream() bodies", async () => {
     const r = await site("/stream/blob");
     expect(await r.text()).toBe("a Blob's stream");
