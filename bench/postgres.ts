@@ -150,11 +150,20 @@ export async function startPostgres(log: (s: string) => void): Promise<Postgres>
   child.stderr!.resume();
   // Under runuser, the postmaster is runuser's child.
   const pid = isRoot() ? childPidOf(child.pid!) : child.pid!;
+  // A benchmark that dies (or is interrupted, see run.ts) leaves no server behind.
+  const orphaned = () => {
+    try {
+      process.kill(pid, "SIGQUIT");
+    } catch {}
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", orphaned);
   return {
     port,
     pid,
     config: { host: "127.0.0.1", port, user: "bench", database: "postgres" },
     async stop() {
+      process.off("exit", orphaned);
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once("exit", r));
         // Fast shutdown: backends are terminated, the cluster is thrown away anyway.

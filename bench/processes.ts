@@ -20,6 +20,10 @@ export interface Proc {
 export function startProcess(cmd: string, args: string[], pattern: RegExp): Promise<Proc> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    // A benchmark that dies (or is interrupted, see run.ts) leaves no process behind.
+    const orphaned = () => child.kill("SIGTERM");
+    process.once("exit", orphaned);
+    child.once("exit", () => process.off("exit", orphaned));
     let out = "";
     let err = "";
     const timer = setTimeout(

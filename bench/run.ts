@@ -39,6 +39,9 @@ async function main() {
   process.stdout.write(`${writeResults(results, options)}\n`);
 }
 
+// Interrupted: exit through process.exit so that 'exit' hooks stop the servers started.
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
+
 main().catch((e) => {
   process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
   process.exitCode = 1;
