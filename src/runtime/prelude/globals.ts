@@ -75,26 +75,25 @@ defineLazyGlobals(["Headers", "Request", "Response", "FormData"], () => require(
 defineLazyGlobals(["Event", "EventTarget", "CustomEvent", "AbortController", "AbortSignal"], () =>
   require("./lazy_events.js"),
 );
-defineLazyGlobals(
-  [
-    "ReadableStream",
-    "ReadableStreamDefaultReader",
-    "ReadableStreamBYOBReader",
-    "ReadableStreamBYOBRequest",
-    "ReadableByteStreamController",
-    "ReadableStreamDefaultController",
-    "TransformStream",
-    "TransformStreamDefaultController",
-    "WritableStream",
-    "WritableStreamDefaultWriter",
-    "WritableStreamDefaultController",
-    "ByteLengthQueuingStrategy",
-    "CountQueuingStrategy",
-    "TextEncoderStream",
-    "TextDecoderStream",
-  ],
-  () => require("./lazy_streams.js"),
-);
+/** The Web Streams globals (lazy_streams.ts). */
+const STREAM_GLOBALS = [
+  "ReadableStream",
+  "ReadableStreamDefaultReader",
+  "ReadableStreamBYOBReader",
+  "ReadableStreamBYOBRequest",
+  "ReadableByteStreamController",
+  "ReadableStreamDefaultController",
+  "TransformStream",
+  "TransformStreamDefaultController",
+  "WritableStream",
+  "WritableStreamDefaultWriter",
+  "WritableStreamDefaultController",
+  "ByteLengthQueuingStrategy",
+  "CountQueuingStrategy",
+  "TextEncoderStream",
+  "TextDecoderStream",
+];
+defineLazyGlobals(STREAM_GLOBALS, () => require("./lazy_streams.js"));
 // Convex code reads environment variables from `process.env` (the generated
 // `_generated/server.js` of convex >= 1.4x references it at import time);
 // nothing else of Node's `process` exists. Deployment environment variables
@@ -133,21 +132,7 @@ cloneHooks.refused = [
   "AbortSignal",
   "Performance",
   // Streams are transferable, not cloneable: without a transfer list browsers refuse them.
-  "ReadableStream",
-  "ReadableStreamDefaultReader",
-  "ReadableStreamBYOBReader",
-  "ReadableStreamBYOBRequest",
-  "ReadableByteStreamController",
-  "ReadableStreamDefaultController",
-  "TransformStream",
-  "TransformStreamDefaultController",
-  "WritableStream",
-  "WritableStreamDefaultWriter",
-  "WritableStreamDefaultController",
-  "ByteLengthQueuingStrategy",
-  "CountQueuingStrategy",
-  "TextEncoderStream",
-  "TextDecoderStream",
+  ...STREAM_GLOBALS,
 ];
 
 Object.defineProperty(Math, "random", {
