@@ -86,6 +86,23 @@ function summarise(runs: RunResult[]) {
 
 const randomOf = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
 
+/** Stocks `items` items through `fill` (`stock:fill`), 500 per call; their IDs. */
+async function stock(
+  items: number,
+  fill: (args: { start: number; count: number; remaining: number }) => Promise<unknown>,
+): Promise<string[]> {
+  const ids: string[] = [];
+  for (let start = 0; start < items; start += 500)
+    ids.push(
+      ...((await fill({
+        start,
+        count: Math.min(500, items - start),
+        remaining: PLENTY,
+      })) as string[]),
+    );
+  return ids;
+}
+
 async function adminKeyOf(dir: string): Promise<string> {
   return readFileSync(join(dir, "admin-key"), "utf8").trim();
 }
@@ -112,15 +129,7 @@ export async function storeSection(o: Options, log: (s: string) => void): Promis
     const key = await adminKeyOf(dir);
     log(`stocking ${items.toLocaleString("en-US")} items and one hot item on both sides…`);
     const http = new ConvexHttpClient(url, { logger: false });
-    const ids: string[] = [];
-    for (let i = 0; i < items; i += 500)
-      ids.push(
-        ...((await http.mutation(api.stock.fill, {
-          start: i,
-          count: Math.min(500, items - i),
-          remaining: PLENTY,
-        })) as string[]),
-      );
+    const ids = await stock(items, (args) => http.mutation(api.stock.fill, args));
     const [hot] = (await http.mutation(api.stock.fill, {
       start: items,
       count: 1,
@@ -243,15 +252,7 @@ async function convexTestRuns(o: Options, clients: number, items: number) {
     "./store/stock.ts": load("./store/convex/stock.ts"),
   };
   const t = convexTest(schema, modules);
-  const ids: string[] = [];
-  for (let i = 0; i < items; i += 500)
-    ids.push(
-      ...((await t.mutation(api.stock.fill, {
-        start: i,
-        count: Math.min(500, items - i),
-        remaining: PLENTY,
-      })) as string[]),
-    );
+  const ids = await stock(items, (args) => t.mutation(api.stock.fill, args));
   const runs: RunResult[] = [];
   for (let r = 0; r < o.runs; r++) {
     runs.push(
