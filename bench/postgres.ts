@@ -10,8 +10,10 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import {
   chmodSync,
   chownSync,
+  closeSync,
   existsSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -131,23 +133,32 @@ export async function startPostgres(log: (s: string) => void): Promise<Postgres>
     "-c",
     "synchronous_commit=on",
   ]);
-  const child: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+  // The server log goes to a file: a pipe nobody drains (while the benchmark
+  // blocks, or when it logs every serialization failure) would stall the server.
+  const logPath = join(dir, "server.log");
+  const logFd = openSync(logPath, "a", 0o666);
+  const child: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
+  closeSync(logFd);
   await new Promise<void>((resolve, reject) => {
-    let err = "";
-    const timer = setTimeout(() => reject(new Error(`PostgreSQL did not start: ${err}`)), 30_000);
-    child.stderr!.on("data", (d: Buffer) => {
-      err += d.toString();
-      if (err.includes("ready to accept connections")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once("exit", (code) => {
+    const log = () => readFileSync(logPath, "utf8");
+    const timer = setTimeout(() => {
+      clearInterval(poll);
+      reject(new Error(`PostgreSQL did not start: ${log()}`));
+    }, 30_000);
+    const poll = setInterval(() => {
+      if (!log().includes("ready to accept connections")) return;
+      clearInterval(poll);
       clearTimeout(timer);
-      reject(new Error(`PostgreSQL exited (${code}): ${err}`));
-    });
+      child.off("exit", exited);
+      resolve();
+    }, 50);
+    const exited = (code: number | null) => {
+      clearInterval(poll);
+      clearTimeout(timer);
+      reject(new Error(`PostgreSQL exited (${code}): ${log()}`));
+    };
+    child.once("exit", exited);
   });
-  child.stderr!.resume();
   // Under runuser, the postmaster is runuser's child.
   const pid = isRoot() ? childPidOf(child.pid!) : child.pid!;
   // A benchmark that dies (or is interrupted, see run.ts) leaves no server behind.
