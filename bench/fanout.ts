@@ -132,7 +132,11 @@ async function measure(
 export async function fanoutSection(o: Options, log: (s: string) => void): Promise<Row[]> {
   const dir = mkdtempSync(join(tmpdir(), "tessera-bench-fanout-"));
   const server = await startServer(dir, STORE_APP);
-  const postgres = await startPostgres(log);
+  const postgres = await startPostgres(log).catch(async (e: unknown) => {
+    await stop(server);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   const writer = new ConvexClient(server.value, { webSocketConstructor: wsCtor });
   const pgWriter = new pg.Client(postgres.config);
   let stack: Awaited<ReturnType<typeof startProcess>> | null = null;

@@ -121,7 +121,11 @@ export async function storeSection(o: Options, log: (s: string) => void): Promis
   const items = o.items;
   const dir = mkdtempSync(join(tmpdir(), "tessera-bench-store-"));
   const server = await startServer(dir, STORE_APP);
-  const postgres = await startPostgres(log);
+  const postgres = await startPostgres(log).catch(async (e: unknown) => {
+    await stop(server);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   const convexClients: ConvexClient[] = [];
   const pgClients: pg.Client[] = [];
   try {
