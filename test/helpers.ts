@@ -53,3 +53,22 @@ export async function rejection(p: Promise<unknown>): Promise<Error> {
   }
   throw new Error("expected a rejection");
 }
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Polls `check` (sync or async) every `everyMs` until it holds; fails naming
+ * `what` after `timeoutMs`.
+ */
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+  everyMs = 10,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}

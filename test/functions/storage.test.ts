@@ -19,7 +19,10 @@ import {
 } from "../../src/functions/storage.js";
 import { LocalFileStore } from "../../src/persistence/fileStore.js";
 import { newDocumentId } from "../../src/values/index.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { openTestDb, type TestDb, waitFor } from "../helpers.js";
+
+/** How long waits here last and how often they look: 5 s, every 10 ms. */
+const WAIT = [5000, 10] as const;
 
 const BASE = "http://tessera.test";
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
@@ -64,14 +67,6 @@ async function refusal(p: Promise<unknown>): Promise<StorageError> {
     throw e;
   }
   throw new Error("expected a StorageError");
-}
-
-async function waitFor(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 describe("documents with IDs chosen beforehand", () => {
@@ -172,7 +167,7 @@ describe("deletion", () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(existsSync(blob(id))).toBe(true);
     await t.db.run((tx2) => storage.delete(tx2, id));
-    await waitFor(() => !existsSync(blob(id)), "the file to go");
+    await waitFor("the file to go", () => !existsSync(blob(id)), ...WAIT);
     expect(await storage.lookup(id)).toBeNull();
     expect(await storage.read(id)).toBeNull();
   });

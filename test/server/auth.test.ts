@@ -7,6 +7,7 @@ import { type FunctionReference, makeFunctionReference } from "convex/server";
 import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { sleep, waitFor } from "../helpers.js";
 import { makeApp, runCli } from "./officialCli.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
 
@@ -165,16 +166,6 @@ function watch(client: ConvexClient): Identity[] {
     seen.push(v);
   });
   return seen;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 async function setEnv(s: ServerProcess, values: Record<string, string>): Promise<void> {

@@ -22,6 +22,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { type WebSocketServer } from "ws";
 import { Deployment } from "../../src/server/deployment.js";
 import { ApiServer } from "../../src/server/server.js";
+import { waitFor } from "../helpers.js";
 import { api } from "./api.js";
 import { fixtureConvexDir } from "./serverProcess.js";
 
@@ -71,15 +72,8 @@ afterAll(async () => {
   if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+/** How long waits here last and how often they look: 10 s, every 5 ms. */
+const BRIEF = [10_000, 5] as const;
 
 /** The server side of every open sync socket (a look inside the in-process server). */
 function serverSockets(): Set<WebSocket> {
@@ -223,7 +217,11 @@ async function writeAndObserve(
   healthy: ReturnType<typeof healthyClients>,
 ): Promise<number> {
   const value = await http.mutation(api.counters.increment, { name: counter });
-  await waitFor(`the healthy clients to see ${counter} = ${value}`, () => healthy.saw(value));
+  await waitFor(
+    `the healthy clients to see ${counter} = ${value}`,
+    () => healthy.saw(value),
+    ...BRIEF,
+  );
   return value;
 }
 
@@ -235,9 +233,9 @@ describe("backpressure", () => {
     const slowServerSide = await serverSideOf(() =>
       slow.connect("counters:padded", { name: counter, bytes: UNDER_LIMIT_BYTES }),
     );
-    await waitFor("the slow client's first transition", () => slow.value === 0);
+    await waitFor("the slow client's first transition", () => slow.value === 0, ...BRIEF);
     const healthy = healthyClients(counter, UNDER_LIMIT_BYTES);
-    await waitFor("the healthy clients' first results", healthy.ready);
+    await waitFor("the healthy clients' first results", healthy.ready, ...BRIEF);
 
     // The slow client stops reading: first the kernel's buffers fill, then the
     // server holds back (its socket's unsent bytes reach the drained threshold).
@@ -270,12 +268,12 @@ describe("backpressure", () => {
     // per write until the server held back, and the catch-up (+2 for a kernel
     // buffer that took a little more meanwhile) instead of 20 more.
     slow.ws.resume();
-    await waitFor("the slow client to catch up", () => slow.value === writes);
+    await waitFor("the slow client to catch up", () => slow.value === writes, ...BRIEF);
     expect(slow.transitions).toBeLessThanOrEqual(writesUntilHeld + 2 + 2);
     expect(slow.closed).toBeNull();
     // …and it is live again: the next write reaches it too.
     writes = await writeAndObserve(counter, healthy);
-    await waitFor("the slow client to see the next write", () => slow.value === writes);
+    await waitFor("the slow client to see the next write", () => slow.value === writes, ...BRIEF);
   });
 
   it("a client over the buffer limit is closed with 4001 and the official client reconnects", async () => {
@@ -287,10 +285,10 @@ describe("backpressure", () => {
       bytes: OVER_LIMIT_BYTES,
     });
     const slowServerSide = await serverSideOf(() =>
-      waitFor("the slow client's first result", () => slowValues.length > 0),
+      waitFor("the slow client's first result", () => slowValues.length > 0, ...BRIEF),
     );
     const healthy = healthyClients(counter, OVER_LIMIT_BYTES);
-    await waitFor("the healthy clients' first results", healthy.ready);
+    await waitFor("the healthy clients' first results", healthy.ready, ...BRIEF);
 
     // Each transition is over the limit: once the kernel's buffers are full,
     // the server's unsent bytes pass the limit and it closes the socket.
@@ -311,9 +309,11 @@ describe("backpressure", () => {
     // Reading again, the client finds the close frame after what was queued,
     // reconnects by itself and ends up with the latest value.
     slowSocket!.resume();
-    await waitFor("the slow client to reconnect and catch up", () => {
-      return slowValues.at(-1)?.value === writes;
-    });
+    await waitFor(
+      "the slow client to reconnect and catch up",
+      () => slowValues.at(-1)?.value === writes,
+      ...BRIEF,
+    );
     expect(slowSocket!.closes).toEqual([{ code: 4001, reason: TOO_SLOW_REASON }]);
     expect(PausableWebSocket.instances.length).toBeGreaterThanOrEqual(2);
     expect(slow.connectionState().isWebSocketConnected).toBe(true);

@@ -16,21 +16,16 @@ import { anyApi } from "convex/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { decodeDocumentId, newDocumentId } from "../../src/values/index.js";
-import { rejection } from "../helpers.js";
+import { rejection, waitFor } from "../helpers.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
+
+/** How long waits here last and how often they look: 10 s, every 20 ms. */
+const WAIT = [10_000, 20] as const;
 
 // biome-ignore lint/suspicious/noExplicitAny: the fixture app is addressed untyped
 const api = anyApi as any;
 
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
-
-async function waitFor(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface StorageDoc {
   _id: string;
@@ -201,7 +196,7 @@ describe("file storage", () => {
     const unsubscribe = client.onUpdate(api.storage.url, { id }, (u: string | null) =>
       seen.push(u),
     );
-    await waitFor(() => seen.length > 0, "the first result");
+    await waitFor("the first result", () => seen.length > 0, ...WAIT);
     expect(seen[0]).toBe(url);
 
     // A mutation that deletes and then fails deletes nothing.
@@ -209,12 +204,12 @@ describe("file storage", () => {
     expect((await fetch(url)).status).toBe(200);
 
     await client.mutation(api.storage.remove, { id });
-    await waitFor(() => seen.at(-1) === null, "the subscription to see the deletion");
+    await waitFor("the subscription to see the deletion", () => seen.at(-1) === null, ...WAIT);
     unsubscribe();
     expect((await fetch(url)).status).toBe(404);
     expect(await http().query(api.storage.doc, { id })).toBeNull();
     expect(await http().query(api.storage.metadata, { id })).toBeNull();
-    await waitFor(() => !existsSync(join(blobsDir(), id)), "the file to be removed");
+    await waitFor("the file to be removed", () => !existsSync(join(blobsDir(), id)), ...WAIT);
     // Deleting again is an error.
     const e = await rejection(http().mutation(api.storage.remove, { id }));
     expect(e.message).toContain("does not exist");
@@ -343,8 +338,9 @@ describe("file storage", () => {
     const docs = (await http().query(api.storage.list, {})) as StorageDoc[];
     const ids = docs.map((d) => d._id).sort();
     await waitFor(
-      () => JSON.stringify(readdirSync(blobsDir()).sort()) === JSON.stringify(ids),
       "the files on disk to match the documents",
+      () => JSON.stringify(readdirSync(blobsDir()).sort()) === JSON.stringify(ids),
+      ...WAIT,
     );
     expect(readdirSync(join(server.dataDir, "files", "tmp"))).toEqual([]);
   });
@@ -386,7 +382,7 @@ describe("file storage across restarts", () => {
     hanging.on("error", () => {});
     hanging.write(randomBytes(1_000_000));
     const tmp = join(server.dataDir, "files", "tmp");
-    await waitFor(() => readdirSync(tmp).length === 1, "the upload to start");
+    await waitFor("the upload to start", () => readdirSync(tmp).length === 1, ...WAIT);
     // And a file stored but never recorded (a crash between the two).
     const tableNumber = decodeDocumentId([...acked.keys()][0]!).tableNumber;
     const orphan = newDocumentId(tableNumber);
@@ -409,10 +405,15 @@ describe("file storage across restarts", () => {
       expect(sha256(bytes)).toBe(hash);
     }
     // Swept in the background after the start.
-    await waitFor(() => readdirSync(tmp).length === 0, "the interrupted upload to be swept");
     await waitFor(
-      () => !readdirSync(join(dataDir!, "files", "blobs")).includes(orphan),
+      "the interrupted upload to be swept",
+      () => readdirSync(tmp).length === 0,
+      ...WAIT,
+    );
+    await waitFor(
       "the orphan to be swept",
+      () => !readdirSync(join(dataDir!, "files", "blobs")).includes(orphan),
+      ...WAIT,
     );
     expect(readdirSync(join(dataDir!, "files", "blobs")).sort()).toEqual([...acked.keys()].sort());
   });

@@ -15,6 +15,7 @@ import {
 import { makeFunctionReference as oldRef } from "convex-1-17/server";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { sleep, waitFor } from "../helpers.js";
 import { api } from "./api.js";
 import { type ServerProcess, startProxy, startServer } from "./serverProcess.js";
 
@@ -88,16 +89,6 @@ function newClient(
 
 function newHttp(): ConvexHttpClient {
   return new ConvexHttpClient(server.url, { logger: false });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 /** Subscribes and records every value the callback receives. */
