@@ -8,7 +8,14 @@ import type { JsonValue } from "../values/index.js";
 import { isPlainObject } from "../values/index.js";
 import type { SyscallHandler } from "./execution.js";
 import { SyscallError } from "./execution.js";
-import { STORAGE_OPS, type StorageHooks, storageOp, type UserIdentity } from "./syscalls.js";
+import {
+  NOT_SUPPORTED_ANYWHERE,
+  STORAGE_OPS,
+  type StorageHooks,
+  storageOp,
+  type UserIdentity,
+  unansweredOp,
+} from "./syscalls.js";
 
 export type NestedKind = "query" | "mutation" | "action";
 
@@ -33,20 +40,6 @@ export interface ActionEnvironment {
   storage?: StorageHooks;
 }
 
-/** Ops of later work, answered with a clear error instead of "unknown". */
-const NOT_SUPPORTED: Record<string, string> = {
-  "1.0/storageGenerateUploadUrl": "file storage",
-  "1.0/storageGetUrl": "file storage",
-  "1.0/storageGetMetadata": "file storage",
-  "1.0/storageDelete": "file storage",
-  "1.0/storageGet": "file storage",
-  "1.0/storageStore": "file storage",
-  "1.0/actions/vectorSearch": "vector search",
-  "1.0/createFunctionHandle": "function handles",
-  "1.0/createServiceToken": "service tokens",
-  "1.0/getServiceUrl": "service URLs",
-};
-
 /** Largest response body `fetch` hands to an action. */
 const MAX_FETCH_RESPONSE_BYTES = 64 * 1024 * 1024;
 
@@ -65,9 +58,7 @@ class ActionSyscalls implements SyscallHandler {
 
   sync(op: string, _args: unknown): unknown {
     if (op === "tessera/env") return this.env.environmentVariables?.() ?? {};
-    if (op in NOT_SUPPORTED)
-      throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
-    throw new SyscallError(`Unknown operation ${op} in an action`);
+    throw unansweredOp(op, NOT_SUPPORTED_ANYWHERE, `Unknown operation ${op} in an action`);
   }
 
   async async(op: string, args: unknown): Promise<unknown> {
@@ -112,9 +103,7 @@ class ActionSyscalls implements SyscallHandler {
     // `1.0/storageStore` / `storageGet` also come from the bootstrap's `storage/storeBlob` / `getBlob`.
     if (this.env.storage !== undefined && STORAGE_OPS.has(op))
       return storageOp(this.env.storage, op, a, true);
-    if (op in NOT_SUPPORTED)
-      throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
-    throw new SyscallError(`Unknown async operation ${op} in an action`);
+    throw unansweredOp(op, NOT_SUPPORTED_ANYWHERE, `Unknown async operation ${op} in an action`);
   }
 }
 

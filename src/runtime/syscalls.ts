@@ -132,28 +132,48 @@ export const STORAGE_OPS: ReadonlySet<string> = new Set([
 /** Catalog tables are the database's own business: user code never sees them. */
 const HIDDEN_TABLES = new Set(["_tables", "_index"]);
 
-/** Ops of later work, answered with a clear error instead of "unknown". */
-const NOT_SUPPORTED: Record<string, string> = {
+/**
+ * Ops of later work in every kind of function (actions' file storage only
+ * when the deployment has none), answered with a clear error instead of
+ * "unknown".
+ */
+export const NOT_SUPPORTED_ANYWHERE: Readonly<Record<string, string>> = {
   "1.0/storageGenerateUploadUrl": "file storage",
   "1.0/storageGetUrl": "file storage",
   "1.0/storageGetMetadata": "file storage",
   "1.0/storageDelete": "file storage",
   "1.0/storageGet": "file storage",
   "1.0/storageStore": "file storage",
-  "1.0/runUdf": "ctx.runQuery / ctx.runMutation inside queries and mutations",
   "1.0/createFunctionHandle": "function handles",
-  "1.0/auditLog": "audit logs",
-  "1.0/getRequestMetadata": "request metadata",
   "1.0/getServiceUrl": "service URLs",
   "1.0/createServiceToken": "service tokens",
+  "1.0/actions/vectorSearch": "vector search",
+};
+
+/** Ops of later work in queries and mutations. */
+const NOT_SUPPORTED: Readonly<Record<string, string>> = {
+  ...NOT_SUPPORTED_ANYWHERE,
+  "1.0/runUdf": "ctx.runQuery / ctx.runMutation inside queries and mutations",
+  "1.0/auditLog": "audit logs",
+  "1.0/getRequestMetadata": "request metadata",
   "1.0/signJwt": "signing JWTs",
   "1.0/actions/query": "actions",
   "1.0/actions/mutation": "actions",
   "1.0/actions/action": "actions",
   "1.0/actions/schedule": "actions",
   "1.0/actions/cancel_job": "actions",
-  "1.0/actions/vectorSearch": "vector search",
 };
+
+/** The error for an op nothing answers: "not supported yet" when it is in `later`, else `unknown`. */
+export function unansweredOp(
+  op: string,
+  later: Readonly<Record<string, string>>,
+  unknown: string,
+): SyscallError {
+  return op in later
+    ? new SyscallError(`not supported yet: ${later[op]} (${op})`)
+    : new SyscallError(unknown);
+}
 
 /** Turns what the database throws into what user code may see. */
 function translate(e: unknown): unknown {
@@ -403,11 +423,7 @@ class UdfSyscalls implements SyscallHandler {
 
   sync(op: string, args: unknown): unknown {
     const f = SYNC_OPS[op];
-    if (f === undefined) {
-      if (op in NOT_SUPPORTED)
-        throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
-      throw new SyscallError(`Unknown operation ${op}`);
-    }
+    if (f === undefined) throw unansweredOp(op, NOT_SUPPORTED, `Unknown operation ${op}`);
     try {
       return f(this.state, argsObject(args, op));
     } catch (e) {
@@ -425,11 +441,7 @@ class UdfSyscalls implements SyscallHandler {
         throw translate(e);
       }
     }
-    if (f === undefined) {
-      if (op in NOT_SUPPORTED)
-        throw new SyscallError(`not supported yet: ${NOT_SUPPORTED[op]} (${op})`);
-      throw new SyscallError(`Unknown async operation ${op}`);
-    }
+    if (f === undefined) throw unansweredOp(op, NOT_SUPPORTED, `Unknown async operation ${op}`);
     try {
       return await f(this.state, argsObject(args, op));
     } catch (e) {
