@@ -14,6 +14,8 @@
  * it ran was captured when this script was evaluated.
  */
 
+import { type FunctionSpec, functionSpecs } from "../functionSpecs.mjs";
+
 const JSONParse = JSON.parse;
 const JSONStringify = JSON.stringify;
 const OriginalPromise = Promise;
@@ -340,48 +342,11 @@ function settle(id: number, ok: boolean, payload: string): void {
   else p.reject(hostError(payload));
 }
 
-interface FunctionSpec {
-  name: string;
-  kind: "query" | "mutation" | "action" | "httpAction";
-  visibility: "public" | "internal";
-  args: string | null;
-  returns: string | null;
-  error?: string;
-}
-
 /** Every registered function of every module, with its kind, visibility and validators (JSON text). */
 function analyze(): string {
   const out: Array<{ path: string; functions: FunctionSpec[] }> = [];
   for (const [path, ns] of Object.entries(g.__tessera_app?.modules ?? {})) {
-    const functions: FunctionSpec[] = [];
-    for (const name of Object.keys(ns).sort()) {
-      const fn = ns[name] as Registered | null | undefined;
-      if ((typeof fn !== "function" && typeof fn !== "object") || fn === null) continue;
-      const kind = fn.isQuery
-        ? "query"
-        : fn.isMutation
-          ? "mutation"
-          : fn.isAction
-            ? "action"
-            : fn.isHttp
-              ? "httpAction"
-              : null;
-      if (kind === null) continue;
-      const spec: FunctionSpec = {
-        name,
-        kind,
-        visibility: fn.isInternal ? "internal" : "public",
-        args: null,
-        returns: null,
-      };
-      try {
-        spec.args = typeof fn.exportArgs === "function" ? fn.exportArgs() : null;
-        spec.returns = typeof fn.exportReturns === "function" ? fn.exportReturns() : null;
-      } catch (e) {
-        spec.error = serializeError(e).message;
-      }
-      functions.push(spec);
-    }
+    const functions = functionSpecs(ns, (e) => serializeError(e).message);
     out.push({ path, functions });
   }
   return JSON.stringify(out);

@@ -9,6 +9,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
+import { functionSpecs } from "../functionSpecs.mjs";
 
 const runs = new AsyncLocalStorage();
 const pending = new Map();
@@ -107,35 +108,7 @@ async function analyze(dir, paths) {
   const out = [];
   for (const path of paths) {
     const ns = await load(dir, path);
-    const functions = [];
-    for (const name of Object.keys(ns).sort()) {
-      const fn = ns[name];
-      if ((typeof fn !== "function" && typeof fn !== "object") || fn === null) continue;
-      const kind = fn.isQuery
-        ? "query"
-        : fn.isMutation
-          ? "mutation"
-          : fn.isAction
-            ? "action"
-            : fn.isHttp
-              ? "httpAction"
-              : null;
-      if (kind === null) continue;
-      const spec = {
-        name,
-        kind,
-        visibility: fn.isInternal ? "internal" : "public",
-        args: null,
-        returns: null,
-      };
-      try {
-        spec.args = typeof fn.exportArgs === "function" ? fn.exportArgs() : null;
-        spec.returns = typeof fn.exportReturns === "function" ? fn.exportReturns() : null;
-      } catch (e) {
-        spec.error = errorOf(e).message;
-      }
-      functions.push(spec);
-    }
+    const functions = functionSpecs(ns, (e) => errorOf(e).message);
     out.push({ path, functions });
   }
   return out;
