@@ -18,8 +18,6 @@
  * the ws server).
  */
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
@@ -27,8 +25,7 @@ import pg from "pg";
 import WebSocket from "ws";
 import { type Options, percentile, type Row, stat } from "./lib.js";
 import { addCart, fillItems, NOTIFY_TRIGGER, SCHEMA } from "./pgStore.js";
-import { startPostgres } from "./postgres.js";
-import { cpuSecondsOfTree, STORE_APP, startProcess, startServer, stop } from "./processes.js";
+import { cpuSecondsOfTree, startComparisonServers, startProcess, stop } from "./processes.js";
 import { connectMany, ProtocolClient } from "./sync.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the store app is used untyped (anyApi)
@@ -130,13 +127,7 @@ async function measure(
 }
 
 export async function fanoutSection(o: Options, log: (s: string) => void): Promise<Row[]> {
-  const dir = mkdtempSync(join(tmpdir(), "tessera-bench-fanout-"));
-  const server = await startServer(dir, STORE_APP);
-  const postgres = await startPostgres(log).catch(async (e: unknown) => {
-    await stop(server);
-    rmSync(dir, { recursive: true, force: true });
-    throw e;
-  });
+  const { server, postgres, ...servers } = await startComparisonServers(log);
   const writer = new ConvexClient(server.value, { webSocketConstructor: wsCtor });
   const pgWriter = new pg.Client(postgres.config);
   let stack: Awaited<ReturnType<typeof startProcess>> | null = null;
@@ -234,8 +225,6 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
     await writer.close().catch(() => {});
     await pgWriter.end().catch(() => {});
     if (stack !== null) await stop(stack);
-    await postgres.stop();
-    await stop(server);
-    rmSync(dir, { recursive: true, force: true });
+    await servers.stop();
   }
 }

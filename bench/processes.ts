@@ -3,8 +3,10 @@
  * ports and a fresh or given data dir, and helpers to start and stop others.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startPostgres } from "./postgres.js";
 
 const APP = join(import.meta.dirname, "app", "convex");
 /** The Swaghaus example's functions plus a stocking mutation (comparison sections). */
@@ -46,6 +48,32 @@ export function startProcess(cmd: string, args: string[], pattern: RegExp): Prom
       reject(new Error(`process exited (${code}): ${out}${err}`));
     });
   });
+}
+
+/**
+ * The comparison sections' two servers: `tessera serve` of the store app on
+ * a fresh data dir, and a PostgreSQL cluster; `stop` ends both and removes
+ * the data dir.
+ */
+export async function startComparisonServers(log: (s: string) => void) {
+  const dir = mkdtempSync(join(tmpdir(), "tessera-bench-store-"));
+  const server = await startServer(dir, STORE_APP);
+  const removeDir = () => rmSync(dir, { recursive: true, force: true });
+  const postgres = await startPostgres(log).catch(async (e: unknown) => {
+    await stop(server);
+    removeDir();
+    throw e;
+  });
+  return {
+    dir,
+    server,
+    postgres,
+    async stop() {
+      await postgres.stop();
+      await stop(server);
+      removeDir();
+    },
+  };
 }
 
 export function startServer(dir: string, convexDir = APP): Promise<Proc> {

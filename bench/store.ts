@@ -14,8 +14,7 @@
  * Both servers commit durably (Tessera: SQLite WAL with fsync before a
  * mutation is acknowledged; PostgreSQL: fsync and synchronous_commit on).
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
@@ -25,8 +24,7 @@ import WebSocket from "ws";
 import schema from "../examples/swaghaus/convex/schema.js";
 import { type Options, percentile, type Row, type Stat, stat } from "./lib.js";
 import { addCart, fillItems, SCHEMA } from "./pgStore.js";
-import { startPostgres } from "./postgres.js";
-import { STORE_APP, startServer, stop } from "./processes.js";
+import { startComparisonServers } from "./processes.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the store app is used untyped (anyApi)
 const api = anyApi as any;
@@ -119,13 +117,7 @@ async function tesseraCounters(url: string, key: string) {
 export async function storeSection(o: Options, log: (s: string) => void): Promise<Row[]> {
   const clients = o.clients;
   const items = o.items;
-  const dir = mkdtempSync(join(tmpdir(), "tessera-bench-store-"));
-  const server = await startServer(dir, STORE_APP);
-  const postgres = await startPostgres(log).catch(async (e: unknown) => {
-    await stop(server);
-    rmSync(dir, { recursive: true, force: true });
-    throw e;
-  });
+  const { dir, server, postgres, ...servers } = await startComparisonServers(log);
   const convexClients: ConvexClient[] = [];
   const pgClients: pg.Client[] = [];
   try {
@@ -236,9 +228,7 @@ export async function storeSection(o: Options, log: (s: string) => void): Promis
   } finally {
     await Promise.all(convexClients.map((c) => c.close().catch(() => {})));
     await Promise.all(pgClients.map((c) => c.end().catch(() => {})));
-    await postgres.stop();
-    await stop(server);
-    rmSync(dir, { recursive: true, force: true });
+    await servers.stop();
   }
 }
 

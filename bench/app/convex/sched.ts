@@ -1,3 +1,4 @@
+import type { GenericDataModel, GenericQueryCtx } from "convex/server";
 import { v } from "convex/values";
 import { api } from "./_generated/api";
 import { mutation, query } from "./_generated/server";
@@ -21,26 +22,22 @@ export const record = mutation({
   },
 });
 
-/** Recorded runs due at or after `from`. */
+/** The recorded runs due at or after `from`. */
+const runsFrom = (ctx: GenericQueryCtx<GenericDataModel>, from: number) =>
+  ctx.db
+    .query("jobruns")
+    .withIndex("by_scheduled", (q) => q.gte("scheduledTime", from))
+    .collect();
+
+/** How many runs due at or after `from` were recorded. */
 export const count = query({
   args: { from: v.number() },
-  handler: async (ctx, { from }) =>
-    (
-      await ctx.db
-        .query("jobruns")
-        .withIndex("by_scheduled", (q) => q.gte("scheduledTime", from))
-        .collect()
-    ).length,
+  handler: async (ctx, { from }) => (await runsFrom(ctx, from)).length,
 });
 
 /** Due-to-start delays (ms) of the recorded runs due at or after `from`. */
 export const delays = query({
   args: { from: v.number() },
   handler: async (ctx, { from }) =>
-    (
-      await ctx.db
-        .query("jobruns")
-        .withIndex("by_scheduled", (q) => q.gte("scheduledTime", from))
-        .collect()
-    ).map((r) => r.startedAt - r.scheduledTime),
+    (await runsFrom(ctx, from)).map((r) => r.startedAt - r.scheduledTime),
 });
