@@ -91,39 +91,45 @@ interface Phase {
 }
 
 /**
- * `runs` runs of `writes` writes, one at a time: each write's latency to
- * every subscriber; checks that the first subscriber saw the written stock.
+ * Connects the subscribers, then `runs` runs of `writes` writes, one at a
+ * time: each write's latency to every subscriber; checks that the first
+ * subscriber saw the written stock. Closes the subscribers at the end.
  */
 async function measure(
-  subs: { next(): Promise<unknown> }[],
+  connect: () => Promise<{ next(): Promise<unknown>; close(): void }[]>,
   runs: number,
   writes: number,
   write: (k: number) => Promise<{ key: string; remaining: number }>,
   keyOf: (item: Item) => string,
   cpu: () => number,
 ): Promise<Phase> {
-  const p50: number[] = [];
-  const p99: number[] = [];
-  const cpu0 = cpu();
-  for (let r = 0; r < runs; r++) {
-    const latencies: number[] = [];
-    for (let k = 0; k < writes; k++) {
-      const arrivals = subs.map((s) => s.next().then((v) => ({ v, at: performance.now() })));
-      const t0 = performance.now();
-      const written = await write(r * writes + k);
-      const seen = await Promise.all(arrivals);
-      const first = (seen[0]!.v as Item[]).find((i) => keyOf(i) === written.key);
-      if (first?.remaining !== written.remaining)
-        throw new Error(
-          `a subscriber saw ${JSON.stringify(first)} after a write that left ${written.remaining}`,
-        );
-      for (const s of seen) latencies.push(s.at - t0);
+  const subs = await connect();
+  try {
+    const p50: number[] = [];
+    const p99: number[] = [];
+    const cpu0 = cpu();
+    for (let r = 0; r < runs; r++) {
+      const latencies: number[] = [];
+      for (let k = 0; k < writes; k++) {
+        const arrivals = subs.map((s) => s.next().then((v) => ({ v, at: performance.now() })));
+        const t0 = performance.now();
+        const written = await write(r * writes + k);
+        const seen = await Promise.all(arrivals);
+        const first = (seen[0]!.v as Item[]).find((i) => keyOf(i) === written.key);
+        if (first?.remaining !== written.remaining)
+          throw new Error(
+            `a subscriber saw ${JSON.stringify(first)} after a write that left ${written.remaining}`,
+          );
+        for (const s of seen) latencies.push(s.at - t0);
+      }
+      latencies.sort((a, b) => a - b);
+      p50.push(percentile(latencies, 50));
+      p99.push(percentile(latencies, 99));
     }
-    latencies.sort((a, b) => a - b);
-    p50.push(percentile(latencies, 50));
-    p99.push(percentile(latencies, 99));
+    return { p50, p99, cpuMsPerWrite: ((cpu() - cpu0) * 1000) / (runs * writes) };
+  } finally {
+    for (const s of subs) s.close();
   }
-  return { p50, p99, cpuMsPerWrite: ((cpu() - cpu0) * 1000) / (runs * writes) };
 }
 
 export async function fanoutSection(o: Options, log: (s: string) => void): Promise<Row[]> {
@@ -158,49 +164,34 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
     const rows: Row[] = [];
     for (const n of o.subscribers) {
       log(`one write to ${n} subscribers: Tessera…`);
-      const subs = await connectMany(
-        n,
-        () => new ProtocolClient(server.value, "items:getItems", {}),
+      const tessera = await measure(
+        () => connectMany(n, () => new ProtocolClient(server.value, "items:getItems", {})),
+        o.runs,
+        writes,
+        async (k) => {
+          const item = ids[k % ITEMS]!;
+          const remaining = (await writer.mutation(api.items.addCart, {
+            user: "writer",
+            item,
+          })) as number;
+          return { key: item, remaining };
+        },
+        (i) => i._id!,
+        () => cpuSecondsOfTree(server.child.pid!),
       );
-      let tessera: Phase;
-      try {
-        tessera = await measure(
-          subs,
-          o.runs,
-          writes,
-          async (k) => {
-            const item = ids[k % ITEMS]!;
-            const remaining = (await writer.mutation(api.items.addCart, {
-              user: "writer",
-              item,
-            })) as number;
-            return { key: item, remaining };
-          },
-          (i) => i._id!,
-          () => cpuSecondsOfTree(server.child.pid!),
-        );
-      } finally {
-        for (const s of subs) s.close();
-      }
       log(`one write to ${n} subscribers: PostgreSQL LISTEN/NOTIFY + ws…`);
-      const stackSubs = await connectStack(stackUrl, n);
-      let baseline: Phase;
-      try {
-        baseline = await measure(
-          stackSubs,
-          o.runs,
-          writes,
-          async (k) => {
-            const item = pgIds[k % ITEMS]!;
-            const { remaining } = await addCart(pgWriter, "writer", item);
-            return { key: String(item), remaining };
-          },
-          (i) => String(i.id),
-          () => cpuSecondsOfTree(postgres.pid) + cpuSecondsOfTree(stackPid),
-        );
-      } finally {
-        for (const s of stackSubs) s.close();
-      }
+      const baseline = await measure(
+        () => connectStack(stackUrl, n),
+        o.runs,
+        writes,
+        async (k) => {
+          const item = pgIds[k % ITEMS]!;
+          const { remaining } = await addCart(pgWriter, "writer", item);
+          return { key: String(item), remaining };
+        },
+        (i) => String(i.id),
+        () => cpuSecondsOfTree(postgres.pid) + cpuSecondsOfTree(stackPid),
+      );
       const label = `PostgreSQL LISTEN/NOTIFY + ws server`;
       for (const q of ["p50", "p99"] as const) {
         const t = stat(tessera[q]);
