@@ -31,6 +31,7 @@
 import * as acorn from "acorn";
 import * as eslintScope from "eslint-scope";
 import MagicString from "magic-string";
+import { findNameCalls } from "./functionNames.js";
 
 // ESTree nodes as acorn produces them, loosely typed: the pass looks at a
 // handful of fields and walks the rest generically.
@@ -711,6 +712,12 @@ export function instrumentApp(code: string): InstrumentResult {
       if (insert.side === "right") s.prependRight(insert.at, insert.text);
       else s.appendLeft(insert.at, insert.text);
     }
+  }
+  // Functions named as they are made rather than by `__name` (functionNames.ts).
+  for (const call of findNameCalls(manager, (node) => parents.get(node))) {
+    const key = JSON.stringify(call.name);
+    s.overwrite(call.start, call.fnStart, `({ ${key}: `, { contentOnly: true });
+    s.overwrite(call.fnEnd, call.end, ` })[${key}]`, { contentOnly: true });
   }
   const topBody = top.body as Node;
   const topNames = topScope.variables
