@@ -72,7 +72,10 @@ export class Database implements TransactionHost {
 
   private queue: QueuedCommit[] = [];
   private flushScheduled = false;
-  private writing = false;
+  /** Batches written to the persistence and not yet published (one syncing, others waiting on the next sync). */
+  private inFlight = 0;
+  /** Settles when the newest batch in flight has been published or failed: batches publish in order. */
+  private lastPublication: Promise<void> = Promise.resolve();
   private idle: Array<() => void> = [];
   private failure: Error | null = null;
   private closed = false;
@@ -241,7 +244,7 @@ export class Database implements TransactionHost {
   }
 
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.writing) return;
+    if (this.flushScheduled) return;
     this.flushScheduled = true;
     // setImmediate lets every commit issued in this turn of the event loop join the batch.
     setImmediate(() => {
@@ -257,7 +260,6 @@ export class Database implements TransactionHost {
 
   /** Validates queued transactions in order and writes the accepted ones as one durable batch. */
   private async flush(): Promise<void> {
-    if (this.writing) return;
     if (this.queue.length === 0) return this.afterFlush();
     const items = this.queue;
     this.queue = [];
@@ -320,18 +322,49 @@ export class Database implements TransactionHost {
     if (accepted.length === 0) return this.afterFlush();
 
     const maxTs = accepted[accepted.length - 1]!.ts;
-    this.writing = true;
     this.headCatalog = head;
+    // Batches are pipelined: this one is written while earlier ones may still
+    // be syncing (it then shares the next sync), and published after them.
+    this.inFlight++;
+    const previous = this.lastPublication;
+    let published!: () => void;
+    this.lastPublication = new Promise<void>((resolve) => {
+      published = resolve;
+    });
+    let writeError: unknown = null;
     try {
       await this.persistence.write({ documents, indexes, maxTs });
     } catch (e) {
-      // The outcome on disk is unknown, so nothing more can be acknowledged: fail loudly.
-      for (const c of accepted) {
-        c.tx.markState("aborted");
-        c.reject(new DatabaseError(`Commit failed: storage write error: ${errorMessage(e)}`));
-      }
-      return this.fail(e);
+      writeError = e;
     }
+    await previous;
+    this.inFlight--;
+    try {
+      if (writeError !== null || this.failure !== null) {
+        // The outcome on disk is unknown (or an earlier batch's is), so nothing
+        // more can be acknowledged: fail loudly.
+        const reason = writeError !== null ? writeError : this.failure;
+        for (const c of accepted) {
+          c.tx.markState("aborted");
+          c.reject(
+            new DatabaseError(`Commit failed: storage write error: ${errorMessage(reason)}`),
+          );
+        }
+        return this.fail(reason);
+      }
+      this.publish(head, maxTs, accepted, cacheUpdates);
+    } finally {
+      published();
+    }
+  }
+
+  /** Makes a durable batch visible: readers, listeners, then the writers. */
+  private publish(
+    head: Catalog,
+    maxTs: bigint,
+    accepted: PreparedCommit[],
+    cacheUpdates: Array<{ id: string; ts: bigint; doc: Document | null; size: number }>,
+  ): void {
     for (const u of cacheUpdates) {
       this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
     }
@@ -339,7 +372,6 @@ export class Database implements TransactionHost {
     if (catalogChanged) this.catalogSince = maxTs;
     this.published = maxTs;
     this.publishedCatalog = head;
-    this.writing = false;
     // Listeners (subscriptions) see the commits before their writers hear back,
     // so that a writer's next read of a subscription finds it up to date.
     if (this.publishListeners.size > 0) {
@@ -363,7 +395,6 @@ export class Database implements TransactionHost {
   /** Puts the database in the failed state and rejects everything waiting to commit. */
   private fail(e: unknown): void {
     this.failure ??= e instanceof Error ? e : new Error(String(e));
-    this.writing = false;
     for (const q of this.queue.splice(0)) {
       q.tx.markState("aborted");
       q.reject(new DatabaseError(`Commit failed: ${this.failure.message}`));
@@ -373,12 +404,13 @@ export class Database implements TransactionHost {
 
   private afterFlush(): void {
     if (this.queue.length > 0) this.scheduleFlush();
-    else if (!this.writing) for (const f of this.idle.splice(0)) f();
+    else if (this.inFlight === 0) for (const f of this.idle.splice(0)) f();
   }
 
   /** Resolves once every commit queued so far has been decided. */
   private drain(): Promise<void> {
-    if (this.queue.length === 0 && !this.writing && !this.flushScheduled) return Promise.resolve();
+    if (this.queue.length === 0 && this.inFlight === 0 && !this.flushScheduled)
+      return Promise.resolve();
     return new Promise((resolve) => this.idle.push(resolve));
   }
 

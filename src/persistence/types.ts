@@ -86,7 +86,9 @@ export interface Persistence {
   /**
    * Appends a batch atomically. Resolves only once the batch is durable
    * (survives a process kill and a power cut). On rejection nothing of the
-   * batch is visible, and the store should be treated as failed.
+   * batch is visible, and the store should be treated as failed. The database
+   * calls it again before an earlier call resolved (batches are pipelined):
+   * batches must be applied in call order.
    */
   write(batch: WriteBatch): Promise<void>;
 

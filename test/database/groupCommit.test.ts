@@ -3,7 +3,8 @@
  * event loop: commits queued together are validated in order (a conflict
  * inside the group is caught), written as one batch and acknowledged — and
  * made visible — only once the sync of that batch has finished; a commit
- * arriving meanwhile waits for a sync of its own.
+ * arriving meanwhile is written at once and waits for a sync of its own,
+ * and batches are published in order (none after one whose sync failed).
  */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -35,20 +36,32 @@ afterEach(async () => {
   cleanup = [];
 });
 
-/** A database whose WAL syncs are held while `hold` is set, until the test finishes them. */
+/** A database whose WAL syncs are held while `hold` is set, until the test finishes (or fails) them. */
 async function openGated() {
   const dir = tempDir();
   const held: Array<() => void> = [];
-  const gate = { hold: false, held };
+  const failers: Array<(e: Error) => void> = [];
+  const gate = { hold: false, held, failers, writes: 0 };
   const persistence = new SqlitePersistence({
     path: join(dir.path, "db.sqlite"),
-    syncFile: () => (gate.hold ? new Promise<void>((r) => held.push(r)) : Promise.resolve()),
+    syncFile: () =>
+      gate.hold
+        ? new Promise<void>((resolve, reject) => {
+            held.push(resolve);
+            failers.push(reject);
+          })
+        : Promise.resolve(),
   });
+  const write = persistence.write.bind(persistence);
+  persistence.write = (batch) => {
+    gate.writes++;
+    return write(batch);
+  };
   const db = await Database.open({ persistence, gcIntervalMs: 0 });
   cleanup.push(async () => {
     gate.hold = false;
     for (const r of held.splice(0)) r();
-    await db.close();
+    await db.close().catch(() => {});
     dir.remove();
   });
   return { db, gate };
@@ -89,10 +102,14 @@ describe("group commit", () => {
     expect(await reader.get(cId)).toBeNull();
     reader.abort();
 
-    // A commit arriving while the group syncs is not in it.
+    // A commit arriving while the group syncs is not in it, but it is
+    // written at once (pipelined), to share the sync that follows.
+    const writes = gate.writes;
     const pd = track(db.commit(d));
     await settle();
     expect(gate.held.length).toBe(1);
+    expect(gate.writes).toBe(writes + 1);
+    expect(pd.done).toBe(false);
 
     gate.held.shift()!();
     await settle();
@@ -113,5 +130,36 @@ describe("group commit", () => {
     expect((await after.get(y!))?.v).toBe(4);
     expect((await after.get(cId))?.v).toBe(3);
     after.abort();
+  });
+
+  it("acknowledges nothing behind a batch whose sync failed", async () => {
+    const { db, gate } = await openGated();
+    await db.run((tx) => tx.insert("kv", { v: 0 }));
+    gate.hold = true;
+    const a = db.begin();
+    await a.insert("kv", { v: 1 });
+    const pa = track(db.commit(a));
+    await settle();
+    const b = db.begin();
+    await b.insert("kv", { v: 2 });
+    const pb = track(db.commit(b));
+    await settle();
+    // B is written and waits for the sync after A's.
+    expect(gate.writes).toBe(3);
+    expect(gate.held.length).toBe(1);
+    const before = db.latestTs();
+    gate.hold = false;
+    gate.failers.shift()!(new Error("EIO: the disk went away"));
+    gate.held.shift();
+    await settle();
+    await settle();
+    // B's own sync succeeded, but the batch before it is lost: B is not acknowledged.
+    expect(pa.error).toBeInstanceOf(Error);
+    expect((pa.error as Error).message).toMatch(/storage write error: EIO/);
+    expect(pb.error).toBeInstanceOf(Error);
+    expect((pb.error as Error).message).toMatch(/storage write error: EIO/);
+    expect(db.latestTs()).toBe(before);
+    // The database says why it stopped to whoever tries next.
+    expect(() => db.begin()).toThrow(/must be reopened: EIO/);
   });
 });
