@@ -52,8 +52,10 @@ export interface LiveContext {
   readonly isolate: ivm.Isolate;
   /** `__tessera_runtime.start(requestJson)`. */
   readonly start: ivm.Reference<(requestJson: string) => void>;
-  /** `__tessera_runtime.settle(id, ok, payload)`. */
-  readonly settle: ivm.Reference<(id: number, ok: boolean, payload: string) => void>;
+  /** `__tessera_runtime.settle(id, ok, payload, ahead?)`. */
+  readonly settle: ivm.Reference<
+    (id: number, ok: boolean, payload: string, ahead?: string) => void
+  >;
   /** `__tessera_runtime.verdict()`: "clean", or "tainted:" and why. */
   readonly verdict: ivm.Reference<() => string>;
   /** `__tessera_runtime.analyze()`: the app's functions (JSON). */

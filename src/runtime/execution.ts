@@ -24,6 +24,37 @@ export interface SyscallHandler {
 }
 
 /**
+ * An async syscall's answer together with the answers of the calls that will
+ * follow it (`1.0/queryStreamNext`: the next documents of the same query).
+ * The bootstrap keeps them and answers those calls without a round trip.
+ */
+export class AnswerWithAhead {
+  constructor(
+    readonly value: unknown,
+    readonly ahead: readonly unknown[],
+  ) {}
+}
+
+/**
+ * An async syscall's result as the bootstrap's `settle` takes it: JSON text,
+ * and the answers ahead as JSON texts joined by newlines (JSON.stringify
+ * never writes a raw newline, and one string crosses into the isolate
+ * without a structured copy).
+ */
+function encodeAnswer(result: unknown): { answer: string; ahead: string | undefined } {
+  if (result instanceof AnswerWithAhead) {
+    return {
+      answer: JSON.stringify(result.value ?? null),
+      ahead:
+        result.ahead.length > 0
+          ? result.ahead.map((a) => JSON.stringify(a ?? null)).join("\n")
+          : undefined,
+    };
+  }
+  return { answer: JSON.stringify(result ?? null), ahead: undefined };
+}
+
+/**
  * An error a syscall reports to user code. With `convexErrorData` (the JSON
  * text of a value) it reaches user code as a `ConvexError` carrying that data.
  * Errors that are not `SyscallError`s are internal: user code sees a generic
@@ -192,17 +223,20 @@ export async function execute(
         }
         let ok = true;
         let answer: string;
+        let ahead: string | undefined;
         try {
-          answer = JSON.stringify(
-            (await handler.async(call.op, JSON.parse(call.argsJson))) ?? null,
-          );
+          ({ answer, ahead } = encodeAnswer(
+            await handler.async(call.op, JSON.parse(call.argsJson)),
+          ));
         } catch (e) {
           ok = false;
           if (isFatal(e)) bridge.fatal ??= e;
           answer = errorPayload(e);
         }
         if (used() >= limitNs) throw timeoutError();
-        live.settle.applySync(undefined, [call.id, ok, answer], { timeout: remainingMs() });
+        live.settle.applySync(undefined, [call.id, ok, answer, ahead], {
+          timeout: remainingMs(),
+        });
       }
       const outcome = JSON.parse(bridge.outcome) as
         | { ok: true; value: unknown; logs: LogLine[] }
@@ -304,17 +338,19 @@ async function driveAction(
       Promise.resolve()
         .then(() => handler.async(call.op, JSON.parse(call.argsJson)))
         .then(
-          (v) => ({ ok: true, answer: JSON.stringify(v ?? null) }),
+          (v) => ({ ok: true, ...encodeAnswer(v) }),
           (e: unknown) => {
             if (isFatal(e)) bridge.fatal ??= e;
-            return { ok: false, answer: errorPayload(e) };
+            return { ok: false, answer: errorPayload(e), ahead: undefined };
           },
         )
-        .then(({ ok, answer }) => {
+        .then(({ ok, answer, ahead }) => {
           if (active) inflight--;
           if (over) return;
           enter(() =>
-            live.settle.applySync(undefined, [call.id, ok, answer], { timeout: ACTION_SLICE_MS }),
+            live.settle.applySync(undefined, [call.id, ok, answer, ahead], {
+              timeout: ACTION_SLICE_MS,
+            }),
           );
         });
     }

@@ -118,6 +118,8 @@ export class QueryStream {
   /** Documents emitted past each limit operator so far. */
   private readonly counts: number[];
   private done = false;
+  /** Documents to send ahead with the next `queryStreamNext` answer (see syscalls.ts). */
+  ahead = 1;
 
   constructor(
     tx: Transaction,

@@ -21,7 +21,7 @@ import {
   type Value,
   ValueError,
 } from "../values/index.js";
-import { SyscallError, type SyscallHandler } from "./execution.js";
+import { AnswerWithAhead, SyscallError, type SyscallHandler } from "./execution.js";
 import { FilterError } from "./filters.js";
 import { assertTableAccess, parseQuery, QueryError, QueryStream, queryPage } from "./queries.js";
 
@@ -252,6 +252,9 @@ function startQuery(args: Record<string, unknown>): ParsedQueryWithTable {
   return query;
 }
 
+/** Most documents a `queryStreamNext` answer carries for the calls after it. */
+const MAX_AHEAD = 64;
+
 const SYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => unknown> = {
   // Tessera's own: `process.env` (the bootstrap asks once per execution).
   "tessera/env": (s) => s.env.environmentVariables?.() ?? {},
@@ -338,12 +341,22 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
   "1.0/queryStreamNext": async (s, a) => {
     const stream = s.streams.get(a.queryId as number);
     if (stream === undefined) throw new SyscallError("This query was already closed");
-    const doc: Document | null = await stream.next();
-    if (doc === null) {
-      s.streams.delete(a.queryId as number);
-      return { value: null, done: true };
+    // The answer carries the documents of the next calls too (the bootstrap
+    // answers those without a round trip): 1, 2, 4, … up to 64 more, so a
+    // loop left early has read at most about as many again as it consumed.
+    const answers: Array<{ value: JsonValue; done: boolean }> = [];
+    const wanted = 1 + stream.ahead;
+    stream.ahead = Math.min(stream.ahead * 2, MAX_AHEAD);
+    while (answers.length < wanted) {
+      const doc: Document | null = await stream.next();
+      if (doc === null) {
+        s.streams.delete(a.queryId as number);
+        answers.push({ value: null, done: true });
+        break;
+      }
+      answers.push({ value: toJson(doc), done: false });
     }
-    return { value: toJson(doc), done: false };
+    return answers.length === 1 ? answers[0] : new AnswerWithAhead(answers[0], answers.slice(1));
   },
   "1.0/queryPage": async (s, a) => {
     const query = startQuery(a);

@@ -143,6 +143,30 @@ describe("queries and mutations", () => {
     expect(seen.slice(0, 5)).toEqual(["note 4", "note 3", "note 2", "note 1", "note 0"]);
   });
 
+  it("gives every query stream call its own next document, whatever the order of the calls", async () => {
+    // Enough documents for several rounds of answers sent ahead (1, 2, 4, … 64 at a time).
+    await mutation("behaviour:addNotes", { prefix: "p", count: 150 });
+    const r = (await query("behaviour:streamOrder")) as {
+      all: string[];
+      interleaved: string[];
+      burst: string[];
+      early: number;
+      afterBreak: string[];
+      race: string;
+    };
+    const { all } = r;
+    expect(all.length).toBeGreaterThanOrEqual(150);
+    expect(all.filter((t) => t.startsWith("p")).slice(0, 150)).toEqual(
+      Array.from({ length: 150 }, (_, i) => `p${i}`),
+    );
+    const reversed = [...all].reverse();
+    expect(r.interleaved).toEqual(all.slice(0, 70).flatMap((t, i) => [t, reversed[i]]));
+    expect(r.burst).toEqual(all.slice(0, 4));
+    expect(r.early).toBe(3);
+    expect(r.afterBreak).toEqual(all.slice(0, 5));
+    expect(r.race).toBe(`stream ${all[1]}`);
+  });
+
   it("normalizes IDs by table", async () => {
     const note = (await mutation("behaviour:addNote", { text: "n" })) as string;
     expect(await query("behaviour:normalize", { id: note })).toEqual({

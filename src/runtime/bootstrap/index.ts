@@ -118,8 +118,45 @@ function connect(): void {
 const collectGarbage = (globalThis as { gc?: () => void }).gc;
 (globalThis as { gc?: () => void }).gc = undefined;
 
-const pending = new Map<number, { resolve: (v: string) => void; reject: (e: unknown) => void }>();
+interface Pending {
+  resolve: (v: string) => void;
+  reject: (e: unknown) => void;
+  /** For `1.0/queryStreamNext`: the query whose next answers may come with this one. */
+  queryId?: number;
+}
+const pending = new Map<number, Pending>();
 let nextId = 1;
+
+/**
+ * Answers of `1.0/queryStreamNext` the host sent ahead, by query id, and
+ * the host call under way for that query: a call finds its answer here
+ * without a round trip, or waits for the call under way and looks again
+ * (so each call gets the query's next answer, in the order made). Query ids
+ * are per execution: cleared at each start.
+ */
+interface StreamAhead {
+  answers: string[];
+  read: number;
+  inflight: Promise<string> | null;
+}
+const streamsAhead = new Map<number, StreamAhead>();
+const stringIndexOf = String.prototype.indexOf;
+const stringSlice = String.prototype.slice;
+
+/** `text.split("\n")` with built-ins captured before user code ran (split would look up `Symbol.split`). */
+function lines(text: string): string[] {
+  const out: string[] = [];
+  let start = 0;
+  for (;;) {
+    const end = ReflectApply(stringIndexOf, text, ["\n", start]) as number;
+    if (end === -1) {
+      out[out.length] = ReflectApply(stringSlice, text, [start]) as string;
+      return out;
+    }
+    out[out.length] = ReflectApply(stringSlice, text, [start, end]) as string;
+    start = end + 1;
+  }
+}
 
 /** Rebuilds an error thrown by the host; `data` marks a ConvexError's JSON-encoded data. */
 function hostError(payload: string): Error {
@@ -130,16 +167,59 @@ function hostError(payload: string): Error {
   return e;
 }
 
+/** Starts an async syscall on the host; `queryId` marks a `queryStreamNext` (answers ahead). */
+function hostAsync(op: string, argsJson: string, queryId?: number): Promise<string> {
+  return new OriginalPromise((resolve, reject) => {
+    const id = nextId++;
+    ReflectApply(mapSet, pending, [id, { resolve, reject, queryId }]);
+    asyncSyscallHost(id, op, argsJson);
+  });
+}
+
+/** The query id of a `queryStreamNext`/`queryCleanup` call, or undefined if it has none. */
+function queryIdOf(argsJson: string): number | undefined {
+  const id = (parse(argsJson) as { queryId?: unknown } | null)?.queryId;
+  return typeof id === "number" ? id : undefined;
+}
+
+function queryStreamNext(argsJson: string, queryId: number): Promise<string> {
+  const ahead = ReflectApply(mapGet, streamsAhead, [queryId]) as StreamAhead | undefined;
+  if (ahead === undefined) {
+    const state: StreamAhead = { answers: [], read: 0, inflight: null };
+    ReflectApply(mapSet, streamsAhead, [queryId, state]);
+    return startStreamCall(state, argsJson, queryId);
+  }
+  if (ahead.read < ahead.answers.length) {
+    const answer = ahead.answers[ahead.read++]!;
+    return new OriginalPromise((resolve) => resolve(answer));
+  }
+  if (ahead.inflight !== null) {
+    const retry = () => queryStreamNext(argsJson, queryId);
+    return ReflectApply(promiseThen, ahead.inflight, [retry, retry]) as Promise<string>;
+  }
+  return startStreamCall(ahead, argsJson, queryId);
+}
+
+function startStreamCall(state: StreamAhead, argsJson: string, queryId: number): Promise<string> {
+  const call = hostAsync("1.0/queryStreamNext", argsJson, queryId);
+  state.inflight = call;
+  return call;
+}
+
 const Convex = {
   syscall(op: string, argsJson: string): string {
+    if (op === "1.0/queryCleanup") {
+      const queryId = queryIdOf(argsJson);
+      if (queryId !== undefined) ReflectApply(mapDelete, streamsAhead, [queryId]);
+    }
     return syscallHost(op, argsJson);
   },
   asyncSyscall(op: string, argsJson: string): Promise<string> {
-    return new OriginalPromise((resolve, reject) => {
-      const id = nextId++;
-      ReflectApply(mapSet, pending, [id, { resolve, reject }]);
-      asyncSyscallHost(id, op, argsJson);
-    });
+    if (op === "1.0/queryStreamNext") {
+      const queryId = queryIdOf(argsJson);
+      if (queryId !== undefined) return queryStreamNext(argsJson, queryId);
+    }
+    return hostAsync(op, argsJson);
   },
   jsSyscall(op: string, args: Record<string, unknown>): unknown {
     // Storage in actions: the Blob crosses to the host as base64 (what the
@@ -294,6 +374,7 @@ async function invoke(requestJson: string): Promise<string> {
   const req = parse(requestJson) as Invocation;
   // Promises of an earlier execution that were never settled stay so.
   ReflectApply(mapClear, pending, []);
+  ReflectApply(mapClear, streamsAhead, []);
   env.begin({
     mode: req.kind === "httpAction" ? "action" : req.kind,
     seed: req.seed,
@@ -331,13 +412,23 @@ async function invoke(requestJson: string): Promise<string> {
   }
 }
 
-/** Completes an async syscall: `ok` with the JSON result, or an error payload from `hostError`. */
-function settle(id: number, ok: boolean, payload: string): void {
-  const p = ReflectApply(mapGet, pending, [id]) as
-    | { resolve: (v: string) => void; reject: (e: unknown) => void }
-    | undefined;
+/**
+ * Completes an async syscall: `ok` with the JSON result, or an error payload
+ * from `hostError`. `ahead`: the answers of the same query's next calls
+ * (JSON texts joined by newlines; see execution.ts).
+ */
+function settle(id: number, ok: boolean, payload: string, ahead?: string): void {
+  const p = ReflectApply(mapGet, pending, [id]) as Pending | undefined;
   if (p === undefined) return;
   ReflectApply(mapDelete, pending, [id]);
+  if (p.queryId !== undefined) {
+    const state = ReflectApply(mapGet, streamsAhead, [p.queryId]) as StreamAhead | undefined;
+    if (state !== undefined) {
+      state.inflight = null;
+      state.answers = typeof ahead === "string" ? lines(ahead) : [];
+      state.read = 0;
+    }
+  }
   if (ok) p.resolve(payload);
   else p.reject(hostError(payload));
 }

@@ -1,0 +1,73 @@
+/**
+ * The host side of `1.0/queryStreamNext`: each answer carries the answers of
+ * the calls after it (1, 2, 4, … up to 64 more), ending with the end of the
+ * stream when it is reached; a limit is never read past. The isolate side
+ * (each call gets its own next answer in any order of calls) is tested
+ * through the official library in test/functions/runner.test.ts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AnswerWithAhead } from "../../src/runtime/execution.js";
+import { udfSyscalls } from "../../src/runtime/syscalls.js";
+import { openTestDb, type TestDb } from "../helpers.js";
+
+let t: TestDb;
+beforeAll(async () => {
+  t = await openTestDb();
+  await t.db.run(async (tx) => {
+    for (let i = 0; i < 10; i++) await tx.insert("notes", { n: i });
+  });
+});
+afterAll(() => t?.close());
+
+function handler() {
+  const tx = t.db.begin({ readOnly: true });
+  const h = udfSyscalls({
+    tx,
+    kind: "query",
+    identity: null,
+    functionName: "notes:list",
+    visibility: "public",
+    deployment: { name: "test", region: null, class: "s16" },
+  });
+  return { tx, h };
+}
+
+const start = (h: ReturnType<typeof handler>["h"], operators: unknown[] = []) =>
+  (
+    h.sync("1.0/queryStream", {
+      query: { source: { type: "FullTableScan", tableName: "notes", order: null }, operators },
+      version: "1.48.0",
+    }) as { queryId: number }
+  ).queryId;
+
+/** The `n` of each answer of one call: its own, then those sent ahead ("done" at the end). */
+async function call(h: ReturnType<typeof handler>["h"], queryId: number): Promise<unknown[]> {
+  const r = await h.async("1.0/queryStreamNext", { queryId });
+  const answers = (r instanceof AnswerWithAhead ? [r.value, ...r.ahead] : [r]) as Array<{
+    value: { n: number } | null;
+    done: boolean;
+  }>;
+  return answers.map((a) => (a.done ? "done" : a.value!.n));
+}
+
+describe("queryStreamNext answers sent ahead", () => {
+  it("sends 1, 2, 4, … more answers with each, up to the end of the stream", async () => {
+    const { tx, h } = handler();
+    const queryId = start(h);
+    expect(await call(h, queryId)).toEqual([0, 1]);
+    expect(await call(h, queryId)).toEqual([2, 3, 4]);
+    expect(await call(h, queryId)).toEqual([5, 6, 7, 8, 9]);
+    expect(await call(h, queryId)).toEqual(["done"]);
+    // The stream is gone on the host once its end was sent.
+    await expect(h.async("1.0/queryStreamNext", { queryId })).rejects.toThrow(/already closed/);
+    tx.abort();
+  });
+
+  it("does not read past a limit, and sends the end with the last document", async () => {
+    const { tx, h } = handler();
+    const queryId = start(h, [{ limit: 1 }]);
+    expect(await call(h, queryId)).toEqual([0, "done"]);
+    expect(tx.counters.documentsRead).toBe(1);
+    tx.abort();
+  });
+});
