@@ -8,7 +8,8 @@
  * global object; the host then takes `__tessera_runtime` out too (see
  * appRuntime.ts): user code reaches neither. Async syscalls are queued on the
  * host, which answers them one at a time in the order they were made, so
- * `Promise.race` and friends give the same result on every run.
+ * `Promise.race` and friends give the same result on every run (query
+ * streams' next documents may arrive ahead of their calls: see below).
  *
  * The app's import code may change any built-in: what this script uses after
  * it ran was captured when this script was evaluated.
@@ -176,9 +177,18 @@ function hostAsync(op: string, argsJson: string, queryId?: number): Promise<stri
   });
 }
 
-/** The query id of a `queryStreamNext`/`queryCleanup` call, or undefined if it has none. */
+/**
+ * The query id of a `queryStreamNext`/`queryCleanup` call, or undefined if it
+ * has none (arguments that are not JSON go to the host, which refuses them).
+ */
 function queryIdOf(argsJson: string): number | undefined {
-  const id = (parse(argsJson) as { queryId?: unknown } | null)?.queryId;
+  let args: unknown;
+  try {
+    args = parse(argsJson);
+  } catch {
+    return undefined;
+  }
+  const id = (args as { queryId?: unknown } | null)?.queryId;
   return typeof id === "number" ? id : undefined;
 }
 
