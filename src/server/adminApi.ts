@@ -40,7 +40,14 @@ export class AdminApi {
       ["POST /api/deploy2/wait_for_schema", (b) => pushes.waitForSchema(b)],
       ["POST /api/deploy2/finish_push", (b) => pushes.finishPush(b)],
       // Tessera's own: counts an operator (or the benchmark) reads.
-      ["GET /api/tessera/metrics", () => ({ mutations: { ...deployment.mutationCounters } })],
+      [
+        "GET /api/tessera/metrics",
+        () => ({
+          mutations: { ...deployment.mutationCounters },
+          // How often executions found a context to reuse (runtime/README.md, "Context reuse").
+          contexts: deployment.app ? { ...deployment.app.runtime.reuse } : null,
+        }),
+      ],
       // The CLI reports its push timings; nothing to keep.
       ["POST /api/deploy2/report_push_completed", () => ({})],
     ]);

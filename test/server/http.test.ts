@@ -136,7 +136,7 @@ describe("HTTP API through ConvexHttpClient", () => {
     expect(server.adminKey).toBe(ADMIN_KEY);
   });
 
-  it("counts mutation commits at /api/tessera/metrics, for the admin key only", async () => {
+  it("counts mutation commits and context reuse at /api/tessera/metrics, for the admin key only", async () => {
     const metrics = async (key?: string) => {
       const res = await fetch(`${server.url}/api/tessera/metrics`, {
         headers: key === undefined ? {} : { Authorization: `Convex ${key}` },
@@ -145,14 +145,22 @@ describe("HTTP API through ConvexHttpClient", () => {
     };
     expect((await metrics()).status).toBe(401);
     expect((await metrics("not-the-key")).status).toBe(401);
-    const before = (await metrics(ADMIN_KEY)).body.mutations as Record<string, number>;
+    const first = (await metrics(ADMIN_KEY)).body;
+    const before = first.mutations as Record<string, number>;
+    const contextsBefore = first.contexts as Record<string, number>;
     const c = client();
     for (let i = 0; i < 3; i++) await c.mutation(api.counters.increment, { name: "metrics" });
     await rejection(c.mutation(api.counters.refuse, { code: "metrics" }));
-    const after = (await metrics(ADMIN_KEY)).body.mutations as Record<string, number>;
+    const second = (await metrics(ADMIN_KEY)).body;
+    const after = second.mutations as Record<string, number>;
     // A failed mutation commits nothing and is not counted.
     expect(after.committed! - before.committed!).toBe(3);
     expect(after.conflicts).toBeGreaterThanOrEqual(before.conflicts!);
+    // Every execution is counted, reused context or not (runtime/README.md, "Context reuse").
+    const contexts = second.contexts as Record<string, number | boolean>;
+    expect(contexts.enabled).toBe(true);
+    expect((contexts.executions as number) - contextsBefore.executions!).toBe(4);
+    expect(contexts.reused as number).toBeGreaterThan(0);
   });
 
   it("reads a consistent snapshot with query_ts and query_at_ts", async () => {
