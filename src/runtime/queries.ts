@@ -120,6 +120,8 @@ export class QueryStream {
   private done = false;
   /** Documents to send ahead with the next `queryStreamNext` answer (see syscalls.ts). */
   ahead = 1;
+  /** An error met while reading ahead, for the call that reaches it. */
+  failure: unknown = undefined;
 
   constructor(
     tx: Transaction,

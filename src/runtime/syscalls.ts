@@ -254,6 +254,8 @@ function startQuery(args: Record<string, unknown>): ParsedQueryWithTable {
 
 /** Most documents a `queryStreamNext` answer carries for the calls after it. */
 const MAX_AHEAD = 64;
+/** Most bytes of documents read ahead for one `queryStreamNext` answer. */
+const MAX_AHEAD_BYTES = 1024 * 1024;
 
 const SYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => unknown> = {
   // Tessera's own: `process.env` (the bootstrap asks once per execution).
@@ -341,14 +343,37 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
   "1.0/queryStreamNext": async (s, a) => {
     const stream = s.streams.get(a.queryId as number);
     if (stream === undefined) throw new SyscallError("This query was already closed");
+    // An error met while reading ahead belongs to the call that reaches it.
+    if (stream.failure !== undefined) {
+      const failure = stream.failure;
+      stream.failure = undefined;
+      throw failure;
+    }
     // The answer carries the documents of the next calls too (the bootstrap
     // answers those without a round trip): 1, 2, 4, … up to 64 more, so a
     // loop left early has read at most about as many again as it consumed.
+    // Not near the read limits: what is read ahead counts as read.
     const answers: Array<{ value: JsonValue; done: boolean }> = [];
     const wanted = 1 + stream.ahead;
     stream.ahead = Math.min(stream.ahead * 2, MAX_AHEAD);
+    const { counters, limits } = s.tx;
+    const bytesBefore = counters.bytesRead;
     while (answers.length < wanted) {
-      const doc: Document | null = await stream.next();
+      if (
+        answers.length > 0 &&
+        (counters.documentsRead * 2 > limits.maxDocumentsRead ||
+          counters.bytesRead * 2 > limits.maxBytesRead ||
+          counters.bytesRead - bytesBefore > MAX_AHEAD_BYTES)
+      )
+        break;
+      let doc: Document | null;
+      try {
+        doc = await stream.next();
+      } catch (e) {
+        if (answers.length === 0) throw e;
+        stream.failure = e;
+        break;
+      }
       if (doc === null) {
         s.streams.delete(a.queryId as number);
         answers.push({ value: null, done: true });

@@ -10,6 +10,8 @@ import { AnswerWithAhead } from "../../src/runtime/execution.js";
 import { udfSyscalls } from "../../src/runtime/syscalls.js";
 import { openTestDb, type TestDb } from "../helpers.js";
 
+type Handler = ReturnType<typeof udfSyscalls>;
+
 let t: TestDb;
 beforeAll(async () => {
   t = await openTestDb();
@@ -19,8 +21,8 @@ beforeAll(async () => {
 });
 afterAll(() => t?.close());
 
-function handler() {
-  const tx = t.db.begin({ readOnly: true });
+function handler(db = t.db) {
+  const tx = db.begin({ readOnly: true });
   const h = udfSyscalls({
     tx,
     kind: "query",
@@ -32,16 +34,16 @@ function handler() {
   return { tx, h };
 }
 
-const start = (h: ReturnType<typeof handler>["h"], operators: unknown[] = []) =>
+const start = (h: Handler, operators: unknown[] = [], tableName = "notes") =>
   (
     h.sync("1.0/queryStream", {
-      query: { source: { type: "FullTableScan", tableName: "notes", order: null }, operators },
+      query: { source: { type: "FullTableScan", tableName, order: null }, operators },
       version: "1.48.0",
     }) as { queryId: number }
   ).queryId;
 
 /** The `n` of each answer of one call: its own, then those sent ahead ("done" at the end). */
-async function call(h: ReturnType<typeof handler>["h"], queryId: number): Promise<unknown[]> {
+async function call(h: Handler, queryId: number): Promise<unknown[]> {
   const r = await h.async("1.0/queryStreamNext", { queryId });
   const answers = (r instanceof AnswerWithAhead ? [r.value, ...r.ahead] : [r]) as Array<{
     value: { n: number } | null;
@@ -69,5 +71,43 @@ describe("queryStreamNext answers sent ahead", () => {
     expect(await call(h, queryId)).toEqual([0, "done"]);
     expect(tx.counters.documentsRead).toBe(1);
     tx.abort();
+  });
+
+  it("leaves an error met while reading ahead to the call that reaches it", async () => {
+    await t.db.run(async (tx) => {
+      for (const n of [0, 1, 2, "three", 4]) await tx.insert("mixed", { n });
+    });
+    const { tx, h } = handler();
+    // n + 0 >= -1: a float64 sum, which a string cannot take part in.
+    const filter = {
+      filter: {
+        $gte: [{ $add: [{ $field: "n" }, { $literal: 0 }] }, { $literal: -1 }],
+      },
+    };
+    const queryId = start(h, [filter], "mixed");
+    expect(await call(h, queryId)).toEqual([0, 1]);
+    // Reading ahead stopped at the document the filter fails on...
+    expect(await call(h, queryId)).toEqual([2]);
+    // ...whose error the next call gets.
+    await expect(h.async("1.0/queryStreamNext", { queryId })).rejects.toThrow(/needs two numbers/);
+    tx.abort();
+  });
+
+  it("stops reading ahead once half of a read limit is used", async () => {
+    const limited = await openTestDb({ limits: { maxDocumentsRead: 8 } });
+    try {
+      await limited.db.run(async (tx) => {
+        for (let i = 0; i < 8; i++) await tx.insert("notes", { n: i });
+      });
+      const { tx, h } = handler(limited.db);
+      const queryId = start(h);
+      expect(await call(h, queryId)).toEqual([0, 1]);
+      expect(await call(h, queryId)).toEqual([2, 3, 4]);
+      expect(await call(h, queryId)).toEqual([5]);
+      expect(tx.counters.documentsRead).toBe(6);
+      tx.abort();
+    } finally {
+      await limited.close();
+    }
   });
 });
