@@ -16,12 +16,22 @@
  * whose body is exactly that `defineProperty` call on a never-reassigned
  * binding of the global `Object.defineProperty`; the call passes an anonymous
  * function or arrow expression and a string literal. Named functions and
- * classes keep the call (their naming is not the same).
+ * classes keep the call (their naming is not the same). One difference
+ * remains: a rewritten call reached before the helper's `var` is initialised
+ * no longer throws (esbuild puts its helpers first, so bundles never do).
  */
 
 type Scope = import("eslint-scope").Scope;
 type ScopeManager = import("eslint-scope").ScopeManager;
 type Variable = import("eslint-scope").Variable;
+
+/** ESTree nodes as acorn produces them (instrument.ts's type, loosely). */
+interface Node {
+  type: string;
+  start: number;
+  end: number;
+  [key: string]: unknown;
+}
 
 /** One call to rewrite: `[start, fnStart)` and `[fnEnd, end)` become the object literal around the function. */
 export interface NameCall {
@@ -135,13 +145,6 @@ export function findNameCalls(
     }
   }
   return out;
-}
-
-export interface Node {
-  type: string;
-  start: number;
-  end: number;
-  [key: string]: unknown;
 }
 
 function nameCall(call: Node, callee: Node): NameCall[] {
