@@ -20,6 +20,7 @@
 import { randomBytes } from "node:crypto";
 import v8 from "node:v8";
 import ivm from "isolated-vm";
+import type { FunctionSpec } from "./functionSpecs.mjs";
 import { APP_SCRIPT_NAME, type LinkedApp } from "./loader.js";
 import { buildPrelude } from "./prelude/build.js";
 import { buildBootstrap } from "./scripts.js";
@@ -88,17 +89,7 @@ export interface ReuseStats {
   lastTaint?: string;
 }
 
-export interface FunctionSpec {
-  name: string;
-  kind: "query" | "mutation" | "action" | "httpAction";
-  visibility: "public" | "internal";
-  /** Validator JSON text from `exportArgs()`, or null. */
-  args: string | null;
-  /** Validator JSON text from `exportReturns()`, or null. */
-  returns: string | null;
-  /** Set when the function's validators could not be exported (e.g. an undefined validator). */
-  error?: string;
-}
+export type { FunctionSpec };
 
 export interface ModuleSpec {
   path: string;
