@@ -246,11 +246,15 @@ export class Database implements TransactionHost {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    // setImmediate lets every commit issued in this turn of the event loop join the batch.
-    setImmediate(() => {
+    const run = () => {
       this.flushScheduled = false;
       this.flush().catch((e) => this.fail(e));
-    });
+    };
+    // Nothing in flight: write now (commits issued in the same synchronous
+    // run still join), so the sync starts while other transactions execute.
+    // Otherwise setImmediate lets every commit of this turn join the batch.
+    if (this.inFlight === 0) queueMicrotask(run);
+    else setImmediate(run);
   }
 
   private conflictMessage(w: WrittenKey): string {

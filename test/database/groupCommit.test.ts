@@ -5,6 +5,8 @@
  * made visible — only once the sync of that batch has finished; a commit
  * arriving meanwhile is written at once and waits for a sync of its own,
  * and batches are published in order (none after one whose sync failed).
+ * A commit arriving while nothing is in flight is written before the event
+ * loop turns.
  */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -130,6 +132,40 @@ describe("group commit", () => {
     expect((await after.get(y!))?.v).toBe(4);
     expect((await after.get(cId))?.v).toBe(3);
     after.abort();
+  });
+
+  it("writes a commit at once when nothing is in flight, and batches one turn's commits while a sync runs", async () => {
+    const { db, gate } = await openGated();
+    await db.run((tx) => tx.insert("kv", { v: 0 }));
+    gate.hold = true;
+    const [a, b, c] = [db.begin(), db.begin(), db.begin()];
+    for (const [i, tx] of [a, b, c].entries()) await tx.insert("kv", { v: i + 1 });
+    const microtasks = async () => {
+      for (let i = 0; i < 10; i++) await Promise.resolve();
+    };
+    const writes = gate.writes;
+    const pa = track(db.commit(a));
+    // Microtasks only: the write starts before the event loop turns, so its
+    // sync runs while the caller's other transactions go on executing.
+    await microtasks();
+    expect(gate.writes).toBe(writes + 1);
+    expect(gate.held.length).toBe(1);
+    // While A syncs, B and C (committed in different microtasks of one turn)
+    // wait for the turn to end and are written together.
+    const pb = track(db.commit(b));
+    await microtasks();
+    const pc = track(db.commit(c));
+    await microtasks();
+    expect(gate.writes).toBe(writes + 1);
+    await settle();
+    expect(gate.writes).toBe(writes + 2);
+    gate.hold = false;
+    gate.held.shift()!();
+    await settle();
+    gate.held.shift()?.();
+    await settle();
+    expect([pa.done, pb.done, pc.done]).toEqual([true, true, true]);
+    expect(pb.value! < pc.value!).toBe(true);
   });
 
   it("acknowledges nothing behind a batch whose sync failed", async () => {
