@@ -40,6 +40,8 @@ interface QueuedCommit {
   tx: Transaction;
   resolve: (ts: bigint) => void;
   reject: (e: unknown) => void;
+  /** Told once the commit is written (readable by read-write transactions), before it is durable. */
+  onWritten?: (() => void) | undefined;
 }
 
 interface PreparedCommit extends QueuedCommit {
@@ -59,8 +61,13 @@ export class Database implements TransactionHost {
   private readonly wallNs: () => bigint;
   private readonly retentionNs: bigint;
 
-  /** Latest durable, visible timestamp: new transactions begin here. */
+  /** Latest durable, visible timestamp: read-only transactions begin here. */
   private published: bigint;
+  /**
+   * Latest timestamp written to the persistence, durable or not: read-write
+   * transactions begin here (see `begin`), with `headCatalog`.
+   */
+  private written: bigint;
   private publishedCatalog: Catalog;
   /** The timestamp since which `publishedCatalog` has been the catalog (snapshots at or after it share it). */
   private catalogSince: bigint;
@@ -100,6 +107,7 @@ export class Database implements TransactionHost {
     this.oracle = new TimestampOracle(published, this.wallNs);
     this.retentionNs = BigInt(options.retentionMs ?? 5 * 60_000) * 1_000_000n;
     this.published = published;
+    this.written = published;
     this.retainedFrom = retainedFrom;
     this.publishedCatalog = catalog;
     this.catalogSince = published;
@@ -166,20 +174,42 @@ export class Database implements TransactionHost {
   }
 
   /**
-   * Begins a transaction at the latest committed timestamp. With
-   * `cacheReads`, the documents it reads enter the document cache at once
-   * rather than on their second read (for a reader that knows they will be
-   * read again soon: the scheduler's batch of due jobs).
+   * Begins a transaction. A read-only one reads at the latest published
+   * (durable) timestamp. A read-write one reads at the latest written
+   * timestamp, which may not be durable yet: a transaction that depends on
+   * a commit still syncing need not wait for that sync to begin, only to be
+   * acknowledged. Its outcome must not reach anyone before its snapshot is
+   * durable: `commit` waits for that, and whoever reports the outcome of a
+   * read-write transaction it aborts waits for `whenPublished(tx.beginTs)`.
+   * With `cacheReads`, the documents it reads enter the document cache at
+   * once rather than on their second read (for a reader that knows they
+   * will be read again soon: the scheduler's batch of due jobs).
    */
   begin(options: { readOnly?: boolean; cacheReads?: boolean } = {}): Transaction {
     this.checkUsable();
+    const readOnly = options.readOnly === true;
     return new Transaction(
       this,
-      this.published,
-      this.publishedCatalog,
-      options.readOnly === true,
+      readOnly ? this.published : this.written,
+      readOnly ? this.publishedCatalog : this.headCatalog,
+      readOnly,
       options.cacheReads === true,
     );
+  }
+
+  /**
+   * Resolves once `ts` is published (durable and visible); rejects if the
+   * database failed first, since the batch holding `ts` may then be lost.
+   */
+  whenPublished(ts: bigint): Promise<void> {
+    if (ts <= this.published) return Promise.resolve();
+    // The newest batch in flight holds `ts` or comes after it; batches publish in order.
+    return this.lastPublication.then(() => {
+      if (this.published < ts)
+        throw new DatabaseError(
+          `Commit failed: the snapshot it read was not made durable: ${this.failure?.message ?? "the database closed"}`,
+        );
+    });
   }
 
   /** Begins a read-only transaction at a past timestamp inside the retention window. */
@@ -211,6 +241,8 @@ export class Database implements TransactionHost {
       } catch (e) {
         tx.abort();
         if (e instanceof ConflictError && attempt < maxAttempts) continue;
+        // What it read may still be syncing: its error is not told before that is durable.
+        if (!tx.readOnly) await this.whenPublished(tx.beginTs);
         throw e;
       }
     }
@@ -225,7 +257,7 @@ export class Database implements TransactionHost {
    * no writes commits at its begin timestamp without validation (it is
    * serializable there by construction).
    */
-  commit(tx: Transaction): Promise<bigint> {
+  commit(tx: Transaction, options: { onWritten?: () => void } = {}): Promise<bigint> {
     try {
       tx.checkActive();
       this.checkUsable();
@@ -234,11 +266,12 @@ export class Database implements TransactionHost {
     }
     if (tx.writes.size === 0) {
       tx.markState("committed");
-      return Promise.resolve(tx.beginTs);
+      // Its snapshot (a read-write transaction's may still be syncing) must be durable first.
+      return this.whenPublished(tx.beginTs).then(() => tx.beginTs);
     }
     tx.markState("committing");
     return new Promise<bigint>((resolve, reject) => {
-      this.queue.push({ tx, resolve, reject });
+      this.queue.push({ tx, resolve, reject, onWritten: options.onWritten });
       this.scheduleFlush();
     });
   }
@@ -336,10 +369,25 @@ export class Database implements TransactionHost {
       published = resolve;
     });
     let writeError: unknown = null;
+    let durable: Promise<void> | null = null;
     try {
-      await this.persistence.write({ documents, indexes, maxTs });
+      durable = this.persistence.write({ documents, indexes, maxTs });
     } catch (e) {
       writeError = e;
+    }
+    if (durable !== null) {
+      // Applied (write() applies a batch before it returns): read-write
+      // transactions see it from now on, through the cache too.
+      for (const u of cacheUpdates) {
+        this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
+      }
+      this.written = maxTs;
+      for (const c of accepted) c.onWritten?.();
+      try {
+        await durable;
+      } catch (e) {
+        writeError = e;
+      }
     }
     await previous;
     this.inFlight--;
@@ -356,22 +404,14 @@ export class Database implements TransactionHost {
         }
         return this.fail(reason);
       }
-      this.publish(head, maxTs, accepted, cacheUpdates);
+      this.publish(head, maxTs, accepted);
     } finally {
       published();
     }
   }
 
   /** Makes a durable batch visible: readers, listeners, then the writers. */
-  private publish(
-    head: Catalog,
-    maxTs: bigint,
-    accepted: PreparedCommit[],
-    cacheUpdates: Array<{ id: string; ts: bigint; doc: Document | null; size: number }>,
-  ): void {
-    for (const u of cacheUpdates) {
-      this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
-    }
+  private publish(head: Catalog, maxTs: bigint, accepted: PreparedCommit[]): void {
     const catalogChanged = head !== this.publishedCatalog;
     if (catalogChanged) this.catalogSince = maxTs;
     this.published = maxTs;
@@ -442,18 +482,14 @@ export class Database implements TransactionHost {
     this.checkSnapshot(ts);
     const cached = this.cache.get(id, ts);
     if (cached !== undefined) return cached.doc;
-    const publishedBefore = this.published;
+    const writtenBefore = this.written;
     const stored = await this.persistence.getDocument(tableNumber, key, ts);
     if (stored === null) return null;
     const doc = parseStoredDocument(stored);
     // Only the newest version may enter the cache (see DocumentCache). It is
-    // valid from the read timestamp on: nothing newer is published yet. Only
+    // valid from the read timestamp on: nothing newer is written yet. Only
     // shared documents need freezing; others belong to this caller alone.
-    if (
-      ts >= publishedBefore &&
-      this.published === publishedBefore &&
-      (cache || this.cache.admit(id))
-    ) {
+    if (ts >= writtenBefore && this.written === writtenBefore && (cache || this.cache.admit(id))) {
       this.cache.set(id, { ts, doc: deepFreeze(doc), size: cachedSize(stored.length) });
     }
     return doc;

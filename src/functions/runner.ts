@@ -489,7 +489,14 @@ export class FunctionRunner {
         );
         if (tx === null) throw new Error("the mutation ran without its transaction");
         if (options.beforeCommit !== undefined) await options.beforeCommit(tx);
-        const ts = await this.options.db.commit(tx);
+        const ts = await this.options.db.commit(tx, {
+          // The next call in a serialised lane may begin as soon as this commit
+          // is written: it reads it then, so it need not wait for the sync.
+          onWritten: () => {
+            turn.release?.();
+            turn.release = null;
+          },
+        });
         lane.committed();
         if (this.options.counters) this.options.counters.committed++;
         this.report("mutation", path, started, result.logs, null);
@@ -511,6 +518,8 @@ export class FunctionRunner {
           this.report("mutation", path, started, [], error.message);
           throw error;
         }
+        // What it read may still be syncing: its error is not told before that is durable.
+        if (tx !== null) await this.options.db.whenPublished((tx as Transaction).beginTs);
         if (e instanceof FunctionError) this.report("mutation", path, started, e.logs, e.message);
         throw e;
       }

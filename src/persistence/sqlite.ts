@@ -269,10 +269,11 @@ export class SqlitePersistence implements Persistence {
     };
   }
 
-  async write(batch: WriteBatch): Promise<void> {
+  write(batch: WriteBatch): Promise<void> {
+    // Applied on this thread before returning (or thrown), as the contract asks.
     this.ensureOpen();
     this.writeBatch(batch);
-    await this.syncWal();
+    return this.syncWal();
   }
 
   async getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<string | null> {

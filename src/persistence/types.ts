@@ -84,11 +84,13 @@ export interface Persistence {
   load(): Promise<PersistenceMetadata>;
 
   /**
-   * Appends a batch atomically. Resolves only once the batch is durable
-   * (survives a process kill and a power cut). On rejection nothing of the
-   * batch is visible, and the store should be treated as failed. The database
-   * calls it again before an earlier call resolved (batches are pipelined):
-   * batches must be applied in call order.
+   * Appends a batch atomically. The batch is applied before `write` returns:
+   * reads made after the call see it, although it is not durable yet; if it
+   * cannot be applied, `write` throws and nothing of it is visible. The
+   * promise resolves once the batch is durable (survives a process kill and
+   * a power cut); on rejection the store should be treated as failed. The
+   * database calls it again before an earlier call resolved (batches are
+   * pipelined): batches must be applied in call order.
    */
   write(batch: WriteBatch): Promise<void>;
 

@@ -6,7 +6,8 @@
  * arriving meanwhile is written at once and waits for a sync of its own,
  * and batches are published in order (none after one whose sync failed).
  * A commit arriving while nothing is in flight is written before the event
- * loop turns.
+ * loop turns. Read-write transactions begin at the newest written commit,
+ * durable or not, and nothing they decide is told before it is durable.
  */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -166,6 +167,80 @@ describe("group commit", () => {
     await settle();
     expect([pa.done, pb.done, pc.done]).toEqual([true, true, true]);
     expect(pb.value! < pc.value!).toBe(true);
+  });
+
+  it("begins read-write transactions at a commit still syncing, and tells nothing they decide before it is durable", async () => {
+    const { db, gate } = await openGated();
+    const { value: x } = await db.run((tx) => tx.insert("kv", { v: 0 }));
+    gate.hold = true;
+    const a = db.begin();
+    await a.patch(x, { v: 1 });
+    const pa = track(db.commit(a));
+    await settle();
+    expect(gate.held.length).toBe(1);
+
+    // Readers see the durable state; a read-write transaction sees A already.
+    const reader = db.begin({ readOnly: true });
+    expect((await reader.get(x))?.v).toBe(0);
+    reader.abort();
+    const b = db.begin();
+    expect(b.beginTs > db.latestTs()).toBe(true);
+    expect((await b.get(x))?.v).toBe(1);
+    // B wrote nothing: its commit still waits for A's sync.
+    const pb = track(db.commit(b));
+    // C throws after reading A's write: its error waits for A's sync too.
+    const pc = track(
+      db.run(async (tx) => {
+        if ((await tx.get(x))?.v === 1) throw new Error("saw v=1");
+      }),
+    );
+    // D writes on top of A without a conflict, into the next batch.
+    const d = db.begin();
+    await d.patch(x, { v: ((await d.get(x))?.v as number) + 1 });
+    const pd = track(db.commit(d));
+    await settle();
+    expect([pa.done, pb.done, pc.error, pd.done]).toEqual([false, false, null, false]);
+
+    gate.hold = false;
+    gate.held.shift()!();
+    await settle();
+    gate.held.shift()?.();
+    await settle();
+    expect([pa.done, pb.done, pd.done]).toEqual([true, true, true]);
+    expect(pb.value).toBe(pa.value);
+    expect((pc.error as Error).message).toBe("saw v=1");
+    expect(pd.value! > pa.value!).toBe(true);
+    const after = db.begin({ readOnly: true });
+    expect((await after.get(x))?.v).toBe(2);
+    after.abort();
+  });
+
+  it("refuses what read a commit whose sync failed", async () => {
+    const { db, gate } = await openGated();
+    const { value: x } = await db.run((tx) => tx.insert("kv", { v: 0 }));
+    gate.hold = true;
+    const a = db.begin();
+    await a.patch(x, { v: 1 });
+    const pa = track(db.commit(a));
+    await settle();
+    const b = db.begin();
+    expect((await b.get(x))?.v).toBe(1);
+    const pb = track(db.commit(b));
+    const pc = track(
+      db.run(async (tx) => {
+        await tx.get(x);
+        throw new Error("user error");
+      }),
+    );
+    await settle();
+    gate.hold = false;
+    gate.failers.shift()!(new Error("EIO: the disk went away"));
+    gate.held.shift();
+    await settle();
+    for (const p of [pa, pb, pc]) {
+      expect(p.done).toBe(false);
+      expect((p.error as Error).message).toMatch(/EIO/);
+    }
   });
 
   it("acknowledges nothing behind a batch whose sync failed", async () => {

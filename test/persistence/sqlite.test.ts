@@ -119,15 +119,44 @@ describe("SQLite persistence", () => {
       expect((await p.readLog(3n, 4n, 100)).map((r) => r.ts)).toEqual([4n, 4n, 4n]);
     }));
 
-  it("writes a batch atomically: a failing batch leaves nothing behind", () =>
+  it("writes a batch atomically: a failing batch throws at once and leaves nothing behind", () =>
     withStore(async (p) => {
       const doc = { tableNumber: 1, id: b(1), ts: 5n, value: "x" };
-      await expect(
+      expect(() =>
         p.write({ documents: [{ ...doc, id: b(2) }, doc, doc], indexes: [], maxTs: 5n }),
-      ).rejects.toThrow();
+      ).toThrow();
       expect(await p.getDocument(1, b(2), 10n)).toBeNull();
       expect((await p.load()).maxTs).toBe(0n);
     }));
+
+  it("applies a batch before write() returns: reads see it while its sync is under way", async () => {
+    const dir = tempDir();
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const p = new SqlitePersistence({ path: join(dir.path, "db.sqlite"), syncFile: () => held });
+    try {
+      let durable = false;
+      const write = p.write({
+        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
+        indexes: [],
+        maxTs: 5n,
+      });
+      void write.then(() => {
+        durable = true;
+      });
+      expect(await p.getDocument(1, b(1), 5n)).toBe("x");
+      expect(durable).toBe(false);
+      release();
+      await write;
+      expect(durable).toBe(true);
+    } finally {
+      release();
+      await p.close();
+      dir.remove();
+    }
+  });
 
   it("uses WAL, synced by write() itself, and refuses a store written in another format", async () => {
     const dir = tempDir();

@@ -1,0 +1,90 @@
+/**
+ * Mutations that depend on a commit whose WAL sync is still under way: they
+ * begin at it (a serialised lane does not wait for the sync either), and
+ * neither their results nor their errors reach the caller before it is
+ * durable.
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Database } from "../../src/database/index.js";
+import { FunctionRunner } from "../../src/functions/runner.js";
+import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
+import { SqlitePersistence } from "../../src/persistence/index.js";
+import { AppRuntime } from "../../src/runtime/appRuntime.js";
+import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
+import { linkModules } from "../../src/runtime/loader.js";
+import { tempDir, waitFor } from "../helpers.js";
+
+const fixture = join(import.meta.dirname, "../fixtures/app/convex");
+
+let runtime: AppRuntime;
+let db: Database;
+let runner: FunctionRunner;
+let dir: ReturnType<typeof tempDir>;
+const gate = { hold: false, held: [] as Array<() => void> };
+
+beforeAll(async () => {
+  runtime = await AppRuntime.create(await linkModules(await bundleConvexDir(fixture)), {
+    isolates: 1,
+  });
+  dir = tempDir();
+  db = await Database.open({
+    gcIntervalMs: 0,
+    persistence: new SqlitePersistence({
+      path: join(dir.path, "db.sqlite"),
+      syncFile: () =>
+        gate.hold ? new Promise<void>((resolve) => gate.held.push(resolve)) : Promise.resolve(),
+    }),
+  });
+  const schema = await evaluateSchema((await bundleSchema(fixture))!);
+  await applySchemaIndexes(db, schema);
+  runner = new FunctionRunner({ db, runtime, schema });
+});
+
+afterAll(async () => {
+  gate.hold = false;
+  for (const r of gate.held.splice(0)) r();
+  runtime?.dispose();
+  await db?.close();
+  dir?.remove();
+});
+
+function track<T>(p: Promise<T>) {
+  const t = { done: false, value: undefined as T | undefined, error: null as unknown };
+  p.then(
+    (v) => {
+      t.done = true;
+      t.value = v;
+    },
+    (e) => {
+      t.error = e;
+    },
+  );
+  return t;
+}
+
+describe("mutations behind a commit still syncing", () => {
+  it("read it at once, and their results and errors wait for its sync", async () => {
+    const item = (await runner.mutation("items:add", { name: "Hat", price: 25, remaining: 1 }))
+      .value as string;
+    gate.hold = true;
+    const first = track(runner.mutation("cart:addCart", { itemId: item, userToken: "a" }));
+    await waitFor("the first commit to sync", () => gate.held.length === 1, 5000);
+    // The second buyer runs against the first's write while it syncs: no hat left.
+    const second = track(runner.mutation("cart:addCart", { itemId: item, userToken: "b" }));
+    await new Promise((r) => setTimeout(r, 200));
+    expect([first.done, first.error, second.done, second.error]).toEqual([
+      false,
+      null,
+      false,
+      null,
+    ]);
+    // A query reads what is durable: the hat is still there.
+    expect((await runner.query("items:get", { id: item })).value).toMatchObject({ remaining: 1 });
+    gate.hold = false;
+    gate.held.shift()!();
+    await waitFor("both buyers to hear back", () => first.done && second.error !== null, 5000);
+    expect(first.value?.value).toBe(0);
+    expect((second.error as Error).message).toMatch(/Insufficient stock of Hat/);
+  });
+});
