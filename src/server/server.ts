@@ -25,6 +25,7 @@ export interface ApiServerOptions {
 }
 
 const SYNC_PATH = /^\/api\/([^/]+)\/sync$/;
+const TEXT_FRAME = { binary: false } as const;
 /** Largest request body accepted on the HTTP API. */
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 /** Largest push (decompressed): a bundled app with its source maps. */
@@ -66,7 +67,8 @@ export class ApiServer {
         const session = new Session(
           sync,
           {
-            send: (text) => ws.send(text),
+            // A Buffer is sent as a text frame too: it holds the message's UTF-8.
+            send: (text) => ws.send(text, TEXT_FRAME),
             get bufferedAmount() {
               return ws.bufferedAmount;
             },

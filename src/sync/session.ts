@@ -37,7 +37,8 @@ import {
 
 /** What a session needs from its socket. */
 export interface SessionTransport {
-  send(text: string, done?: (err?: Error) => void): void;
+  /** Sends one text message (a Buffer holds its UTF-8 bytes). */
+  send(text: string | Buffer, done?: (err?: Error) => void): void;
   /** Bytes queued and not yet written. */
   readonly bufferedAmount: number;
   close(code: number, reason: string): void;
@@ -446,28 +447,43 @@ export class Session {
   private apply(ts: bigint, queries: SessionQuery[], entries: CachedQuery[]): void {
     const querySet = this.querySetVersion;
     const identity = this.appliedIdentityVersion;
-    const mods: string[] = [];
+    const updated: Array<{ queryId: number; entry: CachedQuery }> = [];
     for (let i = 0; i < queries.length; i++) {
       const q = queries[i]!;
       const entry = entries[i]!;
       if (q.shown === entry) continue;
       if (q.shown === null || !sameOutcome(q.shown, entry))
-        mods.push(modification(q.queryId, entry));
+        updated.push({ queryId: q.queryId, entry });
       q.unwatch();
       q.shown = entry;
       q.unwatch = this.service.cache.watch(entry, () => this.schedule());
     }
+    const end: StateVersion = { querySet, ts, identity };
+    if (this.removed.size === 0 && updated.length === 1) {
+      // The usual fan-out: every session of a query sends the same message.
+      const { queryId, entry } = updated[0]!;
+      const shared = sharedTransition(this.sent, end, queryId, entry);
+      if (this.fitsUnchunked(shared.length)) {
+        this.sent = end;
+        this.send(shared.bytes);
+        return;
+      }
+    }
+    const mods = updated.map((u) => modification(u.queryId, u.entry));
     for (const id of this.removed) mods.push(`{"type":"QueryRemoved","queryId":${id}}`);
     this.removed.clear();
-    const end: StateVersion = { querySet, ts, identity };
     const versionsChanged = querySet !== this.sent.querySet || identity !== this.sent.identity;
     const tsNeeded = this.minTs > this.sent.ts;
     if (mods.length === 0 && !versionsChanged && !tsNeeded) return;
     this.sendTransition(end, mods);
   }
 
+  private fitsUnchunked(length: number): boolean {
+    return !this.options.transitionChunks || length <= this.service.limits.transitionChunkBytes;
+  }
+
   private sendTransition(end: StateVersion, mods: string[]): void {
-    const text = `{"type":"Transition","startVersion":${encodeVersion(this.sent)},"endVersion":${encodeVersion(end)},"modifications":[${mods.join(",")}]}`;
+    const text = transitionText(this.sent, end, mods);
     this.sent = end;
     const chunk = this.service.limits.transitionChunkBytes;
     if (!this.options.transitionChunks || text.length <= chunk) {
@@ -489,7 +505,7 @@ export class Session {
     }
   }
 
-  private send(text: string): void {
+  private send(text: string | Buffer): void {
     if (this.closed) return;
     if (this.tooSlow()) return;
     this.lastSendMs = Date.now();
@@ -572,6 +588,56 @@ function sameOutcome(a: CachedQuery, b: CachedQuery): boolean {
   if (!x.ok && !y.ok)
     return x.errorMessage === y.errorMessage && x.errorDataJson === y.errorDataJson;
   return false;
+}
+
+function transitionText(start: StateVersion, end: StateVersion, mods: string[]): string {
+  return `{"type":"Transition","startVersion":${encodeVersion(start)},"endVersion":${encodeVersion(end)},"modifications":[${mods.join(",")}]}`;
+}
+
+/**
+ * The last transition built for one updated query, kept as bytes: when a
+ * commit fans out, the sessions of a query are at the same versions and
+ * send the very same message, encoded once instead of once per socket.
+ */
+let lastShared: {
+  start: StateVersion;
+  end: StateVersion;
+  queryId: number;
+  entry: CachedQuery;
+  bytes: Buffer;
+  /** The text's length (what TransitionChunk limits count). */
+  length: number;
+} | null = null;
+
+function sameVersion(a: StateVersion, b: StateVersion): boolean {
+  return a.querySet === b.querySet && a.ts === b.ts && a.identity === b.identity;
+}
+
+function sharedTransition(
+  start: StateVersion,
+  end: StateVersion,
+  queryId: number,
+  entry: CachedQuery,
+): { bytes: Buffer; length: number } {
+  const m = lastShared;
+  if (
+    m !== null &&
+    m.entry === entry &&
+    m.queryId === queryId &&
+    sameVersion(m.start, start) &&
+    sameVersion(m.end, end)
+  )
+    return m;
+  const text = transitionText(start, end, [modification(queryId, entry)]);
+  lastShared = {
+    start: { ...start },
+    end: { ...end },
+    queryId,
+    entry,
+    bytes: Buffer.from(text, "utf8"),
+    length: text.length,
+  };
+  return lastShared;
 }
 
 function modification(queryId: number, entry: CachedQuery): string {

@@ -39,11 +39,16 @@ function open(service: SyncService, transitionChunks = true) {
   // Server messages as parsed JSON: the tests look at a few fields of each.
   // biome-ignore lint/suspicious/noExplicitAny: see above
   const sent: any[] = [];
+  /** The messages as handed to the socket. */
+  const raw: Array<string | Buffer> = [];
   const closed: Array<{ code: number; reason: string }> = [];
   const session = new Session(
     service,
     {
-      send: (text) => sent.push(JSON.parse(text)),
+      send: (text) => {
+        raw.push(text);
+        sent.push(JSON.parse(text.toString()));
+      },
       bufferedAmount: 0,
       close: (code, reason) => closed.push({ code, reason }),
     },
@@ -57,7 +62,7 @@ function open(service: SyncService, transitionChunks = true) {
     lastCloseReason: null,
     clientTs: 0,
   });
-  return { session, sent, closed, send };
+  return { session, sent, raw, closed, send };
 }
 
 /** Waits (up to 10 s, however loaded the machine) for `f` to hold. */
@@ -112,6 +117,46 @@ describe("Session", () => {
       const transitions = s.sent.filter((m) => m.type === "Transition");
       for (let k = 1; k < transitions.length; k++)
         expect(transitions[k].startVersion).toEqual(transitions[k - 1].endVersion);
+    } finally {
+      service.close();
+    }
+  });
+
+  it("encodes a fan-out's transition once for the sessions of a query at the same versions", async () => {
+    const service = serviceWith();
+    try {
+      const subscribe = (queryId: number) => {
+        const s = open(service);
+        s.send({
+          type: "ModifyQuerySet",
+          baseVersion: 0,
+          newVersion: 1,
+          modifications: [
+            { type: "Add", queryId, udfPath: "counters:get", args: [{ name: "fan" }] },
+          ],
+        });
+        return s;
+      };
+      const [a, b, c] = [subscribe(0), subscribe(0), subscribe(7)];
+      await until(() => [a, b, c].every((s) => s.sent.length === 1));
+      expect(a.sent[0].endVersion).toEqual(b.sent[0].endVersion);
+      await runner.mutation("counters:increment", { name: "fan", by: 5 });
+      await until(() => [a, b, c].every((s) => s.sent.length === 2));
+      // One buffer for both sessions of query 0, holding what each would have been sent.
+      expect(Buffer.isBuffer(a.raw[1])).toBe(true);
+      expect(a.raw[1]).toBe(b.raw[1]);
+      expect(c.raw[1]).not.toBe(a.raw[1]);
+      for (const [s, queryId] of [
+        [a, 0],
+        [b, 0],
+        [c, 7],
+      ] as const) {
+        expect(s.sent[1]).toMatchObject({
+          type: "Transition",
+          startVersion: s.sent[0].endVersion,
+          modifications: [{ type: "QueryUpdated", queryId, value: 5, logLines: [] }],
+        });
+      }
     } finally {
       service.close();
     }
