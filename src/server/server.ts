@@ -64,6 +64,11 @@ export class ApiServer {
       const version = parseClientVersion(decodeURIComponent(m[1]!));
       wss.handleUpgrade(req, socket, head, (ws) => {
         ws.binaryType = "nodebuffer";
+        let corked = false;
+        const uncork = () => {
+          corked = false;
+          socket.uncork();
+        };
         const session = new Session(
           sync,
           {
@@ -71,6 +76,13 @@ export class ApiServer {
             send: (text) => ws.send(text, TEXT_FRAME),
             get bufferedAmount() {
               return ws.bufferedAmount;
+            },
+            // ws writes every frame on this socket: corking it joins this turn's frames.
+            cork: () => {
+              if (corked) return;
+              corked = true;
+              socket.cork();
+              process.nextTick(uncork);
             },
             close: (code, reason) => ws.close(code, reason),
           },

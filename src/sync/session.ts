@@ -41,6 +41,12 @@ export interface SessionTransport {
   send(text: string | Buffer, done?: (err?: Error) => void): void;
   /** Bytes queued and not yet written. */
   readonly bufferedAmount: number;
+  /**
+   * Holds what is sent until the current turn's ticks have run, to write it
+   * with one system call (a mutation's response and the transition that
+   * follows it).
+   */
+  cork?(): void;
   close(code: number, reason: string): void;
 }
 
@@ -359,6 +365,8 @@ export class Session {
       this.isAdmin,
     );
     if (this.closed) return;
+    // The transition that releases the response usually follows at once.
+    if (outcome.ts !== null) this.transport.cork?.();
     this.send(`{"type":"MutationResponse","requestId":${m.requestId},${outcome.bodyJson}}`);
     if (outcome.ts === null) return;
     if (outcome.ts <= this.sent.ts) {

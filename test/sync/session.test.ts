@@ -41,16 +41,29 @@ function open(service: SyncService, transitionChunks = true) {
   const sent: any[] = [];
   /** The messages as handed to the socket. */
   const raw: Array<string | Buffer> = [];
+  /** Per message: the cork window it was sent in (0: none). */
+  const windows: number[] = [];
+  let corks = 0;
+  let corked = false;
   const closed: Array<{ code: number; reason: string }> = [];
   const session = new Session(
     service,
     {
       send: (text) => {
+        windows.push(corked ? corks : 0);
         raw.push(text);
         sent.push(JSON.parse(text.toString()));
       },
       bufferedAmount: 0,
       close: (code, reason) => closed.push({ code, reason }),
+      cork: () => {
+        if (corked) return;
+        corked = true;
+        corks++;
+        process.nextTick(() => {
+          corked = false;
+        });
+      },
     },
     { transitionChunks },
   );
@@ -62,7 +75,7 @@ function open(service: SyncService, transitionChunks = true) {
     lastCloseReason: null,
     clientTs: 0,
   });
-  return { session, sent, raw, closed, send };
+  return { session, sent, raw, windows, closed, send };
 }
 
 /** Waits (up to 10 s, however loaded the machine) for `f` to hold. */
@@ -113,6 +126,9 @@ describe("Session", () => {
       const after = s.sent.slice(i + 1).find((m) => m.type === "Transition");
       expect(after).toBeDefined();
       expect(decodeTs(after.endVersion.ts) >= commitTs).toBe(true);
+      // Both are written together: the response is sent in a cork window the transition shares.
+      expect(s.windows[i]).toBeGreaterThan(0);
+      expect(s.windows[s.sent.indexOf(after)]).toBe(s.windows[i]);
       // Each transition starts where the previous ended.
       const transitions = s.sent.filter((m) => m.type === "Transition");
       for (let k = 1; k < transitions.length; k++)
