@@ -157,8 +157,17 @@ export class SqlitePersistence implements Persistence {
         descOpen: prep(`${base} ORDER BY ${keyCol} DESC, ts DESC`).raw(true),
       };
     };
-    this.docScans = scans("id, ts, value", "documents", "table_id", "id");
-    this.indexScans = scans("key, ts, doc_id", "index_entries", "index_id", "key");
+    // Keys come back as hex text: a BLOB column becomes a Buffer made in C++
+    // (~1 µs each, without Node's pool), which cost more than the SQLite scan
+    // itself; a string is compared as it is and made a pooled Buffer only
+    // for the rows returned.
+    this.docScans = scans("hex(id), ts, value", "documents", "table_id", "id");
+    this.indexScans = scans(
+      "hex(key), ts, CASE WHEN doc_id IS NULL THEN NULL ELSE hex(doc_id) END",
+      "index_entries",
+      "index_id",
+      "key",
+    );
 
     const s = this.stmts;
     const insertDocuments = multiRowInsert(
@@ -292,7 +301,11 @@ export class SqlitePersistence implements Persistence {
     const out: StoredDocument[] = [];
     for (const row of latestPerKey(this.docScans, tableNumber, range, ts, order, limit)) {
       if (row[2] !== null)
-        out.push({ id: row[0] as Buffer, ts: row[1] as bigint, value: row[2] as string });
+        out.push({
+          id: Buffer.from(row[0] as string, "hex"),
+          ts: row[1] as bigint,
+          value: row[2] as string,
+        });
     }
     return out;
   }
@@ -307,7 +320,11 @@ export class SqlitePersistence implements Persistence {
     this.ensureOpen();
     const out: IndexEntry[] = [];
     for (const row of latestPerKey(this.indexScans, indexNumber, range, ts, order, limit)) {
-      if (row[2] !== null) out.push({ key: row[0] as Buffer, docId: row[2] as Buffer });
+      if (row[2] !== null)
+        out.push({
+          key: Buffer.from(row[0] as string, "hex"),
+          docId: Buffer.from(row[2] as string, "hex"),
+        });
     }
     return out;
   }
@@ -387,8 +404,8 @@ function multiRowInsert(
 
 /**
  * Walks the versions in `range` at or before `ts` and yields, for each key
- * that has one, its latest version (tombstones included, as `null` in the
- * last column), at most `limit` of them that are live. Rows come in key
+ * (as hex text) that has one, its latest version (tombstones included, as
+ * `null` in the last column), at most `limit` of them that are live. Rows come in key
  * order with timestamps in the same direction, so the latest version of a
  * key is the first row of its run when descending and the last when
  * ascending.
@@ -412,10 +429,10 @@ function* latestPerKey(
         : stmts.desc.iterate(group, range.start, range.end, ts);
   let live = 0;
   if (order === "desc") {
-    let prev: Buffer | null = null;
+    let prev: string | null = null;
     for (const row of rows as IterableIterator<Row>) {
-      const key = row[0] as Buffer;
-      if (prev !== null && key.equals(prev)) continue;
+      const key = row[0] as string;
+      if (prev !== null && key === prev) continue;
       prev = key;
       if (row[2] !== null) {
         yield row;
@@ -426,7 +443,7 @@ function* latestPerKey(
   }
   let current: Row | null = null;
   for (const row of rows as IterableIterator<Row>) {
-    if (current !== null && !(row[0] as Buffer).equals(current[0] as Buffer)) {
+    if (current !== null && row[0] !== current[0]) {
       if (current[2] !== null) {
         yield current;
         if (++live >= limit) return;
