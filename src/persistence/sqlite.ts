@@ -8,6 +8,7 @@
 import { closeSync, fdatasync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Sqlite from "better-sqlite3";
+import { keySuccessor } from "../values/index.js";
 import type {
   GarbageWork,
   IndexEntry,
@@ -64,13 +65,19 @@ CREATE TABLE IF NOT EXISTS index_entries (
 
 type Row = unknown[];
 
-/** Prepared statements for one scan shape, both directions, with and without an end bound. */
+/**
+ * Statements for one scan shape: a page of rows (both directions, with and
+ * without an end bound, at most `PAGE_ROWS[size]` rows: a bound `LIMIT ?`
+ * makes SQLite take twice as long for a short scan, so each page size has
+ * its own statement), and the latest version of one key.
+ */
 interface ScanStatements {
-  asc: Sqlite.Statement;
-  ascOpen: Sqlite.Statement;
-  desc: Sqlite.Statement;
-  descOpen: Sqlite.Statement;
+  page(order: Order, bounded: boolean, size: number): Sqlite.Statement;
+  latest: Sqlite.Statement;
 }
+
+/** Page sizes of a scan, in rows: the smallest that fits the limit plus a few versions. */
+const PAGE_ROWS = [16, 64, 256, 1024];
 
 export class SqlitePersistence implements Persistence {
   private readonly db: Sqlite.Database;
@@ -148,13 +155,24 @@ export class SqlitePersistence implements Persistence {
       group: string,
       keyCol: string,
     ): ScanStatements => {
-      const base = `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} >= ? AND ts <= ?`;
-      const bounded = `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} >= ? AND ${keyCol} < ? AND ts <= ?`;
+      const head = `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} >= ?`;
+      const pages = new Map<string, Sqlite.Statement>();
       return {
-        asc: prep(`${bounded} ORDER BY ${keyCol} ASC, ts ASC`).raw(true),
-        ascOpen: prep(`${base} ORDER BY ${keyCol} ASC, ts ASC`).raw(true),
-        desc: prep(`${bounded} ORDER BY ${keyCol} DESC, ts DESC`).raw(true),
-        descOpen: prep(`${base} ORDER BY ${keyCol} DESC, ts DESC`).raw(true),
+        page: (order, bounded, size) => {
+          const name = `${order} ${bounded} ${size}`;
+          let stmt = pages.get(name);
+          if (stmt === undefined) {
+            const dir = order === "asc" ? "ASC" : "DESC";
+            stmt = prep(
+              `${head}${bounded ? ` AND ${keyCol} < ?` : ""} AND ts <= ? ORDER BY ${keyCol} ${dir}, ts ${dir} LIMIT ${PAGE_ROWS[size]}`,
+            ).raw(true);
+            pages.set(name, stmt);
+          }
+          return stmt;
+        },
+        latest: prep(
+          `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} = ? AND ts <= ? ORDER BY ts DESC LIMIT 1`,
+        ).raw(true),
       };
     };
     // Keys come back as hex text: a BLOB column becomes a Buffer made in C++
@@ -298,16 +316,11 @@ export class SqlitePersistence implements Persistence {
     limit: number,
   ): Promise<StoredDocument[]> {
     this.ensureOpen();
-    const out: StoredDocument[] = [];
-    for (const row of latestPerKey(this.docScans, tableNumber, range, ts, order, limit)) {
-      if (row[2] !== null)
-        out.push({
-          id: Buffer.from(row[0] as string, "hex"),
-          ts: row[1] as bigint,
-          value: row[2] as string,
-        });
-    }
-    return out;
+    return latestPerKey(this.docScans, tableNumber, range, ts, order, limit).map((row) => ({
+      id: Buffer.from(row[0] as string, "hex"),
+      ts: row[1] as bigint,
+      value: row[2] as string,
+    }));
   }
 
   async scanIndex(
@@ -318,15 +331,10 @@ export class SqlitePersistence implements Persistence {
     limit: number,
   ): Promise<IndexEntry[]> {
     this.ensureOpen();
-    const out: IndexEntry[] = [];
-    for (const row of latestPerKey(this.indexScans, indexNumber, range, ts, order, limit)) {
-      if (row[2] !== null)
-        out.push({
-          key: Buffer.from(row[0] as string, "hex"),
-          docId: Buffer.from(row[2] as string, "hex"),
-        });
-    }
-    return out;
+    return latestPerKey(this.indexScans, indexNumber, range, ts, order, limit).map((row) => ({
+      key: Buffer.from(row[0] as string, "hex"),
+      docId: Buffer.from(row[2] as string, "hex"),
+    }));
   }
 
   async readLog(afterTs: bigint, untilTs: bigint, limit: number): Promise<LogEntry[]> {
@@ -403,53 +411,67 @@ function multiRowInsert(
 }
 
 /**
- * Walks the versions in `range` at or before `ts` and yields, for each key
- * (as hex text) that has one, its latest version (tombstones included, as
- * `null` in the last column), at most `limit` of them that are live. Rows come in key
- * order with timestamps in the same direction, so the latest version of a
+ * The latest version at or before `ts` of each key in `range` that is live
+ * there, at most `limit` of them, in key order (keys as hex text). Rows come
+ * in pages (`all()` costs about a third less per row than `iterate()`), in
+ * key order with timestamps in the same direction: the latest version of a
  * key is the first row of its run when descending and the last when
- * ascending.
+ * ascending, so an ascending page's last run may continue in the next page
+ * and is read again there — or, when one key's versions fill a whole page,
+ * its latest version is looked up directly.
  */
-function* latestPerKey(
+function latestPerKey(
   stmts: ScanStatements,
   group: number,
   range: KeyRange,
   ts: bigint,
   order: Order,
   limit: number,
-): Generator<Row> {
-  if (limit <= 0) return;
-  const rows =
-    order === "asc"
-      ? range.end === null
-        ? stmts.ascOpen.iterate(group, range.start, ts)
-        : stmts.asc.iterate(group, range.start, range.end, ts)
-      : range.end === null
-        ? stmts.descOpen.iterate(group, range.start, ts)
-        : stmts.desc.iterate(group, range.start, range.end, ts);
-  let live = 0;
-  if (order === "desc") {
-    let prev: string | null = null;
-    for (const row of rows as IterableIterator<Row>) {
-      const key = row[0] as string;
-      if (prev !== null && key === prev) continue;
-      prev = key;
-      if (row[2] !== null) {
-        yield row;
-        if (++live >= limit) return;
+): Row[] {
+  const out: Row[] = [];
+  if (limit <= 0) return out;
+  let { start, end } = range;
+  let size = PAGE_ROWS.findIndex((n) => n >= limit + 8);
+  if (size < 0) size = PAGE_ROWS.length - 1;
+  const pageRows = PAGE_ROWS[size]!;
+  const keep = (row: Row) => {
+    if (row[2] !== null) out.push(row);
+    return out.length >= limit;
+  };
+  for (;;) {
+    const stmt = stmts.page(order, end !== null, size);
+    const rows = (
+      end === null ? stmt.all(group, start, ts) : stmt.all(group, start, end, ts)
+    ) as Row[];
+    const complete = rows.length < pageRows;
+    if (order === "desc") {
+      let prev: string | null = null;
+      for (const row of rows) {
+        if (row[0] === prev) continue;
+        prev = row[0] as string;
+        if (keep(row)) return out;
       }
+      if (complete || prev === null) return out;
+      // Every key of the page had its latest version there: go on below the last.
+      end = Buffer.from(prev, "hex");
+      continue;
     }
-    return;
-  }
-  let current: Row | null = null;
-  for (const row of rows as IterableIterator<Row>) {
-    if (current !== null && row[0] !== current[0]) {
-      if (current[2] !== null) {
-        yield current;
-        if (++live >= limit) return;
-      }
+    const partial = complete ? null : (rows[rows.length - 1]![0] as string);
+    if (partial !== null && rows[0]![0] === partial) {
+      // One key's versions fill the page: take its latest directly and go on past it.
+      const key = Buffer.from(partial, "hex");
+      const latest = stmts.latest.get(group, key, ts) as Row;
+      if (keep(latest)) return out;
+      start = keySuccessor(key);
+      continue;
     }
-    current = row;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      if (row[0] === partial) break;
+      if (i + 1 < rows.length && rows[i + 1]![0] === row[0]) continue;
+      if (keep(row)) return out;
+    }
+    if (partial === null) return out;
+    start = Buffer.from(partial, "hex");
   }
-  if (current !== null && current[2] !== null) yield current;
 }

@@ -19,6 +19,28 @@ function withStore<T>(f: (p: SqlitePersistence, path: string) => Promise<T>): Pr
 
 const b = (...bytes: number[]) => Buffer.from(bytes);
 
+/** What an index scan must return, computed from every entry ever written. */
+function naiveScan(
+  model: IndexWrite[],
+  range: { start: Buffer; end: Buffer | null },
+  at: bigint,
+  order: "asc" | "desc",
+  limit: number,
+) {
+  const latest = new Map<string, IndexWrite>();
+  for (const e of model) if (e.ts <= at) latest.set(e.key.toString("hex"), e);
+  return [...latest.values()]
+    .filter(
+      (e) =>
+        e.docId !== null &&
+        compareKeys(e.key, range.start) >= 0 &&
+        (range.end === null || compareKeys(e.key, range.end) < 0),
+    )
+    .sort((x, y) => compareKeys(x.key, y.key) * (order === "asc" ? 1 : -1))
+    .slice(0, limit)
+    .map((e) => ({ key: e.key, docId: e.docId }));
+}
+
 describe("SQLite persistence", () => {
   it("returns the version of a document visible at each timestamp", () =>
     withStore(async (p) => {
@@ -59,7 +81,8 @@ describe("SQLite persistence", () => {
       let ts = 0n;
       await fc.assert(
         fc.asyncProperty(
-          fc.array(fc.array(write, { minLength: 1, maxLength: 4 }), { maxLength: 10 }),
+          // Up to 30 versions of a key: more than a page of rows for small limits.
+          fc.array(fc.array(write, { minLength: 1, maxLength: 4 }), { maxLength: 30 }),
           fc.array(scan, { maxLength: 10 }),
           async (batches, scans) => {
             // A fresh index number per run keeps runs independent.
@@ -84,19 +107,7 @@ describe("SQLite persistence", () => {
               const at = base + BigInt(s.ts);
               const range = { start: b(1, s.lo), end: s.hi === null ? null : b(1, s.hi) };
               const got = await p.scanIndex(index, range, at, s.order, s.limit);
-              const latest = new Map<string, IndexWrite>();
-              for (const e of model) if (e.ts <= at) latest.set(e.key.toString("hex"), e);
-              const expected = [...latest.values()]
-                .filter(
-                  (e) =>
-                    e.docId !== null &&
-                    compareKeys(e.key, range.start) >= 0 &&
-                    (range.end === null || compareKeys(e.key, range.end) < 0),
-                )
-                .sort((x, y) => compareKeys(x.key, y.key) * (s.order === "asc" ? 1 : -1))
-                .slice(0, s.limit)
-                .map((e) => ({ key: e.key, docId: e.docId }));
-              expect(got).toEqual(expected);
+              expect(got).toEqual(naiveScan(model, range, at, s.order, s.limit));
             }
           },
         ),
@@ -104,6 +115,33 @@ describe("SQLite persistence", () => {
       );
     });
   });
+
+  it("index scans read keys whose versions fill several pages of rows", () =>
+    withStore(async (p) => {
+      // Keys 1..3 with 1, 60 and 3 versions (key 2 dead at every third); rows
+      // come in pages of the limit plus a few, so key 2 alone fills pages.
+      const model: IndexWrite[] = [];
+      for (let ts = 1n; ts <= 60n; ts++) {
+        const entries: IndexWrite[] = [
+          { indexNumber: 5, key: b(1, 2), ts, docId: ts % 3n === 0n ? null : b(9, Number(ts)) },
+        ];
+        if (ts === 1n) entries.push({ indexNumber: 5, key: b(1, 1), ts, docId: b(9, 1) });
+        if (ts % 20n === 0n) entries.push({ indexNumber: 5, key: b(1, 3), ts, docId: b(8, 3) });
+        model.push(...entries);
+        await p.write({ documents: [], indexes: entries, maxTs: ts });
+      }
+      for (const at of [1n, 2n, 3n, 30n, 59n, 60n])
+        for (const order of ["asc", "desc"] as const)
+          for (const limit of [1, 2, 3, 100])
+            for (const range of [
+              { start: b(1, 0), end: null },
+              { start: b(1, 2), end: b(1, 3) },
+              { start: b(1, 2), end: null },
+            ])
+              expect(await p.scanIndex(5, range, at, order, limit)).toEqual(
+                naiveScan(model, range, at, order, limit),
+              );
+    }));
 
   it("reads the log in timestamp order, always in whole commits", () =>
     withStore(async (p) => {
