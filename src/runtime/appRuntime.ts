@@ -51,14 +51,17 @@ export interface ExecutionHooks {
 export interface LiveContext {
   readonly context: ivm.Context;
   readonly isolate: ivm.Isolate;
-  /** `__tessera_runtime.start(requestJson)`. */
-  readonly start: ivm.Reference<(requestJson: string) => void>;
+  /**
+   * `__tessera_runtime.start(requestJson, afterAnother)`: "clean" once
+   * started; with `afterAnother`, the verdict on the previous execution
+   * ("tainted:" and why) when it left the context changed, and nothing
+   * started.
+   */
+  readonly start: ivm.Reference<(requestJson: string, afterAnother: boolean) => string>;
   /** `__tessera_runtime.settle(id, ok, payload, ahead?)`. */
   readonly settle: ivm.Reference<
     (id: number, ok: boolean, payload: string, ahead?: string) => void
   >;
-  /** `__tessera_runtime.verdict()`: "clean", or "tainted:" and why. */
-  readonly verdict: ivm.Reference<() => string>;
   /** `__tessera_runtime.analyze()`: the app's functions (JSON). */
   readonly analyze: ivm.Reference<() => string>;
   /** The execution being served, if any. */
@@ -67,6 +70,11 @@ export interface LiveContext {
   readonly sealed: boolean;
   /** Executions served so far. */
   uses: number;
+  /**
+   * The function (`module:export`) whose execution this context served last
+   * and whose verdict is still due: the next `start` asks for it.
+   */
+  verdictDue: string | null;
 }
 
 /** How contexts have been used (diagnostics, tests and the benchmark). */
@@ -77,7 +85,10 @@ export interface ReuseStats {
   executions: number;
   /** Executions that ran in a context that had served another before. */
   reused: number;
-  /** Executions after which the context was discarded because they changed pre-existing state. */
+  /**
+   * Executions after which the context was discarded because they changed
+   * pre-existing state (counted when found: at the context's next use).
+   */
   tainted: number;
   /**
    * Executions run in a context used only for them because their function
@@ -260,7 +271,6 @@ export class AppRuntime {
       const runtimeRef = await ref(context.global, "__tessera_runtime");
       const start = await ref(runtimeRef, "start");
       const settle = await ref(runtimeRef, "settle");
-      const verdict = await ref(runtimeRef, "verdict");
       const analyze = await ref(runtimeRef, "analyze");
       const prepare = await ref(runtimeRef, "prepare");
       const collect = await ref(runtimeRef, "collect");
@@ -294,11 +304,11 @@ export class AppRuntime {
         isolate: p.isolate,
         start: start as LiveContext["start"],
         settle: settle as LiveContext["settle"],
-        verdict: verdict as LiveContext["verdict"],
         analyze: analyze as LiveContext["analyze"],
         slot,
         sealed,
         uses: 0,
+        verdictDue: null,
       };
     } catch (e) {
       for (const r of refs) r.release();
@@ -340,7 +350,6 @@ export class AppRuntime {
     if (live.isolate.isDisposed) return;
     live.start.release();
     live.settle.release();
-    live.verdict.release();
     live.analyze.release();
     live.context.release();
   }
@@ -373,46 +382,67 @@ export class AppRuntime {
   }
 
   /**
-   * Runs an execution in a context of a pooled isolate: the clean context
-   * the previous execution left, or a new one. `f` says whether the context
-   * is still clean (the guard found no change to pre-existing state and
-   * nothing went wrong); otherwise it is discarded.
+   * Runs an execution in a context of a pooled isolate: the context the
+   * previous execution left, or a new one. `f` says whether the context may
+   * serve again (nothing went wrong); otherwise it is discarded. Whether the
+   * execution left pre-existing state unchanged is asked when the context
+   * next starts one (`LiveContext.verdictDue`): if it did not, `f` reports
+   * `stale` without having run anything, the context is discarded and `f`
+   * runs again in another.
    */
   async withContext<T>(
-    f: (live: LiveContext) => Promise<{ value: T; clean: boolean; taint?: string }>,
+    f: (live: LiveContext) => Promise<{ value: T; clean: boolean } | { stale: string }>,
     /** The function being run (`module:export`), for the choice between reuse and a throwaway context. */
     fn?: string,
   ): Promise<T> {
     const policy = fn === undefined ? undefined : this.policyOf(fn);
-    const throwaway = policy === undefined || (policy.throwawayLeft > 0 && this.reuseStats.enabled);
-    if (policy !== undefined && throwaway) {
-      policy.throwawayLeft--;
-      if (policy.throwawayLeft === 0) this.throwawayDemand--;
-      this.reuseStats.throwaway++;
-    }
     const p = await this.acquire();
     let live: LiveContext | undefined;
     try {
-      if (throwaway && this.reuseStats.enabled) {
-        live = await (p.warmThrowaway.shift() ?? this.prepare(p, false));
-      } else {
-        live = p.current ?? (await (p.warm.shift() ?? this.prepare(p)));
-        p.current = null;
+      for (;;) {
+        // Decided again after a stale context: its verdict may have just changed this policy.
+        const throwaway =
+          policy === undefined || (policy.throwawayLeft > 0 && this.reuseStats.enabled);
+        if (policy !== undefined && throwaway) {
+          policy.throwawayLeft--;
+          if (policy.throwawayLeft === 0) this.throwawayDemand--;
+          this.reuseStats.throwaway++;
+        }
+        if (throwaway && this.reuseStats.enabled) {
+          live = await (p.warmThrowaway.shift() ?? this.prepare(p, false));
+        } else {
+          live = p.current ?? (await (p.warm.shift() ?? this.prepare(p)));
+          p.current = null;
+        }
+        const result = await f(live);
+        const due = live.verdictDue;
+        live.verdictDue = null;
+        if ("stale" in result) {
+          // The previous execution changed pre-existing state: nothing ran here.
+          this.reuseStats.tainted++;
+          this.reuseStats.lastTaint = result.stale;
+          if (due !== null) this.observe(this.policyOf(due), true);
+          this.discard(live);
+          live = undefined;
+          continue;
+        }
+        if (due !== null) this.observe(this.policyOf(due), false);
+        if (policy !== undefined) this.reuseStats.executions++;
+        if (live.uses > 0) this.reuseStats.reused++;
+        live.uses++;
+        if (
+          result.clean &&
+          live.sealed &&
+          fn !== undefined &&
+          this.reuseStats.enabled &&
+          !p.isolate.isDisposed
+        ) {
+          live.verdictDue = fn;
+          p.current = live;
+          live = undefined;
+        }
+        return result.value;
       }
-      if (policy !== undefined) this.reuseStats.executions++;
-      if (live.uses > 0) this.reuseStats.reused++;
-      live.uses++;
-      const { value, clean, taint } = await f(live);
-      if (taint !== undefined) {
-        this.reuseStats.tainted++;
-        this.reuseStats.lastTaint = taint;
-      }
-      if (policy !== undefined && live.sealed) this.observe(policy, taint !== undefined);
-      if (clean && live.sealed && this.reuseStats.enabled && !p.isolate.isDisposed) {
-        p.current = live;
-        live = undefined;
-      }
-      return value;
     } finally {
       if (live) this.discard(live);
       this.release(p);

@@ -172,7 +172,7 @@ export async function execute(
   request: ExecutionRequest,
   handlerOrFactory: SyscallHandler | (() => SyscallHandler),
 ): Promise<ExecutionOutcome> {
-  return runtime.withContext(async (live) => {
+  return runtime.withContext<ExecutionOutcome>(async (live) => {
     const handler = typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
     const { isolate } = live;
     const bridge: Bridge = { queue: [], outcome: null, fatal: null };
@@ -205,16 +205,20 @@ export async function execute(
 
     try {
       if (request.kind === "action" || request.kind === "httpAction") {
-        await driveAction(
+        const previous = await driveAction(
           live,
           bridge,
           handler,
           payload,
           request.timeLimitMs ?? ACTION_TIME_LIMIT_MS,
         );
+        if (previous !== "clean") return { stale: describeVerdict(runtime, previous) };
         return actionOutcome(bridge, userTimeMs());
       }
-      live.start.applySync(undefined, [payload], { timeout: remainingMs() });
+      const previous = live.start.applySync(undefined, [payload, live.verdictDue !== null], {
+        timeout: remainingMs(),
+      });
+      if (previous !== "clean") return { stale: describeVerdict(runtime, previous) };
       while (bridge.outcome === null) {
         const call = queue.shift();
         if (call === undefined) {
@@ -241,11 +245,10 @@ export async function execute(
       const outcome = JSON.parse(bridge.outcome) as
         | { ok: true; value: unknown; logs: LogLine[] }
         | { ok: false; error: ExecutionError; logs: LogLine[] };
-      // Asked once every microtask the execution left has run (the last call
-      // into the isolate ran them): code that runs after the outcome counts too.
-      const verdict = live.verdict.applySync(undefined, [], { timeout: remainingMs() });
-      const clean = verdict === "clean";
-      const taint = clean ? undefined : describeVerdict(runtime, verdict);
+      // Whether it left pre-existing state changed is asked when the context
+      // next starts an execution, once every microtask this one left has run
+      // (the last call into the isolate ran them): code that runs after the
+      // outcome counts too.
       if (used() >= limitNs) throw timeoutError();
       if (bridge.fatal !== null) {
         return {
@@ -256,14 +259,9 @@ export async function execute(
             userTimeMs: userTimeMs(),
           },
           clean: false,
-          ...(taint !== undefined ? { taint } : {}),
         };
       }
-      return {
-        value: { ...outcome, userTimeMs: userTimeMs() },
-        clean,
-        ...(taint !== undefined ? { taint } : {}),
-      };
+      return { value: { ...outcome, userTimeMs: userTimeMs() }, clean: true };
     } catch (e) {
       // Stopped midway (time, memory, a function that never finishes): the
       // context's state is whatever it was then.
@@ -297,7 +295,8 @@ class ActionTimeoutError extends Error {}
  * Runs an action: unlike queries and mutations, its async syscalls (nested
  * function calls, fetches, timers) run concurrently and are answered as
  * they finish. It ends when the handler's promise settles; anything still
- * pending then is abandoned with the context.
+ * pending then is abandoned with the context. Returns the verdict on the
+ * context's previous execution: unless "clean", the action did not start.
  */
 async function driveAction(
   live: LiveContext,
@@ -305,7 +304,7 @@ async function driveAction(
   handler: SyscallHandler,
   payload: string,
   limitMs: number,
-): Promise<void> {
+): Promise<string> {
   const { queue } = bridge;
   let inflight = 0;
   let over = false;
@@ -357,8 +356,22 @@ async function driveAction(
     if (bridge.outcome !== null) end();
     else if (inflight === 0) end(new NeverSettledError("action"));
   }
-  enter(() => live.start.applySync(undefined, [payload], { timeout: ACTION_SLICE_MS }));
+  let previous = "clean";
+  try {
+    previous = live.start.applySync(undefined, [payload, live.verdictDue !== null], {
+      timeout: ACTION_SLICE_MS,
+    });
+  } catch (e) {
+    end(e);
+  }
+  if (previous !== "clean") {
+    // The context's previous execution left it changed: nothing started.
+    end();
+    return previous;
+  }
+  pump();
   await finished;
+  return previous;
 }
 
 function actionOutcome(

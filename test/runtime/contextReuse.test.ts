@@ -105,9 +105,10 @@ describe("context reuse", () => {
         expected[0],
         expected[0],
       ]);
-      const tainted = reusing.reuse.tainted;
-      // Warm the context with a clean execution first, so the leak runs in a reused context.
+      // Warm the context with a clean execution first, so the leak runs in a
+      // reused context (this also settles the verdict on the previous one).
       await reuseRunner.query("clean:readsModuleState", { k: "a" });
+      const tainted = reusing.reuse.tainted;
       const got = await results(reuseRunner, `leaks:${name}`, {}, 3);
       expect(got, name).toEqual([expected[0], expected[0], expected[0]]);
       // The first call ran in a reused context; later ones may run in throwaway
@@ -182,9 +183,16 @@ describe("context reuse", () => {
     const runtime = await AppRuntime.create(app, { isolates: 1 });
     try {
       const runner = new FunctionRunner({ db: t.db, runtime });
+      // The verdict on an execution is asked when its context starts the next one.
+      const next = () => runner.query("clean:readsModuleState", { k: "a" });
       await runner.query("leaks:objectProperty", {});
+      expect(runtime.reuse.tainted).toBe(0);
+      await next();
+      expect(runtime.reuse.tainted).toBe(1);
       expect(runtime.reuse.lastTaint).toMatch(/leaks\.ts:\d+:\d+/);
       await runner.query("leaks:arrayPush", {});
+      await next();
+      expect(runtime.reuse.tainted).toBe(2);
       expect(runtime.reuse.lastTaint).toBe("Array.prototype.push");
     } finally {
       runtime.dispose();
@@ -273,6 +281,26 @@ describe("an app that makes no URL at import", () => {
   }
 });
 
+describe("a mutation whose context is found tainted when it starts", () => {
+  it("runs once, in another context", async () => {
+    const runtime = await AppRuntime.create(app, { isolates: 1 });
+    try {
+      const runner = new FunctionRunner({ db: t.db, runtime });
+      const before = (await runner.query("writes:counted", {})).value as number[];
+      const got: unknown[] = [];
+      for (let i = 0; i < 3; i++)
+        got.push((await runner.mutation("writes:insertCounted", {})).value);
+      // Each call after the first found the last one's context changed and ran in a fresh one.
+      expect(got).toEqual([1, 1, 1]);
+      expect(runtime.reuse.tainted).toBe(2);
+      const after = (await runner.query("writes:counted", {})).value as number[];
+      expect(after.slice(before.length)).toEqual([1, 1, 1]);
+    } finally {
+      runtime.dispose();
+    }
+  });
+});
+
 describe("a function that taints on every call", () => {
   it("runs in throwaway contexts after two taints in a row, with the same results", async () => {
     const runtime = await AppRuntime.create(app, { isolates: 1 });
@@ -280,11 +308,15 @@ describe("a function that taints on every call", () => {
       const runner = new FunctionRunner({ db: t.db, runtime });
       const got = await results(runner, "leaks:letCounter", {}, 20);
       expect(got).toEqual(Array.from({ length: 20 }, () => ({ value: 1 })));
-      // Two sealed contexts tainted, then 16 throwaway contexts, then two sealed ones again.
-      expect(runtime.reuse).toMatchObject({ tainted: 4, throwaway: 16, executions: 20 });
-      // Other functions keep reusing their context.
+      // Two sealed contexts tainted, then 16 throwaway contexts, then two
+      // sealed ones again: the verdict on the last is due when its context
+      // next starts an execution.
+      expect(runtime.reuse).toMatchObject({ tainted: 3, throwaway: 16, executions: 20 });
+      // Other functions keep reusing their context (the first after finding
+      // that one tainted, and running in another).
       const before = runtime.reuse.reused;
       await results(runner, "clean:readsModuleState", { k: "a" }, 3);
+      expect(runtime.reuse.tainted).toBe(4);
       expect(runtime.reuse.reused - before).toBeGreaterThanOrEqual(2);
     } finally {
       runtime.dispose();
