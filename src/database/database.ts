@@ -68,6 +68,8 @@ export class Database implements TransactionHost {
    * transactions begin here (see `begin`), with `headCatalog`.
    */
   private written: bigint;
+  /** Documents written by batches not yet published, with how many such batches wrote each. */
+  private readonly unpublished = new Map<string, number>();
   private publishedCatalog: Catalog;
   /** The timestamp since which `publishedCatalog` has been the catalog (snapshots at or after it share it). */
   private catalogSince: bigint;
@@ -380,6 +382,7 @@ export class Database implements TransactionHost {
       // transactions see it from now on, through the cache too.
       for (const u of cacheUpdates) {
         this.cache.set(u.id, { ts: u.ts, doc: u.doc, size: cachedSize(u.size) });
+        this.unpublished.set(u.id, (this.unpublished.get(u.id) ?? 0) + 1);
       }
       this.written = maxTs;
       for (const c of accepted) c.onWritten?.();
@@ -391,6 +394,13 @@ export class Database implements TransactionHost {
     }
     await previous;
     this.inFlight--;
+    if (durable !== null) {
+      for (const u of cacheUpdates) {
+        const n = this.unpublished.get(u.id)!;
+        if (n === 1) this.unpublished.delete(u.id);
+        else this.unpublished.set(u.id, n - 1);
+      }
+    }
     try {
       if (writeError !== null || this.failure !== null) {
         // The outcome on disk is unknown (or an earlier batch's is), so nothing
@@ -482,14 +492,24 @@ export class Database implements TransactionHost {
     this.checkSnapshot(ts);
     const cached = this.cache.get(id, ts);
     if (cached !== undefined) return cached.doc;
+    const publishedBefore = this.published;
     const writtenBefore = this.written;
     const stored = await this.persistence.getDocument(tableNumber, key, ts);
     if (stored === null) return null;
     const doc = parseStoredDocument(stored);
     // Only the newest version may enter the cache (see DocumentCache). It is
-    // valid from the read timestamp on: nothing newer is written yet. Only
-    // shared documents need freezing; others belong to this caller alone.
-    if (ts >= writtenBefore && this.written === writtenBefore && (cache || this.cache.admit(id))) {
+    // valid from the read timestamp on when nothing newer is written: nothing
+    // was published or written during the read, and no batch not yet
+    // published wrote this document (its entry, newer, may have been
+    // evicted). Only shared documents need freezing; others belong to this
+    // caller alone.
+    if (
+      ts >= publishedBefore &&
+      this.published === publishedBefore &&
+      this.written === writtenBefore &&
+      !this.unpublished.has(id) &&
+      (cache || this.cache.admit(id))
+    ) {
       this.cache.set(id, { ts, doc: deepFreeze(doc), size: cachedSize(stored.length) });
     }
     return doc;

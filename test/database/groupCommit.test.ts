@@ -40,11 +40,11 @@ afterEach(async () => {
 });
 
 /** A database whose WAL syncs are held while `hold` is set, until the test finishes (or fails) them. */
-async function openGated() {
+async function openGated(options: { documentCacheBytes?: number } = {}) {
   const dir = tempDir();
   const held: Array<() => void> = [];
   const failers: Array<(e: Error) => void> = [];
-  const gate = { hold: false, held, failers, writes: 0 };
+  const gate = { hold: false, held, failers, writes: 0, reads: 0 };
   const persistence = new SqlitePersistence({
     path: join(dir.path, "db.sqlite"),
     syncFile: () =>
@@ -55,12 +55,17 @@ async function openGated() {
           })
         : Promise.resolve(),
   });
+  const getDocument = persistence.getDocument.bind(persistence);
+  persistence.getDocument = (...args) => {
+    gate.reads++;
+    return getDocument(...args);
+  };
   const write = persistence.write.bind(persistence);
   persistence.write = (batch) => {
     gate.writes++;
     return write(batch);
   };
-  const db = await Database.open({ persistence, gcIntervalMs: 0 });
+  const db = await Database.open({ persistence, gcIntervalMs: 0, ...options });
   cleanup.push(async () => {
     gate.hold = false;
     for (const r of held.splice(0)) r();
@@ -213,6 +218,55 @@ describe("group commit", () => {
     const after = db.begin({ readOnly: true });
     expect((await after.get(x))?.v).toBe(2);
     after.abort();
+  });
+
+  it("caches what readers read while a commit syncs, never an older version of what it wrote", async () => {
+    // A cache of a few documents: later writes evict earlier entries.
+    const { db, gate } = await openGated({ documentCacheBytes: 4000 });
+    const pad = "p".repeat(300);
+    const {
+      value: [x, y],
+    } = await db.run(async (tx) => [
+      await tx.insert("kv", { v: 0, pad }),
+      await tx.insert("kv", { v: 0, pad }),
+    ]);
+    const fill = async () => {
+      const tx = db.begin();
+      for (let i = 0; i < 8; i++) await tx.insert("fill", { pad });
+      return db.commit(tx);
+    };
+    await fill();
+    gate.hold = true;
+    const a = db.begin();
+    await a.patch(x!, { v: 1 });
+    const pa = track(db.commit(a));
+    await settle();
+    // Written behind A (pipelined), these evict A's version of X from the cache.
+    const pf = track(fill());
+    await settle();
+    expect(gate.held.length).toBe(1);
+    const readsOf = async (id: string) => {
+      const before = gate.reads;
+      for (let i = 0; i < 4; i++) {
+        const r = db.begin({ readOnly: true });
+        expect((await r.get(id))?.v).toBe(0);
+        r.abort();
+      }
+      return gate.reads - before;
+    };
+    // Y enters the cache on its second miss; X, written by a batch not yet
+    // published, never does (its version read here is not the newest).
+    expect(await readsOf(y!)).toBe(2);
+    expect(await readsOf(x!)).toBe(4);
+    gate.hold = false;
+    for (let i = 0; i < 3; i++) {
+      gate.held.shift()?.();
+      await settle();
+    }
+    expect([pa.done, pf.done]).toEqual([true, true]);
+    const r = db.begin({ readOnly: true });
+    expect((await r.get(x!))?.v).toBe(1);
+    r.abort();
   });
 
   it("refuses what read a commit whose sync failed", async () => {
