@@ -72,3 +72,18 @@ export async function waitFor(
     await sleep(everyMs);
   }
 }
+
+/** Follows a promise without awaiting it: whether it settled yet, and how. */
+export function track<T>(p: Promise<T>) {
+  const t = { done: false, value: undefined as T | undefined, error: null as unknown };
+  p.then(
+    (v) => {
+      t.done = true;
+      t.value = v;
+    },
+    (e) => {
+      t.error = e;
+    },
+  );
+  return t;
+}

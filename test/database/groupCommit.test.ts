@@ -13,25 +13,11 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConflictError, Database } from "../../src/database/index.js";
 import { SqlitePersistence } from "../../src/persistence/index.js";
-import { tempDir } from "../helpers.js";
+import { tempDir, track } from "../helpers.js";
 
 const settle = async () => {
   for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
 };
-
-function track<T>(p: Promise<T>) {
-  const t = { done: false, value: undefined as T | undefined, error: null as unknown };
-  p.then(
-    (v) => {
-      t.done = true;
-      t.value = v;
-    },
-    (e) => {
-      t.error = e;
-    },
-  );
-  return t;
-}
 
 let cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -73,6 +59,17 @@ async function openGated(options: { documentCacheBytes?: number } = {}) {
     dir.remove();
   });
   return { db, gate };
+}
+
+/** Inserts X ({v: 0}), then holds the syncs and commits A, which sets it to 1: A is written, not durable. */
+async function patchSyncing(db: Database, gate: { hold: boolean }) {
+  const { value: x } = await db.run((tx) => tx.insert("kv", { v: 0 }));
+  gate.hold = true;
+  const a = db.begin();
+  await a.patch(x, { v: 1 });
+  const pa = track(db.commit(a));
+  await settle();
+  return { x, pa };
 }
 
 describe("group commit", () => {
@@ -176,12 +173,7 @@ describe("group commit", () => {
 
   it("begins read-write transactions at a commit still syncing, and tells nothing they decide before it is durable", async () => {
     const { db, gate } = await openGated();
-    const { value: x } = await db.run((tx) => tx.insert("kv", { v: 0 }));
-    gate.hold = true;
-    const a = db.begin();
-    await a.patch(x, { v: 1 });
-    const pa = track(db.commit(a));
-    await settle();
+    const { x, pa } = await patchSyncing(db, gate);
     expect(gate.held.length).toBe(1);
 
     // Readers see the durable state; a read-write transaction sees A already.
@@ -271,12 +263,7 @@ describe("group commit", () => {
 
   it("refuses what read a commit whose sync failed", async () => {
     const { db, gate } = await openGated();
-    const { value: x } = await db.run((tx) => tx.insert("kv", { v: 0 }));
-    gate.hold = true;
-    const a = db.begin();
-    await a.patch(x, { v: 1 });
-    const pa = track(db.commit(a));
-    await settle();
+    const { x, pa } = await patchSyncing(db, gate);
     const b = db.begin();
     expect((await b.get(x))?.v).toBe(1);
     const pb = track(db.commit(b));

@@ -13,7 +13,7 @@ import { SqlitePersistence } from "../../src/persistence/index.js";
 import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
 import { linkModules } from "../../src/runtime/loader.js";
-import { tempDir, waitFor } from "../helpers.js";
+import { tempDir, track, waitFor } from "../helpers.js";
 
 const fixture = join(import.meta.dirname, "../fixtures/app/convex");
 
@@ -48,20 +48,6 @@ afterAll(async () => {
   await db?.close();
   dir?.remove();
 });
-
-function track<T>(p: Promise<T>) {
-  const t = { done: false, value: undefined as T | undefined, error: null as unknown };
-  p.then(
-    (v) => {
-      t.done = true;
-      t.value = v;
-    },
-    (e) => {
-      t.error = e;
-    },
-  );
-  return t;
-}
 
 describe("mutations behind a commit still syncing", () => {
   it("read it at once, and their results and errors wait for its sync", async () => {
