@@ -375,9 +375,9 @@ async function invokeHttp(req: Invocation): Promise<string> {
   return stringify(await env.httpResponse(response));
 }
 
-/** Starts an invocation; its outcome goes to the host's `__tessera_done` callback. */
 /**
- * Starts an execution. With `afterAnother`, first ends the context's
+ * Starts an execution; its outcome goes to the host's `__tessera_done`
+ * callback. With `afterAnother`, first ends the context's
  * previous execution, whose microtasks have all run since (the host's last
  * call into the context drained them): if that left pre-existing state
  * changed, returns the guard's verdict ("tainted:" and why) and starts
