@@ -156,20 +156,18 @@ export class SqlitePersistence implements Persistence {
       keyCol: string,
     ): ScanStatements => {
       const head = `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} >= ?`;
-      const pages = new Map<string, Sqlite.Statement>();
+      // Indexed [asc, desc][open, bounded][size]: prepared once, looked up per page.
+      const pages = ["ASC", "DESC"].map((dir) =>
+        ["", ` AND ${keyCol} < ?`].map((bound) =>
+          PAGE_ROWS.map((rows) =>
+            prep(
+              `${head}${bound} AND ts <= ? ORDER BY ${keyCol} ${dir}, ts ${dir} LIMIT ${rows}`,
+            ).raw(true),
+          ),
+        ),
+      );
       return {
-        page: (order, bounded, size) => {
-          const name = `${order} ${bounded} ${size}`;
-          let stmt = pages.get(name);
-          if (stmt === undefined) {
-            const dir = order === "asc" ? "ASC" : "DESC";
-            stmt = prep(
-              `${head}${bounded ? ` AND ${keyCol} < ?` : ""} AND ts <= ? ORDER BY ${keyCol} ${dir}, ts ${dir} LIMIT ${PAGE_ROWS[size]}`,
-            ).raw(true);
-            pages.set(name, stmt);
-          }
-          return stmt;
-        },
+        page: (order, bounded, size) => pages[order === "asc" ? 0 : 1]![bounded ? 1 : 0]![size]!,
         latest: prep(
           `SELECT ${columns} FROM ${table} WHERE ${group} = ? AND ${keyCol} = ? AND ts <= ? ORDER BY ts DESC LIMIT 1`,
         ).raw(true),

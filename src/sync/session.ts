@@ -493,11 +493,11 @@ export class Session {
   private sendTransition(end: StateVersion, mods: string[]): void {
     const text = transitionText(this.sent, end, mods);
     this.sent = end;
-    const chunk = this.service.limits.transitionChunkBytes;
-    if (!this.options.transitionChunks || text.length <= chunk) {
+    if (this.fitsUnchunked(text.length)) {
       this.send(text);
       return;
     }
+    const chunk = this.service.limits.transitionChunkBytes;
     const totalParts = Math.ceil(text.length / chunk);
     const transitionId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
     for (let part = 0; part < totalParts; part++) {
