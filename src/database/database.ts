@@ -11,7 +11,14 @@ import type {
   LogEntry,
   Persistence,
 } from "../persistence/index.js";
-import { type Document, keySuccessor, parseStoredValue, stringifyValue } from "../values/index.js";
+import {
+  andThen,
+  type Document,
+  keySuccessor,
+  type MaybePromise,
+  parseStoredValue,
+  stringifyValue,
+} from "../values/index.js";
 import { Catalog, INDEX_TABLE, type IndexInfo, TABLES_TABLE } from "./catalog.js";
 import { CommitLog, type CommitRecord, type WrittenKey } from "./commitLog.js";
 import { DocumentCache, deepFreeze } from "./documentCache.js";
@@ -230,7 +237,7 @@ export class Database implements TransactionHost {
    * conflicts (up to `maxAttempts` times).
    */
   async run<T>(
-    fn: (tx: Transaction) => Promise<T>,
+    fn: (tx: Transaction) => MaybePromise<T>,
     options: { maxAttempts?: number; readOnly?: boolean } = {},
   ): Promise<{ value: T; ts: bigint; attempts: number }> {
     const maxAttempts = options.maxAttempts ?? 16;
@@ -482,20 +489,34 @@ export class Database implements TransactionHost {
     return Number(this.wallNs() / 1000n) / 1000;
   }
 
-  async readDocument(
+  readDocument(
     tableNumber: number,
     id: string,
     key: Buffer,
     ts: bigint,
     cache = false,
-  ): Promise<Document | null> {
+  ): MaybePromise<Document | null> {
     this.checkSnapshot(ts);
     const cached = this.cache.get(id, ts);
     if (cached !== undefined) return cached.doc;
     const publishedBefore = this.published;
     const writtenBefore = this.written;
-    const stored = await this.persistence.getDocument(tableNumber, key, ts);
-    if (stored === null) return null;
+    return andThen(this.persistence.getDocument(tableNumber, key, ts), (stored) =>
+      stored === null
+        ? null
+        : this.admitRead(id, ts, stored, publishedBefore, writtenBefore, cache),
+    );
+  }
+
+  /** A document just read from storage; it enters the cache when it may. */
+  private admitRead(
+    id: string,
+    ts: bigint,
+    stored: string,
+    publishedBefore: bigint,
+    writtenBefore: bigint,
+    cache: boolean,
+  ): Document {
     const doc = parseStoredDocument(stored);
     // Only the newest version may enter the cache (see DocumentCache). It is
     // valid from the read timestamp on when nothing newer is written: nothing
@@ -515,24 +536,25 @@ export class Database implements TransactionHost {
     return doc;
   }
 
-  async scanDocumentsPage(
+  scanDocumentsPage(
     tableNumber: number,
     range: KeyRange,
     ts: bigint,
     order: "asc" | "desc",
     limit: number,
-  ): Promise<Array<{ key: Buffer; doc: Document }>> {
+  ): MaybePromise<Array<{ key: Buffer; doc: Document }>> {
     this.checkSnapshot(ts);
-    const rows = await this.persistence.scanDocuments(tableNumber, range, ts, order, limit);
-    return rows.map((r) => {
-      const id = r.id.toString("latin1", 1, r.id.length - 1);
-      const cached = this.cache.get(id, ts);
-      const doc = cached?.doc ?? parseStoredDocument(r.value);
-      return { key: r.id, doc };
-    });
+    return andThen(this.persistence.scanDocuments(tableNumber, range, ts, order, limit), (rows) =>
+      rows.map((r) => {
+        const id = r.id.toString("latin1", 1, r.id.length - 1);
+        const cached = this.cache.get(id, ts);
+        const doc = cached?.doc ?? parseStoredDocument(r.value);
+        return { key: r.id, doc };
+      }),
+    );
   }
 
-  async scanIndexPage(
+  scanIndexPage(
     indexNumber: number,
     range: KeyRange,
     ts: bigint,

@@ -7,7 +7,13 @@
  * an empty range still conflicts with a later insert into that range).
  */
 import type { IndexEntry, KeyRange } from "../persistence/index.js";
-import { compareKeys, type Document, keySuccessor } from "../values/index.js";
+import {
+  andThen,
+  compareKeys,
+  type Document,
+  keySuccessor,
+  type MaybePromise,
+} from "../values/index.js";
 import type { IndexInfo, TableInfo } from "./catalog.js";
 import { indexKey, keyInRange } from "./indexKeys.js";
 
@@ -19,21 +25,21 @@ export interface ScanHost {
     idKey: Buffer,
     ts: bigint,
     cache?: boolean,
-  ): Promise<Document | null>;
+  ): MaybePromise<Document | null>;
   scanDocumentsPage(
     tableNumber: number,
     range: KeyRange,
     ts: bigint,
     order: "asc" | "desc",
     limit: number,
-  ): Promise<Array<{ key: Buffer; doc: Document }>>;
+  ): MaybePromise<Array<{ key: Buffer; doc: Document }>>;
   scanIndexPage(
     indexNumber: number,
     range: KeyRange,
     ts: bigint,
     order: "asc" | "desc",
     limit: number,
-  ): Promise<IndexEntry[]>;
+  ): MaybePromise<IndexEntry[]>;
 }
 
 /** The slice of a transaction a scan works with (kept narrow to avoid a module cycle). */
@@ -122,29 +128,31 @@ export class IndexScan {
     return this.finished;
   }
 
-  private async fetchPage(wanted: number): Promise<void> {
+  private fetchPage(wanted: number): MaybePromise<void> {
     const limit = Math.min(MAX_PAGE, Math.max(MIN_PAGE, wanted, this.prefetch));
     const ts = this.tx.beginTs;
-    let page: Candidate[];
     if (this.index.kind === "by_id") {
-      const docs = await this.host.scanDocumentsPage(
-        this.table.number,
-        this.remaining,
-        ts,
-        this.order,
-        limit,
+      return andThen(
+        this.host.scanDocumentsPage(this.table.number, this.remaining, ts, this.order, limit),
+        (docs) =>
+          this.took(
+            docs.map((d) => ({ key: d.key, docId: d.key, doc: d.doc })),
+            limit,
+          ),
       );
-      page = docs.map((d) => ({ key: d.key, docId: d.key, doc: d.doc }));
-    } else {
-      const entries = await this.host.scanIndexPage(
-        this.index.number,
-        this.remaining,
-        ts,
-        this.order,
-        limit,
-      );
-      page = entries.map((e) => ({ key: e.key, docId: e.docId }));
     }
+    return andThen(
+      this.host.scanIndexPage(this.index.number, this.remaining, ts, this.order, limit),
+      (entries) =>
+        this.took(
+          entries.map((e) => ({ key: e.key, docId: e.docId })),
+          limit,
+        ),
+    );
+  }
+
+  /** Buffers a page fetched from storage (`limit`: what was asked for). */
+  private took(page: Candidate[], limit: number): void {
     if (page.length < limit) this.exhausted = true;
     const last = page[page.length - 1];
     if (last !== undefined) {
@@ -156,8 +164,12 @@ export class IndexScan {
     this.bufferPos = 0;
   }
 
-  /** The next stored candidate not shadowed by the transaction's own writes. */
-  private async peekStored(wanted: number): Promise<Candidate | undefined> {
+  /**
+   * The next stored candidate not shadowed by the transaction's own writes,
+   * or a promise when a page must come from storage first (look again once
+   * it settles).
+   */
+  private peekStored(wanted: number): Candidate | undefined | Promise<void> {
     for (;;) {
       while (this.bufferPos < this.buffer.length) {
         const c = this.buffer[this.bufferPos]!;
@@ -168,70 +180,105 @@ export class IndexScan {
         return c;
       }
       if (this.exhausted) return undefined;
-      await this.fetchPage(wanted);
+      const fetched = this.fetchPage(wanted);
+      if (fetched instanceof Promise) return fetched;
     }
   }
 
   /**
    * Up to `n` more documents. Returns fewer only when the range is
-   * exhausted (then `done` is true).
+   * exhausted (then `done` is true). Answers at once when storage does.
    */
-  async next(n: number): Promise<Document[]> {
+  next(n: number): MaybePromise<Document[]> {
     const out: Document[] = [];
     if (this.finished) return out;
     this.tx.checkActive();
-    let lastKey: Buffer | null = null;
+    const seen: { lastKey: Buffer | null } = { lastKey: null };
+    let result: MaybePromise<Document[]>;
     try {
-      while (out.length < n) {
-        const stored = await this.peekStored(n - out.length);
-        const pending = this.overlay[this.overlayPos];
-        let pick: Candidate;
-        if (stored === undefined && pending === undefined) {
-          this.finished = true;
-          break;
-        }
-        if (
-          stored === undefined ||
-          (pending !== undefined &&
-            (this.order === "asc"
-              ? compareKeys(pending.key, stored.key)
-              : compareKeys(stored.key, pending.key)) < 0)
-        ) {
-          pick = pending!;
-          this.overlayPos++;
-        } else {
-          pick = stored;
-          this.bufferPos++;
-        }
-        let doc = pick.doc;
-        let size: number | undefined;
-        if (doc === undefined) {
-          const id = idFromKey(pick.docId);
-          const found = await this.host.readDocument(
-            this.table.number,
-            id,
-            pick.docId,
-            this.tx.beginTs,
-            this.tx.cacheReads,
-          );
-          if (found === null) {
-            throw new Error(
-              `internal error: index ${this.table.name}.${this.index.name} points at ${id}, which does not exist at the snapshot`,
-            );
-          }
-          doc = found;
-        } else if (pick === pending) {
-          size = this.tx.writes.get(doc._id)?.size;
-        }
-        this.tx.countDocumentRead(doc, size);
-        out.push(doc);
-        lastKey = pick.key;
-        this.lastReturned = pick.key;
+      result = this.fill(out, n, seen);
+    } catch (e) {
+      this.observe(seen.lastKey);
+      throw e;
+    }
+    if (result instanceof Promise) return result.finally(() => this.observe(seen.lastKey));
+    this.observe(seen.lastKey);
+    return result;
+  }
+
+  /** Adds documents to `out` until it holds `n` or the range is exhausted. */
+  private fill(
+    out: Document[],
+    n: number,
+    seen: { lastKey: Buffer | null },
+  ): MaybePromise<Document[]> {
+    while (out.length < n) {
+      const stored = this.peekStored(n - out.length);
+      if (stored instanceof Promise) return stored.then(() => this.fill(out, n, seen));
+      const pending = this.overlay[this.overlayPos];
+      if (stored === undefined && pending === undefined) {
+        this.finished = true;
+        break;
       }
-    } finally {
-      this.observe(lastKey);
+      let pick: Candidate;
+      if (
+        stored === undefined ||
+        (pending !== undefined &&
+          (this.order === "asc"
+            ? compareKeys(pending.key, stored.key)
+            : compareKeys(stored.key, pending.key)) < 0)
+      ) {
+        pick = pending!;
+        this.overlayPos++;
+      } else {
+        pick = stored;
+        this.bufferPos++;
+      }
+      if (pick.doc !== undefined) {
+        const size = pick === pending ? this.tx.writes.get(pick.doc._id)?.size : undefined;
+        this.accept(out, pick, pick.doc, size, seen);
+        continue;
+      }
+      const picked = pick;
+      const found = this.host.readDocument(
+        this.table.number,
+        idFromKey(picked.docId),
+        picked.docId,
+        this.tx.beginTs,
+        this.tx.cacheReads,
+      );
+      if (found instanceof Promise) {
+        return found.then((doc) => {
+          this.accept(out, picked, this.existing(doc, picked), undefined, seen);
+          return this.fill(out, n, seen);
+        });
+      }
+      this.accept(out, picked, this.existing(found, picked), undefined, seen);
     }
     return out;
+  }
+
+  /** The document an index entry points at, which must exist at the snapshot. */
+  private existing(doc: Document | null, pick: Candidate): Document {
+    if (doc === null) {
+      throw new Error(
+        `internal error: index ${this.table.name}.${this.index.name} points at ${idFromKey(pick.docId)}, which does not exist at the snapshot`,
+      );
+    }
+    return doc;
+  }
+
+  private accept(
+    out: Document[],
+    pick: Candidate,
+    doc: Document,
+    size: number | undefined,
+    seen: { lastKey: Buffer | null },
+  ): void {
+    this.tx.countDocumentRead(doc, size);
+    out.push(doc);
+    seen.lastKey = pick.key;
+    this.lastReturned = pick.key;
   }
 
   /** Extends the read set over what the caller has now seen. */

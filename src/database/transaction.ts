@@ -6,6 +6,7 @@
  */
 import type { KeyRange } from "../persistence/index.js";
 import {
+  andThen,
   type ConvexObject,
   checkDocumentFields,
   checkDocumentSize,
@@ -19,6 +20,7 @@ import {
   isPlainObject,
   keySuccessor,
   LIMITS,
+  type MaybePromise,
   newDocumentId,
   rethrowWithin,
   sortKeys,
@@ -258,7 +260,7 @@ export class Transaction {
    * The document with this ID, or null. With `table`, the ID must belong to
    * that table (the `db.get(table, id)` form).
    */
-  async get(id: string, table?: string): Promise<Document | null> {
+  get(id: string, table?: string): MaybePromise<Document | null> {
     this.checkActive();
     const { tableNumber } = decodeDocumentId(id);
     if (table !== undefined) {
@@ -275,12 +277,17 @@ export class Transaction {
     const key = idKey(id);
     this.readSet.addPoint(this.catalog.byIdIndex(tableNumber).number, key);
     const pending = this.writes.get(id);
-    const doc =
-      pending !== undefined
-        ? pending.current
-        : await this.host.readDocument(tableNumber, id, key, this.beginTs, this.cacheReads);
-    if (doc !== null) this.countDocumentRead(doc, pending?.size);
-    return doc;
+    if (pending !== undefined) {
+      if (pending.current !== null) this.countDocumentRead(pending.current, pending.size);
+      return pending.current;
+    }
+    return andThen(
+      this.host.readDocument(tableNumber, id, key, this.beginTs, this.cacheReads),
+      (doc) => {
+        if (doc !== null) this.countDocumentRead(doc);
+        return doc;
+      },
+    );
   }
 
   /** The table an ID belongs to, if that table exists in this transaction's view. */
@@ -430,17 +437,21 @@ export class Transaction {
   }
 
   /** Inserts a document into a table (creating the table if needed) and returns its ID. */
-  async insert(tableName: string, value: unknown, options?: WriteOptions): Promise<string> {
+  insert(tableName: string, value: unknown, options?: WriteOptions): MaybePromise<string> {
     this.checkWritable();
     const { value: fields, size } = checkDocumentFields(value);
     this.rejectSystemFields(fields, "insert");
     // Check the size before the table is created on the way, with the longest possible ID.
     checkDocumentSize(withSystemFieldsSize(size, MAX_ID_LENGTH));
     const table = this.tableForWrite(tableName, options);
-    const id =
-      options?.id === undefined
-        ? newDocumentId(table.number)
-        : await this.allocatedId(options.id, table, options);
+    if (options?.id === undefined)
+      return this.insertAs(newDocumentId(table.number), table, fields, size);
+    return this.allocatedId(options.id, table, options).then((id) =>
+      this.insertAs(id, table, fields, size),
+    );
+  }
+
+  private insertAs(id: string, table: TableInfo, fields: ConvexObject, size: number): string {
     const doc = sortKeys({
       _id: id,
       _creationTime: this.host.creationTime(),
@@ -468,23 +479,24 @@ export class Transaction {
   }
 
   /** The current version of a document this transaction is about to change (read set included). */
-  private async existing(
+  private existing(
     id: string,
     op: string,
     options: WriteOptions | undefined,
-  ): Promise<{ doc: Document; table: TableInfo }> {
+  ): MaybePromise<{ doc: Document; table: TableInfo }> {
     const table = this.tableOfId(id);
     const managed = table?.number === TABLES_TABLE || table?.number === INDEX_TABLE;
     if (table?.name.startsWith("_") && (options?.system !== true || managed)) {
       throw new DatabaseError(`System table ${table.name} cannot be modified with ${op}`);
     }
-    const doc = await this.get(id);
-    if (doc === null || table === undefined) {
-      throw new DatabaseError(
-        `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be ${op === "delete" ? "deleted" : op === "replace" ? "replaced" : "patched"}`,
-      );
-    }
-    return { doc, table };
+    return andThen(this.get(id), (doc) => {
+      if (doc === null || table === undefined) {
+        throw new DatabaseError(
+          `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be ${op === "delete" ? "deleted" : op === "replace" ? "replaced" : "patched"}`,
+        );
+      }
+      return { doc, table };
+    });
   }
 
   private pendingFor(table: TableInfo, id: string, original: Document): PendingWrite {
@@ -512,10 +524,16 @@ export class Transaction {
   }
 
   /** Shallow-merges fields into a document; a field set to `undefined` is removed. */
-  async patch(id: string, value: unknown, options?: WriteOptions): Promise<void> {
+  patch(id: string, value: unknown, options?: WriteOptions): MaybePromise<void> {
     this.checkWritable();
     if (!isPlainObject(value)) throw new ValueError("The value of a patch must be an object");
-    const { doc, table } = await this.existing(id, "patch", options);
+    return andThen(this.existing(id, "patch", options), ({ doc, table }) =>
+      this.patchExisting(doc, table, value),
+    );
+  }
+
+  private patchExisting(doc: Document, table: TableInfo, value: Record<string, unknown>): void {
+    const id = doc._id;
     this.checkSystemFieldsUnchanged(doc, value);
     const next: Record<string, unknown> = { ...doc };
     for (const k of Object.keys(value)) {
@@ -542,10 +560,16 @@ export class Transaction {
   }
 
   /** Replaces all user fields of a document, keeping `_id` and `_creationTime`. */
-  async replace(id: string, value: unknown, options?: WriteOptions): Promise<void> {
+  replace(id: string, value: unknown, options?: WriteOptions): MaybePromise<void> {
     this.checkWritable();
     const { value: fields } = checkDocumentFields(value);
-    const { doc, table } = await this.existing(id, "replace", options);
+    return andThen(this.existing(id, "replace", options), ({ doc, table }) =>
+      this.replaceExisting(doc, table, fields),
+    );
+  }
+
+  private replaceExisting(doc: Document, table: TableInfo, fields: ConvexObject): void {
+    const id = doc._id;
     this.checkSystemFieldsUnchanged(doc, fields);
     const next = sortKeys({
       ...fields,
@@ -558,10 +582,11 @@ export class Transaction {
     this.record(this.pendingFor(table, id, doc), next, size);
   }
 
-  async delete(id: string, options?: WriteOptions): Promise<void> {
+  delete(id: string, options?: WriteOptions): MaybePromise<void> {
     this.checkWritable();
-    const { doc, table } = await this.existing(id, "delete", options);
-    this.record(this.pendingFor(table, id, doc), null, 0);
+    return andThen(this.existing(id, "delete", options), ({ doc, table }) =>
+      this.record(this.pendingFor(table, id, doc), null, 0),
+    );
   }
 
   // ---- catalog writes ------------------------------------------------------

@@ -301,18 +301,18 @@ export class SqlitePersistence implements Persistence {
     return this.syncWal();
   }
 
-  async getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<string | null> {
+  getDocument(tableNumber: number, id: Buffer, ts: bigint): string | null {
     this.ensureOpen();
     return (this.stmts.getDocument.get(tableNumber, id, ts) as string | null | undefined) ?? null;
   }
 
-  async scanDocuments(
+  scanDocuments(
     tableNumber: number,
     range: KeyRange,
     ts: bigint,
     order: Order,
     limit: number,
-  ): Promise<StoredDocument[]> {
+  ): StoredDocument[] {
     this.ensureOpen();
     return latestPerKey(this.docScans, tableNumber, range, ts, order, limit).map((row) => ({
       id: Buffer.from(row[0] as string, "hex"),
@@ -321,13 +321,13 @@ export class SqlitePersistence implements Persistence {
     }));
   }
 
-  async scanIndex(
+  scanIndex(
     indexNumber: number,
     range: KeyRange,
     ts: bigint,
     order: Order,
     limit: number,
-  ): Promise<IndexEntry[]> {
+  ): IndexEntry[] {
     this.ensureOpen();
     return latestPerKey(this.indexScans, indexNumber, range, ts, order, limit).map((row) => ({
       key: Buffer.from(row[0] as string, "hex"),

@@ -1,8 +1,10 @@
 /**
  * What the database needs from durable storage. Persistence knows bytes,
  * table and index numbers and timestamps; it does not know what a value, a
- * transaction or a function is. Every method is async so that a networked
- * store (PostgreSQL) can implement the same interface.
+ * transaction or a function is. Every method may be asynchronous so that a
+ * networked store (PostgreSQL) can implement the same interface; the three
+ * reads may also answer at once (an embedded store does), which lets a
+ * function execution get its answer without leaving the isolate.
  *
  * Data model: a multiversion log. A document version is (table, id, ts,
  * JSON text or null for a tombstone). An index entry is (index, key, ts,
@@ -10,6 +12,8 @@
  * timestamp T is, for every (table, id) and every (index, key), the latest
  * version with ts <= T.
  */
+
+import type { MaybePromise } from "../values/index.js";
 
 /** One document version: what a commit wrote for one document. */
 export interface DocumentWrite {
@@ -95,7 +99,7 @@ export interface Persistence {
   write(batch: WriteBatch): Promise<void>;
 
   /** The JSON of the document version visible at `ts`, or null if the document does not exist then. */
-  getDocument(tableNumber: number, id: Buffer, ts: bigint): Promise<string | null>;
+  getDocument(tableNumber: number, id: Buffer, ts: bigint): MaybePromise<string | null>;
 
   /**
    * Up to `limit` documents of a table visible at `ts`, ordered by id, with
@@ -108,7 +112,7 @@ export interface Persistence {
     ts: bigint,
     order: Order,
     limit: number,
-  ): Promise<StoredDocument[]>;
+  ): MaybePromise<StoredDocument[]>;
 
   /** Up to `limit` live entries of an index at `ts`, with keys in `range`, in key order. */
   scanIndex(
@@ -117,7 +121,7 @@ export interface Persistence {
     ts: bigint,
     order: Order,
     limit: number,
-  ): Promise<IndexEntry[]>;
+  ): MaybePromise<IndexEntry[]>;
 
   /**
    * Log rows with `afterTs < ts <= untilTs`, in timestamp order: about

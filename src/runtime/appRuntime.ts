@@ -43,7 +43,8 @@ export interface RuntimeOptions {
 /** Hooks of the execution a context is serving (execution.ts); its host callbacks call them. */
 export interface ExecutionHooks {
   sync(op: string, argsJson: string): string;
-  async(id: number, op: string, argsJson: string): void;
+  /** Starts an async syscall: its answer if given at once ("o"/"e", payload, answers ahead), else undefined (`settle` follows). */
+  async(id: number, op: string, argsJson: string): string | undefined;
   done(outcomeJson: string): void;
 }
 
@@ -227,6 +228,13 @@ export class AppRuntime {
     }
     return runtime;
   }
+
+  /**
+   * Async syscalls of queries and mutations answered within the call (the
+   * isolate still entered) and after it returned (storage or a hook
+   * answered with a promise, or an earlier call was still waiting).
+   */
+  readonly asyncSyscalls = { atOnce: 0, later: 0 };
 
   /** Whether contexts are reused, and how often executions found one ready. */
   get reuse(): Readonly<ReuseStats> {
@@ -518,7 +526,8 @@ function syncCallback(slot: LiveContext["slot"]) {
 }
 
 function asyncCallback(slot: LiveContext["slot"]) {
-  return (id: number, op: string, argsJson: string): void => hooks(slot).async(id, op, argsJson);
+  return (id: number, op: string, argsJson: string): string | undefined =>
+    hooks(slot).async(id, op, argsJson);
 }
 
 function doneCallback(slot: LiveContext["slot"]) {

@@ -15,7 +15,12 @@ import {
   type RangeExpression,
   type Transaction,
 } from "../database/index.js";
-import { type Document, fromJsonOrUndefined, isPlainObject } from "../values/index.js";
+import {
+  type Document,
+  fromJsonOrUndefined,
+  isPlainObject,
+  type MaybePromise,
+} from "../values/index.js";
 import { compileFilter, type Predicate } from "./filters.js";
 
 export class QueryError extends Error {
@@ -150,17 +155,35 @@ export class QueryStream {
    * The next document, or null when the query is done. `rows` counts the
    * documents read from the source, filtered out ones included.
    */
-  async next(stats?: { rows: number }): Promise<Document | null> {
+  next(stats?: { rows: number }): MaybePromise<Document | null> {
     while (!this.done) {
-      const [doc] = await this.scan.next(1);
-      if (doc === undefined) {
-        this.done = true;
-        return null;
+      const page = this.scan.next(1);
+      if (page instanceof Promise) {
+        return page.then((docs) => {
+          const doc = this.took(docs[0], stats);
+          return doc === undefined ? this.next(stats) : doc;
+        });
       }
-      if (stats) stats.rows++;
-      if (this.passes(doc)) return doc;
+      const doc = this.took(page[0], stats);
+      if (doc !== undefined) return doc;
     }
     return null;
+  }
+
+  /**
+   * What the source's next document gives: itself if it passes, null once
+   * the query is done, undefined to look further.
+   */
+  private took(
+    doc: Document | undefined,
+    stats: { rows: number } | undefined,
+  ): Document | null | undefined {
+    if (doc === undefined) {
+      this.done = true;
+      return null;
+    }
+    if (stats) stats.rows++;
+    return this.passes(doc) ? doc : undefined;
   }
 
   /** Runs the operators over one document; marks the stream done when a limit is reached. */
@@ -236,11 +259,11 @@ export interface PageResult {
  * documents come and go). `maximumRowsRead` caps the documents read,
  * filtered ones included.
  */
-export async function queryPage(
+export function queryPage(
   tx: Transaction,
   query: ParsedQuery,
   req: PageRequest,
-): Promise<PageResult> {
+): MaybePromise<PageResult> {
   if (!Number.isInteger(req.pageSize) || req.pageSize < 0) {
     throw new QueryError(
       `\`options.numItems\` must be a non-negative integer, got ${req.pageSize}`,
@@ -267,26 +290,39 @@ export async function queryPage(
   const page: Document[] = [];
   const stats = { rows: 0 };
   const limitByCursor = end !== null;
-  for (;;) {
-    if (!limitByCursor && page.length >= req.pageSize) break;
-    if (req.maximumRowsRead !== null && stats.rows >= req.maximumRowsRead) break;
-    const doc = await stream.next(stats);
-    if (doc === null) break;
-    page.push(doc);
-  }
-  const exhausted = stream.sourceExhausted;
-  const isDone = limitByCursor ? end!.position === END && exhausted : exhausted;
-  let continueCursor: string;
-  if (limitByCursor) continueCursor = req.endCursor!;
-  else if (exhausted) continueCursor = endCursorText(END);
-  else {
-    // Continue after the last document read (returned or filtered out); an empty
-    // key means "from the start of the range".
-    const last = stream.lastKey;
-    continueCursor =
-      last === null ? (req.cursor ?? endCursorText(Buffer.alloc(0))) : endCursorText(last);
-  }
-  return { page, isDone, continueCursor, splitCursor: null, pageStatus: null };
+  const fill = (): MaybePromise<PageResult> => {
+    for (;;) {
+      if (!limitByCursor && page.length >= req.pageSize) break;
+      if (req.maximumRowsRead !== null && stats.rows >= req.maximumRowsRead) break;
+      const doc = stream.next(stats);
+      if (doc instanceof Promise) {
+        return doc.then((d) => {
+          if (d === null) return finish();
+          page.push(d);
+          return fill();
+        });
+      }
+      if (doc === null) break;
+      page.push(doc);
+    }
+    return finish();
+  };
+  const finish = (): PageResult => {
+    const exhausted = stream.sourceExhausted;
+    const isDone = limitByCursor ? end!.position === END && exhausted : exhausted;
+    let continueCursor: string;
+    if (limitByCursor) continueCursor = req.endCursor!;
+    else if (exhausted) continueCursor = endCursorText(END);
+    else {
+      // Continue after the last document read (returned or filtered out); an empty
+      // key means "from the start of the range".
+      const last = stream.lastKey;
+      continueCursor =
+        last === null ? (req.cursor ?? endCursorText(Buffer.alloc(0))) : endCursorText(last);
+    }
+    return { page, isDone, continueCursor, splitCursor: null, pageStatus: null };
+  };
+  return fill();
 }
 
 export function tableOfQuery(query: ParsedQuery): string {

@@ -11,12 +11,14 @@ import {
   TransactionLimitError,
 } from "../database/index.js";
 import {
+  andThen,
   type Document,
   decodeDocumentId,
   fromJson,
   fromJsonOrUndefined,
   isPlainObject,
   type JsonValue,
+  type MaybePromise,
   toJson,
   type Value,
   ValueError,
@@ -283,15 +285,22 @@ const SYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => unkn
   "1.0/getSnapshotTs": (s) => toJson(s.tx.beginTs),
 };
 
-const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Promise<unknown>> = {
-  "1.0/get": async (s, a) => {
+/**
+ * The async ops. Each answers at once when the transaction can (reads that
+ * storage answers at once, writes), so that the execution gets the answer
+ * without leaving the isolate (see execution.ts), and with a promise when not.
+ */
+const ASYNC_OPS: Record<
+  string,
+  (s: UdfState, a: Record<string, unknown>) => MaybePromise<unknown>
+> = {
+  "1.0/get": (s, a) => {
     const id = idArg(a.id, "db.get");
     const table = tableFor(s.tx, id, optionalTable(a), a.isSystem === true, "db.get");
     if (table === null) return null;
-    const doc = await s.tx.get(id);
-    return doc === null ? null : toJson(doc);
+    return andThen(s.tx.get(id), (doc) => (doc === null ? null : toJson(doc)));
   },
-  "1.0/insert": async (s, a) => {
+  "1.0/insert": (s, a) => {
     if (!s.mutation)
       throw new SyscallError("Can't insert documents in a query: only mutations can write");
     if (typeof a.table !== "string")
@@ -299,9 +308,9 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
     if (a.table.startsWith("_"))
       throw new SyscallError("System tables (prefixed with `_`) are read-only.");
     const value = fromJson(a.value);
-    return { _id: await s.tx.insert(a.table, value) };
+    return andThen(s.tx.insert(a.table, value), (id) => ({ _id: id }));
   },
-  "1.0/shallowMerge": async (s, a) => {
+  "1.0/shallowMerge": (s, a) => {
     if (!s.mutation)
       throw new SyscallError("Can't patch documents in a query: only mutations can write");
     const id = idArg(a.id, "db.patch");
@@ -313,10 +322,9 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
     if (!isPlainObject(a.value)) throw new SyscallError("The value of a patch must be an object");
     const value: Record<string, Value | undefined> = {};
     for (const [k, v] of Object.entries(a.value)) value[k] = fromJsonOrUndefined(v);
-    await s.tx.patch(id, value);
-    return null;
+    return andThen(s.tx.patch(id, value), () => null);
   },
-  "1.0/replace": async (s, a) => {
+  "1.0/replace": (s, a) => {
     if (!s.mutation)
       throw new SyscallError("Can't replace documents in a query: only mutations can write");
     const id = idArg(a.id, "db.replace");
@@ -325,10 +333,9 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
         `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be replaced`,
       );
     }
-    await s.tx.replace(id, fromJson(a.value));
-    return null;
+    return andThen(s.tx.replace(id, fromJson(a.value)), () => null);
   },
-  "1.0/remove": async (s, a) => {
+  "1.0/remove": (s, a) => {
     if (!s.mutation)
       throw new SyscallError("Can't delete documents in a query: only mutations can write");
     const id = idArg(a.id, "db.delete");
@@ -337,10 +344,9 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
         `Document with ID ${JSON.stringify(id)} does not exist, so it cannot be deleted`,
       );
     }
-    await s.tx.delete(id);
-    return null;
+    return andThen(s.tx.delete(id), () => null);
   },
-  "1.0/queryStreamNext": async (s, a) => {
+  "1.0/queryStreamNext": (s, a) => {
     const stream = s.streams.get(a.queryId as number);
     if (stream === undefined) throw new SyscallError("This query was already closed");
     // An error met while reading ahead belongs to the call that reaches it.
@@ -358,40 +364,54 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
     stream.ahead = Math.min(stream.ahead * 2, MAX_AHEAD);
     const { counters, limits } = s.tx;
     const bytesBefore = counters.bytesRead;
-    while (answers.length < wanted) {
-      if (
-        answers.length > 0 &&
-        (counters.documentsRead * 2 > limits.maxDocumentsRead ||
-          counters.bytesRead * 2 > limits.maxBytesRead ||
-          counters.bytesRead - bytesBefore > MAX_AHEAD_BYTES)
-      )
-        break;
-      let doc: Document | null;
-      try {
-        doc = await stream.next();
-      } catch (e) {
-        if (answers.length === 0) throw e;
-        stream.failure = e;
-        break;
-      }
+    const answer = () =>
+      answers.length === 1 ? answers[0] : new AnswerWithAhead(answers[0], answers.slice(1));
+    const failed = (e: unknown) => {
+      if (answers.length === 0) throw e;
+      stream.failure = e;
+      return answer();
+    };
+    /** Adds the answer `doc` gives; whether the stream goes on. */
+    const took = (doc: Document | null): boolean => {
       if (doc === null) {
         s.streams.delete(a.queryId as number);
         answers.push({ value: null, done: true });
-        break;
+        return false;
       }
       answers.push({ value: toJson(doc), done: false });
-    }
-    return answers.length === 1 ? answers[0] : new AnswerWithAhead(answers[0], answers.slice(1));
+      return true;
+    };
+    const fill = (): MaybePromise<unknown> => {
+      while (answers.length < wanted) {
+        if (
+          answers.length > 0 &&
+          (counters.documentsRead * 2 > limits.maxDocumentsRead ||
+            counters.bytesRead * 2 > limits.maxBytesRead ||
+            counters.bytesRead - bytesBefore > MAX_AHEAD_BYTES)
+        )
+          break;
+        let doc: MaybePromise<Document | null>;
+        try {
+          doc = stream.next();
+        } catch (e) {
+          return failed(e);
+        }
+        if (doc instanceof Promise) return doc.then((d) => (took(d) ? fill() : answer()), failed);
+        if (!took(doc)) break;
+      }
+      return answer();
+    };
+    return fill();
   },
-  "1.0/queryPage": async (s, a) => {
+  "1.0/queryPage": (s, a) => {
     const query = startQuery(a);
-    const result = await queryPage(s.tx, query, {
+    const page = queryPage(s.tx, query, {
       cursor: (a.cursor as string | null | undefined) ?? null,
       endCursor: (a.endCursor as string | null | undefined) ?? null,
       pageSize: a.pageSize as number,
       maximumRowsRead: (a.maximumRowsRead as number | null | undefined) ?? null,
     });
-    return { ...result, page: result.page.map((d) => toJson(d)) };
+    return andThen(page, (result) => ({ ...result, page: result.page.map((d) => toJson(d)) }));
   },
   "1.0/count": async (s, a) => {
     if (typeof a.table !== "string" || HIDDEN_TABLES.has(a.table))
@@ -418,8 +438,8 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
     await scheduler.cancel(idArg(a.id, "scheduler.cancel"));
     return null;
   },
-  "1.0/getUserIdentity": async (s) => (s.env.identity === null ? null : toJson(s.env.identity)),
-  "1.0/getTransactionMetrics": async (s) => {
+  "1.0/getUserIdentity": (s) => (s.env.identity === null ? null : toJson(s.env.identity)),
+  "1.0/getTransactionMetrics": (s) => {
     const c = s.tx.counters;
     const l = s.tx.limits;
     const metric = (used: number, limit: number) => ({
@@ -441,8 +461,8 @@ const ASYNC_OPS: Record<string, (s: UdfState, a: Record<string, unknown>) => Pro
       fileReadBytes: none,
     };
   },
-  "1.0/getFunctionMetadata": async (s) => ({ name: s.env.functionName, componentPath: "" }),
-  "1.0/getDeploymentMetadata": async (s) => toJson(s.env.deployment as unknown as Value),
+  "1.0/getFunctionMetadata": (s) => ({ name: s.env.functionName, componentPath: "" }),
+  "1.0/getDeploymentMetadata": (s) => toJson(s.env.deployment as unknown as Value),
 };
 
 export function udfSyscalls(env: UdfEnvironment): SyscallHandler {
@@ -469,22 +489,25 @@ class UdfSyscalls implements SyscallHandler {
     }
   }
 
-  async async(op: string, args: unknown): Promise<unknown> {
-    const f = ASYNC_OPS[op];
+  async(op: string, args: unknown): MaybePromise<unknown> {
     const storage = this.state.env.storage;
-    if (f === undefined && storage !== undefined && STORAGE_OPS.has(op)) {
-      try {
-        return await storageOp(storage, op, argsObject(args, op), this.state.mutation);
-      } catch (e) {
-        throw translate(e);
-      }
-    }
+    const f =
+      ASYNC_OPS[op] ??
+      (storage !== undefined && STORAGE_OPS.has(op)
+        ? (s: UdfState, a: Record<string, unknown>) => storageOp(storage, op, a, s.mutation)
+        : undefined);
     if (f === undefined) throw unansweredOp(op, NOT_SUPPORTED, `Unknown async operation ${op}`);
+    let result: MaybePromise<unknown>;
     try {
-      return await f(this.state, argsObject(args, op));
+      result = f(this.state, argsObject(args, op));
     } catch (e) {
       throw translate(e);
     }
+    return result instanceof Promise
+      ? result.catch((e) => {
+          throw translate(e);
+        })
+      : result;
   }
 }
 

@@ -46,6 +46,8 @@ export class AdminApi {
           mutations: { ...deployment.mutationCounters },
           // How often executions found a context to reuse (runtime/README.md, "Context reuse").
           contexts: deployment.app ? { ...deployment.app.runtime.reuse } : null,
+          // Async syscalls answered without leaving the isolate (runtime/README.md, "Syscalls").
+          asyncSyscalls: deployment.app ? { ...deployment.app.runtime.asyncSyscalls } : null,
         }),
       ],
       // The CLI reports its push timings; nothing to keep.

@@ -4,6 +4,7 @@ export * from "./fieldNames.js";
 export * from "./ids.js";
 export * from "./json.js";
 export * from "./keys.js";
+export * from "./maybePromise.js";
 export * from "./size.js";
 export * from "./validate.js";
 export * from "./value.js";

@@ -289,14 +289,14 @@ describe("limits", () => {
     const t = await openTestDb();
     try {
       const tx = t.db.begin();
-      await expect(tx.insert("s", { s: "x".repeat(1 << 20) })).rejects.toThrow(
+      await expect(async () => tx.insert("s", { s: "x".repeat(1 << 20) })).rejects.toThrow(
         /Document is too large/,
       );
       const id = await tx.insert("s", { a: "x".repeat(600_000) });
-      await expect(tx.patch(id, { b: "y".repeat(600_000) })).rejects.toThrow(
+      await expect(async () => tx.patch(id, { b: "y".repeat(600_000) })).rejects.toThrow(
         /Document is too large/,
       );
-      await expect(
+      await expect(async () =>
         tx.insert("s", { a: { b: [1, { c: undefined }] }, d: [undefined] }),
       ).rejects.toThrow(/\.d\[0\]/);
     } finally {

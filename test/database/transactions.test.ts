@@ -240,17 +240,23 @@ describe("misuse", () => {
   it("reports missing documents, bad IDs, bad tables and finished transactions clearly", async () => {
     const [a] = await seed(1);
     const tx = t.db.begin();
-    await expect(tx.get("not-an-id")).rejects.toThrow(/Invalid ID "not-an-id"/);
-    await expect(tx.get(a!, "other")).rejects.toThrow(/ID of another table/);
-    await expect(tx.insert("_secret", {})).rejects.toThrow(/reserved for system tables/);
-    await expect(tx.insert("bad name", {})).rejects.toThrow(/Invalid table name/);
-    await expect(tx.insert("kv", { _id: "x" })).rejects.toThrow(/System field _id cannot be set/);
-    await expect(tx.patch(a!, { _creationTime: 5 })).rejects.toThrow(/cannot be changed/);
+    await expect(async () => tx.get("not-an-id")).rejects.toThrow(/Invalid ID "not-an-id"/);
+    await expect(async () => tx.get(a!, "other")).rejects.toThrow(/ID of another table/);
+    await expect(async () => tx.insert("_secret", {})).rejects.toThrow(
+      /reserved for system tables/,
+    );
+    await expect(async () => tx.insert("bad name", {})).rejects.toThrow(/Invalid table name/);
+    await expect(async () => tx.insert("kv", { _id: "x" })).rejects.toThrow(
+      /System field _id cannot be set/,
+    );
+    await expect(async () => tx.patch(a!, { _creationTime: 5 })).rejects.toThrow(
+      /cannot be changed/,
+    );
     await tx.delete(a!);
-    await expect(tx.patch(a!, { k: 1 })).rejects.toThrow(/does not exist/);
+    await expect(async () => tx.patch(a!, { k: 1 })).rejects.toThrow(/does not exist/);
     await t.db.commit(tx);
-    await expect(tx.get(a!)).rejects.toThrow(/already committed/);
+    await expect(async () => tx.get(a!)).rejects.toThrow(/already committed/);
     const ro = t.db.begin({ readOnly: true });
-    await expect(ro.insert("kv", {})).rejects.toThrow(/read-only/);
+    await expect(async () => ro.insert("kv", {})).rejects.toThrow(/read-only/);
   });
 });

@@ -61,7 +61,9 @@ describe("queryStreamNext answers sent ahead", () => {
     expect(await call(h, queryId)).toEqual([5, 6, 7, 8, 9]);
     expect(await call(h, queryId)).toEqual(["done"]);
     // The stream is gone on the host once its end was sent.
-    await expect(h.async("1.0/queryStreamNext", { queryId })).rejects.toThrow(/already closed/);
+    await expect(async () => h.async("1.0/queryStreamNext", { queryId })).rejects.toThrow(
+      /already closed/,
+    );
     tx.abort();
   });
 
@@ -89,7 +91,9 @@ describe("queryStreamNext answers sent ahead", () => {
     // Reading ahead stopped at the document the filter fails on...
     expect(await call(h, queryId)).toEqual([2]);
     // ...whose error the next call gets.
-    await expect(h.async("1.0/queryStreamNext", { queryId })).rejects.toThrow(/needs two numbers/);
+    await expect(async () => h.async("1.0/queryStreamNext", { queryId })).rejects.toThrow(
+      /needs two numbers/,
+    );
     tx.abort();
   });
 

@@ -161,6 +161,11 @@ describe("HTTP API through ConvexHttpClient", () => {
     expect(contexts.enabled).toBe(true);
     expect((contexts.executions as number) - contextsBefore.executions!).toBe(4);
     expect(contexts.reused as number).toBeGreaterThan(0);
+    // counters:increment reads and writes through SQLite, which answers at once.
+    const syscalls = second.asyncSyscalls as Record<string, number>;
+    const syscallsBefore = first.asyncSyscalls as Record<string, number>;
+    expect(syscalls.atOnce! - syscallsBefore.atOnce!).toBeGreaterThanOrEqual(3);
+    expect(syscalls.later).toBe(syscallsBefore.later);
   });
 
   it("reads a consistent snapshot with query_ts and query_at_ts", async () => {

@@ -38,7 +38,12 @@ const stringify = (value: unknown): string => ReflectApply(JSONStringify, JSON, 
 
 /** Host functions installed in each context (plain globals: host callbacks cannot be object members). */
 type SyncSyscall = (op: string, argsJson: string) => string;
-type AsyncSyscall = (id: number, op: string, argsJson: string) => void;
+/**
+ * Starts an async syscall. Returns its answer when the host gives it at once
+ * ("o" or "e" for a result or an error, the JSON payload, then for a stream
+ * a newline and the answers ahead), else undefined and `settle` follows.
+ */
+type AsyncSyscall = (id: number, op: string, argsJson: string) => string | undefined;
 /** Receives the outcome of `invoke` (the host calls into the isolate synchronously and cannot await). */
 type Done = (outcomeJson: string) => void;
 
@@ -168,12 +173,26 @@ function hostError(payload: string): Error {
   return e;
 }
 
+/** Whether the last `hostAsync` call was answered at once (its promise is settled). */
+let answeredAtOnce = false;
+
 /** Starts an async syscall on the host; `queryId` marks a `queryStreamNext` (answers ahead). */
 function hostAsync(op: string, argsJson: string, queryId?: number): Promise<string> {
+  answeredAtOnce = false;
   return new OriginalPromise((resolve, reject) => {
     const id = nextId++;
-    ReflectApply(mapSet, pending, [id, { resolve, reject, queryId }]);
-    asyncSyscallHost(id, op, argsJson);
+    const call: Pending = { resolve, reject, queryId };
+    const now = asyncSyscallHost(id, op, argsJson);
+    if (now === undefined) {
+      ReflectApply(mapSet, pending, [id, call]);
+      return;
+    }
+    answeredAtOnce = true;
+    const newline = ReflectApply(stringIndexOf, now, ["\n", 1]) as number;
+    const payload = ReflectApply(stringSlice, now, newline === -1 ? [1] : [1, newline]) as string;
+    const ahead =
+      newline === -1 ? undefined : (ReflectApply(stringSlice, now, [newline + 1]) as string);
+    deliver(call, now[0] === "o", payload, ahead);
   });
 }
 
@@ -212,7 +231,8 @@ function queryStreamNext(argsJson: string, queryId: number): Promise<string> {
 
 function startStreamCall(state: StreamAhead, argsJson: string, queryId: number): Promise<string> {
   const call = hostAsync("1.0/queryStreamNext", argsJson, queryId);
-  state.inflight = call;
+  // Answered at once, the answers ahead are already in `state`.
+  if (!answeredAtOnce) state.inflight = call;
   return call;
 }
 
@@ -445,6 +465,11 @@ function settle(id: number, ok: boolean, payload: string, ahead?: string): void 
   const p = ReflectApply(mapGet, pending, [id]) as Pending | undefined;
   if (p === undefined) return;
   ReflectApply(mapDelete, pending, [id]);
+  deliver(p, ok, payload, ahead);
+}
+
+/** Settles a call's promise with its answer (and keeps a stream's answers ahead). */
+function deliver(p: Pending, ok: boolean, payload: string, ahead: string | undefined): void {
   if (p.queryId !== undefined) {
     const state = ReflectApply(mapGet, streamsAhead, [p.queryId]) as StreamAhead | undefined;
     if (state !== undefined) {

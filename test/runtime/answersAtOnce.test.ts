@@ -1,0 +1,108 @@
+/**
+ * Async syscalls answered within the call: with SQLite (reads answered at
+ * once) a query's or mutation's syscalls never wait for the isolate to
+ * return; with a store whose reads answer with promises they are queued and
+ * settled later. Either way the results are the same, in the order the
+ * calls were made.
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Database } from "../../src/database/index.js";
+import { FunctionRunner } from "../../src/functions/runner.js";
+import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
+import { SqlitePersistence } from "../../src/persistence/index.js";
+import { AppRuntime } from "../../src/runtime/appRuntime.js";
+import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
+import { linkModules } from "../../src/runtime/loader.js";
+import { tempDir } from "../helpers.js";
+
+const fixture = join(import.meta.dirname, "../fixtures/app/convex");
+
+/** SQLite whose reads answer a turn of the event loop later, as a networked store's would. */
+class DeferredReads extends SqlitePersistence {
+  override getDocument(...a: Parameters<SqlitePersistence["getDocument"]>) {
+    return later(super.getDocument(...a));
+  }
+  override scanDocuments(...a: Parameters<SqlitePersistence["scanDocuments"]>) {
+    return later(super.scanDocuments(...a));
+  }
+  override scanIndex(...a: Parameters<SqlitePersistence["scanIndex"]>) {
+    return later(super.scanIndex(...a));
+  }
+}
+
+// The overrides widen the return type to a promise, as the Persistence contract allows.
+function later<T>(value: T): T {
+  return new Promise((resolve) => setImmediate(() => resolve(value))) as unknown as T;
+}
+
+let runtime: AppRuntime;
+const dir = tempDir();
+const stores: Array<{ db: Database; runner: FunctionRunner }> = [];
+
+beforeAll(async () => {
+  runtime = await AppRuntime.create(await linkModules(await bundleConvexDir(fixture)), {
+    isolates: 1,
+  });
+  const schema = await evaluateSchema((await bundleSchema(fixture))!);
+  for (const [name, Store] of [
+    ["at-once", SqlitePersistence],
+    ["deferred", DeferredReads],
+  ] as const) {
+    const db = await Database.open({
+      gcIntervalMs: 0,
+      // A cache of a few documents: reads go to storage.
+      documentCacheBytes: 1024,
+      persistence: new Store({ path: join(dir.path, `${name}.sqlite`) }),
+    });
+    await applySchemaIndexes(db, schema);
+    stores.push({ db, runner: new FunctionRunner({ db, runtime, schema }) });
+  }
+});
+
+afterAll(async () => {
+  runtime?.dispose();
+  for (const s of stores) await s.db.close();
+  dir.remove();
+});
+
+/** What `f` returns, and how the async syscalls it made were answered. */
+async function counted<T>(f: () => Promise<T>) {
+  const before = { ...runtime.asyncSyscalls };
+  const value = await f();
+  return {
+    value,
+    atOnce: runtime.asyncSyscalls.atOnce - before.atOnce,
+    later: runtime.asyncSyscalls.later - before.later,
+  };
+}
+
+async function workload(runner: FunctionRunner) {
+  await runner.mutation("behaviour:addNotes", { prefix: "n", count: 150 });
+  const stream = (await runner.query("behaviour:streamOrder", {})).value;
+  const ids = (await runner.query("behaviour:page", { cursor: null, numItems: 2 })).value as {
+    page: Array<{ _id: string }>;
+  };
+  const [a, b] = ids.page.map((d) => d._id);
+  // Racing reads settle in the order they were made: `b` was asked first.
+  const race = (await runner.query("behaviour:race", { a: a!, b: b! })).value;
+  const counter = [];
+  for (let i = 0; i < 3; i++) {
+    counter.push((await runner.mutation("counters:increment", { name: "c" })).value);
+  }
+  return { stream, race, counter };
+}
+
+describe("async syscalls of queries and mutations", () => {
+  it("are answered without leaving the isolate when storage answers at once, with the same results as when it does not", async () => {
+    const [atOnce, deferred] = stores;
+    const fast = await counted(() => workload(atOnce!.runner));
+    const slow = await counted(() => workload(deferred!.runner));
+    expect(fast.later).toBe(0);
+    expect(fast.atOnce).toBeGreaterThan(150);
+    expect(slow.later).toBeGreaterThan(0);
+    expect(fast.value).toEqual(slow.value);
+    expect(fast.value.counter).toEqual([1, 2, 3]);
+    expect((fast.value.stream as { all: string[] }).all).toHaveLength(150);
+  });
+});
