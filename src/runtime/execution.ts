@@ -187,6 +187,9 @@ function executionHooks(
         const result = handler.async(op, JSON.parse(argsJson));
         if (result instanceof Promise) {
           counts.later++;
+          // Awaited in turn, unless the execution stops first (time, memory):
+          // a failure then is nobody's, and must not surface as unhandled.
+          result.catch(() => {});
           bridge.queue.push({ id, op, argsJson, started: result });
           return undefined;
         }
