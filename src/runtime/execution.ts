@@ -149,6 +149,23 @@ interface Bridge {
   fatal: unknown;
 }
 
+/** An async syscall's answer as the bootstrap's `settle` takes it. */
+interface Reply {
+  ok: boolean;
+  answer: string;
+  ahead: string | undefined;
+}
+
+function replyOf(result: unknown): Reply {
+  return { ok: true, ...encodeAnswer(result) };
+}
+
+/** The reply to a failed syscall; a fatal failure fails the execution whatever user code does. */
+function failureReply(bridge: Bridge, e: unknown): Reply {
+  if (isFatal(e)) bridge.fatal ??= e;
+  return { ok: false, answer: errorPayload(e), ahead: undefined };
+}
+
 /**
  * What the context's host callbacks do during this execution (see
  * appRuntime.ts). With `counts` (queries and mutations; an action's run
@@ -171,18 +188,12 @@ function executionHooks(
       }
     },
     async(id, op, argsJson) {
-      if (counts === null) {
+      if (counts === null || bridge.queue.length > 0) {
+        if (counts !== null) counts.later++;
         bridge.queue.push({ id, op, argsJson });
         return undefined;
       }
-      if (bridge.queue.length > 0) {
-        counts.later++;
-        bridge.queue.push({ id, op, argsJson });
-        return undefined;
-      }
-      let ok = true;
-      let answer: string;
-      let ahead: string | undefined;
+      let reply: Reply;
       try {
         const result = handler.async(op, JSON.parse(argsJson));
         if (result instanceof Promise) {
@@ -194,13 +205,12 @@ function executionHooks(
           return undefined;
         }
         counts.atOnce++;
-        ({ answer, ahead } = encodeAnswer(result));
+        reply = replyOf(result);
       } catch (e) {
-        ok = false;
-        if (isFatal(e)) bridge.fatal ??= e;
-        answer = errorPayload(e);
+        reply = failureReply(bridge, e);
       }
       // What the bootstrap takes as an answer given at once (see hostAsync there).
+      const { ok, answer, ahead } = reply;
       return `${ok ? "o" : "e"}${answer}${ahead === undefined ? "" : `\n${ahead}`}`;
     },
     done(outcomeJson) {
@@ -282,20 +292,16 @@ export async function execute(
           // Nothing to answer and no outcome: the function awaits something that never settles.
           throw new NeverSettledError();
         }
-        let ok = true;
-        let answer: string;
-        let ahead: string | undefined;
+        let reply: Reply;
         try {
-          ({ answer, ahead } = encodeAnswer(
+          reply = replyOf(
             await (call.started ?? handler.async(call.op, JSON.parse(call.argsJson))),
-          ));
+          );
         } catch (e) {
-          ok = false;
-          if (isFatal(e)) bridge.fatal ??= e;
-          answer = errorPayload(e);
+          reply = failureReply(bridge, e);
         }
         if (used() >= limitNs) throw timeoutError();
-        live.settle.applySync(undefined, [call.id, ok, answer, ahead], {
+        live.settle.applySync(undefined, [call.id, reply.ok, reply.answer, reply.ahead], {
           timeout: remainingMs(),
         });
       }
@@ -393,13 +399,7 @@ async function driveAction(
       if (active) inflight++;
       Promise.resolve()
         .then(() => handler.async(call.op, JSON.parse(call.argsJson)))
-        .then(
-          (v) => ({ ok: true, ...encodeAnswer(v) }),
-          (e: unknown) => {
-            if (isFatal(e)) bridge.fatal ??= e;
-            return { ok: false, answer: errorPayload(e), ahead: undefined };
-          },
-        )
+        .then(replyOf, (e: unknown) => failureReply(bridge, e))
         .then(({ ok, answer, ahead }) => {
           if (active) inflight--;
           if (over) return;
