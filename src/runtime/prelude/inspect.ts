@@ -6,8 +6,9 @@
  * Node's defaults: depth 2, 100 array items, 10,000 string characters.
  *
  * Differences from Node: never breaks output over several lines (a line is
- * one log entry), cannot see inside Promises, Proxies or Map/Set iterators
- * (no engine internals here), and shows no colors.
+ * one log entry), cannot see inside Promises, Proxies, Map/Set iterators or
+ * WeakMaps/WeakSets, not even under `%o` (no engine internals here), and
+ * shows no colors.
  */
 import { guardLoaded } from "./guard.js";
 import {
@@ -219,6 +220,57 @@ function getConstructorName(value: object): string | null {
   return `Object <${inspect(firstProto, { customInspect: false, depth: -1 })}>`;
 }
 
+/**
+ * What `showHidden` adds for an object whose class is not a builtin one: the properties its
+ * prototypes hold that are not methods (getters and data), up to three prototypes up and not
+ * past a builtin constructor's prototype, each key once and none the object owns.
+ */
+function inheritedProperties(ctx: Ctx, value: object, recurseTimes: number): string[] {
+  let holder: object | null = value;
+  let ctorName: string | undefined;
+  while (holder !== null) {
+    const descriptor = Object.getOwnPropertyDescriptor(holder, "constructor");
+    if (
+      descriptor !== undefined &&
+      typeof descriptor.value === "function" &&
+      descriptor.value.name !== "" &&
+      isInstanceof(value, descriptor.value)
+    ) {
+      ctorName = String(descriptor.value.name);
+      break;
+    }
+    holder = Object.getPrototypeOf(holder) as object | null;
+  }
+  if (ctorName === undefined) return [];
+  let proto = Object.getPrototypeOf(value) as object | null;
+  // An instance of a builtin class made directly from it has nothing of interest up its chain.
+  if (holder === proto && builtInObjects.has(ctorName)) return [];
+  const ownsItsConstructor = holder === value;
+  const out: string[] = [];
+  const shown = new Set<PropertyKey>();
+  ctx.seen.push(value);
+  try {
+    for (let level = 0; level < 3 && proto !== null; level++) {
+      if (level > 0 || ownsItsConstructor) {
+        const ctor = Object.getOwnPropertyDescriptor(proto, "constructor");
+        if (typeof ctor?.value === "function" && builtInObjects.has(ctor.value.name)) break;
+      }
+      const levelKeys = Reflect.ownKeys(proto);
+      for (const key of levelKeys) {
+        if (key === "constructor" || hasOwn.call(value, key) || shown.has(key)) continue;
+        const desc = Object.getOwnPropertyDescriptor(proto, key);
+        if (typeof desc?.value === "function") continue;
+        out.push(formatProperty(ctx, proto, recurseTimes, key, Kind.Object));
+      }
+      for (const key of levelKeys) shown.add(key);
+      proto = Object.getPrototypeOf(proto) as object | null;
+    }
+  } finally {
+    ctx.seen.pop();
+  }
+  return out;
+}
+
 function getPrefix(ctorName: string | null, tag: string, fallback: string, size = ""): string {
   if (ctorName === null) {
     if (tag !== "" && fallback !== tag) return `[${fallback}${size}: null prototype] [${tag}] `;
@@ -270,7 +322,8 @@ export function inspect(value: unknown, options: InspectOptions = {}): string {
   return formatValue(ctx, value, 0);
 }
 
-function formatValue(ctx: Ctx, value: unknown, recurseTimes: number): string {
+/** `ofTypedArray`: the value is a typed array's hidden `buffer`, shown by its length alone. */
+function formatValue(ctx: Ctx, value: unknown, recurseTimes: number, ofTypedArray = false): string {
   if ((typeof value !== "object" || value === null) && typeof value !== "function") {
     return formatPrimitive(ctx, value);
   }
@@ -316,15 +369,21 @@ function formatValue(ctx: Ctx, value: unknown, recurseTimes: number): string {
     }
     return `[Circular *${index}]`;
   }
-  return formatRaw(ctx, obj, recurseTimes);
+  return formatRaw(ctx, obj, recurseTimes, ofTypedArray);
 }
 
 type Formatter = (ctx: Ctx, value: object, recurseTimes: number) => string[];
 
 const noEntries: Formatter = () => [];
 
-function formatRaw(ctx: Ctx, value: object, recurseTimes: number): string {
+function formatRaw(ctx: Ctx, value: object, recurseTimes: number, ofTypedArray: boolean): string {
   const ctorName = getConstructorName(value);
+  const inherited =
+    ctx.showHidden && recurseTimes <= ctx.depth
+      ? inheritedProperties(ctx, value, recurseTimes)
+      : [];
+  // Whether there is nothing to show between the braces beyond the entries.
+  const bare = () => keys.length === 0 && inherited.length === 0;
   let tag: unknown = (value as Record<PropertyKey, unknown>)[Symbol.toStringTag];
   if (
     typeof tag !== "string" ||
@@ -347,7 +406,7 @@ function formatRaw(ctx: Ctx, value: object, recurseTimes: number): string {
         : "";
     keys = nonIndexKeys(ctx, value);
     braces = [`${prefix}[`, "]"];
-    if (value.length === 0 && keys.length === 0) return `${braces[0]}]`;
+    if (value.length === 0 && bare()) return `${braces[0]}]`;
     extrasKind = Kind.ArrayExtra;
     formatter = formatArray;
   } else if (isSet(value)) {
@@ -355,21 +414,21 @@ function formatRaw(ctx: Ctx, value: object, recurseTimes: number): string {
     const prefix = getPrefix(ctorName, tagStr, "Set", `(${size})`);
     keys = getKeys(ctx, value);
     formatter = formatSet;
-    if (size === 0 && keys.length === 0) return `${prefix}{}`;
+    if (size === 0 && bare()) return `${prefix}{}`;
     braces = [`${prefix}{`, "}"];
   } else if (isMap(value)) {
     const size = mapSizeGetter.call(value) as number;
     const prefix = getPrefix(ctorName, tagStr, "Map", `(${size})`);
     keys = getKeys(ctx, value);
     formatter = formatMap;
-    if (size === 0 && keys.length === 0) return `${prefix}{}`;
+    if (size === 0 && bare()) return `${prefix}{}`;
     braces = [`${prefix}{`, "}"];
   } else if (taName !== undefined) {
     const length = (value as Uint8Array).length;
     keys = nonIndexKeys(ctx, value);
     const prefix = getPrefix(ctorName, tagStr, taName, `(${length})`);
     braces = [`${prefix}[`, "]"];
-    if (length === 0 && keys.length === 0) return `${braces[0]}]`;
+    if (length === 0 && bare() && !ctx.showHidden) return `${braces[0]}]`;
     formatter = formatTypedArray;
     extrasKind = Kind.ArrayExtra;
   } else {
@@ -380,31 +439,35 @@ function formatRaw(ctx: Ctx, value: object, recurseTimes: number): string {
       } else if (tagStr !== "") {
         braces[0] = `${getPrefix(ctorName, tagStr, "Object")}{`;
       }
-      if (keys.length === 0) return `${braces[0]}}`;
+      if (bare()) return `${braces[0]}}`;
     } else if (typeof value === "function") {
       base = getFunctionBase(value, ctorName, tagStr);
-      if (keys.length === 0) return base;
+      if (bare()) return base;
     } else if (isRegExp(value)) {
       base = regexpToString.call(value);
       const prefix = getPrefix(ctorName, tagStr, "RegExp");
       if (prefix !== "RegExp ") base = `${prefix}${base}`;
-      if (keys.length === 0) return base;
+      if (bare()) return base;
     } else if (isDate(value)) {
       const time = dateGetTime.call(value);
       base = Number.isNaN(time) ? dateToString.call(value) : dateToISOString.call(value);
       const prefix = getPrefix(ctorName, tagStr, "Date");
       if (prefix !== "Date ") base = `${prefix}${base}`;
-      if (keys.length === 0) return base;
+      if (bare()) return base;
     } else if (isError(value)) {
       base = formatError(ctx, value as Error, ctorName, tagStr, keys);
-      if (keys.length === 0) return base;
+      if (bare()) return base;
     } else if (isArrayBuffer(value) || isSharedArrayBuffer(value)) {
       const prefix = getPrefix(
         ctorName,
         tagStr,
         isArrayBuffer(value) ? "ArrayBuffer" : "SharedArrayBuffer",
       );
-      formatter = formatArrayBuffer;
+      if (!ofTypedArray) {
+        formatter = formatArrayBuffer;
+      } else if (bare()) {
+        return `${prefix}{ byteLength: ${formatNumber((value as ArrayBuffer).byteLength)} }`;
+      }
       braces[0] = `${prefix}{`;
       keys.unshift("byteLength");
     } else if (isDataView(value)) {
@@ -426,9 +489,9 @@ function formatRaw(ctx: Ctx, value: object, recurseTimes: number): string {
         if (boxed === "String") {
           keys = keys.filter((k) => typeof k !== "string" || !isIndexKey(k));
         }
-        if (keys.length === 0) return base;
+        if (bare()) return base;
       } else {
-        if (keys.length === 0) return `${getPrefix(ctorName, tagStr, "Object")}{}`;
+        if (bare()) return `${getPrefix(ctorName, tagStr, "Object")}{}`;
         braces[0] = `${getPrefix(ctorName, tagStr, "Object")}{`;
       }
     }
@@ -447,6 +510,7 @@ function formatRaw(ctx: Ctx, value: object, recurseTimes: number): string {
     for (const key of keys) {
       output.push(formatProperty(ctx, value, recurseTimes, key, extrasKind));
     }
+    output.push(...inherited);
   } finally {
     ctx.seen.pop();
   }
@@ -552,7 +616,11 @@ function formatSparseArray(
   return output;
 }
 
-function formatTypedArray(ctx: Ctx, value: object): string[] {
+// Shown after the elements when hidden properties are asked for (`%o`); all but the first are
+// getters on the prototype, so listing own keys would not find them.
+const TYPED_ARRAY_HIDDEN = ["BYTES_PER_ELEMENT", "length", "byteLength", "byteOffset", "buffer"];
+
+function formatTypedArray(ctx: Ctx, value: object, recurseTimes: number): string[] {
   const arr = value as ArrayLike<number | bigint>;
   const length = arr.length;
   const max = Math.min(Math.max(0, ctx.maxArrayLength), length);
@@ -562,6 +630,19 @@ function formatTypedArray(ctx: Ctx, value: object): string[] {
     output.push(typeof v === "bigint" ? `${v}n` : formatNumber(v));
   }
   if (length > max) output.push(remainingText(length - max));
+  if (ctx.showHidden) {
+    ctx.indentationLvl += 2;
+    for (const key of TYPED_ARRAY_HIDDEN) {
+      const shown = formatValue(
+        ctx,
+        (arr as unknown as Record<string, unknown>)[key],
+        recurseTimes,
+        true,
+      );
+      output.push(`[${key}]: ${shown}`);
+    }
+    ctx.indentationLvl -= 2;
+  }
   return output;
 }
 

@@ -85,7 +85,7 @@ describe("console formatting", () => {
     const template = fc
       .array(
         fc.oneof(
-          fc.constantFrom("%s", "%d", "%i", "%f", "%j", "%O", "%c", "%%", "%", "%x"),
+          fc.constantFrom("%s", "%d", "%i", "%f", "%j", "%o", "%O", "%c", "%%", "%", "%x"),
           fc.string({ maxLength: 4 }),
         ),
         {
@@ -95,6 +95,9 @@ describe("console formatting", () => {
       .map((parts) => parts.join(""));
     fc.assert(
       fc.property(template, fc.array(arg, { maxLength: 5 }), (tpl, args) => {
+        // Node's %o lists a WeakMap's or WeakSet's entries through engine internals; JavaScript
+        // cannot, so the prelude shows `<items unknown>` there as it does everywhere else.
+        fc.pre(!(tpl.includes("%o") && args.some((a) => a.includes("Weak"))));
         const sourceArgs = `[${JSON.stringify(tpl)}, ${args.join(", ")}]`;
         const got = ctx.run(
           `${CATCHING}
@@ -149,6 +152,36 @@ describe("console formatting", () => {
       cases,
     );
     expect(got.map(collapse)).toEqual(cases.map((src) => collapse(format(nodeEval(src)))));
+  });
+
+  it("shows hidden properties under %o like Node, typed arrays' included", () => {
+    const cases = [
+      "new Int32Array([1, 2])",
+      "new Map([[new Int32Array([]), 0]])",
+      "[new Uint8Array(3)]",
+      "new BigInt64Array(1)",
+      "new Float64Array(new ArrayBuffer(16), 8, 1)",
+      "Object.assign(new Uint8Array(1), { extra: 1 })",
+      "new ArrayBuffer(2)",
+      "{ a: { b: { c: { d: { e: new Uint8Array(1) } } } } }",
+      "[1, { x: [2] }]",
+      "new (class A { m() {} get g() { return 1; } })()",
+      "(() => { class A { get g() { return 1; } } class B extends A { n() {} } return new B(); })()",
+      "class Dog extends Array {}",
+      "class C {}",
+      "(() => { class A { get g() { return 1; } } return class D extends A {}; })()",
+      "new (class E extends Map {})()",
+      "Object.create({ x: 1 })",
+      "Object.create(Object.create(Object.create(Object.create({ deep: 1 }))))",
+      "(() => { class P {} P.prototype.data = { a: { b: { c: 1 } } }; return [new P()]; })()",
+      "(() => { class P { get own() { return 0; } } const p = new P(); p.own2 = 1; return p; })()",
+      "Object.assign(Object.create({ shadow: 1 }), { shadow: 2 })",
+    ];
+    const got = ctx.run<string[]>(
+      `return $0.map((src) => { console.log("%o", (0, eval)("(" + src + ")")); return __tessera_env.takeLogs()[0].message; });`,
+      cases,
+    );
+    expect(got.map(collapse)).toEqual(cases.map((src) => collapse(format("%o", nodeEval(src)))));
   });
 
   it("renders console.table like Node", () => {
