@@ -31,6 +31,15 @@ class DeferredReads extends SqlitePersistence {
   }
 }
 
+/** SQLite whose scans fail a turn of the event loop later. */
+class FailingScans extends SqlitePersistence {
+  override scanIndex(): ReturnType<SqlitePersistence["scanIndex"]> {
+    return new Promise((_, reject) =>
+      setImmediate(() => reject(new Error("storage went away"))),
+    ) as unknown as ReturnType<SqlitePersistence["scanIndex"]>;
+  }
+}
+
 // The overrides widen the return type to a promise, as the Persistence contract allows.
 function later<T>(value: T): T {
   return new Promise((resolve) => setImmediate(() => resolve(value))) as unknown as T;
@@ -104,5 +113,31 @@ describe("async syscalls of queries and mutations", () => {
     expect(fast.value).toEqual(slow.value);
     expect(fast.value.counter).toEqual([1, 2, 3]);
     expect((fast.value.stream as { all: string[] }).all).toHaveLength(150);
+  });
+
+  it("leave no unhandled rejection when one still waiting fails after its execution stopped", async () => {
+    const db = await Database.open({
+      gcIntervalMs: 0,
+      persistence: new FailingScans({ path: join(dir.path, "failing.sqlite") }),
+    });
+    const unhandled: unknown[] = [];
+    const note = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", note);
+    try {
+      const schema = await evaluateSchema((await bundleSchema(fixture))!);
+      await applySchemaIndexes(db, schema);
+      const runner = new FunctionRunner({ db, runtime, schema });
+      // A table exists once written to; a query of one that does not is answered without storage.
+      await runner.mutation("behaviour:addNotes", { prefix: "n", count: 1 });
+      const before = runtime.asyncSyscalls.later;
+      await expect(runner.query("behaviour:spinWhileReading", {})).rejects.toThrow(/time/i);
+      // Its read was queued, and has failed by now.
+      expect(runtime.asyncSyscalls.later).toBe(before + 1);
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", note);
+      await db.close();
+    }
   });
 });
