@@ -10,5 +10,7 @@ export default defineConfig({
     execArgv: ["--no-node-snapshot"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // expect.poll gives up after 1 s by default: too soon for a server process on a loaded machine.
+    expect: { poll: { timeout: 20_000 } },
   },
 });

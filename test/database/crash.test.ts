@@ -27,14 +27,18 @@ function runAndKill(path: string, start: number, killAfterMs: number): Promise<S
       const lines = buffered.split("\n");
       buffered = lines.pop()!;
       for (const line of lines) {
-        if (line === "ready") timer = setTimeout(() => proc.kill("SIGKILL"), killAfterMs);
-        else if (line.startsWith("ack ")) acked.add(Number(line.slice(4)));
+        if (!line.startsWith("ack ")) continue;
+        acked.add(Number(line.slice(4)));
+        // Counted from the first acknowledgement, so that every round commits something
+        // however long the child took to get going.
+        timer ??= setTimeout(() => proc.kill("SIGKILL"), killAfterMs);
       }
     });
     proc.stderr.on("data", (c: Buffer) => {
       stderr += c.toString();
     });
-    proc.on("exit", (code, signal) => {
+    // Once its output is all read: acknowledgements still in the pipe count too.
+    proc.on("close", (code, signal) => {
       clearTimeout(timer);
       if (signal === "SIGKILL") resolve(acked);
       else reject(new Error(`child exited on its own (code ${code}): ${stderr}`));

@@ -140,7 +140,12 @@ afterAll(async () => {
     }
     // start.mjs exits after the backend has; `tessera dev`, the Convex CLI
     // and whatever they started must be gone too.
-    const left = liveProcessesInGroup(pgid);
+    // Grandchildren that end when their parent's pipes close do so a moment later.
+    let left = liveProcessesInGroup(pgid);
+    for (let i = 0; i < 50 && left.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      left = liveProcessesInGroup(pgid);
+    }
     if (left.length > 0) problem ||= `processes left after start.mjs exited:\n${left.join("\n")}`;
     kill("SIGKILL");
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });

@@ -27,7 +27,8 @@ beforeAll(async () => {
   });
   t = await openTestDb();
   await applySchemaIndexes(t.db, await evaluateSchema((await bundleSchema(fixture))!));
-  runner = new FunctionRunner({ db: t.db, runtime, actionTimeLimitMs: 400 });
+  // Long enough for a cold start to stream a few ticks on a slow machine.
+  runner = new FunctionRunner({ db: t.db, runtime, actionTimeLimitMs: 1_500 });
 });
 
 afterAll(async () => {
@@ -81,7 +82,9 @@ describe("streamed HTTP action responses", () => {
 
   it("cancel the stream and end the action when the client goes away", async () => {
     const s = standIn();
-    const { response } = await runner.httpAction(endless("gone"), { exchange: s.exchange });
+    // Ended by the client, not by the time limit.
+    const patient = new FunctionRunner({ db: t.db, runtime, actionTimeLimitMs: 10_000 });
+    const { response } = await patient.httpAction(endless("gone"), { exchange: s.exchange });
     expect(response).toMatchObject({ streamed: true, aborted: true, status: 200 });
     expect(s.chunks.slice(0, 3)).toEqual(["tick 0\n", "tick 1\n", "tick 2\n"]);
     // The stream's cancel() runs a mutation (it may commit just after the action ended).

@@ -7,12 +7,12 @@
  * served while actions wait, and "use node" actions in a Node.js process.
  */
 import { createHash } from "node:crypto";
-import { createServer, type Server } from "node:http";
+import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
 import { rejection } from "../helpers.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
@@ -23,6 +23,9 @@ const api = anyApi as any;
 let server: ServerProcess;
 let target: Server;
 let targetUrl: string;
+/** Responses to /slow, held until the test that asks for them lets them go (then answered at once). */
+const held: ServerResponse[] = [];
+let releaseSlow = false;
 let client: ConvexClient;
 
 beforeAll(async () => {
@@ -33,7 +36,8 @@ beforeAll(async () => {
     });
     req.on("end", () => {
       if (req.url === "/slow") {
-        setTimeout(() => res.end("slow done"), 800);
+        if (releaseSlow) res.end("slow done");
+        else held.push(res);
         return;
       }
       res.setHeader("content-type", "text/plain; charset=utf-8");
@@ -150,10 +154,14 @@ describe("actions", () => {
     void slow.then(() => {
       settled = true;
     });
+    await vi.waitFor(() => expect(held.length).toBeGreaterThan(0), { timeout: 20_000 });
     expect(await client.mutation(api.counters.increment, { name: "meanwhile" })).toBe(1);
     expect(await client.query(api.counters.get, { name: "meanwhile" })).toBe(1);
     // Served while every action still waits for its response.
     expect(settled).toBe(false);
+    // Four run at a time (the actions runtime's isolates): the others start as these end.
+    releaseSlow = true;
+    for (const res of held.splice(0)) res.end("slow done");
     for (const r of await slow) expect(r).toMatchObject({ text: "slow done" });
   });
 });

@@ -424,15 +424,19 @@ describe("ConvexHttpClient.setAuth (Authorization: Bearer)", () => {
     const fetched = issuer.fetches.filter((f) => f.path === "/jwks.json").length;
 
     const rotated = await signingKey("key-2", "RS256");
+    // Made now: generating it after the cooldown could take long enough on a slow machine
+    // for the next cooldown to pass too.
+    const unknown = await signingKey("key-unknown", "RS256");
     issuer.published = [oidcKey, rotated];
-    // A key set fetched less than 5 s ago is not fetched again for an unknown key.
-    await sleep(Math.max(0, issuer.lastFetch("/jwks.json") + 5_500 - Date.now()));
+    // A key set fetched less than 5 s ago is not fetched again for an unknown key (the server
+    // counts from when its fetch ended, after the issuer saw the request: some slack).
+    await sleep(Math.max(0, issuer.lastFetch("/jwks.json") + 6_500 - Date.now()));
     http.setAuth(await token({ key: rotated, sub: "rotated" }));
     expect((await http.query(whoami, {}))?.subject).toBe("rotated");
     expect(issuer.fetches.filter((f) => f.path === "/jwks.json").length).toBe(fetched + 1);
 
     // A key id that is in no key set: refused (and not fetched again right away).
-    http.setAuth(await token({ key: await signingKey("key-unknown", "RS256") }));
+    http.setAuth(await token({ key: unknown }));
     await expect(http.query(whoami, {})).rejects.toThrow(
       /no key of the provider's key set .* matches the token's key id/,
     );

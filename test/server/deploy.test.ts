@@ -65,7 +65,7 @@ describe("the official CLI against tessera serve", () => {
     const missing = await cli(["run", "items:nope"]);
     expect(missing.code).not.toBe(0);
     expect(missing.out).toContain("Could not find public function for 'items:nope'");
-  }, 60_000);
+  }, 120_000);
 
   it("serves a changed function after `npx convex dev --once`, and live queries move to it", async () => {
     const client = new ConvexClient(server.url, {
@@ -94,7 +94,7 @@ describe("the official CLI against tessera serve", () => {
     } finally {
       await client.close();
     }
-  }, 60_000);
+  }, 120_000);
 
   it("refuses a schema the existing data violates, naming the table and document, and keeps serving", async () => {
     const http = new ConvexHttpClient(server.url);
@@ -123,7 +123,7 @@ describe("the official CLI against tessera serve", () => {
     // The previous code still serves.
     expect(await http.query(api.counters.get, { name: "clicks" })).toBe(1);
     expect(await http.query(api.items.inStock, {})).toEqual(["hat: $25"]);
-  }, 60_000);
+  }, 120_000);
 
   it("changes nothing on a dry run", async () => {
     editFile("schema.ts", (t) =>
@@ -146,7 +146,7 @@ describe("the official CLI against tessera serve", () => {
     }
     const back = await cli(["deploy", "--typecheck", "disable"]);
     expect(back.out).toMatch(/\[-\] items\.by_price/);
-  }, 60_000);
+  }, 120_000);
 
   it("sets, lists, reads and removes environment variables with `npx convex env`", async () => {
     expect((await cli(["env", "set", "GREETING", "hello world"])).code).toBe(0);
@@ -178,7 +178,7 @@ describe("the official CLI against tessera serve", () => {
     const bad = await cli(["env", "set", "1BAD", "x"]);
     expect(bad.code).not.toBe(0);
     expect(bad.out).toContain("Invalid environment variable name");
-  }, 60_000);
+  }, 120_000);
 
   it("lists tables, documents and functions with `npx convex data` and `function-spec`", async () => {
     const tables = await cli(["data"]);
@@ -208,7 +208,7 @@ describe("the official CLI against tessera serve", () => {
         }),
       ]),
     );
-  }, 60_000);
+  }, 120_000);
 
   it("streams function logs to the CLI's log endpoint", async () => {
     const res = await fetch(`${server.url}/api/stream_function_logs?cursor=0`, {
@@ -271,7 +271,7 @@ describe("the official CLI against tessera serve", () => {
     expect(((await components.json()) as { message: string }).message).toContain(
       "not supported yet: components",
     );
-  }, 60_000);
+  }, 120_000);
 
   it('installs external packages of "use node" actions from npm', async () => {
     writeFileSync(
@@ -306,5 +306,5 @@ describe("the official CLI against tessera serve", () => {
     expect((await cli(["env", "get", "GREETING"])).out.trim()).toBe("hello world");
     // The installed external package is used again, not fetched again.
     expect((await cli(["run", "external:same"])).out.trim().split("\n").at(-1)).toBe("true");
-  }, 60_000);
+  }, 120_000);
 });

@@ -16,7 +16,7 @@ import { type ServerProcess, startServer } from "./serverProcess.js";
 
 /** The server's stderr is a pipe read apart from the response's socket: its line may come later. */
 async function loggedBy(server: ServerProcess, text: string): Promise<void> {
-  await vi.waitFor(() => expect(server.output()).toContain(text), { timeout: 5_000 });
+  await vi.waitFor(() => expect(server.output()).toContain(text), { timeout: 15_000 });
 }
 
 let server: ServerProcess;

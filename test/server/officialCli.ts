@@ -56,7 +56,8 @@ export function runCli(
       child.kill("SIGKILL");
       reject(new Error(`convex ${args.join(" ")} did not finish:\n${out}`));
     }, 60_000);
-    child.on("exit", (code) => {
+    // "close", not "exit": the pipes may still hold output when the process has exited.
+    child.on("close", (code) => {
       clearTimeout(timer);
       resolve({ code: code ?? 1, out });
     });

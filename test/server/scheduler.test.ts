@@ -77,12 +77,13 @@ describe("the scheduler", () => {
   it("cancels a pending job", async () => {
     const id = (await http().mutation(api.jobs.later, {
       name: "s-cancel",
-      delayMs: 600,
+      // Long enough that the three calls below finish first on a slow machine.
+      delayMs: 3_000,
     })) as string;
     expect((await job(id))?.state.kind).toBe("pending");
     await http().mutation(api.jobs.cancel, { id });
     expect((await job(id))?.state.kind).toBe("canceled");
-    await new Promise((r) => setTimeout(r, 900));
+    await new Promise((r) => setTimeout(r, 3_500));
     expect(await counter("s-cancel")).toBe(0);
   });
 

@@ -350,7 +350,8 @@ describe("file storage across restarts", () => {
   let server: ServerProcess;
   let dataDir: string | undefined;
   const { uploadUrl, post, upload, http } = helpers(() => server);
-  const env = { TESSERA_UPLOAD_URL_TTL_MS: "300" };
+  // Short enough to wait out, long enough for the uploads of the next test on a slow machine.
+  const env = { TESSERA_UPLOAD_URL_TTL_MS: "2000" };
 
   beforeAll(async () => {
     server = await startServer({ env });
@@ -364,7 +365,7 @@ describe("file storage across restarts", () => {
 
   it("refuses an upload URL after it expired", async () => {
     const url = await uploadUrl();
-    await new Promise((r) => setTimeout(r, 400));
+    await new Promise((r) => setTimeout(r, 2_500));
     const r = await post(url, "too late");
     expect(r.status).toBe(410);
     expect(((await r.json()) as { message: string }).message).toContain("expired");
