@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib";
-import { WebSocketServer } from "ws";
+import { WebSocket, WebSocketServer } from "ws";
 import { parseClientVersion, versionAtLeast } from "../sync/protocol.js";
 import { Session } from "../sync/session.js";
 import { AdminApi } from "./adminApi.js";
@@ -16,6 +16,7 @@ import { HttpError, handleFunctionCall } from "./httpApi.js";
 import { listen } from "./listen.js";
 import { PushManager } from "./push.js";
 import { handleStorageRequest, isStoragePath } from "./storage.js";
+import { textFrame } from "./textFrames.js";
 
 export interface ApiServerOptions {
   port: number;
@@ -72,8 +73,15 @@ export class ApiServer {
         const session = new Session(
           sync,
           {
-            // A Buffer is sent as a text frame too: it holds the message's UTF-8.
-            send: (text) => ws.send(text, TEXT_FRAME),
+            // A Buffer holds a message's UTF-8, the same for every session of a
+            // fan-out: its text frame is built once and written as it is.
+            send: (text) => {
+              if (typeof text === "string" || ws.readyState !== WebSocket.OPEN) {
+                ws.send(text, TEXT_FRAME);
+              } else {
+                socket.write(textFrame(text));
+              }
+            },
             get bufferedAmount() {
               return ws.bufferedAmount;
             },
