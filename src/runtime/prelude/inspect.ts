@@ -194,12 +194,9 @@ function isInstanceof(obj: object, ctor: unknown): boolean {
   }
 }
 
-/** The name of the nearest constructor in the prototype chain, or null for null-prototype objects. */
-function getConstructorName(value: object): string | null {
-  let obj: object | null = value;
-  let first = true;
-  let firstProto: object | null | undefined;
-  while (obj !== null) {
+/** The nearest object of `value`'s prototype chain (itself included) holding a named constructor `value` is an instance of. */
+function namedConstructor(value: object): { holder: object; name: string } | null {
+  for (let obj: object | null = value; obj !== null; obj = Object.getPrototypeOf(obj)) {
     const descriptor = Object.getOwnPropertyDescriptor(obj, "constructor");
     if (
       descriptor !== undefined &&
@@ -207,14 +204,17 @@ function getConstructorName(value: object): string | null {
       descriptor.value.name !== "" &&
       isInstanceof(value, descriptor.value)
     ) {
-      return String(descriptor.value.name);
-    }
-    obj = Object.getPrototypeOf(obj) as object | null;
-    if (first) {
-      firstProto = obj;
-      first = false;
+      return { holder: obj, name: String(descriptor.value.name) };
     }
   }
+  return null;
+}
+
+/** The name of the nearest constructor in the prototype chain, or null for null-prototype objects. */
+function getConstructorName(value: object): string | null {
+  const found = namedConstructor(value);
+  if (found !== null) return found.name;
+  const firstProto = Object.getPrototypeOf(value) as object | null;
   if (firstProto === null) return null;
   // No named constructor anywhere in the chain: describe the first prototype instead.
   return `Object <${inspect(firstProto, { customInspect: false, depth: -1 })}>`;
@@ -226,22 +226,9 @@ function getConstructorName(value: object): string | null {
  * past a builtin constructor's prototype, each key once and none the object owns.
  */
 function inheritedProperties(ctx: Ctx, value: object, recurseTimes: number): string[] {
-  let holder: object | null = value;
-  let ctorName: string | undefined;
-  while (holder !== null) {
-    const descriptor = Object.getOwnPropertyDescriptor(holder, "constructor");
-    if (
-      descriptor !== undefined &&
-      typeof descriptor.value === "function" &&
-      descriptor.value.name !== "" &&
-      isInstanceof(value, descriptor.value)
-    ) {
-      ctorName = String(descriptor.value.name);
-      break;
-    }
-    holder = Object.getPrototypeOf(holder) as object | null;
-  }
-  if (ctorName === undefined) return [];
+  const found = namedConstructor(value);
+  if (found === null) return [];
+  const { holder, name: ctorName } = found;
   let proto = Object.getPrototypeOf(value) as object | null;
   // An instance of a builtin class made directly from it has nothing of interest up its chain.
   if (holder === proto && builtInObjects.has(ctorName)) return [];
