@@ -414,19 +414,13 @@ async function driveAction(
     else if (inflight === 0) end(new NeverSettledError("action"));
   }
   let previous = "clean";
-  try {
+  enter(() => {
     previous = live.start.applySync(undefined, [payload, live.verdictDue !== null], {
       timeout: ACTION_SLICE_MS,
     });
-  } catch (e) {
-    end(e);
-  }
-  if (previous !== "clean") {
     // The context's previous execution left it changed: nothing started.
-    end();
-    return previous;
-  }
-  pump();
+    if (previous !== "clean") end();
+  });
   await finished;
   return previous;
 }
