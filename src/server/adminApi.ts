@@ -48,6 +48,8 @@ export class AdminApi {
           contexts: deployment.app ? { ...deployment.app.runtime.reuse } : null,
           // Async syscalls answered without leaving the isolate (runtime/README.md, "Syscalls").
           asyncSyscalls: deployment.app ? { ...deployment.app.runtime.asyncSyscalls } : null,
+          // Isolates the query and mutation pool holds (runtime/README.md, "Isolate pool").
+          isolates: deployment.app ? deployment.app.runtime.isolateCount : null,
         }),
       ],
       // The CLI reports its push timings; nothing to keep.

@@ -46,14 +46,15 @@ function later<T>(value: T): T {
 }
 
 let runtime: AppRuntime;
+let linked: Awaited<ReturnType<typeof linkModules>>;
+let schema: Awaited<ReturnType<typeof evaluateSchema>>;
 const dir = tempDir();
 const stores: Array<{ db: Database; runner: FunctionRunner }> = [];
 
 beforeAll(async () => {
-  runtime = await AppRuntime.create(await linkModules(await bundleConvexDir(fixture)), {
-    isolates: 1,
-  });
-  const schema = await evaluateSchema((await bundleSchema(fixture))!);
+  linked = await linkModules(await bundleConvexDir(fixture));
+  runtime = await AppRuntime.create(linked, { isolates: 1 });
+  schema = await evaluateSchema((await bundleSchema(fixture))!);
   for (const [name, Store] of [
     ["at-once", SqlitePersistence],
     ["deferred", DeferredReads],
@@ -124,7 +125,6 @@ describe("async syscalls of queries and mutations", () => {
     const note = (e: unknown) => unhandled.push(e);
     process.on("unhandledRejection", note);
     try {
-      const schema = await evaluateSchema((await bundleSchema(fixture))!);
       await applySchemaIndexes(db, schema);
       const runner = new FunctionRunner({ db, runtime, schema });
       // A table exists once written to; a query of one that does not is answered without storage.
@@ -138,6 +138,33 @@ describe("async syscalls of queries and mutations", () => {
     } finally {
       process.off("unhandledRejection", note);
       await db.close();
+    }
+  });
+});
+
+describe("the isolate pool", () => {
+  it("serves overlapping executions that answer at once from one isolate, and spreads executions that wait", async () => {
+    const pooled = await AppRuntime.create(linked, { isolates: 4 });
+    try {
+      const [atOnce, deferred] = stores.map(
+        ({ db }) => new FunctionRunner({ db, runtime: pooled, schema }),
+      );
+      const eight = (runner: FunctionRunner) =>
+        Promise.all(
+          Array.from({ length: 8 }, (_, i) =>
+            i % 2 === 0
+              ? runner.query("behaviour:streamOrder", {})
+              : runner.mutation("counters:increment", { name: "pool" }),
+          ),
+        );
+      await atOnce!.query("behaviour:streamOrder", {});
+      for (let round = 0; round < 5; round++) await eight(atOnce!);
+      expect(pooled.isolateCount).toBe(1);
+      // Reads answered a turn later keep an isolate busy across turns: the others start.
+      await eight(deferred!);
+      expect(pooled.isolateCount).toBeGreaterThan(1);
+    } finally {
+      pooled.dispose();
     }
   });
 });

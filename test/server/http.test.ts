@@ -166,6 +166,8 @@ describe("HTTP API through ConvexHttpClient", () => {
     const syscallsBefore = first.asyncSyscalls as Record<string, number>;
     expect(syscalls.atOnce! - syscallsBefore.atOnce!).toBeGreaterThanOrEqual(3);
     expect(syscalls.later).toBe(syscallsBefore.later);
+    // Executions one after another share one isolate of the pool.
+    expect(second.isolates).toBe(1);
   });
 
   it("reads a consistent snapshot with query_ts and query_at_ts", async () => {
