@@ -160,6 +160,21 @@ describe("the isolate pool", () => {
       await atOnce!.query("behaviour:streamOrder", {});
       for (let round = 0; round < 5; round++) await eight(atOnce!);
       expect(pooled.isolateCount).toBe(1);
+      // Waiting callers are served in turn: eight loops of queries that never
+      // leave the microtask queue share the calls instead of one taking them all.
+      const calls = [0, 0, 0, 0, 0, 0, 0, 0];
+      let total = 0;
+      await Promise.all(
+        calls.map(async (_, loop) => {
+          while (total < 400) {
+            total++;
+            await atOnce!.query("counters:get", { name: "pool" });
+            calls[loop]!++;
+          }
+        }),
+      );
+      expect(Math.min(...calls)).toBeGreaterThan(20);
+      expect(pooled.isolateCount).toBe(1);
       // Reads answered a turn later keep an isolate busy across turns: the others start.
       await eight(deferred!);
       expect(pooled.isolateCount).toBeGreaterThan(1);
