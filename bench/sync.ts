@@ -248,6 +248,8 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
     // (b) mutation → every subscriber: minimal protocol clients (what the
     // server delivers), then official clients (what they add on top).
     const sizes = o.quick ? [1, 100] : [1, 100, 1000];
+    // The floor under these: one message there and back between two processes.
+    const rawTrip = await rawLatency(baselineUrl, o.quick ? 200 : 1000);
     const writer = new ConvexClient(url, { webSocketConstructor: wsCtor });
     clients.push(writer);
     for (const official of [false, true]) {
@@ -275,6 +277,14 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
             unit: "ms",
             better: "lower",
             tessera: stat([p50]),
+            ...(official
+              ? {}
+              : {
+                  baseline: {
+                    label: `raw ws round trip of one message, one at a time (p50; p99 ${rawTrip.p99.toFixed(2)} ms)`,
+                    stat: stat([rawTrip.p50]),
+                  },
+                }),
             ...(n === 100 && !official
               ? { target: { text: "p50 ≤ 3 ms, p99 ≤ 20 ms", met: p50 <= 3 && p99 <= 20 } }
               : {}),
@@ -464,6 +474,31 @@ async function httpQueryCalls(
   } finally {
     agent.destroy();
   }
+}
+
+/** p50 and p99 (ms) of `count` round trips of a transition-sized message to the echo server, one at a time. */
+async function rawLatency(url: string, count: number): Promise<{ p50: number; p99: number }> {
+  const ws = await new Promise<WebSocket>((resolve, reject) => {
+    const socket = new WebSocket(url, { perMessageDeflate: false });
+    socket.on("open", () => resolve(socket));
+    socket.on("error", reject);
+  });
+  const message = JSON.stringify({ type: "Transition", padding: "x".repeat(300) });
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        ws.once("message", () => resolve());
+        ws.send(message);
+      });
+      times.push(performance.now() - t0);
+    }
+  } finally {
+    ws.terminate();
+  }
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p99: percentile(times, 99) };
 }
 
 async function rawRoundTrips(url: string, ms: number, runs: number) {
