@@ -158,7 +158,8 @@ const importEnv = (seed: string, nowMs: number) =>
 
 export class AppRuntime {
   private readonly pool: PooledIsolate[] = [];
-  private readonly waiting: Array<(p: PooledIsolate) => void> = [];
+  /** Callers in line for an isolate; handed `null` when the runtime is disposed. */
+  private readonly waiting: Array<(p: PooledIsolate | null) => void> = [];
   private disposed = false;
   private readonly reuseStats: ReuseStats;
 
@@ -387,10 +388,11 @@ export class AppRuntime {
    * pool has room.
    */
   private waitForIsolate(): Promise<PooledIsolate> {
-    return new Promise((resolve) => {
-      const waiter = (p: PooledIsolate) => {
+    return new Promise((resolve, reject) => {
+      const waiter = (p: PooledIsolate | null) => {
         if (spill !== undefined) clearImmediate(spill);
-        resolve(p);
+        if (p === null) reject(new Error("This app runtime was disposed"));
+        else resolve(p);
       };
       this.waiting.push(waiter);
       const spill =
@@ -548,6 +550,7 @@ export class AppRuntime {
 
   dispose(): void {
     this.disposed = true;
+    for (const waiter of this.waiting.splice(0)) waiter(null);
     for (const p of this.pool) if (!p.isolate.isDisposed) p.isolate.dispose();
     this.pool.length = 0;
   }

@@ -182,4 +182,15 @@ describe("the isolate pool", () => {
       pooled.dispose();
     }
   });
+  it("refuses the callers in line when the runtime is disposed", async () => {
+    const single = await AppRuntime.create(linked, { isolates: 1 });
+    const runner = new FunctionRunner({ db: stores[1]!.db, runtime: single, schema });
+    // The first holds the only isolate across turns (its reads answer later); the second waits in line.
+    const first = runner.query("behaviour:streamOrder", {});
+    const second = runner.query("behaviour:streamOrder", {});
+    first.catch(() => {});
+    await new Promise((r) => setImmediate(r));
+    single.dispose();
+    await expect(second).rejects.toThrow(/disposed/);
+  });
 });
