@@ -378,14 +378,10 @@ export class AppRuntime {
   }
 
   /**
-   * Waits in line for a busy isolate. An execution whose syscalls are
-   * answered at once keeps its isolate only until the promises around it
-   * settle, so the isolate is usually handed on within this turn of the
-   * event loop, and one isolate serving everything costs 15-20% less CPU
-   * per execution than several taking turns (one heap stays in the CPU
-   * caches). A waiter still in line a turn later (the busy ones really
-   * wait: reads answered later, long runs) starts another isolate while the
-   * pool has room.
+   * Waits in line for a busy isolate, which is usually handed on within
+   * this turn of the event loop; a waiter still in line a turn later starts
+   * another isolate while the pool has room (README.md, "Isolate pool":
+   * why one warm isolate beats several).
    */
   private waitForIsolate(): Promise<PooledIsolate> {
     return new Promise((resolve, reject) => {
