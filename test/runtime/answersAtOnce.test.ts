@@ -182,6 +182,7 @@ describe("the isolate pool", () => {
       pooled.dispose();
     }
   });
+
   it("refuses the callers in line when the runtime is disposed", async () => {
     const single = await AppRuntime.create(linked, { isolates: 1 });
     const runner = new FunctionRunner({ db: stores[1]!.db, runtime: single, schema });
