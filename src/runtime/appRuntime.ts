@@ -397,9 +397,14 @@ export class AppRuntime {
               const at = this.waiting.indexOf(waiter);
               if (at < 0 || this.disposed || this.isolateCount >= this.options.isolates) return;
               this.waiting.splice(at, 1);
-              const p = this.newIsolate();
-              p.busy = true;
-              resolve(p);
+              try {
+                const p = this.newIsolate();
+                p.busy = true;
+                resolve(p);
+              } catch (e) {
+                // Out of this callback an error would end the process; it is this caller's.
+                reject(e);
+              }
             })
           : undefined;
     });

@@ -183,6 +183,23 @@ describe("the isolate pool", () => {
     }
   });
 
+  it("gives a caller the error of an isolate that could not be started for it", async () => {
+    const pair = await AppRuntime.create(linked, { isolates: 2 });
+    try {
+      const runner = new FunctionRunner({ db: stores[1]!.db, runtime: pair, schema });
+      // biome-ignore lint/suspicious/noExplicitAny: the test replaces a private method
+      (pair as any).newIsolate = () => {
+        throw new Error("no more isolates");
+      };
+      // The first holds the only isolate across turns; the second, still in line a turn later, needs another.
+      const first = runner.query("behaviour:streamOrder", {});
+      await expect(runner.query("behaviour:streamOrder", {})).rejects.toThrow("no more isolates");
+      expect((await first).value).toBeDefined();
+    } finally {
+      pair.dispose();
+    }
+  });
+
   it("refuses the callers in line when the runtime is disposed", async () => {
     const single = await AppRuntime.create(linked, { isolates: 1 });
     const runner = new FunctionRunner({ db: stores[1]!.db, runtime: single, schema });
