@@ -158,8 +158,8 @@ const importEnv = (seed: string, nowMs: number) =>
 
 export class AppRuntime {
   private readonly pool: PooledIsolate[] = [];
-  /** Callers in line for an isolate; handed `null` when the runtime is disposed. */
-  private readonly waiting: Array<(p: PooledIsolate | null) => void> = [];
+  /** Callers in line for an isolate; handed an error when none can be had (disposed, failed to start). */
+  private readonly waiting: Array<(p: PooledIsolate | Error) => void> = [];
   private disposed = false;
   private readonly reuseStats: ReuseStats;
 
@@ -385,9 +385,9 @@ export class AppRuntime {
    */
   private waitForIsolate(): Promise<PooledIsolate> {
     return new Promise((resolve, reject) => {
-      const waiter = (p: PooledIsolate | null) => {
+      const waiter = (p: PooledIsolate | Error) => {
         if (spill !== undefined) clearImmediate(spill);
-        if (p === null) reject(new Error("This app runtime was disposed"));
+        if (p instanceof Error) reject(p);
         else resolve(p);
       };
       this.waiting.push(waiter);
@@ -397,28 +397,32 @@ export class AppRuntime {
               const at = this.waiting.indexOf(waiter);
               if (at < 0 || this.disposed || this.isolateCount >= this.options.isolates) return;
               this.waiting.splice(at, 1);
-              try {
-                const p = this.newIsolate();
-                p.busy = true;
-                resolve(p);
-              } catch (e) {
-                // Out of this callback an error would end the process; it is this caller's.
-                reject(e);
-              }
+              waiter(this.busyNewIsolate());
             })
           : undefined;
     });
+  }
+
+  /**
+   * A new isolate, already taken, for a caller in line, or the error that
+   * stopped it (handed to that caller: thrown from a timer or a release it
+   * would end the process or fail another caller).
+   */
+  private busyNewIsolate(): PooledIsolate | Error {
+    try {
+      const p = this.newIsolate();
+      p.busy = true;
+      return p;
+    } catch (e) {
+      return e instanceof Error ? e : new Error(String(e));
+    }
   }
 
   private release(p: PooledIsolate): void {
     if (p.isolate.isDisposed) {
       // Killed (memory limit): replace it.
       this.pool.splice(this.pool.indexOf(p), 1);
-      if (!this.disposed && this.waiting.length > 0) {
-        const next = this.newIsolate();
-        next.busy = true;
-        this.waiting.shift()!(next);
-      }
+      if (!this.disposed && this.waiting.length > 0) this.waiting.shift()!(this.busyNewIsolate());
       return;
     }
     const next = this.waiting.shift();
@@ -551,7 +555,7 @@ export class AppRuntime {
 
   dispose(): void {
     this.disposed = true;
-    for (const waiter of this.waiting.splice(0)) waiter(null);
+    for (const waiter of this.waiting.splice(0)) waiter(new Error("This app runtime was disposed"));
     for (const p of this.pool) if (!p.isolate.isDisposed) p.isolate.dispose();
     this.pool.length = 0;
   }
