@@ -210,9 +210,14 @@ function namedConstructor(value: object): { holder: object; name: string } | nul
   return null;
 }
 
-/** The name of the nearest constructor in the prototype chain, or null for null-prototype objects. */
-function getConstructorName(value: object): string | null {
-  const found = namedConstructor(value);
+/**
+ * The name of the nearest constructor in the prototype chain (`found`: what
+ * `namedConstructor` returned for `value`), or null for null-prototype objects.
+ */
+function getConstructorName(
+  value: object,
+  found: ReturnType<typeof namedConstructor>,
+): string | null {
   if (found !== null) return found.name;
   const firstProto = Object.getPrototypeOf(value) as object | null;
   if (firstProto === null) return null;
@@ -225,8 +230,12 @@ function getConstructorName(value: object): string | null {
  * prototypes hold that are not methods (getters and data), up to three prototypes up and not
  * past a builtin constructor's prototype, each key once and none the object owns.
  */
-function inheritedProperties(ctx: Ctx, value: object, recurseTimes: number): string[] {
-  const found = namedConstructor(value);
+function inheritedProperties(
+  ctx: Ctx,
+  value: object,
+  recurseTimes: number,
+  found: ReturnType<typeof namedConstructor>,
+): string[] {
   if (found === null) return [];
   const { holder, name: ctorName } = found;
   let proto = Object.getPrototypeOf(value) as object | null;
@@ -364,10 +373,11 @@ type Formatter = (ctx: Ctx, value: object, recurseTimes: number) => string[];
 const noEntries: Formatter = () => [];
 
 function formatRaw(ctx: Ctx, value: object, recurseTimes: number, ofTypedArray: boolean): string {
-  const ctorName = getConstructorName(value);
+  const found = namedConstructor(value);
+  const ctorName = getConstructorName(value, found);
   const inherited =
     ctx.showHidden && recurseTimes <= ctx.depth
-      ? inheritedProperties(ctx, value, recurseTimes)
+      ? inheritedProperties(ctx, value, recurseTimes, found)
       : [];
   // Whether there is nothing to show between the braces beyond the entries.
   const bare = () => keys.length === 0 && inherited.length === 0;
