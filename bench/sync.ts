@@ -476,13 +476,18 @@ async function httpQueryCalls(
   }
 }
 
+/** A raw WebSocket to the echo server, once open. */
+function openSocket(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    ws.on("open", () => resolve(ws));
+    ws.on("error", reject);
+  });
+}
+
 /** p50 and p99 (ms) of `count` round trips of a transition-sized message to the echo server, one at a time. */
 async function rawLatency(url: string, count: number): Promise<{ p50: number; p99: number }> {
-  const ws = await new Promise<WebSocket>((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false });
-    socket.on("open", () => resolve(socket));
-    socket.on("error", reject);
-  });
+  const ws = await openSocket(url);
   const message = JSON.stringify({ type: "Transition", padding: "x".repeat(300) });
   const times: number[] = [];
   try {
@@ -502,17 +507,7 @@ async function rawLatency(url: string, count: number): Promise<{ p50: number; p9
 }
 
 async function rawRoundTrips(url: string, ms: number, runs: number) {
-  const socks = await Promise.all(
-    Array.from(
-      { length: 4 },
-      () =>
-        new Promise<WebSocket>((resolve, reject) => {
-          const ws = new WebSocket(url, { perMessageDeflate: false });
-          ws.on("open", () => resolve(ws));
-          ws.on("error", reject);
-        }),
-    ),
-  );
+  const socks = await Promise.all(Array.from({ length: 4 }, () => openSocket(url)));
   const pending = socks.map(() => [] as Array<() => void>);
   socks.forEach((ws, i) => {
     ws.on("message", () => pending[i]!.shift()?.());
@@ -534,15 +529,7 @@ async function rawFanout(url: string, n: number, runs: number) {
   const socks: WebSocket[] = [];
   for (let i = 0; i < n; i += 500) {
     const wave = await Promise.all(
-      Array.from(
-        { length: Math.min(500, n - i) },
-        () =>
-          new Promise<WebSocket>((resolve, reject) => {
-            const ws = new WebSocket(url, { perMessageDeflate: false });
-            ws.on("open", () => resolve(ws));
-            ws.on("error", reject);
-          }),
-      ),
+      Array.from({ length: Math.min(500, n - i) }, () => openSocket(url)),
     );
     socks.push(...wave);
   }
