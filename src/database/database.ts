@@ -81,6 +81,7 @@ export class Database implements TransactionHost {
   /** The timestamp since which `publishedCatalog` has been the catalog (snapshots at or after it share it). */
   private catalogSince: bigint;
   private readonly publishListeners = new Set<(commits: readonly CommitRecord[]) => void>();
+  private readonly writeListeners = new Set<(commits: readonly CommitRecord[]) => void>();
   /** Catalog including commits accepted but not yet durable. */
   private headCatalog: Catalog;
   /** Reads below this timestamp are refused: versions there may be collected. */
@@ -152,6 +153,17 @@ export class Database implements TransactionHost {
   }
 
   /**
+   * Calls `listener` synchronously each time a batch of commits is written,
+   * before it is durable (then `beginWritten` reads at the batch's newest
+   * timestamp): for work that can start during the sync, whose results must
+   * not reach anyone before the commits are published.
+   */
+  onWrite(listener: (commits: readonly CommitRecord[]) => void): () => void {
+    this.writeListeners.add(listener);
+    return () => this.writeListeners.delete(listener);
+  }
+
+  /**
    * The commits after `ts` up to the latest visible one, for checking a read
    * set taken at `ts` against what happened since. Throws `RangeError` when
    * the in-memory log no longer reaches back to `ts`.
@@ -162,6 +174,17 @@ export class Database implements TransactionHost {
     const out: CommitRecord[] = [];
     for (const c of this.commitLog.since(ts)) {
       if (c.ts > this.published) break;
+      out.push(c);
+    }
+    return out;
+  }
+
+  /** The commits written but not yet published (durable and visible) up to `ts`, oldest first. */
+  unpublishedCommits(ts: bigint): CommitRecord[] {
+    const out: CommitRecord[] = [];
+    if (ts <= this.published) return out;
+    for (const c of this.commitLog.since(this.published)) {
+      if (c.ts > ts) break;
       out.push(c);
     }
     return out;
@@ -219,6 +242,16 @@ export class Database implements TransactionHost {
           `Commit failed: the snapshot it read was not made durable: ${this.failure?.message ?? "the database closed"}`,
         );
     });
+  }
+
+  /**
+   * Begins a read-only transaction at the latest written timestamp, which
+   * may not be durable yet: nothing it read may be shown to anyone before
+   * `whenPublished(tx.beginTs)`.
+   */
+  beginWritten(): Transaction {
+    this.checkUsable();
+    return new Transaction(this, this.written, this.headCatalog, true);
   }
 
   /** Begins a read-only transaction at a past timestamp inside the retention window. */
@@ -393,6 +426,7 @@ export class Database implements TransactionHost {
       }
       this.written = maxTs;
       for (const c of accepted) c.onWritten?.();
+      if (this.writeListeners.size > 0) this.tellListeners(this.writeListeners, accepted);
       try {
         await durable;
       } catch (e) {
@@ -435,22 +469,27 @@ export class Database implements TransactionHost {
     this.publishedCatalog = head;
     // Listeners (subscriptions) see the commits before their writers hear back,
     // so that a writer's next read of a subscription finds it up to date.
-    if (this.publishListeners.size > 0) {
-      const commits = accepted.map((c) => ({ ts: c.ts, keys: c.keys }));
-      for (const listener of this.publishListeners) {
-        try {
-          listener(commits);
-        } catch {
-          // A listener's failure is its own: commits stay published.
-        }
-      }
-    }
+    if (this.publishListeners.size > 0) this.tellListeners(this.publishListeners, accepted);
     for (const c of accepted) {
       c.tx.markState("committed");
       c.resolve(c.ts);
     }
     if (catalogChanged) this.startBackgroundWork();
     this.afterFlush();
+  }
+
+  private tellListeners(
+    listeners: Set<(commits: readonly CommitRecord[]) => void>,
+    accepted: PreparedCommit[],
+  ): void {
+    const commits = accepted.map((c) => ({ ts: c.ts, keys: c.keys }));
+    for (const listener of listeners) {
+      try {
+        listener(commits);
+      } catch {
+        // A listener's failure is its own: the commits stand.
+      }
+    }
   }
 
   /** Puts the database in the failed state and rejects everything waiting to commit. */

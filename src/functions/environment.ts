@@ -6,7 +6,7 @@
  * listing them (the CLI's `queryEnvironmentVariables`) is a subscription
  * like any other and re-runs when a variable changes.
  */
-import type { Database, Transaction } from "../database/index.js";
+import type { CommitRecord, Database, Transaction } from "../database/index.js";
 import type { Document } from "../values/index.js";
 
 export const ENVIRONMENT_TABLE = "_environment_variables";
@@ -224,7 +224,8 @@ export async function applyEnvironmentChanges(
 /**
  * The current environment variables for executions (`process.env`), read
  * from the table once and kept until a commit writes to it. Executions use
- * the latest values whatever their snapshot.
+ * the latest published values whatever their snapshot, except that one
+ * reading a snapshot with a change still syncing waits for it (`valuesAt`).
  */
 export class EnvironmentCache {
   private values: Record<string, string> | null = null;
@@ -233,19 +234,30 @@ export class EnvironmentCache {
 
   constructor(private readonly db: Database) {
     this.unsubscribe = db.onPublish((commits) => {
-      const table = db.catalog.table(ENVIRONMENT_TABLE);
-      if (table === undefined) return;
-      const indexes = new Set(db.catalog.indexes(table.number).map((i) => i.number));
-      for (const c of commits) {
-        for (const k of c.keys) {
-          if (indexes.has(k.indexNumber)) {
-            this.values = null;
-            this.loading = null;
-            return;
-          }
-        }
+      if (this.changeIn(commits)) {
+        this.values = null;
+        this.loading = null;
       }
     });
+  }
+
+  /** Whether one of `commits` wrote to the table. */
+  private changeIn(commits: readonly CommitRecord[]): boolean {
+    const table = this.db.catalog.table(ENVIRONMENT_TABLE);
+    if (table === undefined) return false;
+    const indexes = new Set(this.db.catalog.indexes(table.number).map((i) => i.number));
+    return commits.some((c) => c.keys.some((k) => indexes.has(k.indexNumber)));
+  }
+
+  /**
+   * The values for an execution reading the snapshot at `ts`. When that
+   * snapshot holds a change not yet published (a query run ahead of a
+   * commit's sync), the values are read once the change is published, so
+   * that they are the snapshot's own.
+   */
+  async valuesAt(ts: bigint): Promise<Record<string, string>> {
+    if (this.changeIn(this.db.unpublishedCommits(ts))) await this.db.whenPublished(ts);
+    return this.current ?? this.load();
   }
 
   /** The values if they are loaded (no wait), else undefined. */

@@ -146,6 +146,8 @@ export interface CallOptions {
   identity?: UserIdentity | null;
   /** Queries: the snapshot to read (default: the latest). */
   ts?: bigint;
+  /** Queries: a read-only transaction to read in instead (ended by the call), e.g. from `Database.beginWritten`. */
+  snapshot?: Transaction;
   /** Internal functions may only be called by other functions and admins. */
   allowInternal?: boolean;
   /** Mutations: runs in the transaction after the function succeeded, before the commit (the scheduler's bookkeeping). */
@@ -308,9 +310,10 @@ export class FunctionRunner {
         ? this.resolve(path, "query", options)
         : null;
     const tx =
-      options.ts === undefined
+      options.snapshot ??
+      (options.ts === undefined
         ? this.options.db.begin({ readOnly: true })
-        : await this.options.db.beginAt(options.ts);
+        : await this.options.db.beginAt(options.ts));
     const started = Date.now();
     try {
       const value =
@@ -629,7 +632,11 @@ export class FunctionRunner {
     const schema = this.options.schema ?? null;
     const environment = this.options.environment;
     const envValues =
-      environment === undefined ? undefined : (environment.current ?? (await environment.load()));
+      environment === undefined
+        ? undefined
+        : typeof tx === "function"
+          ? (environment.current ?? (await environment.load()))
+          : await environment.valuesAt(tx.beginTs);
     const outcome = await execute(
       this.options.runtime,
       {

@@ -7,7 +7,7 @@
  * at timestamp `t` only if it ran at or before `t` and nothing up to `t`
  * changed its reads — snapshot semantics, never a stale read.
  */
-import type { Database, ReadSet } from "../database/index.js";
+import type { CommitRecord, Database, ReadSet, Transaction } from "../database/index.js";
 import { FunctionError, type FunctionRunner } from "../functions/runner.js";
 import type { UserIdentity } from "../runtime/syscalls.js";
 import { fromJson, type JsonValue, toJson, type Value } from "../values/index.js";
@@ -93,6 +93,13 @@ export class QueryCache {
   /** Entries without watchers, least recently used first. */
   private readonly idle = new Map<CachedQuery, true>();
   private readonly running = new Map<string, Promise<CachedQuery>>();
+  /**
+   * Results run ahead at the snapshot of a batch still syncing (see
+   * `readAhead`), by key: subscribed at once, served once it is published.
+   */
+  private readonly ahead = new Map<string, CachedQuery>();
+  /** Counts `reset`s: a run begun before one is never served after it. */
+  private generation = 0;
   private readonly subscriptions = new SubscriptionIndex<CachedQuery>();
   /** Subscribed entries that read nothing a commit can change (invalidated only by `reset`). */
   private readonly unchanging = new Set<CachedQuery>();
@@ -107,9 +114,12 @@ export class QueryCache {
     options: QueryCacheOptions = {},
   ) {
     this.maxIdle = options.maxIdleEntries ?? 10_000;
-    this.unsubscribe = db.onPublish((commits) =>
-      this.subscriptions.match(commits, (entry, ts) => this.invalidate(entry, ts)),
-    );
+    const published = db.onPublish((commits) => this.afterPublish(commits));
+    const written = db.onWrite((commits) => this.readAhead(commits));
+    this.unsubscribe = () => {
+      published();
+      written();
+    };
   }
 
   static keyOf(q: QueryRequest): string {
@@ -134,13 +144,56 @@ export class QueryCache {
   get(q: QueryRequest, ts: bigint, key = QueryCache.keyOf(q)): Promise<CachedQuery> {
     const cached = this.peek(key, ts);
     if (cached !== undefined) return Promise.resolve(cached);
+    return this.running.get(`${ts}\u0000${key}`) ?? this.start(q, ts, key);
+  }
+
+  private start(q: QueryRequest, ts: bigint, key: string, snapshot?: Transaction) {
     const runKey = `${ts}\u0000${key}`;
-    let run = this.running.get(runKey);
-    if (run === undefined) {
-      run = this.compute(q, ts, key).finally(() => this.running.delete(runKey));
-      this.running.set(runKey, run);
-    }
+    const run: Promise<CachedQuery> = this.compute(q, ts, key, snapshot).finally(() => {
+      if (this.running.get(runKey) === run) this.running.delete(runKey);
+    });
+    this.running.set(runKey, run);
     return run;
+  }
+
+  private afterPublish(commits: readonly CommitRecord[]): void {
+    if (this.ahead.size > 0) {
+      const latest = this.db.latestTs();
+      for (const [key, entry] of this.ahead) {
+        if (entry.ts > latest) continue;
+        this.ahead.delete(key);
+        this.install(entry);
+      }
+    }
+    this.subscriptions.match(commits, (entry, ts) => {
+      // A result run ahead at this batch's snapshot holds its commits already.
+      if (entry.ts < ts) this.invalidate(entry, ts);
+    });
+  }
+
+  /**
+   * A batch was written and is syncing: the watched results it changes run
+   * again now, at its snapshot, so that they are ready when it is published
+   * (the sync and the re-run overlap instead of following each other).
+   * Nothing is served before that: results wait in `ahead` or `running`.
+   */
+  private readAhead(commits: readonly CommitRecord[]): void {
+    const ts = commits[commits.length - 1]!.ts;
+    const due: CachedQuery[] = [];
+    this.subscriptions.match(commits, (entry) => {
+      if (entry.watchers.size > 0 && entry.ts < ts) due.push(entry);
+    });
+    for (const entry of due) {
+      if (this.running.has(`${ts}\u0000${entry.key}`)) continue;
+      let snapshot: Transaction;
+      try {
+        snapshot = this.db.beginWritten();
+      } catch {
+        return;
+      }
+      if (snapshot.beginTs !== ts) return;
+      void this.start(entry.request, ts, entry.key, snapshot);
+    }
   }
 
   /** Watches `entry` until it is invalidated or `unwatch` is called; returns `unwatch`. */
@@ -162,6 +215,8 @@ export class QueryCache {
   /** Serves new executions with another code version: every result is dropped. */
   reset(runner: FunctionRunner): void {
     this.runner = runner;
+    this.generation++;
+    this.running.clear();
     const ts = this.db.latestTs();
     for (const entry of [...this.current.values()]) this.invalidate(entry, ts);
     for (const entry of [...this.unchanging]) this.invalidate(entry, ts);
@@ -174,8 +229,14 @@ export class QueryCache {
     this.unsubscribe();
   }
 
-  private async compute(q: QueryRequest, ts: bigint, key: string): Promise<CachedQuery> {
+  private async compute(
+    q: QueryRequest,
+    ts: bigint,
+    key: string,
+    snapshot?: Transaction,
+  ): Promise<CachedQuery> {
     this.executions++;
+    const generation = this.generation;
     let outcome: QueryOutcome;
     let readSet: ReadSet | undefined;
     let transient = false;
@@ -184,6 +245,7 @@ export class QueryCache {
       const r = await this.runner.query(q.udfPath, args, {
         identity: q.identity,
         ts,
+        snapshot,
         allowInternal: q.allowInternal === true,
       });
       outcome = {
@@ -207,8 +269,10 @@ export class QueryCache {
       readSet: readSet === undefined || readSet.isEmpty ? null : readSet,
       subscribed: false,
     };
+    // Ran with code that has been replaced since: shown to whoever asked, never kept.
+    if (generation !== this.generation) entry.invalidatedAt = ts;
     // Commits published while it ran may already have changed what it read.
-    if (readSet !== undefined && !readSet.isEmpty) {
+    else if (readSet !== undefined && !readSet.isEmpty) {
       let commits: ReturnType<Database["commitsSince"]>;
       try {
         commits = this.db.commitsSince(ts);
@@ -229,15 +293,26 @@ export class QueryCache {
     // A transient failure is shown to whoever asked (and re-run when its reads
     // change, for sessions watching it) but never served to later callers.
     if (entry.invalidatedAt === null && !transient) {
+      // Subscribed at once: commits published from now on invalidate it.
       this.subscribe(entry);
-      const previous = this.current.get(key);
-      if (previous === undefined || previous.ts <= ts || previous.invalidatedAt !== null) {
-        if (previous !== undefined && previous.watchers.size === 0) this.forget(previous);
-        this.current.set(key, entry);
-        this.touch(entry);
+      if (ts <= this.db.latestTs()) this.install(entry);
+      else {
+        const previous = this.ahead.get(key);
+        if (previous !== undefined) this.forget(previous);
+        this.ahead.set(key, entry);
       }
     }
     return entry;
+  }
+
+  /** Makes a subscribed result the one served for its key, unless a newer one is. */
+  private install(entry: CachedQuery): void {
+    const previous = this.current.get(entry.key);
+    if (previous === undefined || previous.ts <= entry.ts || previous.invalidatedAt !== null) {
+      if (previous !== undefined && previous.watchers.size === 0) this.forget(previous);
+      this.current.set(entry.key, entry);
+      this.touch(entry);
+    }
   }
 
   private subscribe(entry: CachedQuery): void {
@@ -259,6 +334,7 @@ export class QueryCache {
     entry.invalidatedAt = ts;
     this.unsubscribeEntry(entry);
     if (this.current.get(entry.key) === entry) this.current.delete(entry.key);
+    if (this.ahead.get(entry.key) === entry) this.ahead.delete(entry.key);
     this.idle.delete(entry);
     if (entry.watchers.size === 0) return;
     // Its watchers will want the new result at the latest snapshot: run it
@@ -274,6 +350,7 @@ export class QueryCache {
     this.unsubscribeEntry(entry);
     this.idle.delete(entry);
     if (this.current.get(entry.key) === entry) this.current.delete(entry.key);
+    if (this.ahead.get(entry.key) === entry) this.ahead.delete(entry.key);
   }
 
   /** Marks an unwatched entry as recently used, evicting the least recently used beyond the limit. */

@@ -261,6 +261,40 @@ describe("group commit", () => {
     r.abort();
   });
 
+  it("tells write listeners of a batch before it is durable, and reads it only through beginWritten", async () => {
+    const { db, gate } = await openGated();
+    const heard: Array<{ ts: bigint; keys: number; latest: bigint }> = [];
+    const stop = db.onWrite((commits) => {
+      for (const c of commits) heard.push({ ts: c.ts, keys: c.keys.length, latest: db.latestTs() });
+    });
+    const { x, pa } = await patchSyncing(db, gate);
+    const before = db.latestTs();
+    // Heard once written, with what it wrote, while the published snapshot is older.
+    expect(heard.length).toBe(2);
+    const a = heard[1]!;
+    expect(a.latest).toBe(before);
+    expect(a.ts > before).toBe(true);
+    expect(a.keys).toBeGreaterThan(0);
+    expect(db.unpublishedCommits(a.ts).map((c) => c.ts)).toEqual([a.ts]);
+    expect(db.unpublishedCommits(before)).toEqual([]);
+    const ahead = db.beginWritten();
+    expect(ahead.beginTs).toBe(a.ts);
+    expect((await ahead.get(x))?.v).toBe(1);
+    ahead.abort();
+    const reader = db.begin({ readOnly: true });
+    expect((await reader.get(x))?.v).toBe(0);
+    reader.abort();
+
+    gate.hold = false;
+    gate.held.shift()!();
+    await settle();
+    expect(pa.value).toBe(a.ts);
+    expect(db.unpublishedCommits(a.ts)).toEqual([]);
+    stop();
+    await db.run((tx) => tx.insert("kv", { v: 2 }));
+    expect(heard.length).toBe(2);
+  });
+
   it("refuses what read a commit whose sync failed", async () => {
     const { db, gate } = await openGated();
     const { x, pa } = await patchSyncing(db, gate);

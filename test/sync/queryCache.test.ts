@@ -1,14 +1,21 @@
 import { join } from "node:path";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Database } from "../../src/database/index.js";
+import {
+  applyEnvironmentChanges,
+  EnvironmentCache,
+  ensureEnvironmentTable,
+} from "../../src/functions/environment.js";
 import { FunctionRunner } from "../../src/functions/runner.js";
 import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
+import { SqlitePersistence } from "../../src/persistence/index.js";
 import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
 import { linkModules } from "../../src/runtime/loader.js";
-import { QueryCache, type QueryRequest } from "../../src/sync/queryCache.js";
-import { type JsonValue, toJson } from "../../src/values/index.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { type CachedQuery, QueryCache, type QueryRequest } from "../../src/sync/queryCache.js";
+import { type JsonValue, toJson, type Value } from "../../src/values/index.js";
+import { openTestDb, sleep, type TestDb, tempDir, track, waitFor } from "../helpers.js";
 
 const APP = join(import.meta.dirname, "..", "fixtures", "app", "convex");
 
@@ -36,9 +43,12 @@ const request = (udfPath: string, args: JsonValue = {}): QueryRequest => ({
   identityKey: "",
 });
 
-async function direct(q: QueryRequest, ts: bigint): Promise<string> {
+const direct = (q: QueryRequest, ts: bigint) => directWith(runner, q, ts);
+
+/** What running `q` at `ts` gives, as text. */
+async function directWith(r0: FunctionRunner, q: QueryRequest, ts: bigint): Promise<string> {
   try {
-    const r = await runner.query(q.udfPath, q.argsJson as never, { ts });
+    const r = await r0.query(q.udfPath, q.argsJson as never, { ts });
     return `ok ${JSON.stringify(toJson(r.value))}`;
   } catch (e) {
     return `error ${(e as Error).message}`;
@@ -142,5 +152,276 @@ describe("QueryCache", () => {
     } finally {
       cache.close();
     }
+  }, 60_000);
+});
+
+/**
+ * A database whose WAL syncs are held while `gate.hold` is set, until the
+ * test releases them (or fails them): commits stay written, not published.
+ */
+async function openGated() {
+  const dir = tempDir();
+  const gate = {
+    hold: false,
+    held: [] as Array<{ resolve: () => void; reject: (e: Error) => void }>,
+    release() {
+      for (const h of gate.held.splice(0)) h.resolve();
+    },
+  };
+  const db = await Database.open({
+    gcIntervalMs: 0,
+    persistence: new SqlitePersistence({
+      path: join(dir.path, "db.sqlite"),
+      syncFile: () =>
+        gate.hold
+          ? new Promise<void>((resolve, reject) => gate.held.push({ resolve, reject }))
+          : Promise.resolve(),
+    }),
+  });
+  const schema = await evaluateSchema((await bundleSchema(APP))!);
+  await applySchemaIndexes(db, schema);
+  await ensureEnvironmentTable(db);
+  const environment = new EnvironmentCache(db);
+  const gatedRunner = new FunctionRunner({ db, runtime, schema, environment });
+  return {
+    db,
+    gate,
+    runner: gatedRunner,
+    async close() {
+      environment.close();
+      gate.hold = false;
+      gate.release();
+      await db.close().catch(() => {});
+      dir.remove();
+    },
+  };
+}
+
+/** A runner standing for new code: its query results end with "new code". */
+function markedRunner(base: FunctionRunner): FunctionRunner {
+  return {
+    query: (...args: Parameters<FunctionRunner["query"]>) =>
+      base.query(...args).then((r) => ({ ...r, value: [...(r.value as Value[]), "new code"] })),
+  } as unknown as FunctionRunner;
+}
+
+describe("QueryCache, while a commit syncs", () => {
+  let g: Awaited<ReturnType<typeof openGated>>;
+  beforeEach(async () => {
+    g = await openGated();
+  });
+  afterEach(async () => {
+    await g.close();
+  });
+
+  const shown = (e: CachedQuery) => (e.outcome.ok ? JSON.parse(e.outcome.valueJson) : null);
+
+  it("re-runs a watched result during the sync and serves it only once the commit is published", async () => {
+    const cache = new QueryCache(g.db, g.runner);
+    try {
+      const q = request("items:inStock");
+      const key = QueryCache.keyOf(q);
+      const a = await cache.get(q, g.db.latestTs());
+      let notices = 0;
+      cache.watch(a, () => notices++);
+      const before = g.db.latestTs();
+
+      g.gate.hold = true;
+      const added = track(g.runner.mutation("items:add", { name: "cap", price: 2, remaining: 1 }));
+      // The re-run happens while the sync is held: one more result, subscribed.
+      await waitFor("the re-run during the sync", () => cache.executions === 2 && cache.size === 2);
+      await sleep(20);
+      expect(added.done).toBe(false);
+      expect(g.db.latestTs()).toBe(before);
+      expect(notices).toBe(0);
+      // What is served is still the published snapshot's result.
+      expect(cache.peek(key, g.db.latestTs())).toBe(a);
+      expect(shown((await cache.get(q, g.db.latestTs()))!)).toEqual(shown(a));
+
+      g.gate.release();
+      await waitFor("the mutation", () => added.done);
+      const ts = (added.value as { ts: bigint }).ts;
+      expect(g.db.latestTs()).toBe(ts);
+      await waitFor("the watcher's notice", () => notices === 1);
+      // Ready when published: nothing ran after the sync.
+      const fresh = cache.peek(key, ts)!;
+      expect(cache.executions).toBe(2);
+      expect(fresh.ts).toBe(ts);
+      expect(shown(fresh)).toContain("cap (2.00)");
+    } finally {
+      cache.close();
+    }
+  });
+
+  it("runs ahead with the environment variables of the snapshot", async () => {
+    await applyEnvironmentChanges(g.db, [{ name: "COLOR", value: "blue" }]);
+    const cache = new QueryCache(g.db, g.runner);
+    try {
+      const q = request("behaviour:envVar", { name: "COLOR" });
+      const key = QueryCache.keyOf(q);
+      const a = await cache.get(q, g.db.latestTs());
+      expect(shown(a)).toBe("blue");
+      let notices = 0;
+      cache.watch(a, () => notices++);
+      g.gate.hold = true;
+      const changed = track(applyEnvironmentChanges(g.db, [{ name: "COLOR", value: "green" }]));
+      await waitFor("the re-run to start", () => cache.executions === 2);
+      await sleep(20);
+      // The values of the change wait for it: nothing is read from the old ones.
+      expect(shown(cache.peek(key, g.db.latestTs())!)).toBe("blue");
+      g.gate.release();
+      await waitFor("the change", () => changed.done);
+      await waitFor("the watcher's notice", () => notices === 1);
+      expect(shown(cache.peek(key, g.db.latestTs())!)).toBe("green");
+    } finally {
+      cache.close();
+    }
+  });
+
+  it("never serves a re-run whose commit failed to sync", async () => {
+    const cache = new QueryCache(g.db, g.runner);
+    try {
+      const q = request("items:inStock");
+      const a = await cache.get(q, g.db.latestTs());
+      let notices = 0;
+      cache.watch(a, () => notices++);
+      g.gate.hold = true;
+      const added = track(g.runner.mutation("items:add", { name: "lost", price: 1, remaining: 1 }));
+      await waitFor("the re-run during the sync", () => cache.size === 2);
+      for (const h of g.gate.held.splice(0)) h.reject(new Error("disk gone"));
+      await waitFor("the mutation's failure", () => added.error !== null);
+      expect(added.error).toBeInstanceOf(Error);
+      await sleep(20);
+      expect(notices).toBe(0);
+      expect(cache.peek(QueryCache.keyOf(q), g.db.latestTs())).toBe(a);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it("drops a re-run made with replaced code", async () => {
+    const cache = new QueryCache(g.db, g.runner);
+    try {
+      const q = request("items:inStock");
+      const key = QueryCache.keyOf(q);
+      let entry = await cache.get(q, g.db.latestTs());
+      const follow = async () => {
+        const at = g.db.latestTs();
+        entry = cache.peek(key, at) ?? (await cache.get(q, at));
+        cache.watch(entry, () => void follow());
+      };
+      cache.watch(entry, () => void follow());
+      g.gate.hold = true;
+      const added = track(g.runner.mutation("items:add", { name: "cap", price: 2, remaining: 1 }));
+      await waitFor("the re-run during the sync", () => cache.size === 2);
+      // New code (marked in its results) arrives while the commit syncs.
+      cache.reset(markedRunner(g.runner));
+      g.gate.release();
+      await waitFor("the mutation", () => added.done);
+      const ts = (added.value as { ts: bigint }).ts;
+      await waitFor("the result at the commit", () => entry.ts === ts);
+      expect(shown(entry)).toContain("cap (2.00)");
+      expect(shown(entry)).toContain("new code");
+    } finally {
+      cache.close();
+    }
+  });
+
+  it("keeps no result of a run that began before the code was replaced", async () => {
+    let letGo = () => {};
+    const held = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    const slow = {
+      query: async (...args: Parameters<FunctionRunner["query"]>) => {
+        await held;
+        return g.runner.query(...args);
+      },
+    } as unknown as FunctionRunner;
+    const cache = new QueryCache(g.db, slow);
+    try {
+      const q = request("items:inStock");
+      const early = cache.get(q, g.db.latestTs());
+      cache.reset(markedRunner(g.runner));
+      letGo();
+      // Whoever asked before gets what they asked for…
+      expect(shown(await early)).not.toContain("new code");
+      // …and everyone after gets the new code's result.
+      expect(shown(await cache.get(q, g.db.latestTs()))).toContain("new code");
+    } finally {
+      cache.close();
+    }
+  });
+
+  it("serves watchers only what running the query at the snapshot gives, with commits in flight", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.oneof(
+            fc.record({
+              op: fc.constant("add" as const),
+              remaining: fc.integer({ min: 0, max: 2 }),
+            }),
+            fc.record({ op: fc.constant("hold" as const), on: fc.boolean() }),
+            fc.record({ op: fc.constant("release" as const) }),
+            fc.record({ op: fc.constant("watch" as const), which: fc.nat() }),
+          ),
+          { maxLength: 14 },
+        ),
+        async (steps) => {
+          const cache = new QueryCache(g.db, g.runner);
+          const inFlight: Promise<unknown>[] = [];
+          const ids: string[] = [];
+          const served: Array<{ entry: CachedQuery; at: bigint }> = [];
+          const pending: Promise<void>[] = [];
+          // As a session does: the result at the latest snapshot, then watch it.
+          const follow = async (q: QueryRequest): Promise<void> => {
+            const at = g.db.latestTs();
+            const entry = cache.peek(QueryCache.keyOf(q), at) ?? (await cache.get(q, at));
+            served.push({ entry, at });
+            cache.watch(entry, () => pending.push(follow(q)));
+          };
+          try {
+            for (const s of steps) {
+              if (s.op === "hold") g.gate.hold = s.on;
+              else if (s.op === "release") g.gate.release();
+              else if (s.op === "add") {
+                const p = g.runner.mutation("items:add", {
+                  name: `p${inFlight.length}`,
+                  price: 1,
+                  remaining: s.remaining,
+                });
+                inFlight.push(p.then((r) => ids.push(r.value as string)));
+                await sleep(1);
+              } else {
+                const q =
+                  ids.length === 0 || s.which % 2 === 0
+                    ? request("items:inStock")
+                    : request("items:get", { id: ids[s.which % ids.length]! });
+                await follow(q);
+              }
+            }
+            g.gate.hold = false;
+            g.gate.release();
+            await Promise.all(inFlight);
+            await sleep(5);
+            await Promise.all(pending);
+            for (const { entry, at } of served) {
+              expect(entry.ts <= at).toBe(true);
+              const o = entry.outcome;
+              expect(o.ok ? `ok ${o.valueJson}` : `error ${o.errorMessage}`).toBe(
+                await directWith(g.runner, entry.request, entry.ts),
+              );
+            }
+          } finally {
+            g.gate.hold = false;
+            g.gate.release();
+            await Promise.allSettled(inFlight);
+            cache.close();
+          }
+        },
+      ),
+      { numRuns: 15 },
+    );
   }, 60_000);
 });
