@@ -192,7 +192,8 @@ export class QueryCache {
         return;
       }
       if (snapshot.beginTs !== ts) return;
-      void this.start(entry.request, ts, entry.key, snapshot);
+      // Whoever asks for this result later gets its failure, if any; no one else must.
+      this.start(entry.request, ts, entry.key, snapshot).catch(() => {});
     }
   }
 
