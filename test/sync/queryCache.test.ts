@@ -43,6 +43,12 @@ const request = (udfPath: string, args: JsonValue = {}): QueryRequest => ({
   identityKey: "",
 });
 
+/** A property step: `items:add` with a random stock. */
+const addStep = fc.record({
+  op: fc.constant("add" as const),
+  remaining: fc.integer({ min: 0, max: 2 }),
+});
+
 const direct = (q: QueryRequest, ts: bigint) => directWith(runner, q, ts);
 
 /** What running `q` at `ts` gives, as text. */
@@ -216,24 +222,43 @@ describe("QueryCache, while a commit syncs", () => {
 
   const shown = (e: CachedQuery) => (e.outcome.ok ? JSON.parse(e.outcome.valueJson) : null);
 
-  it("re-runs a watched result during the sync and serves it only once the commit is published", async () => {
-    const cache = new QueryCache(g.db, g.runner);
+  /** Runs `f` with a cache over the gated database, closed after. */
+  async function withCache(f: (cache: QueryCache) => Promise<void>, runner = g.runner) {
+    const cache = new QueryCache(g.db, runner);
     try {
+      await f(cache);
+    } finally {
+      cache.close();
+    }
+  }
+
+  /** Runs `q` and watches its result (counting notices), then holds the syncs and starts `write`. */
+  async function watchThenWrite<T>(cache: QueryCache, q: QueryRequest, write: () => Promise<T>) {
+    const first = await cache.get(q, g.db.latestTs());
+    const watcher = { notices: 0 };
+    cache.watch(first, () => watcher.notices++);
+    g.gate.hold = true;
+    return { first, watcher, written: track(write()) };
+  }
+
+  it("re-runs a watched result during the sync and serves it only once the commit is published", async () => {
+    await withCache(async (cache) => {
       const q = request("items:inStock");
       const key = QueryCache.keyOf(q);
-      const a = await cache.get(q, g.db.latestTs());
-      let notices = 0;
-      cache.watch(a, () => notices++);
       const before = g.db.latestTs();
-
-      g.gate.hold = true;
-      const added = track(g.runner.mutation("items:add", { name: "cap", price: 2, remaining: 1 }));
+      const {
+        first: a,
+        watcher,
+        written: added,
+      } = await watchThenWrite(cache, q, () =>
+        g.runner.mutation("items:add", { name: "cap", price: 2, remaining: 1 }),
+      );
       // The re-run happens while the sync is held: one more result, subscribed.
       await waitFor("the re-run during the sync", () => cache.executions === 2 && cache.size === 2);
       await sleep(20);
       expect(added.done).toBe(false);
       expect(g.db.latestTs()).toBe(before);
-      expect(notices).toBe(0);
+      expect(watcher.notices).toBe(0);
       // What is served is still the published snapshot's result.
       expect(cache.peek(key, g.db.latestTs())).toBe(a);
       expect(shown((await cache.get(q, g.db.latestTs()))!)).toEqual(shown(a));
@@ -242,66 +267,61 @@ describe("QueryCache, while a commit syncs", () => {
       await waitFor("the mutation", () => added.done);
       const ts = (added.value as { ts: bigint }).ts;
       expect(g.db.latestTs()).toBe(ts);
-      await waitFor("the watcher's notice", () => notices === 1);
+      await waitFor("the watcher's notice", () => watcher.notices === 1);
       // Ready when published: nothing ran after the sync.
       const fresh = cache.peek(key, ts)!;
       expect(cache.executions).toBe(2);
       expect(fresh.ts).toBe(ts);
       expect(shown(fresh)).toContain("cap (2.00)");
-    } finally {
-      cache.close();
-    }
+    });
   });
 
   it("runs ahead with the environment variables of the snapshot", async () => {
     await applyEnvironmentChanges(g.db, [{ name: "COLOR", value: "blue" }]);
-    const cache = new QueryCache(g.db, g.runner);
-    try {
+    await withCache(async (cache) => {
       const q = request("behaviour:envVar", { name: "COLOR" });
       const key = QueryCache.keyOf(q);
-      const a = await cache.get(q, g.db.latestTs());
+      const {
+        first: a,
+        watcher,
+        written: changed,
+      } = await watchThenWrite(cache, q, () =>
+        applyEnvironmentChanges(g.db, [{ name: "COLOR", value: "green" }]),
+      );
       expect(shown(a)).toBe("blue");
-      let notices = 0;
-      cache.watch(a, () => notices++);
-      g.gate.hold = true;
-      const changed = track(applyEnvironmentChanges(g.db, [{ name: "COLOR", value: "green" }]));
       await waitFor("the re-run to start", () => cache.executions === 2);
       await sleep(20);
       // The values of the change wait for it: nothing is read from the old ones.
       expect(shown(cache.peek(key, g.db.latestTs())!)).toBe("blue");
       g.gate.release();
       await waitFor("the change", () => changed.done);
-      await waitFor("the watcher's notice", () => notices === 1);
+      await waitFor("the watcher's notice", () => watcher.notices === 1);
       expect(shown(cache.peek(key, g.db.latestTs())!)).toBe("green");
-    } finally {
-      cache.close();
-    }
+    });
   });
 
   it("never serves a re-run whose commit failed to sync", async () => {
-    const cache = new QueryCache(g.db, g.runner);
-    try {
+    await withCache(async (cache) => {
       const q = request("items:inStock");
-      const a = await cache.get(q, g.db.latestTs());
-      let notices = 0;
-      cache.watch(a, () => notices++);
-      g.gate.hold = true;
-      const added = track(g.runner.mutation("items:add", { name: "lost", price: 1, remaining: 1 }));
+      const {
+        first: a,
+        watcher,
+        written: added,
+      } = await watchThenWrite(cache, q, () =>
+        g.runner.mutation("items:add", { name: "lost", price: 1, remaining: 1 }),
+      );
       await waitFor("the re-run during the sync", () => cache.size === 2);
       for (const h of g.gate.held.splice(0)) h.reject(new Error("disk gone"));
       await waitFor("the mutation's failure", () => added.error !== null);
       expect(added.error).toBeInstanceOf(Error);
       await sleep(20);
-      expect(notices).toBe(0);
+      expect(watcher.notices).toBe(0);
       expect(cache.peek(QueryCache.keyOf(q), g.db.latestTs())).toBe(a);
-    } finally {
-      cache.close();
-    }
+    });
   });
 
   it("drops a re-run made with replaced code", async () => {
-    const cache = new QueryCache(g.db, g.runner);
-    try {
+    await withCache(async (cache) => {
       const q = request("items:inStock");
       const key = QueryCache.keyOf(q);
       let entry = await cache.get(q, g.db.latestTs());
@@ -322,9 +342,7 @@ describe("QueryCache, while a commit syncs", () => {
       await waitFor("the result at the commit", () => entry.ts === ts);
       expect(shown(entry)).toContain("cap (2.00)");
       expect(shown(entry)).toContain("new code");
-    } finally {
-      cache.close();
-    }
+    });
   });
 
   it("keeps no result of a run that began before the code was replaced", async () => {
@@ -338,8 +356,7 @@ describe("QueryCache, while a commit syncs", () => {
         return g.runner.query(...args);
       },
     } as unknown as FunctionRunner;
-    const cache = new QueryCache(g.db, slow);
-    try {
+    await withCache(async (cache) => {
       const q = request("items:inStock");
       const early = cache.get(q, g.db.latestTs());
       cache.reset(markedRunner(g.runner));
@@ -348,9 +365,7 @@ describe("QueryCache, while a commit syncs", () => {
       expect(shown(await early)).not.toContain("new code");
       // …and everyone after gets the new code's result.
       expect(shown(await cache.get(q, g.db.latestTs()))).toContain("new code");
-    } finally {
-      cache.close();
-    }
+    }, slow);
   });
 
   it("serves watchers only what running the query at the snapshot gives, with commits in flight", async () => {
@@ -358,10 +373,7 @@ describe("QueryCache, while a commit syncs", () => {
       fc.asyncProperty(
         fc.array(
           fc.oneof(
-            fc.record({
-              op: fc.constant("add" as const),
-              remaining: fc.integer({ min: 0, max: 2 }),
-            }),
+            addStep,
             fc.record({ op: fc.constant("hold" as const), on: fc.boolean() }),
             fc.record({ op: fc.constant("release" as const) }),
             fc.record({ op: fc.constant("watch" as const), which: fc.nat() }),
