@@ -224,8 +224,9 @@ export async function applyEnvironmentChanges(
 /**
  * The current environment variables for executions (`process.env`), read
  * from the table once and kept until a commit writes to it. Executions use
- * the latest published values whatever their snapshot, except that one
+ * the latest published values whatever their snapshot, except that a query
  * reading a snapshot with a change still syncing waits for it (`valuesAt`).
+ * A mutation begun during such a sync still sees the published values.
  */
 export class EnvironmentCache {
   private values: Record<string, string> | null = null;
