@@ -115,10 +115,7 @@ describe("QueryCache", () => {
         fc.asyncProperty(
           fc.array(
             fc.oneof(
-              fc.record({
-                op: fc.constant("add" as const),
-                remaining: fc.integer({ min: 0, max: 2 }),
-              }),
+              addStep,
               fc.record({
                 op: fc.constant("query" as const),
                 which: fc.integer({ min: 0, max: 3 }),
