@@ -244,6 +244,8 @@ export class EnvironmentCache {
 
   /** Whether one of `commits` wrote to the table. */
   private changeIn(commits: readonly CommitRecord[]): boolean {
+    // Every query execution asks (valuesAt), almost always with nothing unpublished.
+    if (commits.length === 0) return false;
     const table = this.db.catalog.table(ENVIRONMENT_TABLE);
     if (table === undefined) return false;
     const indexes = new Set(this.db.catalog.indexes(table.number).map((i) => i.number));
