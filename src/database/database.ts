@@ -401,6 +401,8 @@ export class Database implements TransactionHost {
     if (accepted.length === 0) return this.afterFlush();
 
     const maxTs = accepted[accepted.length - 1]!.ts;
+    // What write and publish listeners are told (one array for both).
+    const records: CommitRecord[] = accepted.map((c) => ({ ts: c.ts, keys: c.keys }));
     this.headCatalog = head;
     // Batches are pipelined: this one is written while earlier ones may still
     // be syncing (it then shares the next sync), and published after them.
@@ -426,7 +428,7 @@ export class Database implements TransactionHost {
       }
       this.written = maxTs;
       for (const c of accepted) c.onWritten?.();
-      if (this.writeListeners.size > 0) this.tellListeners(this.writeListeners, accepted);
+      if (this.writeListeners.size > 0) tellListeners(this.writeListeners, records);
       try {
         await durable;
       } catch (e) {
@@ -455,41 +457,32 @@ export class Database implements TransactionHost {
         }
         return this.fail(reason);
       }
-      this.publish(head, maxTs, accepted);
+      this.publish(head, maxTs, accepted, records);
     } finally {
       published();
     }
   }
 
   /** Makes a durable batch visible: readers, listeners, then the writers. */
-  private publish(head: Catalog, maxTs: bigint, accepted: PreparedCommit[]): void {
+  private publish(
+    head: Catalog,
+    maxTs: bigint,
+    accepted: PreparedCommit[],
+    records: readonly CommitRecord[],
+  ): void {
     const catalogChanged = head !== this.publishedCatalog;
     if (catalogChanged) this.catalogSince = maxTs;
     this.published = maxTs;
     this.publishedCatalog = head;
     // Listeners (subscriptions) see the commits before their writers hear back,
     // so that a writer's next read of a subscription finds it up to date.
-    if (this.publishListeners.size > 0) this.tellListeners(this.publishListeners, accepted);
+    if (this.publishListeners.size > 0) tellListeners(this.publishListeners, records);
     for (const c of accepted) {
       c.tx.markState("committed");
       c.resolve(c.ts);
     }
     if (catalogChanged) this.startBackgroundWork();
     this.afterFlush();
-  }
-
-  private tellListeners(
-    listeners: Set<(commits: readonly CommitRecord[]) => void>,
-    accepted: PreparedCommit[],
-  ): void {
-    const commits = accepted.map((c) => ({ ts: c.ts, keys: c.keys }));
-    for (const listener of listeners) {
-      try {
-        listener(commits);
-      } catch {
-        // A listener's failure is its own: the commits stand.
-      }
-    }
   }
 
   /** Puts the database in the failed state and rejects everything waiting to commit. */
@@ -876,4 +869,17 @@ async function loadCatalog(persistence: Persistence, ts: bigint): Promise<Catalo
     }
   }
   return Catalog.builtin().withChanges(changes);
+}
+
+function tellListeners(
+  listeners: Set<(commits: readonly CommitRecord[]) => void>,
+  commits: readonly CommitRecord[],
+): void {
+  for (const listener of listeners) {
+    try {
+      listener(commits);
+    } catch {
+      // A listener's failure is its own: the commits stand.
+    }
+  }
 }
