@@ -144,11 +144,11 @@ export class QueryCache {
   get(q: QueryRequest, ts: bigint, key = QueryCache.keyOf(q)): Promise<CachedQuery> {
     const cached = this.peek(key, ts);
     if (cached !== undefined) return Promise.resolve(cached);
-    return this.running.get(`${ts}\u0000${key}`) ?? this.start(q, ts, key);
+    return this.running.get(runKeyOf(ts, key)) ?? this.start(q, ts, key);
   }
 
   private start(q: QueryRequest, ts: bigint, key: string, snapshot?: Transaction) {
-    const runKey = `${ts}\u0000${key}`;
+    const runKey = runKeyOf(ts, key);
     const run: Promise<CachedQuery> = this.compute(q, ts, key, snapshot).finally(() => {
       if (this.running.get(runKey) === run) this.running.delete(runKey);
     });
@@ -184,7 +184,7 @@ export class QueryCache {
       if (entry.watchers.size > 0 && entry.ts < ts) due.push(entry);
     });
     for (const entry of due) {
-      if (this.running.has(`${ts}\u0000${entry.key}`)) continue;
+      if (this.running.has(runKeyOf(ts, entry.key))) continue;
       let snapshot: Transaction;
       try {
         snapshot = this.db.beginWritten();
@@ -364,6 +364,11 @@ export class QueryCache {
       this.forget(oldest);
     }
   }
+}
+
+/** What a run of the result `key` at snapshot `ts` is found under while it runs. */
+function runKeyOf(ts: bigint, key: string): string {
+  return `${ts}\u0000${key}`;
 }
 
 function validAt(entry: CachedQuery, ts: bigint): boolean {
