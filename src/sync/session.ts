@@ -307,7 +307,11 @@ export class Session {
     this.expiryTimer = setTimeout(
       () => {
         this.expiryTimer = null;
-        this.expired();
+        // A timer counts from the event loop's cached time, which lags behind
+        // Date.now() after a long synchronous stretch, so it can fire before
+        // the expiry: wait again for the rest.
+        if (this.tokenExpired()) this.expired();
+        else this.watchExpiry(this.expiresAtMs);
       },
       Math.max(0, delay),
     );

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { FunctionRunner } from "../../src/functions/runner.js";
 import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
 import { AppRuntime } from "../../src/runtime/appRuntime.js";
@@ -375,6 +375,39 @@ describe("Session", () => {
       });
       expect(s.closed).toEqual([{ code: 1000, reason: "Token expired" }]);
     } finally {
+      service.close();
+    }
+  });
+
+  it("reports the expiry even when its timer fires before Date.now() reaches it", async () => {
+    // Timers run on the monotonic clock, Date.now() on the wall clock; the two
+    // drift (Node fires a timer up to a millisecond early by Date.now(), and
+    // more when the wall clock is slewed). Here the wall clock falls 30 ms
+    // behind once the expiry timer is armed.
+    let verified = false;
+    const service = serviceWith({
+      auth: {
+        isAdminKey: () => false,
+        verifyUserToken: async () => {
+          verified = true;
+          return {
+            identity: { subject: "s", issuer: "i", tokenIdentifier: "i|s" },
+            expiresAtMs: Date.now() + 100,
+          };
+        },
+      },
+    });
+    const wallClock = Date.now.bind(Date);
+    try {
+      const s = open(service);
+      s.send({ type: "Authenticate", tokenType: "User", value: "t", baseVersion: 0 });
+      await until(() => verified);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      vi.spyOn(Date, "now").mockImplementation(() => wallClock() - 30);
+      await until(() => s.closed.length > 0);
+      expect(s.sent.at(-1)).toMatchObject({ type: "AuthError", error: "Token expired" });
+    } finally {
+      vi.restoreAllMocks();
       service.close();
     }
   });
