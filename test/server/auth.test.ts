@@ -341,9 +341,11 @@ describe("ConvexClient.setAuth", () => {
 
   it("tells the client when its token expires mid-session; it refetches and carries on", async () => {
     // The client schedules its own refresh from exp − iat, so a token issued
-    // an hour ago that expires in a second is not refreshed by the client:
-    // the server's AuthError is what makes it fetch a new one.
-    const dying = await token({ iat: -3600, exp: 1 });
+    // an hour ago that expires in a few seconds is not refreshed by the client:
+    // the server's AuthError is what makes it fetch a new one. The server
+    // accepts it for 5 s more (clock tolerance): over 10 s in all, for the
+    // client to connect and be seen as user-1 on a slow machine.
+    const dying = await token({ iat: -3600, exp: 7 });
     const auth = fetcher([dying, dying, token({ sub: "renewed" })]);
     const client = newClient();
     const changes: boolean[] = [];
