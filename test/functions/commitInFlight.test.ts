@@ -55,7 +55,7 @@ describe("mutations behind a commit still syncing", () => {
       .value as string;
     gate.hold = true;
     const first = track(runner.mutation("cart:addCart", { itemId: item, userToken: "a" }));
-    await waitFor("the first commit to sync", () => gate.held.length === 1, 5000);
+    await waitFor("the first commit to sync", () => gate.held.length === 1);
     // The second buyer runs against the first's write while it syncs: no hat left.
     const second = track(runner.mutation("cart:addCart", { itemId: item, userToken: "b" }));
     await new Promise((r) => setTimeout(r, 200));
@@ -69,7 +69,7 @@ describe("mutations behind a commit still syncing", () => {
     expect((await runner.query("items:get", { id: item })).value).toMatchObject({ remaining: 1 });
     gate.hold = false;
     gate.held.shift()!();
-    await waitFor("both buyers to hear back", () => first.done && second.error !== null, 5000);
+    await waitFor("both buyers to hear back", () => first.done && second.error !== null);
     expect(first.value?.value).toBe(0);
     expect((second.error as Error).message).toMatch(/Insufficient stock of Hat/);
   });
