@@ -413,8 +413,13 @@ describe("QueryCache, while a commit syncs", () => {
             g.gate.hold = false;
             g.gate.release();
             await Promise.all(inFlight);
-            await sleep(5);
-            await Promise.all(pending);
+            // Each follow may be invalidated and followed again, adding to `pending` while it
+            // is awaited: wait until a round adds none.
+            for (let seen = -1; seen !== pending.length; ) {
+              seen = pending.length;
+              await sleep(5);
+              await Promise.all(pending);
+            }
             for (const { entry, at } of served) {
               expect(entry.ts <= at).toBe(true);
               const o = entry.outcome;
