@@ -40,13 +40,36 @@ let apiUrl = "";
 let webUrl = "";
 let browser: Browser | undefined;
 
-/** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
+/** Whether something can listen on `port` now (it is closed again at once). */
+async function canListen(port: number): Promise<boolean> {
   const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  const ok = await new Promise<boolean>((resolve) => {
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => resolve(true));
+  });
+  if (ok) await new Promise<void>((resolve) => server.close(() => resolve()));
+  return ok;
+}
+
+/**
+ * A port for the web app, which start.mjs must be told in advance: one nothing
+ * listens on, below the range the system hands out for port 0. Every other
+ * server in the suite listens on port 0, and a free port in that range could
+ * be handed to one of them before Vite binds it.
+ */
+async function webPort(): Promise<number> {
+  let ephemeralFrom = 32_768;
+  try {
+    const [from] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/);
+    if (Number(from) > 20_000) ephemeralFrom = Number(from);
+  } catch {
+    // Not Linux: below 32768 is below the usual ranges too.
+  }
+  for (let i = 0; i < 100; i++) {
+    const port = 10_000 + Math.floor(Math.random() * (ephemeralFrom - 10_000));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port found for the web app below ${ephemeralFrom}`);
 }
 
 /** The live (not zombie) processes in process group `pgid`, as "pid command" lines. */
@@ -65,8 +88,7 @@ beforeAll(async () => {
       `Chromium not found at ${chromiumPath}: install it (apt-get install chromium) or set CHROMIUM_PATH`,
     );
   }
-  const port = await freePort();
-  const webPort = await freePort();
+  const web = await webPort();
   dataDir = mkdtempSync(join(tmpdir(), "swaghaus-data-"));
   // Its own process group, so the test can check that SIGTERM ended all of it.
   app = spawn(process.execPath, [join(appDir, "start.mjs")], {
@@ -75,8 +97,9 @@ beforeAll(async () => {
     stdio: ["ignore", "pipe", "pipe"],
     env: {
       ...process.env,
-      PORT: String(port),
-      WEB_PORT: String(webPort),
+      // The backend on any free port: it reports which, and writes it to .env.local.
+      PORT: "0",
+      WEB_PORT: String(web),
       DATA_DIR: dataDir,
       SITE_PORT: "0",
     },
@@ -104,8 +127,9 @@ beforeAll(async () => {
     });
   });
   webUrl = await ready;
-  expect(webUrl).toBe(`http://127.0.0.1:${webPort}`);
-  apiUrl = `http://127.0.0.1:${port}`;
+  expect(webUrl).toBe(`http://127.0.0.1:${web}`);
+  apiUrl = /API URL:\s+(\S+)/.exec(output)?.[1] ?? "";
+  expect(apiUrl).toMatch(/^http:\/\/127\.0\.0\.1:[1-9]\d*$/);
   // The front end finds the deployment through the .env.local `tessera dev` wrote.
   expect(readFileSync(join(appDir, ".env.local"), "utf8")).toContain(`VITE_CONVEX_URL=${apiUrl}\n`);
 
@@ -140,9 +164,10 @@ afterAll(async () => {
     }
     // start.mjs exits after the backend has; `tessera dev`, the Convex CLI
     // and whatever they started must be gone too.
-    // Grandchildren that end when their parent's pipes close do so a moment later.
+    // Grandchildren that end when their parent's pipes close do so a moment
+    // later (up to 20 s on a loaded machine).
     let left = liveProcessesInGroup(pgid);
-    for (let i = 0; i < 50 && left.length > 0; i++) {
+    for (let i = 0; i < 200 && left.length > 0; i++) {
       await new Promise((r) => setTimeout(r, 100));
       left = liveProcessesInGroup(pgid);
     }
