@@ -396,7 +396,15 @@ export class Database implements TransactionHost {
       indexes.push(...prepared.indexes);
       cacheUpdates.push(...prepared.cacheUpdates);
       this.commitLog.append({ ts, keys: prepared.keys });
-      accepted.push({ ...item, ts, keys: prepared.keys });
+      // Spelled out: spreading the queued item cost more than the rest of the loop (measured).
+      accepted.push({
+        tx,
+        resolve: item.resolve,
+        reject: item.reject,
+        onWritten: item.onWritten,
+        ts,
+        keys: prepared.keys,
+      });
     }
     if (accepted.length === 0) return this.afterFlush();
 
