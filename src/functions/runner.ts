@@ -321,7 +321,7 @@ export class FunctionRunner {
           ? await this.runSystemQuery(system!, args, tx)
           : await this.runOnce(fn, path, "query", args, tx, options);
       if (fn !== null) this.report("query", path, started, value.logs, null);
-      return { ...value, ts: tx.beginTs, readSet: tx.readSet };
+      return { value: value.value, logs: value.logs, ts: tx.beginTs, readSet: tx.readSet };
     } catch (e) {
       // A failure depends on what was read too: a subscription re-runs the query when that changes.
       if (e instanceof FunctionError) {
@@ -503,7 +503,7 @@ export class FunctionRunner {
         lane.committed();
         if (this.options.counters) this.options.counters.committed++;
         this.report("mutation", path, started, result.logs, null);
-        return { ...result, ts };
+        return { value: result.value, logs: result.logs, ts };
       } catch (e) {
         (tx as Transaction | null)?.abort();
         if (e instanceof ConflictError) {

@@ -324,7 +324,11 @@ export async function execute(
           clean: false,
         };
       }
-      return { value: { ...outcome, userTimeMs: userTimeMs() }, clean: true };
+      // Built field by field: spreading the parsed outcome costs a few µs per execution (measured).
+      const value: ExecutionOutcome = outcome.ok
+        ? { ok: true, value: outcome.value, logs: outcome.logs, userTimeMs: userTimeMs() }
+        : { ok: false, error: outcome.error, logs: outcome.logs, userTimeMs: userTimeMs() };
+      return { value, clean: true };
     } catch (e) {
       // Stopped midway (time, memory, a function that never finishes): the
       // context's state is whatever it was then.
