@@ -152,7 +152,7 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
       process.execPath,
       [
         "--import",
-        "tsx",
+        join(import.meta.dirname, "..", "bin", "ts-register.mjs"),
         join(import.meta.dirname, "pgFanoutServer.ts"),
         JSON.stringify(postgres.config),
       ],

@@ -199,7 +199,11 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
   let server = await startServer(dir);
   const baseline = await startProcess(
     process.execPath,
-    ["--import", "tsx", join(import.meta.dirname, "wsBaseline.ts")],
+    [
+      "--import",
+      join(import.meta.dirname, "..", "bin", "ts-register.mjs"),
+      join(import.meta.dirname, "wsBaseline.ts"),
+    ],
     /listening (\d+)/,
   );
   const baselineUrl = `ws://127.0.0.1:${baseline.value}`;

@@ -1,16 +1,16 @@
 #!/usr/bin/env node
 // Tessera's command-line entry point. isolated-vm needs Node's startup
 // snapshot off (--no-node-snapshot), which only a new process can have: this
-// script starts one running src/cli/main.ts through tsx, passes signals on
-// and exits with its code.
+// script starts one running src/cli/main.ts with the TypeScript hooks of
+// ts-register.mjs, passes signals on and exits with its code.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 const entry = new URL("../src/cli/main.ts", import.meta.url);
-const tsx = import.meta.resolve("tsx");
+const register = fileURLToPath(new URL("./ts-register.mjs", import.meta.url));
 const child = spawn(
   process.execPath,
-  ["--no-node-snapshot", "--import", tsx, fileURLToPath(entry), ...process.argv.slice(2)],
+  ["--no-node-snapshot", "--import", register, fileURLToPath(entry), ...process.argv.slice(2)],
   { stdio: "inherit" },
 );
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {

@@ -15,9 +15,19 @@ const child = join(import.meta.dirname, "crash-child.ts");
 
 function runAndKill(path: string, start: number, killAfterMs: number): Promise<Set<number>> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ["--import", "tsx", child, path, String(start)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const proc = spawn(
+      process.execPath,
+      [
+        "--import",
+        join(import.meta.dirname, "../../bin/ts-register.mjs"),
+        child,
+        path,
+        String(start),
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     const acked = new Set<number>();
     let buffered = "";
     let stderr = "";

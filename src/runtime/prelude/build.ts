@@ -25,7 +25,7 @@ export function buildPrelude(): Promise<string> {
   return cached;
 }
 
-/** A prelude source next to this file: `name`.ts from sources (vitest, tsx), `name`.js from dist/. */
+/** A prelude source next to this file: `name`.ts from sources (vitest, bin/ts-register.mjs), `name`.js from dist/. */
 function sourceFile(name: string): string {
   const dir = dirname(fileURLToPath(import.meta.url));
   for (const file of [`${name}.ts`, `${name}.js`]) {
