@@ -5,8 +5,8 @@
  * they were made (so racing promises always settle the same way), and
  * enforces the user-code time limit on the isolate's time (isolated-vm's
  * `cpuTime`, which counts a descheduled thread's waits too; README.md,
- * "Limits and determinism") — time spent answering syscalls on the host does not count (the
- * isolate's time leaves out its calls to the host).
+ * "Limits and determinism") — time spent answering syscalls on the host
+ * does not count (the isolate's time leaves out its calls to the host).
  *
  * An async syscall of a query or mutation that the host can answer at once
  * (a read storage answers synchronously, a write) is answered within the
