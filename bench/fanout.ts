@@ -91,12 +91,14 @@ interface Phase {
 }
 
 /**
- * Connects the subscribers, then `runs` runs of `writes` writes, one at a
- * time: each write's latency to every subscriber; checks that the first
+ * Connects the subscribers, makes `warmups` writes it does not measure,
+ * then `runs` runs of `writes` writes, one at a time: each write's latency
+ * to every subscriber, and the servers' CPU over those; checks that the first
  * subscriber saw the written stock. Closes the subscribers at the end.
  */
 async function measure(
   connect: () => Promise<{ next(): Promise<unknown>; close(): void }[]>,
+  warmups: number,
   runs: number,
   writes: number,
   write: (k: number) => Promise<{ key: string; remaining: number }>,
@@ -105,6 +107,14 @@ async function measure(
 ): Promise<Phase> {
   const subs = await connect();
   try {
+    // Unmeasured: until each server's code on this path is compiled (the
+    // first writes to a fresh Tessera server cost it several times the CPU
+    // of later ones, most of it V8 optimising its code on worker threads).
+    for (let k = 0; k < warmups; k++) {
+      const arrivals = subs.map((s) => s.next());
+      await write(k);
+      await Promise.all(arrivals);
+    }
     const p50: number[] = [];
     const p99: number[] = [];
     const cpu0 = cpu();
@@ -113,7 +123,7 @@ async function measure(
       for (let k = 0; k < writes; k++) {
         const arrivals = subs.map((s) => s.next().then((v) => ({ v, at: performance.now() })));
         const t0 = performance.now();
-        const written = await write(r * writes + k);
+        const written = await write(warmups + r * writes + k);
         const seen = await Promise.all(arrivals);
         const first = (seen[0]!.v as Item[]).find((i) => keyOf(i) === written.key);
         if (first?.remaining !== written.remaining)
@@ -161,11 +171,13 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
     const stackUrl = `ws://127.0.0.1:${stack.value}`;
     const stackPid = stack.child.pid!;
     const writes = o.quick ? 10 : 30;
+    const warmups = o.quick ? 10 : 50;
     const rows: Row[] = [];
     for (const n of o.subscribers) {
       log(`one write to ${n} subscribers: Tessera…`);
       const tessera = await measure(
         () => connectMany(n, () => new ProtocolClient(server.value, "items:getItems", {})),
+        warmups,
         o.runs,
         writes,
         async (k) => {
@@ -182,6 +194,7 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
       log(`one write to ${n} subscribers: PostgreSQL LISTEN/NOTIFY + ws…`);
       const baseline = await measure(
         () => connectStack(stackUrl, n),
+        warmups,
         o.runs,
         writes,
         async (k) => {
@@ -205,7 +218,7 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
           target: { text: "below the hand-written stack", met: t.median < b.median },
           ...(q === "p50"
             ? {
-                note: `server CPU per write: Tessera ${tessera.cpuMsPerWrite.toFixed(2)} ms, PostgreSQL + ws server ${baseline.cpuMsPerWrite.toFixed(2)} ms (${writes} writes × ${o.runs} runs)`,
+                note: `server CPU per write: Tessera ${tessera.cpuMsPerWrite.toFixed(2)} ms, PostgreSQL + ws server ${baseline.cpuMsPerWrite.toFixed(2)} ms (${writes} writes × ${o.runs} runs, after ${warmups} unmeasured)`,
               }
             : {}),
         });

@@ -265,6 +265,14 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
           : await connectMany(n, () => new ProtocolClient(url, "docs:get", { id: hot }));
         try {
           const writes = o.quick ? 10 : 30;
+          // Unmeasured first: the server's code for this path gets compiled (see fanout.ts).
+          const warmups = o.quick ? 5 : 20;
+          for (let k = 0; k < warmups; k++) {
+            const tag = `w${official ? "o" : "p"}${n}-warm-${k}`;
+            const all = Promise.all(subs.map((c) => c.seen(tag)));
+            await writer.mutation(api.docs.touch, { id: hot, text: tag });
+            await all;
+          }
           const latencies: number[] = [];
           for (let k = 0; k < writes; k++) {
             const tag = `w${official ? "o" : "p"}${n}-${k}`;
@@ -293,7 +301,7 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
               ? { target: { text: "p50 ≤ 3 ms, p99 ≤ 20 ms", met: p50 <= 3 && p99 <= 20 } }
               : {}),
             note:
-              `p99 ${p99.toFixed(2)} ms over ${writes} writes × ${n} subscribers` +
+              `p99 ${p99.toFixed(2)} ms over ${writes} writes × ${n} subscribers (after ${warmups} unmeasured)` +
               (official && n > 1
                 ? "; includes the official clients' own per-update CPU, all in the benchmark process"
                 : ""),
