@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 const entry = new URL("../src/cli/main.ts", import.meta.url);
-const register = fileURLToPath(new URL("./ts-register.mjs", import.meta.url));
+const register = new URL("./ts-register.mjs", import.meta.url).href;
 const child = spawn(
   process.execPath,
   ["--no-node-snapshot", "--import", register, fileURLToPath(entry), ...process.argv.slice(2)],

@@ -17,12 +17,13 @@ export async function resolve(specifier, context, next) {
     if (e?.code !== "ERR_MODULE_NOT_FOUND" || !isRelativeOrFile(specifier)) throw e;
     // Sources import each other by their compiled names (`./x.js` for
     // `./x.ts`); Convex apps (the bench's, convex/_generated) leave the
-    // extension out, as a bundler allows.
+    // file's extension out, as a bundler allows. (Not handled: directory
+    // imports, and specifiers with a query or a hash.)
     const candidates = specifier.endsWith(".js")
       ? [`${specifier.slice(0, -3)}.ts`]
       : /\.[cm]?[jt]s$/.test(specifier)
         ? []
-        : [".ts", ".js", "/index.ts", "/index.js"].map((suffix) => specifier + suffix);
+        : [".ts", ".js"].map((suffix) => specifier + suffix);
     for (const candidate of candidates) {
       try {
         return await next(candidate, context);

@@ -476,9 +476,6 @@ export class FunctionRunner {
     for (let attempt = 1; ; attempt++) {
       let tx: Transaction | null = null;
       try {
-        // (Closures passed inline, here and in other per-call paths: one bound
-        // to a name costs a property definition per call under the TypeScript
-        // loader, which keeps function names.)
         const result = await this.runOnce(
           fn,
           path,
@@ -703,10 +700,8 @@ export class FunctionRunner {
   }
 }
 
-// Per-execution helpers are classes rather than objects of closures: under
-// the TypeScript loader every closure bound to a name costs a property
-// definition each time it is made (it keeps function names), and these are
-// made for every execution.
+// Per-execution helpers are classes rather than objects of closures: their
+// methods are made once, not for every execution.
 
 /** Table names and numbers of a catalog (before a transaction exists). */
 class CatalogNames implements ValidationContext {

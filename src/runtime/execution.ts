@@ -96,7 +96,7 @@ export interface ExecutionRequest {
   seed: string;
   /** What `Date.now()` returns throughout the execution. */
   nowMs: number;
-  /** Limit on user-code CPU time (default 1000 ms, as the Convex docs give for queries and mutations). */
+  /** Limit on user-code time in the isolate (default 1000 ms, as the Convex docs give for queries and mutations). */
   timeLimitMs?: number;
 }
 
@@ -252,7 +252,7 @@ export async function execute(
 
     const limitNs = BigInt(request.timeLimitMs ?? 1000) * 1_000_000n;
     const cpuStart = isolate.cpuTime;
-    // A disposed isolate (memory limit) no longer reports its CPU time: keep the last reading.
+    // A disposed isolate (memory limit) no longer reports its time: keep the last reading.
     let lastUsed = 0n;
     const used = () => {
       if (!isolate.isDisposed) lastUsed = isolate.cpuTime - cpuStart;

@@ -300,7 +300,7 @@ export class Session {
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     this.expiryTimer = null;
     this.expiresAtMs = expiresAtMs;
-    if (expiresAtMs === null) return;
+    if (expiresAtMs === null || !Number.isFinite(expiresAtMs)) return;
     const delay = expiresAtMs - Date.now();
     // Timers hold 32 bits of ms; a token valid longer than that is checked at each mutation only.
     if (delay > MAX_TIMER_MS) return;

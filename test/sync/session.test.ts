@@ -382,7 +382,7 @@ describe("Session", () => {
   it("reports the expiry even when its timer fires before Date.now() reaches it", async () => {
     // Timers run on the monotonic clock, Date.now() on the wall clock; the two
     // drift (Node fires a timer up to a millisecond early by Date.now(), and
-    // more when the wall clock is slewed). Here the wall clock falls 30 ms
+    // more when the wall clock is slewed). Here the wall clock falls 300 ms
     // behind once the expiry timer is armed.
     let verified = false;
     const service = serviceWith({
@@ -392,7 +392,7 @@ describe("Session", () => {
           verified = true;
           return {
             identity: { subject: "s", issuer: "i", tokenIdentifier: "i|s" },
-            expiresAtMs: Date.now() + 100,
+            expiresAtMs: Date.now() + 2_000,
           };
         },
       },
@@ -403,7 +403,9 @@ describe("Session", () => {
       s.send({ type: "Authenticate", tokenType: "User", value: "t", baseVersion: 0 });
       await until(() => verified);
       await new Promise((resolve) => setTimeout(resolve, 10));
-      vi.spyOn(Date, "now").mockImplementation(() => wallClock() - 30);
+      vi.spyOn(Date, "now").mockImplementation(() => wallClock() - 300);
+      // Still open: the lag is in place before the timer fires.
+      expect(s.closed).toEqual([]);
       await until(() => s.closed.length > 0);
       expect(s.sent.at(-1)).toMatchObject({ type: "AuthError", error: "Token expired" });
     } finally {
