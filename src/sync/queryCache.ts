@@ -333,10 +333,7 @@ export class QueryCache {
   private invalidate(entry: CachedQuery, ts: bigint): void {
     if (entry.invalidatedAt !== null) return;
     entry.invalidatedAt = ts;
-    this.unsubscribeEntry(entry);
-    if (this.current.get(entry.key) === entry) this.current.delete(entry.key);
-    if (this.ahead.get(entry.key) === entry) this.ahead.delete(entry.key);
-    this.idle.delete(entry);
+    this.forget(entry);
     if (entry.watchers.size === 0) return;
     // Its watchers will want the new result at the latest snapshot: run it
     // once, then tell them, so that each finds it ready (a fan-out to many
