@@ -307,9 +307,9 @@ export class Session {
     this.expiryTimer = setTimeout(
       () => {
         this.expiryTimer = null;
-        // A timer counts from the event loop's cached time, which lags behind
-        // Date.now() after a long synchronous stretch, so it can fire before
-        // the expiry: wait again for the rest.
+        // Timers run on the monotonic clock and the expiry is on the wall
+        // clock: the timer can fire before Date.now() reaches it (by a
+        // millisecond, or more when the wall clock is slewed). Wait again for the rest.
         if (this.tokenExpired()) this.expired();
         else this.watchExpiry(this.expiresAtMs);
       },
