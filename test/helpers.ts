@@ -12,6 +12,8 @@ export function tempDir(prefix = "tessera-test-"): { path: string; remove: () =>
 
 export interface TestDb {
   db: Database;
+  /** The persistence under `db` (replaced on reopen). */
+  persistence: SqlitePersistence;
   dir: string;
   reopen(options?: Partial<DatabaseOptions>): Promise<Database>;
   close(): Promise<void>;
@@ -21,18 +23,18 @@ export interface TestDb {
 export async function openTestDb(options: Partial<DatabaseOptions> = {}): Promise<TestDb> {
   const dir = tempDir();
   const file = join(dir.path, "db.sqlite");
+  let persistence = new SqlitePersistence({ path: file });
   const open = (o: Partial<DatabaseOptions>) =>
-    Database.open({
-      gcIntervalMs: 0,
-      ...options,
-      ...o,
-      persistence: new SqlitePersistence({ path: file }),
-    });
+    Database.open({ gcIntervalMs: 0, ...options, ...o, persistence });
   const t: TestDb = {
     db: await open({}),
+    get persistence() {
+      return persistence;
+    },
     dir: dir.path,
     async reopen(o = {}) {
       await t.db.close();
+      persistence = new SqlitePersistence({ path: file });
       t.db = await open(o);
       return t.db;
     },

@@ -33,6 +33,12 @@ export interface SqliteOptions {
   mmapBytes?: number;
   /** How the WAL is synced (tests observe it; default `fs.fdatasync` on the thread pool). */
   syncFile?: (fd: number) => Promise<void>;
+  /**
+   * How long opening waits for another process to let go of the file before
+   * it is refused (default 5 s: a server restarted in place may open it
+   * while the old one is still exiting).
+   */
+  busyTimeoutMs?: number;
 }
 
 const fdatasyncAsync = (fd: number) =>
@@ -100,9 +106,15 @@ export class SqlitePersistence implements Persistence {
     if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
     this.walPath = options.path === ":memory:" ? null : `${options.path}-wal`;
     this.syncFile = options.syncFile ?? fdatasyncAsync;
-    const db = new Sqlite(options.path);
+    const db = new Sqlite(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
     this.db = db;
     try {
+      // This process owns the file (README.md, "One process per file"): a
+      // second one opening it is refused instead of validating commits
+      // against a commit log of its own. Set before WAL mode is entered, it
+      // also keeps the WAL index in this connection's memory instead of a
+      // shared -shm file, so statements take no file locks.
+      db.pragma("locking_mode = EXCLUSIVE");
       const mode = db.pragma("journal_mode = WAL", { simple: true });
       if (options.path !== ":memory:" && mode !== "wal") {
         throw new Error(
@@ -120,6 +132,11 @@ export class SqlitePersistence implements Persistence {
       this.checkSchemaVersion();
     } catch (e) {
       db.close();
+      if ((e as { code?: unknown }).code === "SQLITE_BUSY") {
+        throw new Error(
+          `${options.path} is in use by another process (it holds the database's lock): one Tessera server per data directory`,
+        );
+      }
       throw e;
     }
 
@@ -233,6 +250,21 @@ export class SqlitePersistence implements Persistence {
         `This data directory was written with storage format ${row.value}; this Tessera reads format ${SCHEMA_VERSION}`,
       );
     }
+  }
+
+  /**
+   * Rows stored in `documents` or `index_entries` (one index's, with
+   * `indexNumber`), every version and tombstone included: for diagnostics and
+   * tests of garbage collection, since no other connection may open the file.
+   */
+  countRows(table: "documents" | "index_entries", indexNumber?: number): number {
+    this.ensureOpen();
+    const sql =
+      indexNumber === undefined
+        ? `SELECT count(*) FROM ${table}`
+        : "SELECT count(*) FROM index_entries WHERE index_id = ?";
+    const stmt = this.db.prepare(sql).pluck();
+    return Number(indexNumber === undefined ? stmt.get() : stmt.get(indexNumber));
   }
 
   /** The durability settings in force on this connection (for diagnostics and tests). */

@@ -3,21 +3,9 @@
  * Object.prototype, string and bytes bounds extended by NULs, and dropping
  * indexes while older snapshots or a backfill still need them.
  */
-import Sqlite from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { SnapshotTooOldError } from "../../src/database/index.js";
 import { openTestDb } from "../helpers.js";
-
-function entriesOf(dir: string, indexNumber: number): number {
-  const raw = new Sqlite(`${dir}/db.sqlite`, { readonly: true });
-  const row = raw
-    .prepare("SELECT count(*) AS n FROM index_entries WHERE index_id = ?")
-    .get(indexNumber) as {
-    n: number;
-  };
-  raw.close();
-  return row.n;
-}
 
 describe("index keys", () => {
   it("treat a field named like an Object.prototype member as missing when the document lacks it", async () => {
@@ -96,7 +84,7 @@ describe("dropping indexes", () => {
       await t.db.run((tx) => tx.insert("d", { v: 99 }));
       await t.db.collectGarbage();
       await t.db.waitForBackgroundWork();
-      expect(entriesOf(t.dir, number)).toBe(0);
+      expect(t.persistence.countRows("index_entries", number)).toBe(0);
       // The old snapshot is refused now, instead of showing an emptied index.
       await expect(running.query("d", "by_v").collect()).rejects.toBeInstanceOf(
         SnapshotTooOldError,
@@ -125,7 +113,7 @@ describe("dropping indexes", () => {
       await t.db.run((tx) => tx.insert("r", { n: -1 }));
       await t.db.collectGarbage();
       await t.db.waitForBackgroundWork();
-      expect(entriesOf(t.dir, number)).toBe(0);
+      expect(t.persistence.countRows("index_entries", number)).toBe(0);
     } finally {
       await t.close();
     }

@@ -1,4 +1,3 @@
-import Sqlite from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { SnapshotTooOldError, TransactionLimitError } from "../../src/database/index.js";
 import { openTestDb } from "../helpers.js";
@@ -192,13 +191,8 @@ describe("retention", () => {
         await t.db.run((tx) => tx.patch(id, { n: i }));
       }
       await t.db.run((tx) => tx.delete(gone));
-      const count = () => {
-        const raw = new Sqlite(`${t.dir}/db.sqlite`, { readonly: true });
-        const d = raw.prepare("SELECT count(*) AS n FROM documents").get() as { n: number };
-        const i = raw.prepare("SELECT count(*) AS n FROM index_entries").get() as { n: number };
-        raw.close();
-        return d.n + i.n;
-      };
+      const count = () =>
+        t.persistence.countRows("documents") + t.persistence.countRows("index_entries");
       const rowsBefore = count();
       now += 10_000_000_000n;
       await t.db.collectGarbage();

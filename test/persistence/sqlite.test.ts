@@ -217,6 +217,30 @@ describe("SQLite persistence", () => {
     }
   });
 
+  it("belongs to one process: a second opening of the file is refused while the first serves on", async () => {
+    const dir = tempDir();
+    try {
+      const path = join(dir.path, "db.sqlite");
+      const p = new SqlitePersistence({ path });
+      await p.write({ documents: [{ tableNumber: 1, id: b(7), ts: 1n, value: "1" }], indexes: [] });
+      expect(() => new SqlitePersistence({ path, busyTimeoutMs: 100 })).toThrow(
+        /in use by another process.*one Tessera server per data directory/,
+      );
+      expect(() =>
+        new Sqlite(path, { readonly: true, timeout: 100 }).pragma("user_version"),
+      ).toThrow(/locked/);
+      // The refusal left the owner untouched.
+      await p.write({ documents: [{ tableNumber: 1, id: b(7), ts: 2n, value: "2" }], indexes: [] });
+      expect(p.getDocument(1, b(7), 2n)).toBe("2");
+      await p.close();
+      const again = new SqlitePersistence({ path, busyTimeoutMs: 100 });
+      expect(again.getDocument(1, b(7), 2n)).toBe("2");
+      await again.close();
+    } finally {
+      dir.remove();
+    }
+  });
+
   describe("WAL syncs", () => {
     /** A `syncFile` whose syncs finish when the test says so. */
     function gatedSync() {
