@@ -27,9 +27,11 @@ async function openDb(path: string): Promise<Database> {
 /** A raw SQLite table of documents; `indexed` adds a secondary index on `n` (for range scans). */
 function openRaw(path: string, indexed: boolean): Sqlite.Database {
   const db = new Sqlite(path);
+  // The same locking mode, page cache and memory map Tessera's SQLite
+  // persistence uses, so the ratio compares layers, not tuning.
+  db.pragma("locking_mode = EXCLUSIVE");
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
-  // The same page cache and memory map Tessera's SQLite persistence uses, so the ratio compares layers, not tuning.
   db.pragma("cache_size = -65536");
   db.pragma(`mmap_size = ${2 ** 31}`);
   db.exec(
