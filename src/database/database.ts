@@ -10,6 +10,7 @@ import type {
   KeyRange,
   LogEntry,
   Persistence,
+  PersistenceMetadata,
 } from "../persistence/index.js";
 import {
   andThen,
@@ -126,8 +127,16 @@ export class Database implements TransactionHost {
 
   /** Opens a database on a persistence, rebuilding the catalog from the system tables. */
   static async open(options: DatabaseOptions): Promise<Database> {
-    const meta = await options.persistence.load();
-    const catalog = await loadCatalog(options.persistence, meta.maxTs);
+    let meta: PersistenceMetadata;
+    let catalog: Catalog;
+    try {
+      meta = await options.persistence.load();
+      catalog = await loadCatalog(options.persistence, meta.maxTs);
+    } catch (e) {
+      // The persistence may hold its file's lock: let it go, since this database never opened.
+      await options.persistence.close().catch(() => {});
+      throw e;
+    }
     const db = new Database(options, meta.maxTs, meta.retainedFromTs, catalog);
     db.startBackgroundWork();
     const gcEvery = options.gcIntervalMs ?? 10_000;

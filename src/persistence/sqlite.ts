@@ -135,6 +135,7 @@ export class SqlitePersistence implements Persistence {
       if ((e as { code?: unknown }).code === "SQLITE_BUSY") {
         throw new Error(
           `${options.path} is in use by another process (it holds the database's lock): one Tessera server per data directory`,
+          { cause: e },
         );
       }
       throw e;
@@ -259,12 +260,15 @@ export class SqlitePersistence implements Persistence {
    */
   countRows(table: "documents" | "index_entries", indexNumber?: number): number {
     this.ensureOpen();
-    const sql =
+    if (table === "documents" && indexNumber === undefined) {
+      return Number(this.db.prepare("SELECT count(*) FROM documents").pluck().get());
+    }
+    if (table !== "index_entries") throw new Error(`countRows: no index number for ${table}`);
+    const stmt =
       indexNumber === undefined
-        ? `SELECT count(*) FROM ${table}`
-        : "SELECT count(*) FROM index_entries WHERE index_id = ?";
-    const stmt = this.db.prepare(sql).pluck();
-    return Number(indexNumber === undefined ? stmt.get() : stmt.get(indexNumber));
+        ? this.db.prepare("SELECT count(*) FROM index_entries")
+        : this.db.prepare("SELECT count(*) FROM index_entries WHERE index_id = ?");
+    return Number(indexNumber === undefined ? stmt.pluck().get() : stmt.pluck().get(indexNumber));
   }
 
   /** The durability settings in force on this connection (for diagnostics and tests). */

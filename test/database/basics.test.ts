@@ -1,6 +1,8 @@
+import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ConflictError } from "../../src/database/index.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { ConflictError, Database } from "../../src/database/index.js";
+import { SqlitePersistence } from "../../src/persistence/index.js";
+import { openTestDb, type TestDb, tempDir } from "../helpers.js";
 
 let t: TestDb;
 beforeEach(async () => {
@@ -53,5 +55,27 @@ describe("last hat race", () => {
     const retry = t.db.begin();
     expect((await retry.get(hat))?.remaining).toBe(0);
     retry.abort();
+  });
+});
+
+describe("opening", () => {
+  it("lets go of the persistence (and its file's lock) when opening fails", async () => {
+    const dir = tempDir();
+    try {
+      const path = join(dir.path, "db.sqlite");
+      const broken = new SqlitePersistence({ path });
+      broken.load = () => Promise.reject(new Error("unreadable metadata"));
+      await expect(Database.open({ persistence: broken, gcIntervalMs: 0 })).rejects.toThrow(
+        "unreadable metadata",
+      );
+      // Still open, the first would hold the lock and this would be refused.
+      const db = await Database.open({
+        persistence: new SqlitePersistence({ path, busyTimeoutMs: 100 }),
+        gcIntervalMs: 0,
+      });
+      await db.close();
+    } finally {
+      dir.remove();
+    }
   });
 });

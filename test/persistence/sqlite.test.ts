@@ -226,9 +226,12 @@ describe("SQLite persistence", () => {
       expect(() => new SqlitePersistence({ path, busyTimeoutMs: 100 })).toThrow(
         /in use by another process.*one Tessera server per data directory/,
       );
-      expect(() =>
-        new Sqlite(path, { readonly: true, timeout: 100 }).pragma("user_version"),
-      ).toThrow(/locked/);
+      const raw = new Sqlite(path, { readonly: true, timeout: 100 });
+      try {
+        expect(() => raw.pragma("user_version")).toThrow(/locked/);
+      } finally {
+        raw.close();
+      }
       // The refusal left the owner untouched.
       await p.write({ documents: [{ tableNumber: 1, id: b(7), ts: 2n, value: "2" }], indexes: [] });
       expect(p.getDocument(1, b(7), 2n)).toBe("2");
