@@ -130,10 +130,25 @@ async function cronDocs(tx: Transaction): Promise<CronDoc[]> {
   return (await tx.query(CRON_TABLE, BY_NAME).collect()) as unknown as CronDoc[];
 }
 
+// Stored documents keep their fields in sorted order, so a stored spec and
+// the pushed one are compared without regard to key order (comparing their
+// JSON text made every interval cron look changed at each push and restart,
+// which restarted its interval and dropped the run missed while down).
 const sameSpec = (doc: CronDoc, spec: CronSpec) =>
   doc.cronSpec.udfPath === spec.name &&
-  JSON.stringify(doc.cronSpec.udfArgs) === JSON.stringify(spec.args) &&
-  JSON.stringify(doc.cronSpec.cronSchedule) === JSON.stringify(spec.schedule);
+  sameJson(doc.cronSpec.udfArgs, spec.args) &&
+  sameJson(doc.cronSpec.cronSchedule, spec.schedule);
+
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  const keys = Object.keys(x);
+  if (keys.length !== Object.keys(y).length) return false;
+  return keys.every((k) => Object.hasOwn(y, k) && sameJson(x[k], y[k]));
+}
 
 /** Keeps `_cron_jobs` in step with the app's crons and turns due runs into scheduled jobs. */
 export class CronRunner {

@@ -11,8 +11,10 @@ import {
   nextRun,
   parseCrons,
 } from "../../src/functions/crons.js";
-import { ensureSchedulerTable } from "../../src/functions/scheduler.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { ensureSchedulerTable, SCHEDULED_TABLE } from "../../src/functions/scheduler.js";
+import { openTestDb, sleep, type TestDb, waitFor } from "../helpers.js";
+
+const SYSTEM = { system: true } as const;
 
 const at = (iso: string) => Date.parse(iso);
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -106,6 +108,55 @@ describe("CronRunner.register", () => {
       expect(await docs()).toEqual([]);
     } finally {
       runner.close();
+    }
+  });
+
+  it("makes up one run, not every one, missed while the server was down", async () => {
+    const spec: CronSpec = {
+      identifier: "catchup",
+      name: "a:catchup",
+      args: {},
+      schedule: { type: "interval", hours: 1 },
+    };
+    const before = new CronRunner(t.db);
+    try {
+      await before.register([spec]);
+    } finally {
+      before.close();
+    }
+    // Down for three and a half hours: three runs fell due meanwhile.
+    const downtimeMs = 3.5 * 3_600_000;
+    await t.db.run(async (tx) => {
+      const [doc] = await tx.query(CRON_TABLE, "by_name").collect();
+      await tx.patch(doc!._id, { nextRunMs: Date.now() - downtimeMs + 3_600_000 }, SYSTEM);
+    });
+    const jobs = async () => {
+      const tx = t.db.begin({ readOnly: true });
+      try {
+        return (await tx.query(SCHEDULED_TABLE, "by_creation_time").collect()).filter(
+          (j) => j.name === "a:catchup",
+        );
+      } finally {
+        tx.abort();
+      }
+    };
+    expect(await jobs()).toEqual([]);
+    const restarted = new CronRunner(t.db);
+    try {
+      const startedMs = Date.now();
+      // The push after the restart leaves an unchanged cron's next run as it was: in the past.
+      await restarted.register([spec]);
+      await waitFor("the missed run", async () => (await docs())[0]!.nextRunMs > startedMs);
+      const made = await jobs();
+      expect(made).toHaveLength(1);
+      expect(made[0]!.scheduledTime).toBeGreaterThanOrEqual(startedMs);
+      const next = (await docs())[0]!.nextRunMs;
+      expect(next).toBeLessThanOrEqual(Date.now() + 3_600_000);
+      // Nothing more is made up later.
+      await sleep(200);
+      expect(await jobs()).toHaveLength(1);
+    } finally {
+      restarted.close();
     }
   });
 });
