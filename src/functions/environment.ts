@@ -6,7 +6,7 @@
  * listing them (the CLI's `queryEnvironmentVariables`) is a subscription
  * like any other and re-runs when a variable changes.
  */
-import type { CommitRecord, Database, Transaction } from "../database/index.js";
+import type { Catalog, CommitRecord, Database, Transaction } from "../database/index.js";
 import type { Document } from "../values/index.js";
 
 export const ENVIRONMENT_TABLE = "_environment_variables";
@@ -225,31 +225,61 @@ export async function applyEnvironmentChanges(
  * The current environment variables for executions (`process.env`), read
  * from the table once and kept until a commit writes to it. Executions use
  * the latest published values whatever their snapshot, except that a query
- * reading a snapshot with a change still syncing waits for it (`valuesAt`).
- * A mutation begun during such a sync still sees the published values.
+ * reading a snapshot with a change still syncing waits for it (`valuesAt`);
+ * a mutation, which takes its snapshot only as it starts running, checks
+ * afterwards that its values were its snapshot's (`staleFor`) and runs
+ * again if not.
  */
 export class EnvironmentCache {
   private values: Record<string, string> | null = null;
   private loading: Promise<Record<string, string>> | null = null;
   private readonly unsubscribe: () => void;
+  /** Changes published since this cache was made: values taken at another count may be old. */
+  private changes = 0;
+  private indexesOf: { catalog: Catalog; numbers: Set<number> } | null = null;
 
   constructor(private readonly db: Database) {
     this.unsubscribe = db.onPublish((commits) => {
       if (this.changeIn(commits)) {
         this.values = null;
         this.loading = null;
+        this.changes++;
       }
     });
   }
 
+  /** What `staleFor` compares with: take it before taking the values (`current`, `load`). */
+  get version(): number {
+    return this.changes;
+  }
+
+  /**
+   * Whether values taken at `version` may differ from those of the snapshot
+   * at `ts`: a change was published since, or the snapshot holds one still
+   * syncing (a read-write transaction begins at the latest written commit).
+   */
+  staleFor(version: number, ts: bigint): boolean {
+    return version !== this.changes || this.changeIn(this.db.unpublishedCommits(ts));
+  }
+
   /** Whether one of `commits` wrote to the table. */
   private changeIn(commits: readonly CommitRecord[]): boolean {
-    // Every query execution asks (valuesAt), almost always with nothing unpublished.
+    // Every execution asks (valuesAt, staleFor), almost always with nothing unpublished.
     if (commits.length === 0) return false;
-    const table = this.db.catalog.table(ENVIRONMENT_TABLE);
-    if (table === undefined) return false;
-    const indexes = new Set(this.db.catalog.indexes(table.number).map((i) => i.number));
+    const indexes = this.tableIndexes();
+    if (indexes.size === 0) return false;
     return commits.some((c) => c.keys.some((k) => indexes.has(k.indexNumber)));
+  }
+
+  /** The numbers of the table's indexes in the current catalog (kept per catalog). */
+  private tableIndexes(): ReadonlySet<number> {
+    const catalog = this.db.catalog;
+    if (this.indexesOf?.catalog !== catalog) {
+      const table = catalog.table(ENVIRONMENT_TABLE);
+      const numbers = table === undefined ? [] : catalog.indexes(table.number).map((i) => i.number);
+      this.indexesOf = { catalog, numbers: new Set(numbers) };
+    }
+    return this.indexesOf.numbers;
   }
 
   /**

@@ -125,6 +125,13 @@ export type FunctionErrorKind =
   | "conflict"
   | "internal";
 
+/** A mutation ran with environment values older than its snapshot (see `EnvironmentCache.staleFor`). */
+class StaleEnvironment extends Error {
+  constructor(readonly tx: Transaction) {
+    super("The mutation ran with environment variables older than its snapshot");
+  }
+}
+
 export class FunctionError extends Error {
   override name = "FunctionError";
   /** Queries: what the query had read when it failed. */
@@ -503,6 +510,18 @@ export class FunctionRunner {
         return { value: result.value, logs: result.logs, ts };
       } catch (e) {
         (tx as Transaction | null)?.abort();
+        if (e instanceof StaleEnvironment) {
+          // Ran with the values before an environment change its snapshot
+          // holds: once that change is published, the next attempt loads it.
+          await this.options.db.whenPublished(e.tx.beginTs);
+          if (attempt < maxAttempts) continue;
+          const error = new FunctionError(
+            `The deployment's environment variables changed while the mutation ran, ${attempt} times in a row; it was not committed.`,
+            "conflict",
+          );
+          this.report("mutation", path, started, [], error.message);
+          throw error;
+        }
         if (e instanceof ConflictError) {
           lane.conflicted();
           if (this.options.counters) this.options.counters.conflicts++;
@@ -628,6 +647,8 @@ export class FunctionRunner {
     if (argError !== null) throw new FunctionError(argError.message, "arguments");
     const schema = this.options.schema ?? null;
     const environment = this.options.environment;
+    const envVersion = environment?.version ?? 0;
+    let staleEnvironment: Transaction | null = null;
     const envValues =
       environment === undefined
         ? undefined
@@ -647,6 +668,10 @@ export class FunctionRunner {
       },
       () => {
         const t = typeof tx === "function" ? tx() : tx;
+        // A mutation's snapshot is taken only now, after its values were.
+        if (typeof tx === "function" && environment?.staleFor(envVersion, t.beginTs)) {
+          staleEnvironment = t;
+        }
         if (kind === "mutation" && schema !== null) {
           t.checkWrite = schemaCheck(schema.validators, this.validationContext(t));
         }
@@ -665,6 +690,7 @@ export class FunctionRunner {
         );
       },
     );
+    if (staleEnvironment !== null) throw new StaleEnvironment(staleEnvironment);
     if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
     const value = fromJson(outcome.value as JsonValue);
     const returnsError = validateReturns(fn.returns, value, ctx);

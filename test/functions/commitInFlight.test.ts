@@ -7,6 +7,11 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Database } from "../../src/database/index.js";
+import {
+  applyEnvironmentChanges,
+  EnvironmentCache,
+  ensureEnvironmentTable,
+} from "../../src/functions/environment.js";
 import { FunctionRunner } from "../../src/functions/runner.js";
 import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
 import { SqlitePersistence } from "../../src/persistence/index.js";
@@ -20,6 +25,7 @@ const fixture = join(import.meta.dirname, "../fixtures/app/convex");
 let runtime: AppRuntime;
 let db: Database;
 let runner: FunctionRunner;
+let environment: EnvironmentCache;
 let dir: ReturnType<typeof tempDir>;
 const gate = { hold: false, held: [] as Array<() => void> };
 
@@ -38,12 +44,15 @@ beforeAll(async () => {
   });
   const schema = await evaluateSchema((await bundleSchema(fixture))!);
   await applySchemaIndexes(db, schema);
-  runner = new FunctionRunner({ db, runtime, schema });
+  await ensureEnvironmentTable(db);
+  environment = new EnvironmentCache(db);
+  runner = new FunctionRunner({ db, runtime, schema, environment });
 });
 
 afterAll(async () => {
   gate.hold = false;
   for (const r of gate.held.splice(0)) r();
+  environment?.close();
   runtime?.dispose();
   await db?.close();
   dir?.remove();
@@ -72,5 +81,24 @@ describe("mutations behind a commit still syncing", () => {
     await waitFor("both buyers to hear back", () => first.done && second.error !== null);
     expect(first.value?.value).toBe(0);
     expect((second.error as Error).message).toMatch(/Insufficient stock of Hat/);
+  });
+
+  it("see an environment change still syncing, as the rest of their snapshot", async () => {
+    await applyEnvironmentChanges(db, [{ name: "TIER", value: "old" }]);
+    const before = await runner.mutation("behaviour:envScribble", { name: "TIER" });
+    expect(before.value).toMatchObject({ before: "old" });
+    gate.hold = true;
+    const change = track(applyEnvironmentChanges(db, [{ name: "TIER", value: "new" }]));
+    await waitFor("the change to sync", () => gate.held.length === 1);
+    // Begins at the written change (its snapshot holds "new") while the
+    // published values are still the old ones.
+    const during = track(runner.mutation("behaviour:envScribble", { name: "TIER" }));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(during.done).toBe(false);
+    gate.hold = false;
+    gate.held.shift()!();
+    await waitFor("the change and the mutation", () => change.done && during.done);
+    expect(during.error).toBeNull();
+    expect(during.value?.value).toMatchObject({ before: "new" });
   });
 });
