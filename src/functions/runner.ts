@@ -648,7 +648,8 @@ export class FunctionRunner {
     const schema = this.options.schema ?? null;
     const environment = this.options.environment;
     const envVersion = environment?.version ?? 0;
-    let staleEnvironment: Transaction | null = null;
+    // The mutation's environment, when the values it was handed may be older than its snapshot.
+    const stale: { env: ExecutionEnvironment | null } = { env: null };
     const envValues =
       environment === undefined
         ? undefined
@@ -668,29 +669,29 @@ export class FunctionRunner {
       },
       () => {
         const t = typeof tx === "function" ? tx() : tx;
-        // A mutation's snapshot is taken only now, after its values were.
-        if (typeof tx === "function" && environment?.staleFor(envVersion, t.beginTs)) {
-          staleEnvironment = t;
-        }
         if (kind === "mutation" && schema !== null) {
           t.checkWrite = schemaCheck(schema.validators, this.validationContext(t));
         }
-        return udfSyscalls(
-          new ExecutionEnvironment(
-            t,
-            kind,
-            options.identity ?? null,
-            path.includes(":") ? path : `${path}:default`,
-            fn.spec.visibility,
-            this.options.deploymentName ?? "tessera",
-            envValues,
-            kind === "mutation" ? new SchedulerHooks(this, this.options.db, t) : undefined,
-            this.storageHooks(t),
-          ),
+        const env = new ExecutionEnvironment(
+          t,
+          kind,
+          options.identity ?? null,
+          path.includes(":") ? path : `${path}:default`,
+          fn.spec.visibility,
+          this.options.deploymentName ?? "tessera",
+          envValues,
+          kind === "mutation" ? new SchedulerHooks(this, this.options.db, t) : undefined,
+          this.storageHooks(t),
         );
+        // A mutation's snapshot is taken only now, after its values were.
+        if (typeof tx === "function" && environment?.staleFor(envVersion, t.beginTs)) {
+          stale.env = env;
+        }
+        return udfSyscalls(env);
       },
     );
-    if (staleEnvironment !== null) throw new StaleEnvironment(staleEnvironment);
+    // Only if it read them: a mutation that never touched process.env need not run again.
+    if (stale.env?.variablesRead) throw new StaleEnvironment(stale.env.tx);
     if (!outcome.ok) throw this.userError(outcome.error, outcome.logs);
     const value = fromJson(outcome.value as JsonValue);
     const returnsError = validateReturns(fn.returns, value, ctx);
@@ -780,9 +781,13 @@ class ExecutionEnvironment implements UdfEnvironment {
     this.deployment = { name: deploymentName, region: null, class: "s16" };
   }
 
+  /** Whether user code touched `process.env`. */
+  variablesRead = false;
+
   /** The variables, read the first time user code touches `process.env` (the whole table joins the read set). */
   environmentVariables(): Record<string, string> {
     if (this.variables === undefined) return {};
+    this.variablesRead = true;
     this.tx.recordTableRead(ENVIRONMENT_TABLE);
     return this.variables;
   }

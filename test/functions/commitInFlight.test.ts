@@ -90,15 +90,20 @@ describe("mutations behind a commit still syncing", () => {
     gate.hold = true;
     const change = track(applyEnvironmentChanges(db, [{ name: "TIER", value: "new" }]));
     await waitFor("the change to sync", () => gate.held.length === 1);
+    const executions = runtime.reuse.executions;
     // Begins at the written change (its snapshot holds "new") while the
     // published values are still the old ones.
     const during = track(runner.mutation("behaviour:envScribble", { name: "TIER" }));
+    // One that never reads process.env has nothing to run again for.
+    const plain = track(runner.mutation("items:add", { name: "Mug", price: 3, remaining: 2 }));
     await new Promise((r) => setTimeout(r, 200));
-    expect(during.done).toBe(false);
+    expect([during.done, plain.done]).toEqual([false, false]);
     gate.hold = false;
     gate.held.shift()!();
-    await waitFor("the change and the mutation", () => change.done && during.done);
-    expect(during.error).toBeNull();
+    await waitFor("the change and the mutations", () => change.done && during.done && plain.done);
+    expect([during.error, plain.error]).toEqual([null, null]);
     expect(during.value?.value).toMatchObject({ before: "new" });
+    // The env reader ran twice (the old values, then the new), the other once.
+    expect(runtime.reuse.executions - executions).toBe(3);
   });
 });
