@@ -96,7 +96,9 @@ describe("mutations behind a commit still syncing", () => {
     const during = track(runner.mutation("behaviour:envScribble", { name: "TIER" }));
     // One that never reads process.env has nothing to run again for.
     const plain = track(runner.mutation("items:add", { name: "Mug", price: 3, remaining: 2 }));
-    await new Promise((r) => setTimeout(r, 200));
+    // Both run once against the snapshot still syncing, and wait for its sync.
+    await waitFor("both mutations to run", () => runtime.reuse.executions - executions >= 2);
+    await new Promise((r) => setTimeout(r, 100));
     expect([during.done, plain.done]).toEqual([false, false]);
     gate.hold = false;
     gate.held.shift()!();
