@@ -11,7 +11,7 @@
  */
 import { CronExpressionParser } from "cron-parser";
 import type { Database, Transaction } from "../database/index.js";
-import type { JsonValue } from "../values/index.js";
+import { type JsonValue, type Value, valuesEqual } from "../values/index.js";
 import { scheduleJob } from "./scheduler.js";
 
 export const CRON_TABLE = "_cron_jobs";
@@ -136,19 +136,8 @@ async function cronDocs(tx: Transaction): Promise<CronDoc[]> {
 // which restarted its interval and dropped the run missed while down).
 const sameSpec = (doc: CronDoc, spec: CronSpec) =>
   doc.cronSpec.udfPath === spec.name &&
-  sameJson(doc.cronSpec.udfArgs, spec.args) &&
-  sameJson(doc.cronSpec.cronSchedule, spec.schedule);
-
-function sameJson(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  if (Array.isArray(a) !== Array.isArray(b)) return false;
-  const x = a as Record<string, unknown>;
-  const y = b as Record<string, unknown>;
-  const keys = Object.keys(x);
-  if (keys.length !== Object.keys(y).length) return false;
-  return keys.every((k) => Object.hasOwn(y, k) && sameJson(x[k], y[k]));
-}
+  valuesEqual(doc.cronSpec.udfArgs as Value, spec.args as Value) &&
+  valuesEqual(doc.cronSpec.cronSchedule as Value, spec.schedule as Value);
 
 /** Keeps `_cron_jobs` in step with the app's crons and turns due runs into scheduled jobs. */
 export class CronRunner {
