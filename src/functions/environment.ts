@@ -6,7 +6,7 @@
  * listing them (the CLI's `queryEnvironmentVariables`) is a subscription
  * like any other and re-runs when a variable changes.
  */
-import type { Catalog, CommitRecord, Database, Transaction } from "../database/index.js";
+import type { CommitRecord, Database, Transaction } from "../database/index.js";
 import type { Document } from "../values/index.js";
 
 export const ENVIRONMENT_TABLE = "_environment_variables";
@@ -236,7 +236,6 @@ export class EnvironmentCache {
   private readonly unsubscribe: () => void;
   /** Changes published since this cache was made: values taken at another count may be old. */
   private changes = 0;
-  private indexesOf: { catalog: Catalog; numbers: Set<number> } | null = null;
 
   constructor(private readonly db: Database) {
     this.unsubscribe = db.onPublish((commits) => {
@@ -266,20 +265,9 @@ export class EnvironmentCache {
   private changeIn(commits: readonly CommitRecord[]): boolean {
     // Every execution asks (valuesAt, staleFor), almost always with nothing unpublished.
     if (commits.length === 0) return false;
-    const indexes = this.tableIndexes();
-    if (indexes.size === 0) return false;
-    return commits.some((c) => c.keys.some((k) => indexes.has(k.indexNumber)));
-  }
-
-  /** The numbers of the table's indexes in the current catalog (kept per catalog). */
-  private tableIndexes(): ReadonlySet<number> {
-    const catalog = this.db.catalog;
-    if (this.indexesOf?.catalog !== catalog) {
-      const table = catalog.table(ENVIRONMENT_TABLE);
-      const numbers = table === undefined ? [] : catalog.indexes(table.number).map((i) => i.number);
-      this.indexesOf = { catalog, numbers: new Set(numbers) };
-    }
-    return this.indexesOf.numbers;
+    const table = this.db.catalog.table(ENVIRONMENT_TABLE);
+    if (table === undefined) return false;
+    return commits.some((c) => c.keys.some((k) => k.tableNumber === table.number));
   }
 
   /**
