@@ -25,7 +25,13 @@ import pg from "pg";
 import WebSocket from "ws";
 import { type Options, percentile, type Row, stat } from "./lib.js";
 import { addCart, fillItems, NOTIFY_TRIGGER, SCHEMA } from "./pgStore.js";
-import { cpuSecondsOfTree, startComparisonServers, startProcess, stop } from "./processes.js";
+import {
+  cpuSecondsOfTree,
+  startComparisonServers,
+  startProcess,
+  stop,
+  TS_REGISTER,
+} from "./processes.js";
 import { connectMany, ProtocolClient } from "./sync.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the store app is used untyped (anyApi)
@@ -162,7 +168,7 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
       process.execPath,
       [
         "--import",
-        join(import.meta.dirname, "..", "bin", "ts-register.mjs"),
+        TS_REGISTER,
         join(import.meta.dirname, "pgFanoutServer.ts"),
         JSON.stringify(postgres.config),
       ],

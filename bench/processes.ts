@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { startPostgres } from "./postgres.js";
 
 const APP = join(import.meta.dirname, "app", "convex");
+/** `--import` it to run a TypeScript entry point (helper servers run their TypeScript as Tessera does). */
+export const TS_REGISTER = join(import.meta.dirname, "..", "bin", "ts-register.mjs");
 /** The Swaghaus example's functions plus a stocking mutation (comparison sections). */
 export const STORE_APP = join(import.meta.dirname, "store", "convex");
 const BIN = join(import.meta.dirname, "..", "bin", "tessera.js");

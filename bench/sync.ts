@@ -24,7 +24,7 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import WebSocket from "ws";
 import { type Options, percentile, type Row, repeat, stat } from "./lib.js";
-import { rssOfTree, startProcess, startServer, stop } from "./processes.js";
+import { rssOfTree, startProcess, startServer, stop, TS_REGISTER } from "./processes.js";
 
 // The bench app is untyped: function references come from anyApi.
 // biome-ignore lint/suspicious/noExplicitAny: see above
@@ -199,11 +199,7 @@ export async function syncSection(o: Options, log: (s: string) => void): Promise
   let server = await startServer(dir);
   const baseline = await startProcess(
     process.execPath,
-    [
-      "--import",
-      join(import.meta.dirname, "..", "bin", "ts-register.mjs"),
-      join(import.meta.dirname, "wsBaseline.ts"),
-    ],
+    ["--import", TS_REGISTER, join(import.meta.dirname, "wsBaseline.ts")],
     /listening (\d+)/,
   );
   const baselineUrl = `ws://127.0.0.1:${baseline.value}`;
