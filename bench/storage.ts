@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Sqlite from "better-sqlite3";
 import { Database } from "../src/database/index.js";
-import { SqlitePersistence } from "../src/persistence/index.js";
+import { DEFAULT_CACHE_KIB, SqlitePersistence } from "../src/persistence/index.js";
 import { newDocumentId } from "../src/values/index.js";
 import { type Options, percentile, type Row, repeat, type Stat, stat } from "./lib.js";
 
@@ -32,7 +32,7 @@ function openRaw(path: string, indexed: boolean): Sqlite.Database {
   db.pragma("locking_mode = EXCLUSIVE");
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
-  db.pragma("cache_size = -65536");
+  db.pragma(`cache_size = ${-DEFAULT_CACHE_KIB}`);
   db.pragma(`mmap_size = ${2 ** 31}`);
   db.exec(
     "CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY, n REAL, value TEXT) WITHOUT ROWID",
