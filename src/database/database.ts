@@ -9,6 +9,7 @@ import type {
   IndexWrite,
   KeyRange,
   LogEntry,
+  MutationAnswer,
   Persistence,
   PersistenceMetadata,
 } from "../persistence/index.js";
@@ -50,6 +51,26 @@ interface QueuedCommit {
   reject: (e: unknown) => void;
   /** Told once the commit is written (readable by read-write transactions), before it is durable. */
   onWritten?: (() => void) | undefined;
+  /** Stored with the commit (see `CommitOptions.answer`). */
+  answer?: CommitAnswer | undefined;
+}
+
+/** A mutation's answer to its client, stored with its commit (`Database.mutationAnswer`). */
+export interface CommitAnswer {
+  client: string;
+  requestId: number;
+  text: string;
+}
+
+export interface CommitOptions {
+  onWritten?: () => void;
+  /**
+   * Stored atomically with the commit, under (client, request id), for
+   * `mutationAnswer`: a client that sends the mutation again after the
+   * server restarted gets this instead of a second run. Not stored for a
+   * transaction without writes (running it again changes nothing).
+   */
+  answer?: CommitAnswer;
 }
 
 interface PreparedCommit extends QueuedCommit {
@@ -254,6 +275,35 @@ export class Database implements TransactionHost {
   }
 
   /**
+   * The answer stored with a commit for (client, request id) (see
+   * `CommitOptions.answer`), once that commit is durable; null if none is
+   * stored (never stored, forgotten, or the commit failed).
+   */
+  async mutationAnswer(client: string, requestId: number): Promise<MutationAnswer | null> {
+    this.checkUsable();
+    const answer = await this.persistence.mutationAnswer(client, requestId);
+    if (answer === null) return null;
+    await this.whenPublished(answer.ts);
+    return answer;
+  }
+
+  /**
+   * Forgets the stored answers of commits more than `ageMs` before the
+   * latest one, in chunks that leave the event loop to others in between.
+   */
+  async forgetMutationAnswers(ageMs: number): Promise<number> {
+    this.checkUsable();
+    const beforeTs = this.latestTs() - BigInt(ageMs) * 1_000_000n;
+    let forgotten = 0;
+    for (;;) {
+      const n = await this.persistence.forgetMutationAnswers(beforeTs, GC_CHUNK_ROWS);
+      forgotten += n;
+      if (n < GC_CHUNK_ROWS || this.failure !== null || this.closed) return forgotten;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
    * Begins a read-only transaction at the latest written timestamp, which
    * may not be durable yet: nothing it read may be shown to anyone before
    * `whenPublished(tx.beginTs)`.
@@ -308,7 +358,7 @@ export class Database implements TransactionHost {
    * no writes commits at its begin timestamp without validation (it is
    * serializable there by construction).
    */
-  commit(tx: Transaction, options: { onWritten?: () => void } = {}): Promise<bigint> {
+  commit(tx: Transaction, options: CommitOptions = {}): Promise<bigint> {
     try {
       tx.checkActive();
       this.checkUsable();
@@ -322,7 +372,13 @@ export class Database implements TransactionHost {
     }
     tx.markState("committing");
     return new Promise<bigint>((resolve, reject) => {
-      this.queue.push({ tx, resolve, reject, onWritten: options.onWritten });
+      this.queue.push({
+        tx,
+        resolve,
+        reject,
+        onWritten: options.onWritten,
+        answer: options.answer,
+      });
       this.scheduleFlush();
     });
   }
@@ -364,6 +420,7 @@ export class Database implements TransactionHost {
     const documents: DocumentWrite[] = [];
     const indexes: IndexWrite[] = [];
     const cacheUpdates: Array<{ id: string; ts: bigint; doc: Document | null; size: number }> = [];
+    const answers: MutationAnswer[] = [];
     let head = this.headCatalog;
     for (const item of items) {
       const { tx } = item;
@@ -405,6 +462,7 @@ export class Database implements TransactionHost {
       indexes.push(...prepared.indexes);
       cacheUpdates.push(...prepared.cacheUpdates);
       this.commitLog.append({ ts, keys: prepared.keys });
+      if (item.answer !== undefined) answers.push({ ...item.answer, ts });
       // Spelled out: spreading the queued item cost more than the rest of the loop (measured).
       accepted.push({
         tx,
@@ -432,7 +490,11 @@ export class Database implements TransactionHost {
     let writeError: unknown = null;
     let durable: Promise<void> | null = null;
     try {
-      durable = this.persistence.write({ documents, indexes, maxTs });
+      durable = this.persistence.write(
+        answers.length === 0
+          ? { documents, indexes, maxTs }
+          : { documents, indexes, maxTs, answers },
+      );
     } catch (e) {
       writeError = e;
     }

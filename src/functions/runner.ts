@@ -159,6 +159,16 @@ export interface CallOptions {
   allowInternal?: boolean;
   /** Mutations: runs in the transaction after the function succeeded, before the commit (the scheduler's bookkeeping). */
   beforeCommit?: (tx: Transaction) => Promise<void>;
+  /**
+   * Mutations: the client's request, whose answer (`encode` of the result)
+   * is stored with the commit so that a resend after a server restart is
+   * answered from there (`Database.mutationAnswer`).
+   */
+  request?: {
+    client: string;
+    requestId: number;
+    encode: (result: { value: Value; logs: LogLine[] }) => string;
+  };
 }
 
 export interface CallResult {
@@ -496,6 +506,7 @@ export class FunctionRunner {
         );
         if (tx === null) throw new Error("the mutation ran without its transaction");
         if (options.beforeCommit !== undefined) await options.beforeCommit(tx);
+        const request = options.request;
         const ts = await this.options.db.commit(tx, {
           // The next call in a serialised lane may begin as soon as this commit
           // is written: it reads it then, so it need not wait for the sync.
@@ -503,6 +514,15 @@ export class FunctionRunner {
             turn.release?.();
             turn.release = null;
           },
+          ...(request === undefined
+            ? {}
+            : {
+                answer: {
+                  client: request.client,
+                  requestId: request.requestId,
+                  text: request.encode(result),
+                },
+              }),
         });
         lane.committed();
         if (this.options.counters) this.options.counters.committed++;

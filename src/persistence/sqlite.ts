@@ -15,6 +15,7 @@ import type {
   IndexWrite,
   KeyRange,
   LogEntry,
+  MutationAnswer,
   Order,
   Persistence,
   PersistenceMetadata,
@@ -79,6 +80,16 @@ CREATE TABLE IF NOT EXISTS index_entries (
   doc_id BLOB,
   PRIMARY KEY (index_id, key, ts)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS mutation_answers (
+  client TEXT NOT NULL,
+  request INTEGER NOT NULL,
+  ts INTEGER NOT NULL,
+  answer TEXT NOT NULL,
+  PRIMARY KEY (client, request)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS mutation_answers_by_ts ON mutation_answers (ts);
 `;
 
 type Row = unknown[];
@@ -175,6 +186,16 @@ export class SqlitePersistence implements Persistence {
       gcDocumentThrough: prep("DELETE FROM documents WHERE table_id = ? AND id = ? AND ts <= ?"),
       gcIndexBefore: prep("DELETE FROM index_entries WHERE index_id = ? AND key = ? AND ts < ?"),
       gcIndexThrough: prep("DELETE FROM index_entries WHERE index_id = ? AND key = ? AND ts <= ?"),
+      // A client may reuse a request id once its earlier answer is forgotten.
+      insertAnswer: prep(
+        "INSERT OR REPLACE INTO mutation_answers (client, request, ts, answer) VALUES (?, ?, ?, ?)",
+      ),
+      getAnswer: prep(
+        "SELECT ts, answer FROM mutation_answers WHERE client = ? AND request = ?",
+      ).raw(true),
+      forgetAnswers: prep(
+        "DELETE FROM mutation_answers WHERE (client, request) IN (SELECT client, request FROM mutation_answers WHERE ts < ? ORDER BY ts LIMIT ?)",
+      ),
       dropIndex: prep(
         "DELETE FROM index_entries WHERE index_id = ? AND key IN (SELECT key FROM index_entries WHERE index_id = ? LIMIT ?)",
       ),
@@ -230,6 +251,9 @@ export class SqlitePersistence implements Persistence {
       insertDocuments(batch.documents, (d, out) => out.push(d.tableNumber, d.id, d.ts, d.value));
       insertIndexes(batch.indexes, (e, out) => out.push(e.indexNumber, e.key, e.ts, e.docId));
       if (batch.maxTs !== undefined) s.setMeta.run("max_ts", batch.maxTs);
+      if (batch.answers !== undefined) {
+        for (const a of batch.answers) s.insertAnswer.run(a.client, a.requestId, a.ts, a.text);
+      }
     });
     const insertBackfill = multiRowInsert(
       db,
@@ -410,6 +434,19 @@ export class SqlitePersistence implements Persistence {
     this.ensureOpen();
     this.collect(work);
     await this.syncWal();
+  }
+
+  mutationAnswer(client: string, requestId: number): MutationAnswer | null {
+    this.ensureOpen();
+    const row = this.stmts.getAnswer.get(client, requestId) as [bigint, string] | undefined;
+    return row === undefined ? null : { client, requestId, ts: row[0], text: row[1] };
+  }
+
+  async forgetMutationAnswers(beforeTs: bigint, limit: number): Promise<number> {
+    this.ensureOpen();
+    const forgotten = this.stmts.forgetAnswers.run(beforeTs, limit).changes;
+    // Nothing acknowledged depends on this delete: no sync to wait for.
+    return forgotten;
   }
 
   async dropIndexEntries(indexNumber: number, limit: number): Promise<number> {

@@ -44,6 +44,24 @@ export interface WriteBatch {
    * (backfills).
    */
   maxTs?: bigint;
+  /** Answers of mutations in this batch that a client may send again (see `MutationAnswer`). */
+  answers?: MutationAnswer[];
+}
+
+/**
+ * What a client was (or was about to be) told about a mutation it may send
+ * again after a reconnect, stored with the mutation's commit so that a
+ * server restarted in between answers the resend instead of running the
+ * mutation twice. Opaque to the persistence apart from its key and `ts`.
+ */
+export interface MutationAnswer {
+  /** The client's session id. */
+  client: string;
+  /** The client's id of the request within its session. */
+  requestId: number;
+  /** The commit timestamp of the mutation. */
+  ts: bigint;
+  text: string;
 }
 
 /** A half-open key range `[start, end)`; `end === null` means unbounded. */
@@ -137,6 +155,12 @@ export interface Persistence {
    * its entries superseded by a version at or before `cutoffTs`.
    */
   collectGarbage(work: GarbageWork): Promise<void>;
+
+  /** The stored answer of a mutation (`WriteBatch.answers`), or null. */
+  mutationAnswer(client: string, requestId: number): MaybePromise<MutationAnswer | null>;
+
+  /** Removes up to `limit` stored answers of commits before `beforeTs`; resolves with how many. */
+  forgetMutationAnswers(beforeTs: bigint, limit: number): Promise<number>;
 
   /**
    * Adds index entries for a backfill, durably. Entries that already exist

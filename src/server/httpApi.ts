@@ -145,14 +145,7 @@ async function runQuery(sync: SyncService, caller: Caller, body: FunctionBody, t
 }
 
 async function runMutation(sync: SyncService, caller: Caller, body: FunctionBody) {
-  const outcome = await sync.mutation(
-    null,
-    null,
-    body.path,
-    body.args,
-    caller.identity,
-    caller.admin,
-  );
+  const outcome = await sync.mutation(null, body.path, body.args, caller.identity, caller.admin);
   return fromResponseBody(outcome.bodyJson);
 }
 

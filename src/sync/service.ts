@@ -100,6 +100,22 @@ export interface MutationOutcome {
 interface ClientRequests {
   outcomes: Map<number, Promise<MutationOutcome>>;
   lastUsedMs: number;
+  /**
+   * First seen here on the client's first connection (`connectionCount` 0):
+   * then no earlier process can have answered any of its requests.
+   */
+  fresh: boolean;
+  /** The largest request id seen here (the client numbers its requests upwards). */
+  maxRequestId: number;
+}
+
+/** A client's mutation request, as the session knows it. */
+export interface ClientRequest {
+  /** The client's session id (Connect). */
+  client: string;
+  requestId: number;
+  /** Whether the client said it connected before (`connectionCount` > 0). */
+  reconnected: boolean;
 }
 
 /** Answers to mutations kept per client session this long after its last use. */
@@ -156,27 +172,38 @@ export class SyncService {
 
   /**
    * Runs a mutation once per (client session, request id): a resend of a
-   * request already answered (or still running) gets the same outcome.
+   * request already answered (or still running) gets the same outcome, also
+   * from a server restarted in between (the answer is stored with the
+   * commit and looked up when this process cannot rule it out).
    */
   mutation(
-    clientSessionId: string | null,
-    requestId: number | null,
+    request: ClientRequest | null,
     udfPath: string,
     args: JsonValue,
     identity: UserIdentity | null,
     allowInternal: boolean,
   ): Promise<MutationOutcome> {
-    if (clientSessionId === null || requestId === null)
-      return this.runMutation(udfPath, args, identity, allowInternal);
-    let client = this.clients.get(clientSessionId);
+    if (request === null) return this.runMutation(udfPath, args, identity, allowInternal, null);
+    const { requestId } = request;
+    let client = this.clients.get(request.client);
     if (client === undefined) {
-      client = { outcomes: new Map(), lastUsedMs: Date.now() };
-      this.clients.set(clientSessionId, client);
+      client = {
+        outcomes: new Map(),
+        lastUsedMs: Date.now(),
+        fresh: !request.reconnected,
+        maxRequestId: -1,
+      };
+      this.clients.set(request.client, client);
     }
     client.lastUsedMs = Date.now();
     const known = client.outcomes.get(requestId);
     if (known !== undefined) return known;
-    const outcome = this.runMutation(udfPath, args, identity, allowInternal);
+    // Answered by an earlier process, or here but forgotten (REQUESTS_PER_CLIENT).
+    const mayBeStored = !client.fresh || requestId <= client.maxRequestId;
+    if (requestId > client.maxRequestId) client.maxRequestId = requestId;
+    const outcome = mayBeStored
+      ? this.storedOrRun(request, udfPath, args, identity, allowInternal)
+      : this.runMutation(udfPath, args, identity, allowInternal, request);
     client.outcomes.set(requestId, outcome);
     if (client.outcomes.size > REQUESTS_PER_CLIENT) {
       client.outcomes.delete(client.outcomes.keys().next().value as number);
@@ -184,16 +211,43 @@ export class SyncService {
     return outcome;
   }
 
-  private async runMutation(
+  private async storedOrRun(
+    request: ClientRequest,
     udfPath: string,
     args: JsonValue,
     identity: UserIdentity | null,
     allowInternal: boolean,
   ): Promise<MutationOutcome> {
+    let stored: { ts: bigint; text: string } | null;
+    try {
+      stored = await this.db.mutationAnswer(request.client, request.requestId);
+    } catch (e) {
+      return { ok: false, ts: null, bodyJson: failureBody(e) };
+    }
+    if (stored === null) return this.runMutation(udfPath, args, identity, allowInternal, request);
+    return { ok: true, ts: stored.ts, bodyJson: `${stored.text},"ts":"${encodeTs(stored.ts)}"` };
+  }
+
+  private async runMutation(
+    udfPath: string,
+    args: JsonValue,
+    identity: UserIdentity | null,
+    allowInternal: boolean,
+    request: ClientRequest | null,
+  ): Promise<MutationOutcome> {
     try {
       const r = await this.runnerRef.mutation(udfPath, fromJson(args) as Value, {
         identity,
         allowInternal,
+        ...(request === null
+          ? {}
+          : {
+              request: {
+                client: request.client,
+                requestId: request.requestId,
+                encode: (result) => successBody(result, ""),
+              },
+            }),
       });
       return {
         ok: true,
@@ -230,6 +284,8 @@ export class SyncService {
     for (const [id, client] of this.clients) {
       if (nowMs - client.lastUsedMs > REQUEST_MEMORY_MS) this.clients.delete(id);
     }
+    // A failure here is the database's (it reports it on its own path).
+    this.db.forgetMutationAnswers(REQUEST_MEMORY_MS).catch(() => {});
   }
 
   /** Closes every session (with `reason`) and stops the timers. */

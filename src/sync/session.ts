@@ -80,6 +80,8 @@ export class Session {
   private connected = false;
   private closed = false;
   private clientSessionId: string | null = null;
+  /** The client said it had connected before (Connect's `connectionCount` > 0). */
+  private reconnected = false;
 
   private readonly queries = new Map<number, SessionQuery>();
   private querySetVersion = 0;
@@ -147,6 +149,7 @@ export class Session {
       if (this.connected) throw new ProtocolError("Connect sent twice on one connection");
       this.connected = true;
       this.clientSessionId = message.sessionId;
+      this.reconnected = message.connectionCount > 0;
       return;
     }
     if (!this.connected) throw new ProtocolError(`${message.type} received before Connect`);
@@ -361,8 +364,9 @@ export class Session {
     if (!(await this.readyToRun())) return;
     const args = m.args.length === 1 ? m.args[0]! : m.args;
     const outcome = await this.service.mutation(
-      this.clientSessionId,
-      m.requestId,
+      this.clientSessionId === null
+        ? null
+        : { client: this.clientSessionId, requestId: m.requestId, reconnected: this.reconnected },
       m.udfPath,
       args,
       this.identity,

@@ -167,6 +167,43 @@ describe("SQLite persistence", () => {
       expect((await p.load()).maxTs).toBe(0n);
     }));
 
+  it("keeps mutation answers with their batch, across a reopen, until forgotten by age", async () => {
+    const dir = tempDir();
+    const path = join(dir.path, "db.sqlite");
+    const answer = (requestId: number, ts: bigint) => ({
+      client: "c1",
+      requestId,
+      ts,
+      text: `r${requestId}`,
+    });
+    let p = new SqlitePersistence({ path });
+    try {
+      await p.write({
+        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
+        indexes: [],
+        maxTs: 5n,
+        answers: [answer(0, 5n)],
+      });
+      // A batch that fails leaves no answer behind either.
+      const doc = { tableNumber: 1, id: b(2), ts: 6n, value: "y" };
+      expect(() =>
+        p.write({ documents: [doc, doc], indexes: [], maxTs: 6n, answers: [answer(1, 6n)] }),
+      ).toThrow();
+      await p.write({ documents: [], indexes: [], maxTs: 7n, answers: [answer(2, 7n)] });
+      await p.close();
+      p = new SqlitePersistence({ path });
+      expect(await p.mutationAnswer("c1", 0)).toEqual(answer(0, 5n));
+      expect(await p.mutationAnswer("c1", 1)).toBeNull();
+      expect(await p.mutationAnswer("c2", 0)).toBeNull();
+      expect(await p.forgetMutationAnswers(7n, 10)).toBe(1);
+      expect(await p.mutationAnswer("c1", 0)).toBeNull();
+      expect(await p.mutationAnswer("c1", 2)).toEqual(answer(2, 7n));
+    } finally {
+      await p.close();
+      dir.remove();
+    }
+  });
+
   it("applies a batch before write() returns: reads see it while its sync is under way", async () => {
     const dir = tempDir();
     let release!: () => void;

@@ -35,5 +35,6 @@ export const api = {
     refuse: mutation<{ code: string }, never>("counters:refuse"),
     mark: mutation<{ group: string; tag: string }, string>("counters:mark"),
     marks: query<{ group: string }, string[]>("counters:marks"),
+    markIds: query<{ group: string }, Record<string, string>>("counters:markIds"),
   },
 };

@@ -138,6 +138,46 @@ describe("Session", () => {
     }
   });
 
+  it("answers a resent request it no longer remembers from the answer stored with its commit", async () => {
+    const service = serviceWith();
+    const lookups = vi.spyOn(t.db, "mutationAnswer");
+    try {
+      const client = `c-${Math.random()}`;
+      const req = (requestId: number, reconnected = false) => ({ client, requestId, reconnected });
+      const mark = (requestId: number, group: string, tag: string, reconnected = false) =>
+        service.mutation(req(requestId, reconnected), "counters:mark", { group, tag }, null, false);
+      const group = `forgot-${Math.random()}`;
+      const first = await mark(0, group, "t0");
+      expect(first.ok).toBe(true);
+      // 1,024 later requests push it out of the service's memory (REQUESTS_PER_CLIENT);
+      // new requests of a client first seen on its first connection are never looked up.
+      await Promise.all(
+        Array.from({ length: 1024 }, (_, i) => mark(i + 1, `${group}-filler`, `${i}`)),
+      );
+      expect(lookups).not.toHaveBeenCalled();
+      const again = await mark(0, group, "t0", true);
+      expect(lookups).toHaveBeenCalledTimes(1);
+      expect(again.ts).toBe(first.ts);
+      expect(JSON.parse(`{${again.bodyJson}}`)).toEqual(JSON.parse(`{${first.bodyJson}}`));
+      const marks = await runner.query("counters:marks", { group });
+      expect(marks.value).toEqual(["t0"]);
+      // A reconnected client's request that never ran is run.
+      const other = `c-${Math.random()}`;
+      const fresh = await service.mutation(
+        { client: other, requestId: 7, reconnected: true },
+        "counters:mark",
+        { group, tag: "t1" },
+        null,
+        false,
+      );
+      expect(fresh.ok).toBe(true);
+      expect((await runner.query("counters:marks", { group })).value).toEqual(["t0", "t1"]);
+    } finally {
+      lookups.mockRestore();
+      service.close();
+    }
+  });
+
   it("encodes a fan-out's transition once for the sessions of a query at the same versions", async () => {
     const service = serviceWith();
     try {
