@@ -5,7 +5,7 @@
  * durable as `synchronous=FULL`, without holding the event loop for the
  * disk. See README.md for the on-disk format and why durability holds.
  */
-import { closeSync, fdatasync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Sqlite from "better-sqlite3";
 import { keySuccessor } from "../values/index.js";
@@ -360,6 +360,11 @@ export class SqlitePersistence implements Persistence {
 
   async load(): Promise<PersistenceMetadata> {
     this.ensureOpen();
+    // A process that died may have left WAL frames it never synced: the
+    // kernel still holds them and they read back as committed, so they are
+    // made durable before anything read from them is acknowledged (a
+    // mutation's stored answer, say).
+    if (this.walPath !== null && existsSync(this.walPath)) await this.syncWal();
     return {
       maxTs: (this.stmts.getMeta.get("max_ts") as bigint | undefined) ?? 0n,
       retainedFromTs: (this.stmts.getMeta.get("retained_from_ts") as bigint | undefined) ?? 0n,

@@ -99,6 +99,8 @@ export interface MutationOutcome {
 
 interface ClientRequests {
   outcomes: Map<number, Promise<MutationOutcome>>;
+  /** The request ids in `outcomes` whose outcome is settled. */
+  settled: Set<number>;
   lastUsedMs: number;
   /**
    * First seen here on the client's first connection (`connectionCount` 0):
@@ -189,6 +191,7 @@ export class SyncService {
     if (client === undefined) {
       client = {
         outcomes: new Map(),
+        settled: new Set(),
         lastUsedMs: Date.now(),
         fresh: !request.reconnected,
         maxRequestId: -1,
@@ -205,8 +208,13 @@ export class SyncService {
       ? this.storedOrRun(request, udfPath, args, identity, allowInternal)
       : this.runMutation(udfPath, args, identity, allowInternal, request);
     client.outcomes.set(requestId, outcome);
-    if (client.outcomes.size > REQUESTS_PER_CLIENT) {
-      client.outcomes.delete(client.outcomes.keys().next().value as number);
+    void outcome.then(() => client.settled.add(requestId));
+    // Only answers already given are forgotten: one still running may be
+    // resent, and until its commit is written no stored answer exists.
+    while (client.outcomes.size > REQUESTS_PER_CLIENT) {
+      const oldest = client.outcomes.keys().next().value as number;
+      if (!client.settled.delete(oldest)) break;
+      client.outcomes.delete(oldest);
     }
     return outcome;
   }

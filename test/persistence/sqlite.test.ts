@@ -1,4 +1,4 @@
-import { fstatSync, statSync } from "node:fs";
+import { copyFileSync, fstatSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Sqlite from "better-sqlite3";
 import fc from "fast-check";
@@ -198,6 +198,39 @@ describe("SQLite persistence", () => {
       expect(await p.forgetMutationAnswers(7n, 10)).toBe(1);
       expect(await p.mutationAnswer("c1", 0)).toBeNull();
       expect(await p.mutationAnswer("c1", 2)).toEqual(answer(2, 7n));
+    } finally {
+      await p.close();
+      dir.remove();
+    }
+  });
+
+  it("syncs a WAL left by a process that died before load() reports anything from it", async () => {
+    const dir = tempDir();
+    const path = join(dir.path, "db.sqlite");
+    const p = new SqlitePersistence({ path });
+    try {
+      await p.write({
+        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
+        indexes: [],
+        maxTs: 5n,
+      });
+      // The files as a killed process leaves them: the WAL not checkpointed.
+      const copy = join(dir.path, "copy.sqlite");
+      copyFileSync(path, copy);
+      copyFileSync(`${path}-wal`, `${copy}-wal`);
+      const synced: number[] = [];
+      const reopened = new SqlitePersistence({
+        path: copy,
+        syncFile: async (fd) => {
+          synced.push(fd);
+        },
+      });
+      try {
+        expect((await reopened.load()).maxTs).toBe(5n);
+        expect(synced).toHaveLength(1);
+      } finally {
+        await reopened.close();
+      }
     } finally {
       await p.close();
       dir.remove();

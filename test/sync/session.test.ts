@@ -178,6 +178,42 @@ describe("Session", () => {
     }
   });
 
+  it("never forgets a request still running, however many follow it", async () => {
+    const service = serviceWith();
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const runs = vi.spyOn(runner, "mutation").mockImplementation(async (_path, args) => {
+      if ((args as { tag?: string }).tag === "held") await held;
+      return { value: "x", logs: [], ts: t.db.latestTs() };
+    });
+    try {
+      const client = `c-${Math.random()}`;
+      const call = (requestId: number, tag: string) =>
+        service.mutation(
+          { client, requestId, reconnected: false },
+          "counters:mark",
+          { group: "g", tag },
+          null,
+          false,
+        );
+      const first = call(0, "held");
+      await Promise.all(Array.from({ length: 1100 }, (_, i) => call(i + 1, "quick")));
+      // Resent while the first run still waits: the same run answers both.
+      const resent = call(0, "held");
+      release();
+      expect(await resent).toEqual(await first);
+      expect(runs.mock.calls.filter(([, a]) => (a as { tag: string }).tag === "held")).toHaveLength(
+        1,
+      );
+    } finally {
+      release();
+      runs.mockRestore();
+      service.close();
+    }
+  });
+
   it("encodes a fan-out's transition once for the sessions of a query at the same versions", async () => {
     const service = serviceWith();
     try {
