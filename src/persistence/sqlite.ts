@@ -6,6 +6,7 @@
  * disk. See README.md for the on-disk format and why durability holds.
  */
 import { closeSync, existsSync, fdatasync, mkdirSync, openSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { dirname } from "node:path";
 import Sqlite from "better-sqlite3";
 import { keySuccessor } from "../values/index.js";
@@ -46,6 +47,8 @@ export interface SqliteOptions {
   mmapBytes?: number;
   /** How the WAL is synced (tests observe it; default `fs.fdatasync` on the thread pool). */
   syncFile?: (fd: number) => Promise<void>;
+  /** How the WAL's directory is synced after the WAL's first sync (tests observe it; default fsync). */
+  syncDirectory?: (dir: string) => Promise<void>;
   /**
    * How long opening waits for another process to let go of the file before
    * it is refused (default 5 s: a server restarted in place may open it
@@ -56,6 +59,15 @@ export interface SqliteOptions {
 
 const fdatasyncAsync = (fd: number) =>
   new Promise<void>((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -121,6 +133,7 @@ export class SqlitePersistence implements Persistence {
   private walFd: number | null = null;
   private readonly walPath: string | null;
   private readonly syncFile: (fd: number) => Promise<void>;
+  private readonly syncDirectory: (dir: string) => Promise<void>;
   /** The WAL sync under way, and the one that starts after it (see `syncWal`). */
   private syncing: Promise<void> | null = null;
   private nextSync: Promise<void> | null = null;
@@ -129,6 +142,7 @@ export class SqlitePersistence implements Persistence {
     if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
     this.walPath = options.path === ":memory:" ? null : `${options.path}-wal`;
     this.syncFile = options.syncFile ?? fdatasyncAsync;
+    this.syncDirectory = options.syncDirectory ?? fsyncDirectory;
     const db = new Sqlite(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
     this.db = db;
     try {
@@ -335,8 +349,14 @@ export class SqlitePersistence implements Persistence {
     if (this.walPath === null) return Promise.resolve();
     if (this.syncing === null) {
       const run = async () => {
-        this.walFd ??= openSync(this.walPath!, "r");
-        await this.syncFile(this.walFd);
+        if (this.walFd !== null) return this.syncFile(this.walFd);
+        const fd = openSync(this.walPath!, "r");
+        this.walFd = fd;
+        await this.syncFile(fd);
+        // The WAL may have just been created: its directory entry is made
+        // durable too, once per open (SQLite does the same when it syncs a
+        // new WAL itself, which synchronous=NORMAL leaves to this method).
+        await this.syncDirectory(dirname(this.walPath!));
       };
       const sync = run().finally(() => {
         if (this.syncing === sync) this.syncing = null;

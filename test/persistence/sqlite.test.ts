@@ -237,6 +237,51 @@ describe("SQLite persistence", () => {
     }
   });
 
+  it("syncs the WAL's directory once, after the WAL's first sync and before that write resolves", async () => {
+    const dir = tempDir();
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const synced: string[] = [];
+    const p = new SqlitePersistence({
+      path: join(dir.path, "db.sqlite"),
+      syncDirectory: (d) => {
+        synced.push(d);
+        return held;
+      },
+    });
+    try {
+      let durable = false;
+      const write = p.write({
+        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
+        indexes: [],
+        maxTs: 5n,
+      });
+      void write.then(() => {
+        durable = true;
+      });
+      const deadline = Date.now() + 5000;
+      while (synced.length === 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 5));
+      expect(synced).toEqual([dir.path]);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(durable).toBe(false);
+      release();
+      await write;
+      await p.write({
+        documents: [{ tableNumber: 1, id: b(2), ts: 6n, value: "y" }],
+        indexes: [],
+        maxTs: 6n,
+      });
+      expect(synced).toEqual([dir.path]);
+    } finally {
+      release();
+      await p.close();
+      dir.remove();
+    }
+  });
+
   it("applies a batch before write() returns: reads see it while its sync is under way", async () => {
     const dir = tempDir();
     let release!: () => void;
@@ -322,7 +367,8 @@ describe("SQLite persistence", () => {
         new Promise<void>((resolve, reject) =>
           syncs.push({ fd, finish: (e) => (e ? reject(e) : resolve()) }),
         );
-      return { syncs, syncFile };
+      // The directory's sync after the first one is another test's subject: done at once here.
+      return { syncs, syncFile, syncDirectory: async () => {} };
     }
     const settle = () => new Promise((r) => setImmediate(r));
     const batch = (ts: bigint) => ({
@@ -346,8 +392,8 @@ describe("SQLite persistence", () => {
     it("acknowledges a write only after a sync of the WAL that began after it committed", async () => {
       const dir = tempDir();
       const path = join(dir.path, "db.sqlite");
-      const { syncs, syncFile } = gatedSync();
-      const p = new SqlitePersistence({ path, syncFile });
+      const { syncs, syncFile, syncDirectory } = gatedSync();
+      const p = new SqlitePersistence({ path, syncFile, syncDirectory });
       try {
         const w1 = track(p.write(batch(1n)));
         await settle();
@@ -387,8 +433,12 @@ describe("SQLite persistence", () => {
 
     it("fails the writes waiting on a sync that fails, and closes only after syncs end", async () => {
       const dir = tempDir();
-      const { syncs, syncFile } = gatedSync();
-      const p = new SqlitePersistence({ path: join(dir.path, "db.sqlite"), syncFile });
+      const { syncs, syncFile, syncDirectory } = gatedSync();
+      const p = new SqlitePersistence({
+        path: join(dir.path, "db.sqlite"),
+        syncFile,
+        syncDirectory,
+      });
       try {
         const w1 = track(p.write(batch(1n)));
         const w2 = track(p.write(batch(2n)));
