@@ -75,6 +75,15 @@ export async function waitFor(
   }
 }
 
+/** A promise the test resolves when it chooses (to hold a sync, a run, …). */
+export function gate(): { held: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
+  return { held, release };
+}
+
 /** Follows a promise without awaiting it: whether it settled yet, and how. */
 export function track<T>(p: Promise<T>) {
   const t = { done: false, value: undefined as T | undefined, error: null as unknown };

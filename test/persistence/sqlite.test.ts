@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type IndexWrite, SqlitePersistence } from "../../src/persistence/index.js";
 import { compareKeys } from "../../src/values/index.js";
-import { tempDir } from "../helpers.js";
+import { gate, sleep, tempDir, track, waitFor } from "../helpers.js";
 
 function withStore<T>(f: (p: SqlitePersistence, path: string) => Promise<T>): Promise<T> {
   const dir = tempDir();
@@ -18,6 +18,13 @@ function withStore<T>(f: (p: SqlitePersistence, path: string) => Promise<T>): Pr
 }
 
 const b = (...bytes: number[]) => Buffer.from(bytes);
+
+/** A batch writing one document (key `b(ts)`) at `ts`. */
+const batch = (ts: bigint) => ({
+  documents: [{ tableNumber: 1, id: b(Number(ts)), ts, value: `${ts}` }],
+  indexes: [],
+  maxTs: ts,
+});
 
 /** What an index scan must return, computed from every entry ever written. */
 function naiveScan(
@@ -178,12 +185,7 @@ describe("SQLite persistence", () => {
     });
     let p = new SqlitePersistence({ path });
     try {
-      await p.write({
-        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
-        indexes: [],
-        maxTs: 5n,
-        answers: [answer(0, 5n)],
-      });
+      await p.write({ ...batch(5n), answers: [answer(0, 5n)] });
       // A batch that fails leaves no answer behind either.
       const doc = { tableNumber: 1, id: b(2), ts: 6n, value: "y" };
       expect(() =>
@@ -209,11 +211,7 @@ describe("SQLite persistence", () => {
     const path = join(dir.path, "db.sqlite");
     const p = new SqlitePersistence({ path });
     try {
-      await p.write({
-        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
-        indexes: [],
-        maxTs: 5n,
-      });
+      await p.write(batch(5n));
       // The files as a killed process leaves them: the WAL not checkpointed.
       const copy = join(dir.path, "copy.sqlite");
       copyFileSync(path, copy);
@@ -239,10 +237,7 @@ describe("SQLite persistence", () => {
 
   it("syncs the WAL's directory once, after the WAL's first sync and before that write resolves", async () => {
     const dir = tempDir();
-    let release!: () => void;
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
+    const { held, release } = gate();
     const synced: string[] = [];
     const p = new SqlitePersistence({
       path: join(dir.path, "db.sqlite"),
@@ -252,28 +247,14 @@ describe("SQLite persistence", () => {
       },
     });
     try {
-      let durable = false;
-      const write = p.write({
-        documents: [{ tableNumber: 1, id: b(1), ts: 5n, value: "x" }],
-        indexes: [],
-        maxTs: 5n,
-      });
-      void write.then(() => {
-        durable = true;
-      });
-      const deadline = Date.now() + 5000;
-      while (synced.length === 0 && Date.now() < deadline)
-        await new Promise((r) => setTimeout(r, 5));
+      const first = track(p.write(batch(5n)));
+      await waitFor("the directory sync", () => synced.length > 0, 5000, 5);
       expect(synced).toEqual([dir.path]);
-      await new Promise((r) => setTimeout(r, 20));
-      expect(durable).toBe(false);
+      await sleep(20);
+      expect(first.done).toBe(false);
       release();
-      await write;
-      await p.write({
-        documents: [{ tableNumber: 1, id: b(2), ts: 6n, value: "y" }],
-        indexes: [],
-        maxTs: 6n,
-      });
+      await waitFor("the first write", () => first.done, 5000, 5);
+      await p.write(batch(6n));
       expect(synced).toEqual([dir.path]);
     } finally {
       release();
@@ -371,23 +352,6 @@ describe("SQLite persistence", () => {
       return { syncs, syncFile, syncDirectory: async () => {} };
     }
     const settle = () => new Promise((r) => setImmediate(r));
-    const batch = (ts: bigint) => ({
-      documents: [{ tableNumber: 1, id: b(Number(ts)), ts, value: `${ts}` }],
-      indexes: [],
-      maxTs: ts,
-    });
-    function track(p: Promise<unknown>) {
-      const t = { done: false, error: null as unknown };
-      p.then(
-        () => {
-          t.done = true;
-        },
-        (e) => {
-          t.error = e;
-        },
-      );
-      return t;
-    }
 
     it("acknowledges a write only after a sync of the WAL that began after it committed", async () => {
       const dir = tempDir();

@@ -13,7 +13,7 @@ import {
   SyncService,
 } from "../../src/sync/service.js";
 import { Session } from "../../src/sync/session.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { gate, openTestDb, type TestDb } from "../helpers.js";
 
 const APP = join(import.meta.dirname, "..", "fixtures", "app", "convex");
 
@@ -180,10 +180,7 @@ describe("Session", () => {
 
   it("never forgets a request still running, however many follow it", async () => {
     const service = serviceWith();
-    let release!: () => void;
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
+    const { held, release } = gate();
     const runs = vi.spyOn(runner, "mutation").mockImplementation(async (_path, args) => {
       if ((args as { tag?: string }).tag === "held") await held;
       return { value: "x", logs: [], ts: t.db.latestTs() };
