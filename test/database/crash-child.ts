@@ -3,9 +3,11 @@
  * from several concurrent committers and prints `ack <n>` for each batch
  * number once its commit has been acknowledged (is durable). Each
  * transaction inserts three documents tagged with its batch number and
- * bumps a counter document, so a partial commit would be visible.
+ * bumps a counter document, so a partial commit would be visible; each
+ * commit carries an answer (as a sync session's mutation does) under the
+ * batch number.
  */
-import { Database } from "../../src/database/index.js";
+import { ConflictError, Database } from "../../src/database/index.js";
 import { SqlitePersistence } from "../../src/persistence/index.js";
 
 const [path, startArg] = process.argv.slice(2);
@@ -25,15 +27,20 @@ process.stdout.write("ready\n");
 async function committer(): Promise<void> {
   for (;;) {
     const batch = next++;
-    await db.run(
-      async (tx) => {
-        for (let part = 0; part < 3; part++)
-          await tx.insert("crash", { batch, part, pad: "x".repeat(200) });
-        const counter = await tx.get(counterId);
-        await tx.patch(counterId, { total: (counter!.total as number) + 1 });
-      },
-      { maxAttempts: 1000 },
-    );
+    for (let attempt = 1; ; attempt++) {
+      const tx = db.begin();
+      for (let part = 0; part < 3; part++)
+        await tx.insert("crash", { batch, part, pad: "x".repeat(200) });
+      const counter = await tx.get(counterId);
+      await tx.patch(counterId, { total: (counter!.total as number) + 1 });
+      try {
+        // Stored with the commit, as a sync session stores a mutation's answer.
+        await db.commit(tx, { answer: { client: "crash", requestId: batch, text: `b${batch}` } });
+        break;
+      } catch (e) {
+        if (!(e instanceof ConflictError) || attempt >= 1000) throw e;
+      }
+    }
     process.stdout.write(`ack ${batch}\n`);
   }
 }

@@ -2,7 +2,8 @@
  * Crash safety: a child process commits in a loop and reports each
  * acknowledged commit; it is killed with SIGKILL at random moments over
  * several rounds. After reopening, every acknowledged commit must be there
- * and no transaction may be partly visible.
+ * and no transaction may be partly visible, nor the answer stored with a
+ * commit be there without it.
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
@@ -57,7 +58,7 @@ function runAndKill(path: string, start: number, killAfterMs: number): Promise<S
 }
 
 describe("crash safety", () => {
-  it("keeps every acknowledged commit and never shows part of a transaction", async () => {
+  it("keeps every acknowledged commit, with its answer, and never shows part of a transaction", async () => {
     const dir = tempDir();
     const path = join(dir.path, "db.sqlite");
     try {
@@ -89,6 +90,12 @@ describe("crash safety", () => {
           // The user index holds exactly the same documents.
           const viaIndex = await tx.query("crash", "by_batch").collect();
           expect(viaIndex.map((d) => d._id).sort()).toEqual(docs.map((d) => d._id).sort());
+          // Answers are stored with their commits: there exactly for the batches that are.
+          for (let n = next - 1_000_000; n < next - 1_000_000 + 2_000; n++) {
+            const answer = await db.mutationAnswer("crash", n);
+            if (byBatch.has(n)) expect(answer?.text, `answer of batch ${n}`).toBe(`b${n}`);
+            else expect(answer, `answer of batch ${n}, not committed`).toBeNull();
+          }
         } finally {
           await db.close();
         }
