@@ -232,8 +232,13 @@ export class SyncService {
     } catch (e) {
       return { ok: false, ts: null, bodyJson: failureBody(e) };
     }
-    if (stored === null) return this.runMutation(udfPath, args, identity, allowInternal, request);
-    return { ok: true, ts: stored.ts, bodyJson: `${stored.text},"ts":"${encodeTs(stored.ts)}"` };
+    // An answer to another call under the same ids (a client that reused its
+    // session id, say) is not this one's: the call runs.
+    const newline = stored?.text.indexOf("\n") ?? -1;
+    if (stored === null || stored.text.slice(0, newline) !== callPrint(udfPath, args))
+      return this.runMutation(udfPath, args, identity, allowInternal, request);
+    const body = stored.text.slice(newline + 1);
+    return { ok: true, ts: stored.ts, bodyJson: `${body},"ts":"${encodeTs(stored.ts)}"` };
   }
 
   private async runMutation(
@@ -253,7 +258,8 @@ export class SyncService {
               request: {
                 client: request.client,
                 requestId: request.requestId,
-                encode: (result) => successBody(result, ""),
+                // What it answered, after what it was (the body's JSON has no raw newline).
+                encode: (result) => `${callPrint(udfPath, args)}\n${successBody(result, "")}`,
               },
             }),
       });
@@ -303,6 +309,15 @@ export class SyncService {
     for (const s of [...this.sessions]) s.shutdown(reason);
     this.cache.close();
   }
+}
+
+/** What identifies a call's function and arguments in a stored answer (a resend repeats both). */
+function callPrint(udfPath: string, args: JsonValue): string {
+  return createHash("sha256")
+    .update(udfPath)
+    .update("\0")
+    .update(stableJson(args))
+    .digest("base64");
 }
 
 /** A call's answer after `requestId` in a Mutation/ActionResponse (`extra`: more fields, e.g. the commit ts). */

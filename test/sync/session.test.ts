@@ -161,6 +161,23 @@ describe("Session", () => {
       expect(JSON.parse(`{${again.bodyJson}}`)).toEqual(JSON.parse(`{${first.bodyJson}}`));
       const marks = await runner.query("counters:marks", { group });
       expect(marks.value).toEqual(["t0"]);
+      // Another call under the same ids (a client that reused its session id) is run, not
+      // answered with the stored answer (a second service: nothing in memory).
+      const later = serviceWith();
+      try {
+        const reused = await later.mutation(
+          req(0, true),
+          "counters:mark",
+          { group, tag: "t2" },
+          null,
+          false,
+        );
+        expect(reused.ok).toBe(true);
+        expect(reused.ts).not.toBe(first.ts);
+        expect((await runner.query("counters:marks", { group })).value).toEqual(["t0", "t2"]);
+      } finally {
+        later.close();
+      }
       // A reconnected client's request that never ran is run.
       const other = `c-${Math.random()}`;
       const fresh = await service.mutation(
@@ -171,7 +188,7 @@ describe("Session", () => {
         false,
       );
       expect(fresh.ok).toBe(true);
-      expect((await runner.query("counters:marks", { group })).value).toEqual(["t0", "t1"]);
+      expect((await runner.query("counters:marks", { group })).value).toEqual(["t0", "t2", "t1"]);
     } finally {
       lookups.mockRestore();
       service.close();
