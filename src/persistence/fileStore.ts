@@ -73,7 +73,8 @@ function checkKey(key: string): void {
   if (!KEY.test(key)) throw new Error(`Invalid file key ${JSON.stringify(key)}`);
 }
 
-async function syncDirectory(dir: string): Promise<void> {
+/** Makes a directory's entries durable (after a file in it was created or renamed). */
+export async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, constants.O_RDONLY);
   try {
     await handle.sync();

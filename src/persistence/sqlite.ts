@@ -6,10 +6,10 @@
  * disk. See README.md for the on-disk format and why durability holds.
  */
 import { closeSync, existsSync, fdatasync, mkdirSync, openSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { dirname } from "node:path";
 import Sqlite from "better-sqlite3";
 import { keySuccessor } from "../values/index.js";
+import { syncDirectory } from "./fileStore.js";
 import type {
   GarbageWork,
   IndexEntry,
@@ -59,15 +59,6 @@ export interface SqliteOptions {
 
 const fdatasyncAsync = (fd: number) =>
   new Promise<void>((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
-
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -142,7 +133,7 @@ export class SqlitePersistence implements Persistence {
     if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
     this.walPath = options.path === ":memory:" ? null : `${options.path}-wal`;
     this.syncFile = options.syncFile ?? fdatasyncAsync;
-    this.syncDirectory = options.syncDirectory ?? fsyncDirectory;
+    this.syncDirectory = options.syncDirectory ?? syncDirectory;
     const db = new Sqlite(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
     this.db = db;
     try {

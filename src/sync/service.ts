@@ -237,8 +237,7 @@ export class SyncService {
     const newline = stored?.text.indexOf("\n") ?? -1;
     if (stored === null || stored.text.slice(0, newline) !== callPrint(udfPath, args))
       return this.runMutation(udfPath, args, identity, allowInternal, request);
-    const body = stored.text.slice(newline + 1);
-    return { ok: true, ts: stored.ts, bodyJson: `${body},"ts":"${encodeTs(stored.ts)}"` };
+    return committedOutcome(stored.text.slice(newline + 1), stored.ts);
   }
 
   private async runMutation(
@@ -248,6 +247,8 @@ export class SyncService {
     allowInternal: boolean,
     request: ClientRequest | null,
   ): Promise<MutationOutcome> {
+    // The answer as stored with the commit, encoded once for the store and the response.
+    let body: string | null = null;
     try {
       const r = await this.runnerRef.mutation(udfPath, fromJson(args) as Value, {
         identity,
@@ -259,15 +260,14 @@ export class SyncService {
                 client: request.client,
                 requestId: request.requestId,
                 // What it answered, after what it was (the body's JSON has no raw newline).
-                encode: (result) => `${callPrint(udfPath, args)}\n${successBody(result, "")}`,
+                encode: (result) => {
+                  body = successBody(result);
+                  return `${callPrint(udfPath, args)}\n${body}`;
+                },
               },
             }),
       });
-      return {
-        ok: true,
-        ts: r.ts,
-        bodyJson: successBody(r, `,"ts":"${encodeTs(r.ts)}"`),
-      };
+      return committedOutcome(body ?? successBody(r), r.ts);
     } catch (e) {
       return { ok: false, ts: null, bodyJson: failureBody(e) };
     }
@@ -288,7 +288,7 @@ export class SyncService {
         identity,
         allowInternal,
       });
-      return successBody(r, "");
+      return successBody(r);
     } catch (e) {
       return failureBody(e);
     }
@@ -320,12 +320,14 @@ function callPrint(udfPath: string, args: JsonValue): string {
     .digest("base64");
 }
 
-/** A call's answer after `requestId` in a Mutation/ActionResponse (`extra`: more fields, e.g. the commit ts). */
-function successBody(
-  r: { value: Value; logs: { level: string; message: string }[] },
-  extra: string,
-): string {
-  return `"success":true,"result":${JSON.stringify(toJson(r.value))}${extra},"logLines":${JSON.stringify(r.logs.map(logLine))}`;
+/** A call's answer after `requestId` in a Mutation/ActionResponse. */
+function successBody(r: { value: Value; logs: { level: string; message: string }[] }): string {
+  return `"success":true,"result":${JSON.stringify(toJson(r.value))},"logLines":${JSON.stringify(r.logs.map(logLine))}`;
+}
+
+/** A successful mutation's outcome: its answer and its commit timestamp. */
+function committedOutcome(body: string, ts: bigint): MutationOutcome {
+  return { ok: true, ts, bodyJson: `${body},"ts":"${encodeTs(ts)}"` };
 }
 
 /** A failed call's answer after `requestId` in a Mutation/ActionResponse. */
