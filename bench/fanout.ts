@@ -90,62 +90,68 @@ async function connectStack(url: string, n: number): Promise<StackSubscriber[]> 
   return subs;
 }
 
-interface Phase {
+interface Side {
+  subscribers: { next(): Promise<unknown>; close(): void }[];
+  write: (k: number) => Promise<{ key: string; remaining: number }>;
+  keyOf: (item: Item) => string;
+  /** CPU seconds the side's server processes have used so far. */
+  cpu: () => number;
   p50: number[];
   p99: number[];
-  cpuMsPerWrite: number;
+  cpuSeconds: number;
+  writes: number;
+}
+
+function side(
+  subscribers: Side["subscribers"],
+  write: Side["write"],
+  keyOf: Side["keyOf"],
+  cpu: Side["cpu"],
+): Side {
+  return { subscribers, write, keyOf, cpu, p50: [], p99: [], cpuSeconds: 0, writes: 0 };
 }
 
 /**
- * Connects the subscribers, makes `warmups` writes it does not measure,
- * then `runs` runs of `writes` writes, one at a time: each write's latency
- * to every subscriber, and the servers' CPU over those; checks that the first
- * subscriber saw the written stock. Closes the subscribers at the end.
+ * Makes `warmups` writes it does not measure (until each server's code on
+ * this path is compiled: the first writes to a fresh Tessera server cost it
+ * several times the CPU of later ones, most of it V8 optimising its code on
+ * worker threads).
  */
-async function measure(
-  connect: () => Promise<{ next(): Promise<unknown>; close(): void }[]>,
-  warmups: number,
-  runs: number,
-  writes: number,
-  write: (k: number) => Promise<{ key: string; remaining: number }>,
-  keyOf: (item: Item) => string,
-  cpu: () => number,
-): Promise<Phase> {
-  const subs = await connect();
-  try {
-    // Unmeasured: until each server's code on this path is compiled (the
-    // first writes to a fresh Tessera server cost it several times the CPU
-    // of later ones, most of it V8 optimising its code on worker threads).
-    for (let k = 0; k < warmups; k++) {
-      const arrivals = subs.map((s) => s.next());
-      await write(k);
-      await Promise.all(arrivals);
-    }
-    const p50: number[] = [];
-    const p99: number[] = [];
-    const cpu0 = cpu();
-    for (let r = 0; r < runs; r++) {
-      const latencies: number[] = [];
-      for (let k = 0; k < writes; k++) {
-        const arrivals = subs.map((s) => s.next().then((v) => ({ v, at: performance.now() })));
-        const t0 = performance.now();
-        const written = await write(warmups + r * writes + k);
-        const seen = await Promise.all(arrivals);
-        const first = (seen[0]!.v as Item[]).find((i) => keyOf(i) === written.key);
-        if (first?.remaining !== written.remaining)
-          throw new Error(
-            `a subscriber saw ${JSON.stringify(first)} after a write that left ${written.remaining}`,
-          );
-        for (const s of seen) latencies.push(s.at - t0);
-      }
-      latencies.sort((a, b) => a - b);
-      p50.push(percentile(latencies, 50));
-      p99.push(percentile(latencies, 99));
-    }
-    return { p50, p99, cpuMsPerWrite: ((cpu() - cpu0) * 1000) / (runs * writes) };
-  } finally {
-    for (const s of subs) s.close();
+async function warm(side: Side, warmups: number): Promise<void> {
+  for (let k = 0; k < warmups; k++) {
+    const arrivals = side.subscribers.map((s) => s.next());
+    await side.write(k);
+    await Promise.all(arrivals);
   }
+  side.writes = warmups;
+}
+
+/**
+ * One run: `writes` writes, one at a time, each one's latency to every
+ * subscriber, and the server's CPU over them; checks that the first
+ * subscriber saw the written stock.
+ */
+async function run(side: Side, writes: number): Promise<void> {
+  const latencies: number[] = [];
+  const cpu0 = side.cpu();
+  for (let k = 0; k < writes; k++) {
+    const arrivals = side.subscribers.map((s) =>
+      s.next().then((v) => ({ v, at: performance.now() })),
+    );
+    const t0 = performance.now();
+    const written = await side.write(side.writes++);
+    const seen = await Promise.all(arrivals);
+    const first = (seen[0]!.v as Item[]).find((i) => side.keyOf(i) === written.key);
+    if (first?.remaining !== written.remaining)
+      throw new Error(
+        `a subscriber saw ${JSON.stringify(first)} after a write that left ${written.remaining}`,
+      );
+    for (const s of seen) latencies.push(s.at - t0);
+  }
+  side.cpuSeconds += side.cpu() - cpu0;
+  latencies.sort((a, b) => a - b);
+  side.p50.push(percentile(latencies, 50));
+  side.p99.push(percentile(latencies, 99));
 }
 
 export async function fanoutSection(o: Options, log: (s: string) => void): Promise<Row[]> {
@@ -180,12 +186,9 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
     const warmups = o.quick ? 10 : 50;
     const rows: Row[] = [];
     for (const n of o.subscribers) {
-      log(`one write to ${n} subscribers: Tessera…`);
-      const tessera = await measure(
-        () => connectMany(n, () => new ProtocolClient(server.value, "items:getItems", {})),
-        warmups,
-        o.runs,
-        writes,
+      log(`one write to ${n} subscribers: connecting both sides…`);
+      const tessera = side(
+        await connectMany(n, () => new ProtocolClient(server.value, "items:getItems", {})),
         async (k) => {
           const item = ids[k % ITEMS]!;
           const remaining = (await writer.mutation(api.items.addCart, {
@@ -197,12 +200,8 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
         (i) => i._id!,
         () => cpuSecondsOfTree(server.child.pid!),
       );
-      log(`one write to ${n} subscribers: PostgreSQL LISTEN/NOTIFY + ws…`);
-      const baseline = await measure(
-        () => connectStack(stackUrl, n),
-        warmups,
-        o.runs,
-        writes,
+      const baseline = side(
+        [],
         async (k) => {
           const item = pgIds[k % ITEMS]!;
           const { remaining } = await addCart(pgWriter, "writer", item);
@@ -211,6 +210,21 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
         (i) => String(i.id),
         () => cpuSecondsOfTree(postgres.pid) + cpuSecondsOfTree(stackPid),
       );
+      try {
+        baseline.subscribers.push(...(await connectStack(stackUrl, n)));
+        log(`one write to ${n} subscribers: both sides, runs alternating…`);
+        await warm(tessera, warmups);
+        await warm(baseline, warmups);
+        // Alternating, each side first every other time: the machine's speed
+        // drifts within minutes, and both sides then see the same drift.
+        for (let r = 0; r < o.runs; r++) {
+          for (const s of r % 2 === 0 ? [tessera, baseline] : [baseline, tessera])
+            await run(s, writes);
+        }
+      } finally {
+        for (const s of [...tessera.subscribers, ...baseline.subscribers]) s.close();
+      }
+      const cpuMsPerWrite = (s: Side) => ((s.cpuSeconds * 1000) / (o.runs * writes)).toFixed(2);
       const label = `PostgreSQL LISTEN/NOTIFY + ws server`;
       for (const q of ["p50", "p99"] as const) {
         const t = stat(tessera[q]);
@@ -224,7 +238,7 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
           target: { text: "below the hand-written stack", met: t.median < b.median },
           ...(q === "p50"
             ? {
-                note: `server CPU per write: Tessera ${tessera.cpuMsPerWrite.toFixed(2)} ms, PostgreSQL + ws server ${baseline.cpuMsPerWrite.toFixed(2)} ms (${writes} writes × ${o.runs} runs, after ${warmups} unmeasured)`,
+                note: `server CPU per write: Tessera ${cpuMsPerWrite(tessera)} ms, PostgreSQL + ws server ${cpuMsPerWrite(baseline)} ms (${writes} writes × ${o.runs} runs, alternating, after ${warmups} unmeasured on each side)`,
               }
             : {}),
         });

@@ -158,10 +158,13 @@ export async function storeSection(o: Options, log: (s: string) => void): Promis
         level === "low"
           ? `low contention (${items.toLocaleString("en-US")} items)`
           : "high contention (one hot item)";
-      log(`addCart, ${label}, ${clients} clients: Tessera…`);
+      log(`addCart, ${label}, ${clients} clients: Tessera and PostgreSQL, runs alternating…`);
       const tesseraRuns: RunResult[] = [];
-      const before = await tesseraCounters(url, key);
-      for (let r = 0; r < o.runs; r++) {
+      const pgRuns: RunResult[] = [];
+      let committed = 0;
+      let conflicts = 0;
+      const tesseraRun = async () => {
+        const before = await tesseraCounters(url, key);
         tesseraRuns.push(
           await closedLoops(clients, o.durationMs, async (i) => {
             const item = level === "low" ? randomOf(ids) : hot!;
@@ -169,21 +172,25 @@ export async function storeSection(o: Options, log: (s: string) => void): Promis
             return 0;
           }),
         );
-      }
-      const after = await tesseraCounters(url, key);
-      // Tessera retries inside the server: its counters give conflicts per commit.
-      const tesseraRetries =
-        (after.conflicts - before.conflicts) / Math.max(1, after.committed - before.committed);
-      log(`addCart, ${label}, ${clients} clients: PostgreSQL…`);
-      const pgRuns: RunResult[] = [];
-      for (let r = 0; r < o.runs; r++) {
+        const after = await tesseraCounters(url, key);
+        committed += after.committed - before.committed;
+        conflicts += after.conflicts - before.conflicts;
+      };
+      const pgRun = async () => {
         pgRuns.push(
           await closedLoops(clients, o.durationMs, async (i) => {
             const item = level === "low" ? randomOf(pgIds) : pgHot!;
             return (await addCart(pgClients[i]!, `u${i}`, item)).retries;
           }),
         );
+      };
+      // Alternating, each side first every other time: the machine's speed
+      // drifts within minutes, and both sides then see the same drift.
+      for (let r = 0; r < o.runs; r++) {
+        for (const run of r % 2 === 0 ? [tesseraRun, pgRun] : [pgRun, tesseraRun]) await run();
       }
+      // Tessera retries inside the server: its counters give conflicts per commit.
+      const tesseraRetries = conflicts / Math.max(1, committed);
       const t = summarise(tesseraRuns);
       const p = summarise(pgRuns);
       if (level === "low") tesseraLow = t;
