@@ -100,7 +100,7 @@ function fmt(n: number): string {
   return n.toPrecision(3);
 }
 
-function fmtStat(s: Stat): string {
+export function fmtStat(s: Stat): string {
   return `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
 }
 
