@@ -98,7 +98,8 @@ export interface MutationOutcome {
 }
 
 interface ClientRequests {
-  outcomes: Map<number, Promise<MutationOutcome>>;
+  /** By request id: the call's print (`callPrint`) and its outcome. */
+  outcomes: Map<number, { print: string; outcome: Promise<MutationOutcome> }>;
   /** The request ids in `outcomes` whose outcome is settled. */
   settled: Set<number>;
   lastUsedMs: number;
@@ -176,7 +177,8 @@ export class SyncService {
    * Runs a mutation once per (client session, request id): a resend of a
    * request already answered (or still running) gets the same outcome, also
    * from a server restarted in between (the answer is stored with the
-   * commit and looked up when this process cannot rule it out).
+   * commit and looked up when this process cannot rule it out). A request id
+   * answers only a resend of the same function with the same arguments.
    */
   mutation(
     request: ClientRequest | null,
@@ -199,16 +201,23 @@ export class SyncService {
       this.clients.set(request.client, client);
     }
     client.lastUsedMs = Date.now();
+    const print = callPrint(udfPath, args);
     const known = client.outcomes.get(requestId);
-    if (known !== undefined) return known;
+    // Another call under a request id already used (the official client never
+    // does this) is not answered with the earlier call's outcome: it runs.
+    if (known !== undefined && known.print === print) return known.outcome;
     // Answered by an earlier process, or here but forgotten (REQUESTS_PER_CLIENT).
     const mayBeStored = !client.fresh || requestId <= client.maxRequestId;
     if (requestId > client.maxRequestId) client.maxRequestId = requestId;
     const outcome = mayBeStored
-      ? this.storedOrRun(request, udfPath, args, identity, allowInternal)
-      : this.runMutation(udfPath, args, identity, allowInternal, request);
-    client.outcomes.set(requestId, outcome);
-    void outcome.then(() => client.settled.add(requestId));
+      ? this.storedOrRun(request, print, udfPath, args, identity, allowInternal)
+      : this.runMutation(udfPath, args, identity, allowInternal, { ...request, print });
+    const entry = { print, outcome };
+    if (known !== undefined) client.settled.delete(requestId);
+    client.outcomes.set(requestId, entry);
+    void outcome.then(() => {
+      if (client.outcomes.get(requestId) === entry) client.settled.add(requestId);
+    });
     // Only answers already given are forgotten: one still running may be
     // resent, and until its commit is written no stored answer exists.
     while (client.outcomes.size > REQUESTS_PER_CLIENT) {
@@ -221,6 +230,7 @@ export class SyncService {
 
   private async storedOrRun(
     request: ClientRequest,
+    print: string,
     udfPath: string,
     args: JsonValue,
     identity: UserIdentity | null,
@@ -235,8 +245,8 @@ export class SyncService {
     // An answer to another call under the same ids (a client that reused its
     // session id, say) is not this one's: the call runs.
     const newline = stored?.text.indexOf("\n") ?? -1;
-    if (stored === null || stored.text.slice(0, newline) !== callPrint(udfPath, args))
-      return this.runMutation(udfPath, args, identity, allowInternal, request);
+    if (stored === null || stored.text.slice(0, newline) !== print)
+      return this.runMutation(udfPath, args, identity, allowInternal, { ...request, print });
     return committedOutcome(stored.text.slice(newline + 1), stored.ts);
   }
 
@@ -245,7 +255,8 @@ export class SyncService {
     args: JsonValue,
     identity: UserIdentity | null,
     allowInternal: boolean,
-    request: ClientRequest | null,
+    /** With the call's `callPrint`, stored before its answer. */
+    request: (ClientRequest & { print: string }) | null,
   ): Promise<MutationOutcome> {
     // The answer as stored with the commit, encoded once for the store and the response.
     let body: string | null = null;
@@ -262,7 +273,7 @@ export class SyncService {
                 // What it answered, after what it was (the body's JSON has no raw newline).
                 encode: (result) => {
                   body = successBody(result);
-                  return `${callPrint(udfPath, args)}\n${body}`;
+                  return `${request.print}\n${body}`;
                 },
               },
             }),

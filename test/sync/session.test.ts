@@ -195,6 +195,33 @@ describe("Session", () => {
     }
   });
 
+  it("answers a request id from memory only for a resend of the same call", async () => {
+    const service = serviceWith();
+    try {
+      const client = `c-${Math.random()}`;
+      const group = `reused-${Math.random()}`;
+      const mark = (tag: string) =>
+        service.mutation(
+          { client, requestId: 0, reconnected: false },
+          "counters:mark",
+          { group, tag },
+          null,
+          false,
+        );
+      const first = await mark("a");
+      // The same request id with other arguments (a misbehaving client) runs…
+      const other = await mark("b");
+      expect(other.ok).toBe(true);
+      expect(other.ts).not.toBe(first.ts);
+      expect((await runner.query("counters:marks", { group })).value).toEqual(["a", "b"]);
+      // …and a resend of that call is answered with its outcome, not run again.
+      expect(await mark("b")).toEqual(other);
+      expect((await runner.query("counters:marks", { group })).value).toEqual(["a", "b"]);
+    } finally {
+      service.close();
+    }
+  });
+
   it("never forgets a request still running, however many follow it", async () => {
     const service = serviceWith();
     const { held, release } = gate();
