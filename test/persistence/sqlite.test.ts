@@ -265,10 +265,7 @@ describe("SQLite persistence", () => {
 
   it("applies a batch before write() returns: reads see it while its sync is under way", async () => {
     const dir = tempDir();
-    let release!: () => void;
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
+    const { held, release } = gate();
     const p = new SqlitePersistence({ path: join(dir.path, "db.sqlite"), syncFile: () => held });
     try {
       let durable = false;
