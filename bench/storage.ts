@@ -27,8 +27,10 @@ async function openDb(path: string): Promise<Database> {
 /** A raw SQLite table of documents; `indexed` adds a secondary index on `n` (for range scans). */
 function openRaw(path: string, indexed: boolean): Sqlite.Database {
   const db = new Sqlite(path);
-  // The same locking mode, page cache and memory map Tessera's SQLite
-  // persistence uses, so the ratio compares layers, not tuning.
+  // The page cache and memory map Tessera's SQLite persistence uses, so the
+  // ratio compares layers, not tuning; exclusive locking, whose lock-free
+  // statements Tessera's reads match by sharing one read transaction (its
+  // file is shared with its checkpointer thread).
   db.pragma("locking_mode = EXCLUSIVE");
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");

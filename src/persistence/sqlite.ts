@@ -7,6 +7,7 @@
  */
 import { closeSync, existsSync, fdatasync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
+import { Worker } from "node:worker_threads";
 import Sqlite from "better-sqlite3";
 import { keySuccessor } from "../values/index.js";
 import { syncDirectory } from "./fileStore.js";
@@ -38,6 +39,16 @@ export const SCHEMA_VERSION = 1;
  */
 export const DEFAULT_CACHE_KIB = 8 * 1024;
 
+/** Writes (batches, backfills, collections) between two requests to the checkpointer. */
+export const CHECKPOINT_EVERY_WRITES = 64;
+
+/**
+ * A WAL holding more frames than this (in bytes) that the checkpointer could
+ * not copy entirely (a writer that never paused long enough for the WAL to
+ * restart) is checkpointed on this thread, blocking: the WAL stays bounded.
+ */
+export const MAX_WAL_BYTES = 64 * 1024 * 1024;
+
 export interface SqliteOptions {
   /** Path of the database file; its directory is created if missing. `:memory:` for tests of non-durable behaviour. */
   path: string;
@@ -49,6 +60,12 @@ export interface SqliteOptions {
   syncFile?: (fd: number) => Promise<void>;
   /** How the WAL's directory is synced after the WAL's first sync (tests observe it; default fsync). */
   syncDirectory?: (dir: string) => Promise<void>;
+  /** Writes between two checkpoint requests (default `CHECKPOINT_EVERY_WRITES`; tests lower it). */
+  checkpointEveryWrites?: number;
+  /** The checkpointer thread's module (tests pass ones that fail or never finish). */
+  checkpointerModule?: URL;
+  /** The WAL size past which this thread checkpoints itself (default `MAX_WAL_BYTES`). */
+  maxWalBytes?: number;
   /**
    * How long opening waits for another process to let go of the file before
    * it is refused (default 5 s: a server restarted in place may open it
@@ -113,6 +130,25 @@ const PAGE_ROWS = [16, 64, 256, 1024];
 
 export class SqlitePersistence implements Persistence {
   private readonly db: Sqlite.Database;
+  /** The lock that makes this process the file's only server (null for `:memory:`). */
+  private readonly lock: Sqlite.Database | null;
+  private readonly path: string;
+  private readonly busyTimeoutMs: number;
+  private readonly checkpointEvery: number;
+  private readonly checkpointerModule: URL;
+  private readonly maxWalBytes: number;
+  /** Bytes of a WAL frame: a page and its 24-byte header. */
+  private readonly frameBytes: number;
+  private writesSinceCheckpoint = 0;
+  /** The checkpointer thread, started at the first checkpoint request. */
+  private checkpointer: Worker | null = null;
+  /** Resolves when the checkpointer thread has exited (set when it starts). */
+  private checkpointerExit: Promise<void> = Promise.resolve();
+  /** A checkpoint request is out (at most one at a time). */
+  private checkpointing = false;
+  private checkpointerFailed: string | null = null;
+  /** Checkpoints the checkpointer completed / this thread had to make itself. */
+  private readonly checkpoints = { background: 0, blocking: 0 };
   private readonly stmts;
   private readonly docScans: ScanStatements;
   private readonly indexScans: ScanStatements;
@@ -134,15 +170,25 @@ export class SqlitePersistence implements Persistence {
     this.walPath = options.path === ":memory:" ? null : `${options.path}-wal`;
     this.syncFile = options.syncFile ?? fdatasyncAsync;
     this.syncDirectory = options.syncDirectory ?? syncDirectory;
-    const db = new Sqlite(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
+    this.path = options.path;
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.checkpointEvery = options.checkpointEveryWrites ?? CHECKPOINT_EVERY_WRITES;
+    this.checkpointerModule =
+      options.checkpointerModule ?? new URL("./checkpointer.mjs", import.meta.url);
+    this.maxWalBytes = options.maxWalBytes ?? MAX_WAL_BYTES;
+    // This process owns the file (README.md, "One process per file"): a
+    // second one opening it is refused instead of validating commits against
+    // a commit log of its own.
+    this.lock = options.path === ":memory:" ? null : takeLock(options.path, this.busyTimeoutMs);
+    let db: Sqlite.Database;
+    try {
+      db = new Sqlite(options.path, { timeout: this.busyTimeoutMs });
+    } catch (e) {
+      this.lock?.close();
+      throw e;
+    }
     this.db = db;
     try {
-      // This process owns the file (README.md, "One process per file"): a
-      // second one opening it is refused instead of validating commits
-      // against a commit log of its own. Set before WAL mode is entered, it
-      // also keeps the WAL index in this connection's memory instead of a
-      // shared -shm file, so statements take no file locks.
-      db.pragma("locking_mode = EXCLUSIVE");
       const mode = db.pragma("journal_mode = WAL", { simple: true });
       if (options.path !== ":memory:" && mode !== "wal") {
         throw new Error(
@@ -151,26 +197,26 @@ export class SqlitePersistence implements Persistence {
       }
       // Commits write the WAL without syncing it; `write()` syncs it before
       // it resolves (`syncWal`). NORMAL still syncs the WAL header when the
-      // WAL restarts and the WAL and database around checkpoints.
+      // WAL restarts, and the checkpoints (made by the checkpointer, not
+      // here) sync the WAL and the database.
       db.pragma("synchronous = NORMAL");
+      db.pragma("wal_autocheckpoint = 0");
       db.pragma(`cache_size = ${-(options.cacheKiB ?? DEFAULT_CACHE_KIB)}`);
       db.pragma(`mmap_size = ${options.mmapBytes ?? 2 ** 31}`);
       db.pragma("temp_store = MEMORY");
+      this.frameBytes = Number(db.pragma("page_size", { simple: true })) + 24;
       db.exec(SCHEMA);
       this.checkSchemaVersion();
     } catch (e) {
       db.close();
-      if ((e as { code?: unknown }).code === "SQLITE_BUSY") {
-        throw new Error(
-          `${options.path} is in use by another process (it holds the database's lock): one Tessera server per data directory`,
-          { cause: e },
-        );
-      }
+      this.lock?.close();
       throw e;
     }
 
     const prep = (sql: string) => db.prepare(sql).safeIntegers(true);
     this.stmts = {
+      begin: db.prepare("BEGIN"),
+      commit: db.prepare("COMMIT"),
       getMeta: prep("SELECT value FROM meta WHERE key = ?").pluck(),
       setMeta: prep(
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -279,6 +325,83 @@ export class SqlitePersistence implements Persistence {
     });
   }
 
+  /**
+   * Opens the read transaction that reads share until the next write. In a
+   * WAL shared with the checkpointer every transaction takes and releases
+   * file locks on the -shm file (two system calls), which doubled the cost
+   * of a point read; this connection is the file's only writer and ends the
+   * transaction before each write, so one held open always sees every
+   * commit made so far, and a checkpoint can copy the whole WAL past it.
+   * (Whether one is open is asked of the connection, the one source of truth.)
+   */
+  private read(): void {
+    if (!this.db.inTransaction) this.stmts.begin.run();
+  }
+
+  /** Ends the shared read transaction: a write must commit on its own. */
+  private endRead(): void {
+    if (this.db.inTransaction) this.stmts.commit.run();
+  }
+
+  /** Counts a write, and asks the checkpointer to copy the WAL every so many writes. */
+  private wrote(): void {
+    if (this.lock === null || ++this.writesSinceCheckpoint < this.checkpointEvery) return;
+    if (this.checkpointing || this.checkpointerFailed !== null) return;
+    this.writesSinceCheckpoint = 0;
+    this.checkpointing = true;
+    this.startCheckpointer().postMessage("checkpoint");
+  }
+
+  private startCheckpointer(): Worker {
+    if (this.checkpointer !== null) return this.checkpointer;
+    const worker = new Worker(this.checkpointerModule, {
+      workerData: { path: this.path, busyTimeoutMs: this.busyTimeoutMs },
+    });
+    // Never what keeps a process alive: close() ends it.
+    worker.unref();
+    worker.on("message", (m: CheckpointerMessage) => {
+      this.checkpointing = false;
+      if ("failed" in m) return this.checkpointerDown(m.failed);
+      if (m.done) this.checkpoints.background++;
+      else if (!this.closed && m.log * this.frameBytes > this.maxWalBytes) this.checkpointHere();
+    });
+    worker.on("error", (e) => this.checkpointerDown(e.message));
+    this.checkpointerExit = new Promise((resolve) => worker.once("exit", () => resolve()));
+    this.checkpointer = worker;
+    return worker;
+  }
+
+  /**
+   * The checkpointer failed: SQLite's own checkpoints on this connection
+   * take over (at its default of 1,000 pages), so the WAL stays bounded.
+   */
+  private checkpointerDown(reason: string): void {
+    if (this.checkpointerFailed !== null || this.closed) return;
+    this.checkpointerFailed = reason;
+    this.checkpointing = false;
+    console.error(
+      `tessera: the WAL checkpointer of ${this.path} failed (${reason}); checkpointing on the main thread from now on`,
+    );
+    this.db.pragma("wal_autocheckpoint = 1000");
+    void this.checkpointer?.terminate();
+  }
+
+  /** Copies the whole WAL into the database and restarts it, blocking this thread. */
+  private checkpointHere(): void {
+    this.endRead();
+    this.db.pragma("wal_checkpoint(RESTART)");
+    this.checkpoints.blocking++;
+  }
+
+  /**
+   * Checkpoints so far: `background` ones the checkpointer completed (the
+   * whole WAL copied), `blocking` ones this thread made because the WAL
+   * outgrew `MAX_WAL_BYTES`; `failed` says why the checkpointer stopped.
+   */
+  checkpointStats(): { background: number; blocking: number; failed: string | null } {
+    return { ...this.checkpoints, failed: this.checkpointerFailed };
+  }
+
   private checkSchemaVersion(): void {
     const row = this.db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
       | { value: number }
@@ -301,6 +424,7 @@ export class SqlitePersistence implements Persistence {
    */
   countRows(table: "documents" | "index_entries", indexNumber?: number): number {
     this.ensureOpen();
+    this.read();
     if (table === "documents" && indexNumber === undefined) {
       return Number(this.db.prepare("SELECT count(*) FROM documents").pluck().get());
     }
@@ -318,6 +442,8 @@ export class SqlitePersistence implements Persistence {
     synchronous: "OFF" | "NORMAL" | "FULL" | "EXTRA";
     /** Who syncs the WAL at each write: SQLite inline, or `write()` off the event loop. */
     walSyncAtWrite: "sqlite" | "thread pool";
+    /** Pages after which this connection checkpoints itself (0: the checkpointer thread does it). */
+    walAutocheckpoint: number;
   } {
     const levels = ["OFF", "NORMAL", "FULL", "EXTRA"] as const;
     const synchronous = levels[Number(this.db.pragma("synchronous", { simple: true }))]!;
@@ -325,6 +451,7 @@ export class SqlitePersistence implements Persistence {
       journalMode: String(this.db.pragma("journal_mode", { simple: true })),
       synchronous,
       walSyncAtWrite: synchronous === "NORMAL" ? "thread pool" : "sqlite",
+      walAutocheckpoint: Number(this.db.pragma("wal_autocheckpoint", { simple: true })),
     };
   }
 
@@ -385,12 +512,15 @@ export class SqlitePersistence implements Persistence {
   write(batch: WriteBatch): Promise<void> {
     // Applied on this thread before returning (or thrown), as the contract asks.
     this.ensureOpen();
+    this.endRead();
     this.writeBatch(batch);
+    this.wrote();
     return this.syncWal();
   }
 
   getDocument(tableNumber: number, id: Buffer, ts: bigint): string | null {
     this.ensureOpen();
+    this.read();
     return (this.stmts.getDocument.get(tableNumber, id, ts) as string | null | undefined) ?? null;
   }
 
@@ -402,6 +532,7 @@ export class SqlitePersistence implements Persistence {
     limit: number,
   ): StoredDocument[] {
     this.ensureOpen();
+    this.read();
     return latestPerKey(this.docScans, tableNumber, range, ts, order, limit).map((row) => ({
       id: Buffer.from(row[0] as string, "hex"),
       ts: row[1] as bigint,
@@ -417,6 +548,7 @@ export class SqlitePersistence implements Persistence {
     limit: number,
   ): IndexEntry[] {
     this.ensureOpen();
+    this.read();
     return latestPerKey(this.indexScans, indexNumber, range, ts, order, limit).map((row) => ({
       key: Buffer.from(row[0] as string, "hex"),
       docId: Buffer.from(row[2] as string, "hex"),
@@ -425,6 +557,7 @@ export class SqlitePersistence implements Persistence {
 
   async readLog(afterTs: bigint, untilTs: bigint, limit: number): Promise<LogEntry[]> {
     this.ensureOpen();
+    this.read();
     let rows = this.stmts.readLog.all(afterTs, untilTs, limit) as Row[];
     if (rows.length === limit && limit > 0) {
       const lastTs = rows[rows.length - 1]![2] as bigint;
@@ -442,32 +575,41 @@ export class SqlitePersistence implements Persistence {
 
   async writeBackfill(entries: IndexWrite[]): Promise<void> {
     this.ensureOpen();
+    this.endRead();
     this.backfill(entries);
+    this.wrote();
     await this.syncWal();
   }
 
   async collectGarbage(work: GarbageWork): Promise<void> {
     this.ensureOpen();
+    this.endRead();
     this.collect(work);
+    this.wrote();
     await this.syncWal();
   }
 
   mutationAnswer(client: string, requestId: number): MutationAnswer | null {
     this.ensureOpen();
+    this.read();
     const row = this.stmts.getAnswer.get(client, requestId) as [bigint, string] | undefined;
     return row === undefined ? null : { client, requestId, ts: row[0], text: row[1] };
   }
 
   async forgetMutationAnswers(beforeTs: bigint, limit: number): Promise<number> {
     this.ensureOpen();
+    this.endRead();
     const forgotten = this.stmts.forgetAnswers.run(beforeTs, limit).changes;
+    this.wrote();
     // Nothing acknowledged depends on this delete: no sync to wait for.
     return forgotten;
   }
 
   async dropIndexEntries(indexNumber: number, limit: number): Promise<number> {
     this.ensureOpen();
+    this.endRead();
     const dropped = this.stmts.dropIndex.run(indexNumber, indexNumber, limit).changes;
+    this.wrote();
     await this.syncWal();
     return dropped;
   }
@@ -477,8 +619,39 @@ export class SqlitePersistence implements Persistence {
     this.closed = true;
     // Writes still syncing finish first (their callers are waiting on them).
     await Promise.allSettled([this.syncing, this.nextSync]);
+    // A checkpoint under way finishes first; then the thread closes its connection and exits.
+    this.checkpointer?.postMessage("close");
+    await this.checkpointerExit;
     if (this.walFd !== null) closeSync(this.walFd);
+    this.endRead();
     this.db.close();
+    this.lock?.close();
+  }
+}
+
+type CheckpointerMessage = { done: boolean; log: number; copied: number } | { failed: string };
+
+/**
+ * Takes the lock that makes this process the store's only server: an
+ * exclusive lock on a small SQLite file beside it (`<path>-lock`), held until
+ * close. The store's own file cannot carry it: the checkpointer opens it too.
+ */
+function takeLock(path: string, busyTimeoutMs: number): Sqlite.Database {
+  const lock = new Sqlite(`${path}-lock`, { timeout: busyTimeoutMs });
+  try {
+    // Exclusive locking mode keeps the lock the first write takes.
+    lock.pragma("locking_mode = EXCLUSIVE");
+    lock.pragma("user_version = 1");
+    return lock;
+  } catch (e) {
+    lock.close();
+    if ((e as { code?: unknown }).code === "SQLITE_BUSY") {
+      throw new Error(
+        `${path} is in use by another process (it holds the store's lock): one Tessera server per data directory`,
+        { cause: e },
+      );
+    }
+    throw e;
   }
 }
 

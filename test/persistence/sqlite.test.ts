@@ -2,7 +2,7 @@ import { copyFileSync, fstatSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Sqlite from "better-sqlite3";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { type IndexWrite, SqlitePersistence } from "../../src/persistence/index.js";
 import { compareKeys } from "../../src/values/index.js";
 import { gate, sleep, tempDir, track, waitFor } from "../helpers.js";
@@ -298,6 +298,7 @@ describe("SQLite persistence", () => {
         journalMode: "wal",
         synchronous: "NORMAL",
         walSyncAtWrite: "thread pool",
+        walAutocheckpoint: 0,
       });
       await p.close();
       const raw = new Sqlite(path);
@@ -319,11 +320,12 @@ describe("SQLite persistence", () => {
       expect(() => new SqlitePersistence({ path, busyTimeoutMs: 100 })).toThrow(
         /in use by another process.*one Tessera server per data directory/,
       );
-      const raw = new Sqlite(path, { readonly: true, timeout: 100 });
+      // The lock is a file of its own beside the store, which the checkpointer thread shares.
+      const lock = new Sqlite(`${path}-lock`, { timeout: 100 });
       try {
-        expect(() => raw.pragma("user_version")).toThrow(/locked/);
+        expect(() => lock.exec("BEGIN EXCLUSIVE")).toThrow(/locked/);
       } finally {
-        raw.close();
+        lock.close();
       }
       // The refusal left the owner untouched.
       await p.write({ documents: [{ tableNumber: 1, id: b(7), ts: 2n, value: "2" }], indexes: [] });
@@ -335,6 +337,114 @@ describe("SQLite persistence", () => {
     } finally {
       dir.remove();
     }
+  });
+
+  describe("checkpoints", () => {
+    /** Writes `n` documents of `bytes` each, one batch per document, from `ts` + 1 on. */
+    async function writeLarge(p: SqlitePersistence, from: bigint, n: number, bytes: number) {
+      for (let ts = from + 1n; ts <= from + BigInt(n); ts++) {
+        await p.write({
+          documents: [
+            { tableNumber: 1, id: b(Number(ts % 200n)), ts, value: `${ts}`.padEnd(bytes, "x") },
+          ],
+          indexes: [],
+          maxTs: ts,
+        });
+      }
+      return from + BigInt(n);
+    }
+
+    it("are made by the checkpointer thread, and the WAL restarts instead of growing", async () => {
+      const dir = tempDir();
+      const path = join(dir.path, "db.sqlite");
+      const p = new SqlitePersistence({ path, checkpointEveryWrites: 4 });
+      try {
+        // This connection never checkpoints itself (a checkpoint's copying and
+        // syncs would hold the event loop).
+        expect(p.durability().walAutocheckpoint).toBe(0);
+        let ts = 0n;
+        for (let cycle = 0; cycle < 12; cycle++) {
+          const before = p.checkpointStats().background;
+          ts = await writeLarge(p, ts, 4, 40_000);
+          await waitFor("the checkpointer's copy of the WAL", () => {
+            return p.checkpointStats().background > before;
+          });
+        }
+        // 48 batches of ~40 KB were appended: without the checkpoints the WAL
+        // would hold them all (~2 MB).
+        expect(statSync(`${path}-wal`).size).toBeLessThan(1_000_000);
+        expect(p.checkpointStats()).toMatchObject({ blocking: 0, failed: null });
+        expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+        await p.close();
+        const again = new SqlitePersistence({ path });
+        expect(again.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+        expect(again.countRows("documents")).toBe(48);
+        await again.close();
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it("are made on this thread, blocking, once the WAL outgrows its bound uncopied", async () => {
+      const dir = tempDir();
+      const path = join(dir.path, "db.sqlite");
+      const p = new SqlitePersistence({
+        path,
+        checkpointEveryWrites: 2,
+        maxWalBytes: 500_000,
+        checkpointerModule: new URL(
+          "../fixtures/persistence/stuckCheckpointer.mjs",
+          import.meta.url,
+        ),
+      });
+      try {
+        let ts = 0n;
+        const deadline = Date.now() + 20_000;
+        while (p.checkpointStats().blocking === 0) {
+          if (Date.now() > deadline) throw new Error("no checkpoint on this thread");
+          ts = await writeLarge(p, ts, 2, 40_000);
+          await sleep(5);
+        }
+        // ~4 MB more, into a WAL kept near 500 KB.
+        for (let round = 0; round < 50; round++) ts = await writeLarge(p, ts, 2, 40_000);
+        expect(p.checkpointStats().blocking).toBeGreaterThan(1);
+        expect(statSync(`${path}-wal`).size).toBeLessThan(2_000_000);
+        expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+      } finally {
+        await p.close();
+        dir.remove();
+      }
+    });
+
+    it("fall back to this connection when the checkpointer thread fails", async () => {
+      const dir = tempDir();
+      const path = join(dir.path, "db.sqlite");
+      const errors: unknown[] = [];
+      const spy = vi.spyOn(console, "error").mockImplementation((...args) => errors.push(args));
+      const p = new SqlitePersistence({
+        path,
+        checkpointEveryWrites: 2,
+        checkpointerModule: new URL(
+          "../fixtures/persistence/failingCheckpointer.mjs",
+          import.meta.url,
+        ),
+      });
+      try {
+        let ts = await writeLarge(p, 0n, 2, 1000);
+        await waitFor("the checkpointer's failure", () => p.checkpointStats().failed !== null);
+        expect(p.checkpointStats().failed).toMatch(/fails on purpose/);
+        expect(String(errors[0])).toMatch(/checkpointer .* failed/);
+        // SQLite's own checkpoints (every 1,000 pages) keep the WAL bounded from now on.
+        expect(p.durability().walAutocheckpoint).toBe(1000);
+        ts = await writeLarge(p, ts, 150, 40_000);
+        expect(statSync(`${path}-wal`).size).toBeLessThan(5_500_000);
+        expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+      } finally {
+        spy.mockRestore();
+        await p.close();
+        dir.remove();
+      }
+    });
   });
 
   describe("WAL syncs", () => {
