@@ -49,6 +49,9 @@ export const CHECKPOINT_EVERY_WRITES = 64;
  */
 export const MAX_WAL_BYTES = 64 * 1024 * 1024;
 
+/** How long close() waits for the checkpointer thread to finish before ending it. */
+const CHECKPOINTER_CLOSE_MS = 30_000;
+
 export interface SqliteOptions {
   /** Path of the database file; its directory is created if missing. `:memory:` for tests of non-durable behaviour. */
   path: string;
@@ -619,9 +622,23 @@ export class SqlitePersistence implements Persistence {
     this.closed = true;
     // Writes still syncing finish first (their callers are waiting on them).
     await Promise.allSettled([this.syncing, this.nextSync]);
-    // A checkpoint under way finishes first; then the thread closes its connection and exits.
-    this.checkpointer?.postMessage("close");
-    await this.checkpointerExit;
+    // A checkpoint under way finishes first; then the thread closes its
+    // connection and exits. Referenced again, it keeps the process alive
+    // until then: a process waiting on nothing else would exit mid-close.
+    const checkpointer = this.checkpointer;
+    if (checkpointer !== null) {
+      checkpointer.ref();
+      checkpointer.postMessage("close");
+      // One that has not exited after CHECKPOINTER_CLOSE_MS is ended (a
+      // checkpoint cut short leaves the file consistent: SQLite redoes it).
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CHECKPOINTER_CLOSE_MS);
+      });
+      await Promise.race([this.checkpointerExit, stuck]);
+      clearTimeout(timer);
+      await checkpointer.terminate();
+    }
     if (this.walFd !== null) closeSync(this.walFd);
     this.endRead();
     this.db.close();

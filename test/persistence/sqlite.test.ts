@@ -1,5 +1,7 @@
+import { execFileSync } from "node:child_process";
 import { copyFileSync, fstatSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import Sqlite from "better-sqlite3";
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
@@ -412,6 +414,25 @@ describe("SQLite persistence", () => {
         expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
       } finally {
         await p.close();
+        dir.remove();
+      }
+    });
+
+    it("end with close(), which a process waiting on nothing else sees through", () => {
+      const dir = tempDir();
+      try {
+        const out = execFileSync(
+          process.execPath,
+          [
+            "--import",
+            fileURLToPath(new URL("../../bin/ts-register.mjs", import.meta.url)),
+            fileURLToPath(new URL("../fixtures/persistence/closeInChild.ts", import.meta.url)),
+            dir.path,
+          ],
+          { encoding: "utf8", timeout: 30_000 },
+        );
+        expect(out.trim()).toBe("closed");
+      } finally {
         dir.remove();
       }
     });
