@@ -5,7 +5,7 @@
  * durable as `synchronous=FULL`, without holding the event loop for the
  * disk. See README.md for the on-disk format and why durability holds.
  */
-import { closeSync, existsSync, fdatasync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fstatSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { Worker } from "node:worker_threads";
 import Sqlite from "better-sqlite3";
@@ -48,6 +48,12 @@ export const CHECKPOINT_EVERY_WRITES = 64;
  * restart) is checkpointed on this thread, blocking: the WAL stays bounded.
  */
 export const MAX_WAL_BYTES = 64 * 1024 * 1024;
+
+/** WAL file growth (bytes) that asks for a checkpoint before `CHECKPOINT_EVERY_WRITES` writes. */
+export const CHECKPOINT_EVERY_BYTES = 4 * 1024 * 1024;
+
+/** How soon a checkpoint that could not copy the whole WAL is followed by another. */
+const CHECKPOINT_RETRY_MS = 50;
 
 /** How long close() waits for the checkpointer thread to finish before ending it. */
 const CHECKPOINTER_CLOSE_MS = 30_000;
@@ -143,6 +149,8 @@ export class SqlitePersistence implements Persistence {
   /** Bytes of a WAL frame: a page and its 24-byte header. */
   private readonly frameBytes: number;
   private writesSinceCheckpoint = 0;
+  /** The WAL file's size at the last checkpoint request. */
+  private walBytesAtRequest = 0;
   /** The checkpointer thread, started at the first checkpoint request. */
   private checkpointer: Worker | null = null;
   /** Resolves when the checkpointer thread has exited (set when it starts). */
@@ -151,7 +159,7 @@ export class SqlitePersistence implements Persistence {
   private checkpointing = false;
   private checkpointerFailed: string | null = null;
   /** Checkpoints the checkpointer completed / this thread had to make itself. */
-  private readonly checkpoints = { background: 0, blocking: 0 };
+  private readonly checkpoints = { background: 0, incomplete: 0, blocking: 0 };
   private readonly stmts;
   private readonly docScans: ScanStatements;
   private readonly indexScans: ScanStatements;
@@ -348,9 +356,21 @@ export class SqlitePersistence implements Persistence {
 
   /** Counts a write, and asks the checkpointer to copy the WAL every so many writes. */
   private wrote(): void {
-    if (this.lock === null || ++this.writesSinceCheckpoint < this.checkpointEvery) return;
-    if (this.checkpointing || this.checkpointerFailed !== null) return;
+    if (this.lock === null) return;
+    this.writesSinceCheckpoint++;
+    // Large batches grow the WAL faster than their count says: its file
+    // growing by CHECKPOINT_EVERY_BYTES asks too (a restarted WAL is
+    // overwritten in place and does not grow; the count covers that).
+    const grown =
+      this.walFd !== null &&
+      fstatSync(this.walFd).size >= this.walBytesAtRequest + CHECKPOINT_EVERY_BYTES;
+    if (this.writesSinceCheckpoint >= this.checkpointEvery || grown) this.requestCheckpoint();
+  }
+
+  private requestCheckpoint(): void {
+    if (this.checkpointing || this.checkpointerFailed !== null || this.closed) return;
     this.writesSinceCheckpoint = 0;
+    if (this.walFd !== null) this.walBytesAtRequest = fstatSync(this.walFd).size;
     this.checkpointing = true;
     this.startCheckpointer().postMessage("checkpoint");
   }
@@ -365,8 +385,19 @@ export class SqlitePersistence implements Persistence {
     worker.on("message", (m: CheckpointerMessage) => {
       this.checkpointing = false;
       if ("failed" in m) return this.checkpointerDown(m.failed);
-      if (m.done) this.checkpoints.background++;
-      else if (!this.closed && m.log * this.frameBytes > this.maxWalBytes) this.checkpointHere();
+      if (this.closed) return;
+      if (m.done) {
+        this.checkpoints.background++;
+        // The WAL is all in the database now: reads begun from here on skip it.
+        this.endRead();
+      } else if (m.log * this.frameBytes > this.maxWalBytes) {
+        this.checkpointHere();
+      } else {
+        // Not all copied (the writer kept appending): go on soon, writes or
+        // not, so that the WAL is all copied once the writer pauses.
+        this.checkpoints.incomplete++;
+        setTimeout(() => this.requestCheckpoint(), CHECKPOINT_RETRY_MS).unref();
+      }
     });
     worker.on("error", (e) => this.checkpointerDown(e.message));
     this.checkpointerExit = new Promise((resolve) => worker.once("exit", () => resolve()));
@@ -398,10 +429,16 @@ export class SqlitePersistence implements Persistence {
 
   /**
    * Checkpoints so far: `background` ones the checkpointer completed (the
-   * whole WAL copied), `blocking` ones this thread made because the WAL
-   * outgrew `MAX_WAL_BYTES`; `failed` says why the checkpointer stopped.
+   * whole WAL copied) and `incomplete` ones it did not, `blocking` ones this
+   * thread made because the WAL outgrew `MAX_WAL_BYTES`; `failed` says why
+   * the checkpointer stopped.
    */
-  checkpointStats(): { background: number; blocking: number; failed: string | null } {
+  checkpointStats(): {
+    background: number;
+    incomplete: number;
+    blocking: number;
+    failed: string | null;
+  } {
     return { ...this.checkpoints, failed: this.checkpointerFailed };
   }
 

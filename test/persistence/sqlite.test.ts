@@ -387,6 +387,55 @@ describe("SQLite persistence", () => {
       }
     });
 
+    it("are asked for when the WAL grows by 4 MiB, however few the writes", async () => {
+      const dir = tempDir();
+      const path = join(dir.path, "db.sqlite");
+      const p = new SqlitePersistence({ path, checkpointEveryWrites: 1000 });
+      try {
+        // Three batches of 100 documents of 20 KB: ~6 MB in three writes.
+        for (let ts = 1n; ts <= 3n; ts++) {
+          await p.write({
+            documents: Array.from({ length: 100 }, (_, i) => ({
+              tableNumber: 1,
+              id: b(Number(ts), i),
+              ts,
+              value: "x".repeat(20_000),
+            })),
+            indexes: [],
+            maxTs: ts,
+          });
+        }
+        await waitFor("a checkpoint", () => p.checkpointStats().background > 0);
+      } finally {
+        await p.close();
+        dir.remove();
+      }
+    });
+
+    it("go on without writes until the whole WAL is copied", async () => {
+      const dir = tempDir();
+      const path = join(dir.path, "db.sqlite");
+      const p = new SqlitePersistence({
+        path,
+        checkpointEveryWrites: 1,
+        checkpointerModule: new URL(
+          "../fixtures/persistence/stuckCheckpointer.mjs",
+          import.meta.url,
+        ),
+      });
+      try {
+        await writeLarge(p, 0n, 1, 1000);
+        // One write asked once; the checkpointer keeps reporting frames left, so it is asked again.
+        await waitFor("checkpoints asked without writes", () => {
+          return p.checkpointStats().incomplete >= 3;
+        });
+        expect(p.checkpointStats()).toMatchObject({ background: 0, blocking: 0 });
+      } finally {
+        await p.close();
+        dir.remove();
+      }
+    });
+
     it("are made on this thread, blocking, once the WAL outgrows its bound uncopied", async () => {
       const dir = tempDir();
       const path = join(dir.path, "db.sqlite");
