@@ -5,7 +5,8 @@
  * durable as `synchronous=FULL`, without holding the event loop for the
  * disk. See README.md for the on-disk format and why durability holds.
  */
-import { closeSync, existsSync, fdatasync, fstatSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, mkdirSync, openSync, readSync } from "node:fs";
+import { endianness } from "node:os";
 import { dirname } from "node:path";
 import { Worker } from "node:worker_threads";
 import Sqlite from "better-sqlite3";
@@ -39,20 +40,20 @@ export const SCHEMA_VERSION = 1;
  */
 export const DEFAULT_CACHE_KIB = 8 * 1024;
 
-/** Writes (batches, backfills, collections) between two requests to the checkpointer. */
-export const CHECKPOINT_EVERY_WRITES = 64;
+/**
+ * Frames in the WAL at which the checkpointer is asked to copy it (SQLite's
+ * own default for checkpointing in the commit).
+ */
+export const CHECKPOINT_FRAMES = 1000;
 
 /**
- * A WAL holding more frames than this (in bytes) that the checkpointer could
- * not copy entirely (a writer that never paused long enough for the WAL to
- * restart) is checkpointed on this thread, blocking: the WAL stays bounded.
+ * Frames at which this connection checkpoints itself, blocking, as SQLite
+ * does: reached only when the checkpointer cannot keep up (a writer that
+ * never pauses), it keeps the WAL bounded.
  */
-export const MAX_WAL_BYTES = 64 * 1024 * 1024;
+export const BACKSTOP_FRAMES = 4 * CHECKPOINT_FRAMES;
 
-/** WAL file growth (bytes) that asks for a checkpoint before `CHECKPOINT_EVERY_WRITES` writes. */
-export const CHECKPOINT_EVERY_BYTES = 4 * 1024 * 1024;
-
-/** How soon a checkpoint that could not copy the whole WAL is followed by another. */
+/** How long the writer must pause before a checkpoint that could not copy the whole WAL is retried. */
 const CHECKPOINT_RETRY_MS = 50;
 
 /** How long close() waits for the checkpointer thread to finish before ending it. */
@@ -69,12 +70,12 @@ export interface SqliteOptions {
   syncFile?: (fd: number) => Promise<void>;
   /** How the WAL's directory is synced after the WAL's first sync (tests observe it; default fsync). */
   syncDirectory?: (dir: string) => Promise<void>;
-  /** Writes between two checkpoint requests (default `CHECKPOINT_EVERY_WRITES`; tests lower it). */
-  checkpointEveryWrites?: number;
+  /** WAL frames that ask for a checkpoint (default `CHECKPOINT_FRAMES`; tests lower it). */
+  checkpointFrames?: number;
+  /** WAL frames at which this connection checkpoints itself (default `BACKSTOP_FRAMES`). */
+  backstopFrames?: number;
   /** The checkpointer thread's module (tests pass ones that fail or never finish). */
   checkpointerModule?: URL;
-  /** The WAL size past which this thread checkpoints itself (default `MAX_WAL_BYTES`). */
-  maxWalBytes?: number;
   /**
    * How long opening waits for another process to let go of the file before
    * it is refused (default 5 s: a server restarted in place may open it
@@ -143,14 +144,16 @@ export class SqlitePersistence implements Persistence {
   private readonly lock: Sqlite.Database | null;
   private readonly path: string;
   private readonly busyTimeoutMs: number;
-  private readonly checkpointEvery: number;
+  private readonly checkpointFrames: number;
+  private readonly backstopFrames: number;
   private readonly checkpointerModule: URL;
-  private readonly maxWalBytes: number;
-  /** Bytes of a WAL frame: a page and its 24-byte header. */
-  private readonly frameBytes: number;
-  private writesSinceCheckpoint = 0;
-  /** The WAL file's size at the last checkpoint request. */
-  private walBytesAtRequest = 0;
+  /** The WAL index (`-shm`), read for the WAL's frame count (null until the first write). */
+  private shmFd: number | null = null;
+  private readonly shmHeader = Buffer.alloc(20);
+  /** The WAL's frames when the checkpointer was last asked. */
+  private framesAtRequest = 0;
+  private lastWriteAt = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
   /** The checkpointer thread, started at the first checkpoint request. */
   private checkpointer: Worker | null = null;
   /** Resolves when the checkpointer thread has exited (set when it starts). */
@@ -159,7 +162,7 @@ export class SqlitePersistence implements Persistence {
   private checkpointing = false;
   private checkpointerFailed: string | null = null;
   /** Checkpoints the checkpointer completed / this thread had to make itself. */
-  private readonly checkpoints = { background: 0, incomplete: 0, blocking: 0 };
+  private readonly checkpoints = { background: 0, incomplete: 0 };
   private readonly stmts;
   private readonly docScans: ScanStatements;
   private readonly indexScans: ScanStatements;
@@ -183,10 +186,10 @@ export class SqlitePersistence implements Persistence {
     this.syncDirectory = options.syncDirectory ?? syncDirectory;
     this.path = options.path;
     this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-    this.checkpointEvery = options.checkpointEveryWrites ?? CHECKPOINT_EVERY_WRITES;
+    this.checkpointFrames = options.checkpointFrames ?? CHECKPOINT_FRAMES;
+    this.backstopFrames = options.backstopFrames ?? BACKSTOP_FRAMES;
     this.checkpointerModule =
       options.checkpointerModule ?? new URL("./checkpointer.mjs", import.meta.url);
-    this.maxWalBytes = options.maxWalBytes ?? MAX_WAL_BYTES;
     // This process owns the file (README.md, "One process per file"): a
     // second one opening it is refused instead of validating commits against
     // a commit log of its own.
@@ -208,14 +211,14 @@ export class SqlitePersistence implements Persistence {
       }
       // Commits write the WAL without syncing it; `write()` syncs it before
       // it resolves (`syncWal`). NORMAL still syncs the WAL header when the
-      // WAL restarts, and the checkpoints (made by the checkpointer, not
-      // here) sync the WAL and the database.
+      // WAL restarts, and the checkpoints sync the WAL and the database.
+      // Checkpoints are the checkpointer thread's; this connection's own
+      // (SQLite's, in the commit) are a backstop (see README, "Checkpoints").
       db.pragma("synchronous = NORMAL");
-      db.pragma("wal_autocheckpoint = 0");
+      db.pragma(`wal_autocheckpoint = ${options.path === ":memory:" ? 1000 : this.backstopFrames}`);
       db.pragma(`cache_size = ${-(options.cacheKiB ?? DEFAULT_CACHE_KIB)}`);
       db.pragma(`mmap_size = ${options.mmapBytes ?? 2 ** 31}`);
       db.pragma("temp_store = MEMORY");
-      this.frameBytes = Number(db.pragma("page_size", { simple: true })) + 24;
       db.exec(SCHEMA);
       this.checkSchemaVersion();
     } catch (e) {
@@ -354,23 +357,55 @@ export class SqlitePersistence implements Persistence {
     if (this.db.inTransaction) this.stmts.commit.run();
   }
 
-  /** Counts a write, and asks the checkpointer to copy the WAL every so many writes. */
+  /**
+   * After a write: asks the checkpointer to copy the WAL once it holds
+   * `checkpointFrames` frames. The count is the WAL index header's `mxFrame`
+   * (a u32 in the machine's byte order at byte 16 of the `-shm` file, in
+   * SQLite's documented format), read with one `pread`; a torn read only
+   * moves a request.
+   */
   private wrote(): void {
     if (this.lock === null) return;
-    this.writesSinceCheckpoint++;
-    // Large batches grow the WAL faster than their count says: its file
-    // growing by CHECKPOINT_EVERY_BYTES asks too (a restarted WAL is
-    // overwritten in place and does not grow; the count covers that).
-    const grown =
-      this.walFd !== null &&
-      fstatSync(this.walFd).size >= this.walBytesAtRequest + CHECKPOINT_EVERY_BYTES;
-    if (this.writesSinceCheckpoint >= this.checkpointEvery || grown) this.requestCheckpoint();
+    this.lastWriteAt = performance.now();
+    const frames = this.walFrames();
+    // The WAL restarted since the last request: count from its start.
+    if (frames < this.framesAtRequest) this.framesAtRequest = 0;
+    if (frames >= this.framesAtRequest + this.checkpointFrames) this.requestCheckpoint(frames);
   }
 
-  private requestCheckpoint(): void {
+  /**
+   * Asks for a checkpoint once no write came for `CHECKPOINT_RETRY_MS`. Not
+   * sooner: against a writer that never pauses each round copies a few
+   * frames and syncs twice, and a checkpoint per 1,000 new frames (with
+   * this connection's backstop) is what keeps up with it.
+   */
+  private retryWhenIdle(): void {
+    if (this.retryTimer !== null) return;
+    const check = () => {
+      const idle = performance.now() - this.lastWriteAt;
+      if (idle < CHECKPOINT_RETRY_MS) {
+        this.retryTimer = setTimeout(check, CHECKPOINT_RETRY_MS - idle);
+        this.retryTimer.unref();
+        return;
+      }
+      this.retryTimer = null;
+      this.requestCheckpoint();
+    };
+    this.retryTimer = setTimeout(check, CHECKPOINT_RETRY_MS);
+    this.retryTimer.unref();
+  }
+
+  private walFrames(): number {
+    if (this.shmFd === null) this.shmFd = openSync(`${this.path}-shm`, "r");
+    readSync(this.shmFd, this.shmHeader, 0, 20, 0);
+    return endianness() === "LE"
+      ? this.shmHeader.readUInt32LE(16)
+      : this.shmHeader.readUInt32BE(16);
+  }
+
+  private requestCheckpoint(frames = this.walFrames()): void {
     if (this.checkpointing || this.checkpointerFailed !== null || this.closed) return;
-    this.writesSinceCheckpoint = 0;
-    if (this.walFd !== null) this.walBytesAtRequest = fstatSync(this.walFd).size;
+    this.framesAtRequest = frames;
     this.checkpointing = true;
     this.startCheckpointer().postMessage("checkpoint");
   }
@@ -386,17 +421,17 @@ export class SqlitePersistence implements Persistence {
       this.checkpointing = false;
       if ("failed" in m) return this.checkpointerDown(m.failed);
       if (this.closed) return;
-      if (m.done) {
+      // Frames written while it copied are not copied yet either.
+      if (m.done && this.walFrames() <= m.log) {
         this.checkpoints.background++;
         // The WAL is all in the database now: reads begun from here on skip it.
         this.endRead();
-      } else if (m.log * this.frameBytes > this.maxWalBytes) {
-        this.checkpointHere();
       } else {
         // Not all copied (the writer kept appending): go on soon, writes or
-        // not, so that the WAL is all copied once the writer pauses.
+        // not, so that the WAL is all copied, and can restart, once the
+        // writer pauses.
         this.checkpoints.incomplete++;
-        setTimeout(() => this.requestCheckpoint(), CHECKPOINT_RETRY_MS).unref();
+        this.retryWhenIdle();
       }
     });
     worker.on("error", (e) => this.checkpointerDown(e.message));
@@ -420,25 +455,12 @@ export class SqlitePersistence implements Persistence {
     void this.checkpointer?.terminate();
   }
 
-  /** Copies the whole WAL into the database and restarts it, blocking this thread. */
-  private checkpointHere(): void {
-    this.endRead();
-    this.db.pragma("wal_checkpoint(RESTART)");
-    this.checkpoints.blocking++;
-  }
-
   /**
    * Checkpoints so far: `background` ones the checkpointer completed (the
-   * whole WAL copied) and `incomplete` ones it did not, `blocking` ones this
-   * thread made because the WAL outgrew `MAX_WAL_BYTES`; `failed` says why
+   * whole WAL copied) and `incomplete` ones it did not; `failed` says why
    * the checkpointer stopped.
    */
-  checkpointStats(): {
-    background: number;
-    incomplete: number;
-    blocking: number;
-    failed: string | null;
-  } {
+  checkpointStats(): { background: number; incomplete: number; failed: string | null } {
     return { ...this.checkpoints, failed: this.checkpointerFailed };
   }
 
@@ -482,7 +504,7 @@ export class SqlitePersistence implements Persistence {
     synchronous: "OFF" | "NORMAL" | "FULL" | "EXTRA";
     /** Who syncs the WAL at each write: SQLite inline, or `write()` off the event loop. */
     walSyncAtWrite: "sqlite" | "thread pool";
-    /** Pages after which this connection checkpoints itself (0: the checkpointer thread does it). */
+    /** WAL frames at which this connection checkpoints itself (the backstop behind the checkpointer thread). */
     walAutocheckpoint: number;
   } {
     const levels = ["OFF", "NORMAL", "FULL", "EXTRA"] as const;
@@ -662,6 +684,7 @@ export class SqlitePersistence implements Persistence {
     // A checkpoint under way finishes first; then the thread closes its
     // connection and exits. Referenced again, it keeps the process alive
     // until then: a process waiting on nothing else would exit mid-close.
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     const checkpointer = this.checkpointer;
     if (checkpointer !== null) {
       checkpointer.ref();
@@ -677,6 +700,7 @@ export class SqlitePersistence implements Persistence {
       await checkpointer.terminate();
     }
     if (this.walFd !== null) closeSync(this.walFd);
+    if (this.shmFd !== null) closeSync(this.shmFd);
     this.endRead();
     this.db.close();
     this.lock?.close();

@@ -300,7 +300,7 @@ describe("SQLite persistence", () => {
         journalMode: "wal",
         synchronous: "NORMAL",
         walSyncAtWrite: "thread pool",
-        walAutocheckpoint: 0,
+        walAutocheckpoint: 4000,
       });
       await p.close();
       const raw = new Sqlite(path);
@@ -359,11 +359,10 @@ describe("SQLite persistence", () => {
     it("are made by the checkpointer thread, and the WAL restarts instead of growing", async () => {
       const dir = tempDir();
       const path = join(dir.path, "db.sqlite");
-      const p = new SqlitePersistence({ path, checkpointEveryWrites: 4 });
+      const p = new SqlitePersistence({ path, checkpointFrames: 40 });
       try {
-        // This connection never checkpoints itself (a checkpoint's copying and
-        // syncs would hold the event loop).
-        expect(p.durability().walAutocheckpoint).toBe(0);
+        // This connection checkpoints itself only as a backstop, at 4,000 frames.
+        expect(p.durability().walAutocheckpoint).toBe(4000);
         let ts = 0n;
         for (let cycle = 0; cycle < 12; cycle++) {
           const before = p.checkpointStats().background;
@@ -375,7 +374,7 @@ describe("SQLite persistence", () => {
         // 48 batches of ~40 KB were appended: without the checkpoints the WAL
         // would hold them all (~2 MB).
         expect(statSync(`${path}-wal`).size).toBeLessThan(1_000_000);
-        expect(p.checkpointStats()).toMatchObject({ blocking: 0, failed: null });
+        expect(p.checkpointStats()).toMatchObject({ failed: null });
         expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
         await p.close();
         const again = new SqlitePersistence({ path });
@@ -387,37 +386,12 @@ describe("SQLite persistence", () => {
       }
     });
 
-    it("are asked for when the WAL grows by 4 MiB, however few the writes", async () => {
-      const dir = tempDir();
-      const path = join(dir.path, "db.sqlite");
-      const p = new SqlitePersistence({ path, checkpointEveryWrites: 1000 });
-      try {
-        // Three batches of 100 documents of 20 KB: ~6 MB in three writes.
-        for (let ts = 1n; ts <= 3n; ts++) {
-          await p.write({
-            documents: Array.from({ length: 100 }, (_, i) => ({
-              tableNumber: 1,
-              id: b(Number(ts), i),
-              ts,
-              value: "x".repeat(20_000),
-            })),
-            indexes: [],
-            maxTs: ts,
-          });
-        }
-        await waitFor("a checkpoint", () => p.checkpointStats().background > 0);
-      } finally {
-        await p.close();
-        dir.remove();
-      }
-    });
-
     it("go on without writes until the whole WAL is copied", async () => {
       const dir = tempDir();
       const path = join(dir.path, "db.sqlite");
       const p = new SqlitePersistence({
         path,
-        checkpointEveryWrites: 1,
+        checkpointFrames: 1,
         checkpointerModule: new URL(
           "../fixtures/persistence/stuckCheckpointer.mjs",
           import.meta.url,
@@ -429,37 +403,31 @@ describe("SQLite persistence", () => {
         await waitFor("checkpoints asked without writes", () => {
           return p.checkpointStats().incomplete >= 3;
         });
-        expect(p.checkpointStats()).toMatchObject({ background: 0, blocking: 0 });
+        expect(p.checkpointStats()).toMatchObject({ background: 0 });
       } finally {
         await p.close();
         dir.remove();
       }
     });
 
-    it("are made on this thread, blocking, once the WAL outgrows its bound uncopied", async () => {
+    it("are made by this connection as a backstop when the checkpointer cannot keep up", async () => {
       const dir = tempDir();
       const path = join(dir.path, "db.sqlite");
       const p = new SqlitePersistence({
         path,
-        checkpointEveryWrites: 2,
-        maxWalBytes: 500_000,
+        checkpointFrames: 20,
+        backstopFrames: 100,
         checkpointerModule: new URL(
           "../fixtures/persistence/stuckCheckpointer.mjs",
           import.meta.url,
         ),
       });
       try {
-        let ts = 0n;
-        const deadline = Date.now() + 20_000;
-        while (p.checkpointStats().blocking === 0) {
-          if (Date.now() > deadline) throw new Error("no checkpoint on this thread");
-          ts = await writeLarge(p, ts, 2, 40_000);
-          await sleep(5);
-        }
-        // ~4 MB more, into a WAL kept near 500 KB.
-        for (let round = 0; round < 50; round++) ts = await writeLarge(p, ts, 2, 40_000);
-        expect(p.checkpointStats().blocking).toBeGreaterThan(1);
-        expect(statSync(`${path}-wal`).size).toBeLessThan(2_000_000);
+        expect(p.durability().walAutocheckpoint).toBe(100);
+        // ~4 MB (~1,000 frames) into a WAL kept near 100 frames by SQLite's own checkpoints.
+        const ts = await writeLarge(p, 0n, 100, 40_000);
+        expect(p.checkpointStats()).toMatchObject({ background: 0, failed: null });
+        expect(statSync(`${path}-wal`).size).toBeLessThan(1_500_000);
         expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
       } finally {
         await p.close();
@@ -493,7 +461,7 @@ describe("SQLite persistence", () => {
       const spy = vi.spyOn(console, "error").mockImplementation((...args) => errors.push(args));
       const p = new SqlitePersistence({
         path,
-        checkpointEveryWrites: 2,
+        checkpointFrames: 1,
         checkpointerModule: new URL(
           "../fixtures/persistence/failingCheckpointer.mjs",
           import.meta.url,
