@@ -6,13 +6,17 @@ import Sqlite from "better-sqlite3";
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
 import { type IndexWrite, SqlitePersistence } from "../../src/persistence/index.js";
+import type { SqliteOptions } from "../../src/persistence/sqlite.js";
 import { compareKeys } from "../../src/values/index.js";
 import { gate, sleep, tempDir, track, waitFor } from "../helpers.js";
 
-function withStore<T>(f: (p: SqlitePersistence, path: string) => Promise<T>): Promise<T> {
+function withStore<T>(
+  f: (p: SqlitePersistence, path: string) => Promise<T>,
+  options: Omit<SqliteOptions, "path"> = {},
+): Promise<T> {
   const dir = tempDir();
   const path = join(dir.path, "db.sqlite");
-  const p = new SqlitePersistence({ path });
+  const p = new SqlitePersistence({ path, ...options });
   return f(p, path).finally(async () => {
     await p.close();
     dir.remove();
@@ -356,84 +360,65 @@ describe("SQLite persistence", () => {
       return from + BigInt(n);
     }
 
-    it("are made by the checkpointer thread, and the WAL restarts instead of growing", async () => {
-      const dir = tempDir();
-      const path = join(dir.path, "db.sqlite");
-      const p = new SqlitePersistence({ path, checkpointFrames: 40 });
-      try {
-        // This connection checkpoints itself only as a backstop, at 4,000 frames.
-        expect(p.durability().walAutocheckpoint).toBe(4000);
-        let ts = 0n;
-        for (let cycle = 0; cycle < 12; cycle++) {
-          const before = p.checkpointStats().background;
-          ts = await writeLarge(p, ts, 4, 40_000);
-          await waitFor("the checkpointer's copy of the WAL", () => {
-            return p.checkpointStats().background > before;
+    /** A checkpointer module of the fixtures. */
+    const fixture = (name: string) => new URL(`../fixtures/persistence/${name}`, import.meta.url);
+
+    it("are made by the checkpointer thread, and the WAL restarts instead of growing", () =>
+      withStore(
+        async (p, path) => {
+          // This connection checkpoints itself only as a backstop, at 4,000 frames.
+          expect(p.durability().walAutocheckpoint).toBe(4000);
+          let ts = 0n;
+          for (let cycle = 0; cycle < 12; cycle++) {
+            const before = p.checkpointStats().background;
+            ts = await writeLarge(p, ts, 4, 40_000);
+            await waitFor("the checkpointer's copy of the WAL", () => {
+              return p.checkpointStats().background > before;
+            });
+          }
+          // 48 batches of ~40 KB were appended: without the checkpoints the WAL
+          // would hold them all (~2 MB).
+          expect(statSync(`${path}-wal`).size).toBeLessThan(1_000_000);
+          expect(p.checkpointStats()).toMatchObject({ failed: null });
+          expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+          await p.close();
+          const again = new SqlitePersistence({ path });
+          expect(again.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+          expect(again.countRows("documents")).toBe(48);
+          await again.close();
+        },
+        { checkpointFrames: 40 },
+      ));
+
+    it("go on without writes until the whole WAL is copied", () =>
+      withStore(
+        async (p) => {
+          await writeLarge(p, 0n, 1, 1000);
+          // One write asked once; the checkpointer keeps reporting frames left, so it is asked again.
+          await waitFor("checkpoints asked without writes", () => {
+            return p.checkpointStats().incomplete >= 3;
           });
-        }
-        // 48 batches of ~40 KB were appended: without the checkpoints the WAL
-        // would hold them all (~2 MB).
-        expect(statSync(`${path}-wal`).size).toBeLessThan(1_000_000);
-        expect(p.checkpointStats()).toMatchObject({ failed: null });
-        expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
-        await p.close();
-        const again = new SqlitePersistence({ path });
-        expect(again.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
-        expect(again.countRows("documents")).toBe(48);
-        await again.close();
-      } finally {
-        dir.remove();
-      }
-    });
+          expect(p.checkpointStats()).toMatchObject({ background: 0 });
+        },
+        { checkpointFrames: 1, checkpointerModule: fixture("stuckCheckpointer.mjs") },
+      ));
 
-    it("go on without writes until the whole WAL is copied", async () => {
-      const dir = tempDir();
-      const path = join(dir.path, "db.sqlite");
-      const p = new SqlitePersistence({
-        path,
-        checkpointFrames: 1,
-        checkpointerModule: new URL(
-          "../fixtures/persistence/stuckCheckpointer.mjs",
-          import.meta.url,
-        ),
-      });
-      try {
-        await writeLarge(p, 0n, 1, 1000);
-        // One write asked once; the checkpointer keeps reporting frames left, so it is asked again.
-        await waitFor("checkpoints asked without writes", () => {
-          return p.checkpointStats().incomplete >= 3;
-        });
-        expect(p.checkpointStats()).toMatchObject({ background: 0 });
-      } finally {
-        await p.close();
-        dir.remove();
-      }
-    });
-
-    it("are made by this connection as a backstop when the checkpointer cannot keep up", async () => {
-      const dir = tempDir();
-      const path = join(dir.path, "db.sqlite");
-      const p = new SqlitePersistence({
-        path,
-        checkpointFrames: 20,
-        backstopFrames: 100,
-        checkpointerModule: new URL(
-          "../fixtures/persistence/stuckCheckpointer.mjs",
-          import.meta.url,
-        ),
-      });
-      try {
-        expect(p.durability().walAutocheckpoint).toBe(100);
-        // ~4 MB (~1,000 frames) into a WAL kept near 100 frames by SQLite's own checkpoints.
-        const ts = await writeLarge(p, 0n, 100, 40_000);
-        expect(p.checkpointStats()).toMatchObject({ background: 0, failed: null });
-        expect(statSync(`${path}-wal`).size).toBeLessThan(1_500_000);
-        expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
-      } finally {
-        await p.close();
-        dir.remove();
-      }
-    });
+    it("are made by this connection as a backstop when the checkpointer cannot keep up", () =>
+      withStore(
+        async (p, path) => {
+          expect(p.durability().walAutocheckpoint).toBe(100);
+          // ~4 MB (~1,000 frames) into a WAL kept near 100 frames by SQLite's own checkpoints.
+          const ts = await writeLarge(p, 0n, 100, 40_000);
+          expect(p.checkpointStats()).toMatchObject({ background: 0, failed: null });
+          expect(statSync(`${path}-wal`).size).toBeLessThan(1_500_000);
+          expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+        },
+        {
+          checkpointFrames: 20,
+          backstopFrames: 100,
+          checkpointerModule: fixture("stuckCheckpointer.mjs"),
+        },
+      ));
 
     it("end with close(), which a process waiting on nothing else sees through", () => {
       const dir = tempDir();
@@ -455,32 +440,25 @@ describe("SQLite persistence", () => {
     });
 
     it("fall back to this connection when the checkpointer thread fails", async () => {
-      const dir = tempDir();
-      const path = join(dir.path, "db.sqlite");
       const errors: unknown[] = [];
       const spy = vi.spyOn(console, "error").mockImplementation((...args) => errors.push(args));
-      const p = new SqlitePersistence({
-        path,
-        checkpointFrames: 1,
-        checkpointerModule: new URL(
-          "../fixtures/persistence/failingCheckpointer.mjs",
-          import.meta.url,
-        ),
-      });
       try {
-        let ts = await writeLarge(p, 0n, 2, 1000);
-        await waitFor("the checkpointer's failure", () => p.checkpointStats().failed !== null);
-        expect(p.checkpointStats().failed).toMatch(/fails on purpose/);
-        expect(String(errors[0])).toMatch(/checkpointer .* failed/);
-        // SQLite's own checkpoints (every 1,000 pages) keep the WAL bounded from now on.
-        expect(p.durability().walAutocheckpoint).toBe(1000);
-        ts = await writeLarge(p, ts, 150, 40_000);
-        expect(statSync(`${path}-wal`).size).toBeLessThan(5_500_000);
-        expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+        await withStore(
+          async (p, path) => {
+            let ts = await writeLarge(p, 0n, 2, 1000);
+            await waitFor("the checkpointer's failure", () => p.checkpointStats().failed !== null);
+            expect(p.checkpointStats().failed).toMatch(/fails on purpose/);
+            expect(String(errors[0])).toMatch(/checkpointer .* failed/);
+            // SQLite's own checkpoints (every 1,000 pages) keep the WAL bounded from now on.
+            expect(p.durability().walAutocheckpoint).toBe(1000);
+            ts = await writeLarge(p, ts, 150, 40_000);
+            expect(statSync(`${path}-wal`).size).toBeLessThan(5_500_000);
+            expect(p.getDocument(1, b(Number(ts % 200n)), ts)).toBe(`${ts}`.padEnd(40_000, "x"));
+          },
+          { checkpointFrames: 1, checkpointerModule: fixture("failingCheckpointer.mjs") },
+        );
       } finally {
         spy.mockRestore();
-        await p.close();
-        dir.remove();
       }
     });
   });
