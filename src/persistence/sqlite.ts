@@ -161,7 +161,7 @@ export class SqlitePersistence implements Persistence {
   /** A checkpoint request is out (at most one at a time). */
   private checkpointing = false;
   private checkpointerFailed: string | null = null;
-  /** Checkpoints the checkpointer completed / this thread had to make itself. */
+  /** Checkpoints the checkpointer reported: the whole WAL copied, or not. */
   private readonly checkpoints = { background: 0, incomplete: 0 };
   private readonly stmts;
   private readonly docScans: ScanStatements;
@@ -365,12 +365,24 @@ export class SqlitePersistence implements Persistence {
    * moves a request.
    */
   private wrote(): void {
-    if (this.lock === null) return;
+    if (this.lock === null || this.checkpointerFailed !== null) return;
     this.lastWriteAt = performance.now();
-    const frames = this.walFrames();
+    // Never throws: the batch is applied, and write() must not say otherwise.
+    const frames = this.walFramesOrDown();
+    if (frames === null) return;
     // The WAL restarted since the last request: count from its start.
     if (frames < this.framesAtRequest) this.framesAtRequest = 0;
     if (frames >= this.framesAtRequest + this.checkpointFrames) this.requestCheckpoint(frames);
+  }
+
+  /** The WAL's frame count, or null (and SQLite's checkpoints take over) if the index cannot be read. */
+  private walFramesOrDown(): number | null {
+    try {
+      return this.walFrames();
+    } catch (e) {
+      this.checkpointerDown(`reading the WAL index failed: ${e instanceof Error ? e.message : e}`);
+      return null;
+    }
   }
 
   /**
@@ -389,7 +401,8 @@ export class SqlitePersistence implements Persistence {
         return;
       }
       this.retryTimer = null;
-      this.requestCheckpoint();
+      const frames = this.walFramesOrDown();
+      if (frames !== null) this.requestCheckpoint(frames);
     };
     this.retryTimer = setTimeout(check, CHECKPOINT_RETRY_MS);
     this.retryTimer.unref();
@@ -403,7 +416,7 @@ export class SqlitePersistence implements Persistence {
       : this.shmHeader.readUInt32BE(16);
   }
 
-  private requestCheckpoint(frames = this.walFrames()): void {
+  private requestCheckpoint(frames: number): void {
     if (this.checkpointing || this.checkpointerFailed !== null || this.closed) return;
     this.framesAtRequest = frames;
     this.checkpointing = true;
@@ -422,14 +435,15 @@ export class SqlitePersistence implements Persistence {
       if ("failed" in m) return this.checkpointerDown(m.failed);
       if (this.closed) return;
       // Frames written while it copied are not copied yet either.
-      if (m.done && this.walFrames() <= m.log) {
+      const frames = this.walFramesOrDown();
+      if (frames === null) return;
+      if (m.done && frames <= m.log) {
         this.checkpoints.background++;
         // The WAL is all in the database now: reads begun from here on skip it.
         this.endRead();
       } else {
-        // Not all copied (the writer kept appending): go on soon, writes or
-        // not, so that the WAL is all copied, and can restart, once the
-        // writer pauses.
+        // Not all copied (the writer kept appending): go on once the writer
+        // pauses, so that the WAL is all copied and can restart.
         this.checkpoints.incomplete++;
         this.retryWhenIdle();
       }
