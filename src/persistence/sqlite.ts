@@ -56,6 +56,9 @@ export const BACKSTOP_FRAMES = 4 * CHECKPOINT_FRAMES;
 /** How long the writer must pause before a checkpoint that could not copy the whole WAL is retried. */
 const CHECKPOINT_RETRY_MS = 50;
 
+/** The WAL index is in the machine's byte order. */
+const LITTLE_ENDIAN = endianness() === "LE";
+
 /** How long close() waits for the checkpointer thread to finish before ending it. */
 const CHECKPOINTER_CLOSE_MS = 30_000;
 
@@ -349,12 +352,25 @@ export class SqlitePersistence implements Persistence {
    * (Whether one is open is asked of the connection, the one source of truth.)
    */
   private read(): void {
+    this.ensureOpen();
     if (!this.db.inTransaction) this.stmts.begin.run();
   }
 
   /** Ends the shared read transaction: a write must commit on its own. */
   private endRead(): void {
     if (this.db.inTransaction) this.stmts.commit.run();
+  }
+
+  /**
+   * Applies a write: outside the shared read transaction (else it would
+   * commit only with it, after its sync), then counted for the checkpointer.
+   */
+  private applyWrite<T>(write: () => T): T {
+    this.ensureOpen();
+    this.endRead();
+    const result = write();
+    this.wrote();
+    return result;
   }
 
   /**
@@ -411,9 +427,7 @@ export class SqlitePersistence implements Persistence {
   private walFrames(): number {
     if (this.shmFd === null) this.shmFd = openSync(`${this.path}-shm`, "r");
     readSync(this.shmFd, this.shmHeader, 0, 20, 0);
-    return endianness() === "LE"
-      ? this.shmHeader.readUInt32LE(16)
-      : this.shmHeader.readUInt32BE(16);
+    return LITTLE_ENDIAN ? this.shmHeader.readUInt32LE(16) : this.shmHeader.readUInt32BE(16);
   }
 
   private requestCheckpoint(frames: number): void {
@@ -499,7 +513,6 @@ export class SqlitePersistence implements Persistence {
    * tests of garbage collection, since no other connection may open the file.
    */
   countRows(table: "documents" | "index_entries", indexNumber?: number): number {
-    this.ensureOpen();
     this.read();
     if (table === "documents" && indexNumber === undefined) {
       return Number(this.db.prepare("SELECT count(*) FROM documents").pluck().get());
@@ -587,15 +600,11 @@ export class SqlitePersistence implements Persistence {
 
   write(batch: WriteBatch): Promise<void> {
     // Applied on this thread before returning (or thrown), as the contract asks.
-    this.ensureOpen();
-    this.endRead();
-    this.writeBatch(batch);
-    this.wrote();
+    this.applyWrite(() => this.writeBatch(batch));
     return this.syncWal();
   }
 
   getDocument(tableNumber: number, id: Buffer, ts: bigint): string | null {
-    this.ensureOpen();
     this.read();
     return (this.stmts.getDocument.get(tableNumber, id, ts) as string | null | undefined) ?? null;
   }
@@ -607,7 +616,6 @@ export class SqlitePersistence implements Persistence {
     order: Order,
     limit: number,
   ): StoredDocument[] {
-    this.ensureOpen();
     this.read();
     return latestPerKey(this.docScans, tableNumber, range, ts, order, limit).map((row) => ({
       id: Buffer.from(row[0] as string, "hex"),
@@ -623,7 +631,6 @@ export class SqlitePersistence implements Persistence {
     order: Order,
     limit: number,
   ): IndexEntry[] {
-    this.ensureOpen();
     this.read();
     return latestPerKey(this.indexScans, indexNumber, range, ts, order, limit).map((row) => ({
       key: Buffer.from(row[0] as string, "hex"),
@@ -632,7 +639,6 @@ export class SqlitePersistence implements Persistence {
   }
 
   async readLog(afterTs: bigint, untilTs: bigint, limit: number): Promise<LogEntry[]> {
-    this.ensureOpen();
     this.read();
     let rows = this.stmts.readLog.all(afterTs, untilTs, limit) as Row[];
     if (rows.length === limit && limit > 0) {
@@ -650,42 +656,31 @@ export class SqlitePersistence implements Persistence {
   }
 
   async writeBackfill(entries: IndexWrite[]): Promise<void> {
-    this.ensureOpen();
-    this.endRead();
-    this.backfill(entries);
-    this.wrote();
+    this.applyWrite(() => this.backfill(entries));
     await this.syncWal();
   }
 
   async collectGarbage(work: GarbageWork): Promise<void> {
-    this.ensureOpen();
-    this.endRead();
-    this.collect(work);
-    this.wrote();
+    this.applyWrite(() => this.collect(work));
     await this.syncWal();
   }
 
   mutationAnswer(client: string, requestId: number): MutationAnswer | null {
-    this.ensureOpen();
     this.read();
     const row = this.stmts.getAnswer.get(client, requestId) as [bigint, string] | undefined;
     return row === undefined ? null : { client, requestId, ts: row[0], text: row[1] };
   }
 
   async forgetMutationAnswers(beforeTs: bigint, limit: number): Promise<number> {
-    this.ensureOpen();
-    this.endRead();
-    const forgotten = this.stmts.forgetAnswers.run(beforeTs, limit).changes;
-    this.wrote();
+    const forgotten = this.applyWrite(() => this.stmts.forgetAnswers.run(beforeTs, limit).changes);
     // Nothing acknowledged depends on this delete: no sync to wait for.
     return forgotten;
   }
 
   async dropIndexEntries(indexNumber: number, limit: number): Promise<number> {
-    this.ensureOpen();
-    this.endRead();
-    const dropped = this.stmts.dropIndex.run(indexNumber, indexNumber, limit).changes;
-    this.wrote();
+    const dropped = this.applyWrite(
+      () => this.stmts.dropIndex.run(indexNumber, indexNumber, limit).changes,
+    );
     await this.syncWal();
     return dropped;
   }
