@@ -23,7 +23,7 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import pg from "pg";
 import WebSocket from "ws";
-import { type Options, percentile, type Row, stat } from "./lib.js";
+import { alternate, type Options, percentile, type Row, stat } from "./lib.js";
 import { addCart, fillItems, NOTIFY_TRIGGER, SCHEMA } from "./pgStore.js";
 import {
   cpuSecondsOfTree,
@@ -215,12 +215,11 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
         log(`one write to ${n} subscribers: both sides, runs alternating…`);
         await warm(tessera, warmups);
         await warm(baseline, warmups);
-        // Alternating, each side first every other time: the machine's speed
-        // drifts within minutes, and both sides then see the same drift.
-        for (let r = 0; r < o.runs; r++) {
-          for (const s of r % 2 === 0 ? [tessera, baseline] : [baseline, tessera])
-            await run(s, writes);
-        }
+        await alternate(
+          o.runs,
+          () => run(tessera, writes),
+          () => run(baseline, writes),
+        );
       } finally {
         for (const s of [...tessera.subscribers, ...baseline.subscribers]) s.close();
       }

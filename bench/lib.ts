@@ -90,6 +90,21 @@ export async function repeat(runs: number, f: () => Promise<number>): Promise<St
   return stat(samples);
 }
 
+/**
+ * Runs `a` and `b` `runs` times each, alternating, each first every other
+ * time: this machine's speed drifts within minutes, and both sides then see
+ * the same drift.
+ */
+export async function alternate(
+  runs: number,
+  a: () => Promise<void>,
+  b: () => Promise<void>,
+): Promise<void> {
+  for (let r = 0; r < runs; r++) {
+    for (const run of r % 2 === 0 ? [a, b] : [b, a]) await run();
+  }
+}
+
 export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }

@@ -22,7 +22,7 @@ import { convexTest } from "convex-test";
 import pg from "pg";
 import WebSocket from "ws";
 import schema from "../examples/swaghaus/convex/schema.js";
-import { type Options, percentile, type Row, type Stat, stat } from "./lib.js";
+import { alternate, type Options, percentile, type Row, type Stat, stat } from "./lib.js";
 import { addCart, fillItems, SCHEMA } from "./pgStore.js";
 import { startComparisonServers } from "./processes.js";
 
@@ -184,11 +184,7 @@ export async function storeSection(o: Options, log: (s: string) => void): Promis
           }),
         );
       };
-      // Alternating, each side first every other time: the machine's speed
-      // drifts within minutes, and both sides then see the same drift.
-      for (let r = 0; r < o.runs; r++) {
-        for (const run of r % 2 === 0 ? [tesseraRun, pgRun] : [pgRun, tesseraRun]) await run();
-      }
+      await alternate(o.runs, tesseraRun, pgRun);
       // Tessera retries inside the server: its counters give conflicts per commit.
       const tesseraRetries = conflicts / Math.max(1, committed);
       const t = summarise(tesseraRuns);
