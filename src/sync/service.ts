@@ -209,9 +209,10 @@ export class SyncService {
     // Answered by an earlier process, or here but forgotten (REQUESTS_PER_CLIENT).
     const mayBeStored = !client.fresh || requestId <= client.maxRequestId;
     if (requestId > client.maxRequestId) client.maxRequestId = requestId;
+    const call = { ...request, print };
     const outcome = mayBeStored
-      ? this.storedOrRun(request, print, udfPath, args, identity, allowInternal)
-      : this.runMutation(udfPath, args, identity, allowInternal, { ...request, print });
+      ? this.storedOrRun(call, udfPath, args, identity, allowInternal)
+      : this.runMutation(udfPath, args, identity, allowInternal, call);
     const entry = { print, outcome };
     if (known !== undefined) client.settled.delete(requestId);
     client.outcomes.set(requestId, entry);
@@ -229,8 +230,8 @@ export class SyncService {
   }
 
   private async storedOrRun(
-    request: ClientRequest,
-    print: string,
+    /** With the call's `callPrint`, which a stored answer must match. */
+    request: ClientRequest & { print: string },
     udfPath: string,
     args: JsonValue,
     identity: UserIdentity | null,
@@ -245,8 +246,8 @@ export class SyncService {
     // An answer to another call under the same ids (a client that reused its
     // session id, say) is not this one's: the call runs.
     const newline = stored?.text.indexOf("\n") ?? -1;
-    if (stored === null || stored.text.slice(0, newline) !== print)
-      return this.runMutation(udfPath, args, identity, allowInternal, { ...request, print });
+    if (stored === null || stored.text.slice(0, newline) !== request.print)
+      return this.runMutation(udfPath, args, identity, allowInternal, request);
     return committedOutcome(stored.text.slice(newline + 1), stored.ts);
   }
 
