@@ -83,6 +83,8 @@ function describe(v: unknown): string {
   if (v === undefined) return "nothing";
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
+  // Not String(v): a JSON object may hold a `toString` that is not a function.
+  if (typeof v === "object") return "an object";
   return typeof v === "string" ? "a string" : `${typeof v} ${String(v).slice(0, 40)}`;
 }
 
@@ -213,7 +215,7 @@ export function parseClientMessage(raw: unknown): ClientMessage {
       throw new ProtocolError(`Authenticate message: unknown tokenType ${describe(raw.tokenType)}`);
     }
     case "Event":
-      return { type: "Event", eventType: String(raw.eventType ?? "") };
+      return { type: "Event", eventType: field(raw, "eventType", "string") as string };
     default:
       throw new ProtocolError(`unknown message type ${describe(raw.type)}`);
   }

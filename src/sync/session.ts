@@ -128,12 +128,19 @@ export class Session {
       );
       return;
     }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      this.fatal("Invalid message: not JSON");
+      return;
+    }
     let message: ClientMessage;
     try {
-      message = parseClientMessage(JSON.parse(text));
+      message = parseClientMessage(json);
     } catch (e) {
       this.fatal(
-        e instanceof ProtocolError ? `Invalid message: ${e.message}` : "Invalid message: not JSON",
+        e instanceof ProtocolError ? `Invalid message: ${e.message}` : "Internal server error",
       );
       return;
     }

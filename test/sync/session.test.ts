@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { FunctionRunner } from "../../src/functions/runner.js";
 import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
@@ -398,6 +399,101 @@ describe("Session", () => {
       service.close();
     }
   });
+  it("answers any JSON message, valid or not, without throwing, and names what is wrong with a bad one", async () => {
+    const service = serviceWith({ limits: { maxQueriesPerSession: 4 } });
+    // One of each message the client sends, valid as it stands.
+    const templates: Array<Record<string, unknown>> = [
+      { type: "Connect", sessionId: "again", connectionCount: 0, lastCloseReason: null },
+      {
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [
+          { type: "Add", queryId: 0, udfPath: "items:inStock", args: [{}], journal: null },
+        ],
+      },
+      {
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Remove", queryId: 0 }],
+      },
+      {
+        type: "Mutation",
+        requestId: 0,
+        udfPath: "items:add",
+        args: [{ name: "f", price: 1, remaining: 1 }],
+      },
+      { type: "Action", requestId: 0, udfPath: "items:echo", args: [{}] },
+      { type: "Authenticate", tokenType: "None", baseVersion: 0 },
+      { type: "Authenticate", tokenType: "Admin", baseVersion: 0, value: "k", impersonating: null },
+      { type: "Event", eventType: "e", event: {} },
+    ];
+    // JSON that trips code expecting a string or a plain object.
+    const odd = fc.constantFrom<unknown>(
+      { toString: 1 },
+      { valueOf: "x", toString: "y" },
+      JSON.parse('{"__proto__": {"type": "Connect"}}'),
+      [],
+      "",
+      -1,
+      2 ** 53,
+      1.5,
+    );
+    const value = fc.oneof(fc.jsonValue(), odd);
+    /** A template with one field (of the message or of its first modification) replaced, dropped or added. */
+    const damaged = fc
+      .tuple(fc.nat(templates.length - 1), fc.nat(), fc.option(value, { nil: undefined }))
+      .map(([t, f, v]) => {
+        const m = structuredClone(templates[t]!);
+        const mods = m.modifications as Array<Record<string, unknown>> | undefined;
+        const target = mods !== undefined && f % 2 === 1 ? mods[0]! : m;
+        const keys = [...Object.keys(target), "extra"];
+        const key = keys[Math.floor(f / 2) % keys.length]!;
+        if (v === undefined) delete target[key];
+        else target[key] = v;
+        return m;
+      });
+    const message = fc.oneof(
+      { weight: 4, arbitrary: damaged },
+      { weight: 1, arbitrary: value },
+      { weight: 1, arbitrary: fc.record({ type: fc.constantFrom("Mutation", "Nope"), x: value }) },
+    );
+    try {
+      await fc.assert(
+        fc.asyncProperty(message, async (m) => {
+          const s = open(service);
+          const text = JSON.stringify(m) ?? "null";
+          expect(() => s.session.receive(text)).not.toThrow();
+          // A request is answered (or refused) once it has run.
+          const type = (m as { type?: unknown } | null)?.type;
+          if (type === "Mutation" || type === "Action") {
+            await until(
+              () =>
+                s.closed.length > 0 ||
+                s.sent.some((x) => x.type === "MutationResponse" || x.type === "ActionResponse"),
+            );
+          } else {
+            await new Promise((r) => setImmediate(r));
+          }
+          for (const fatal of s.sent.filter((x) => x.type === "FatalError")) {
+            // It was JSON, and what was wrong with it is the client's to know.
+            expect(fatal.error).not.toMatch(/not JSON|Internal server error/);
+          }
+          s.session.disconnected();
+        }),
+        { numRuns: 300 },
+      );
+      // The service still serves a well-behaved session.
+      const bystander = open(service);
+      bystander.send(templates[1]);
+      await until(() => bystander.sent.some((x) => x.type === "Transition"));
+      expect(bystander.closed).toEqual([]);
+    } finally {
+      service.close();
+    }
+  });
+
   it("holds results and mutations until an Authenticate is verified; a refused token closes the connection unrun", async () => {
     let release: (ok: boolean) => void = () => {};
     let verifications = 0;
