@@ -17,6 +17,7 @@ import {
 } from "../database/index.js";
 import {
   type Document,
+  describeNumber,
   fromJsonOrUndefined,
   isPlainObject,
   type MaybePromise,
@@ -266,7 +267,13 @@ export function queryPage(
 ): MaybePromise<PageResult> {
   if (!Number.isInteger(req.pageSize) || req.pageSize < 0) {
     throw new QueryError(
-      `\`options.numItems\` must be a non-negative integer, got ${req.pageSize}`,
+      `\`options.numItems\` must be a non-negative integer, got ${describeNumber(req.pageSize)}`,
+    );
+  }
+  const max = req.maximumRowsRead;
+  if (max !== null && (!Number.isInteger(max) || max < 0)) {
+    throw new QueryError(
+      `\`options.maximumRowsRead\` must be a non-negative integer, got ${describeNumber(max)}`,
     );
   }
   const start = req.cursor === null ? null : decodeCursor(req.cursor, query);

@@ -88,6 +88,15 @@ export function describeType(value: unknown): string {
   return typeof value;
 }
 
+/**
+ * A value that should have been a number, for an error message: the number
+ * itself, else its type (never String() of it: an object from JSON may hold
+ * a `toString` that is not a function).
+ */
+export function describeNumber(value: unknown): string {
+  return typeof value === "number" ? String(value) : describeType(value);
+}
+
 /** Deep structural equality of Convex values (NaN equals NaN; -0 differs from 0). */
 export function valuesEqual(a: Value | undefined, b: Value | undefined): boolean {
   if (typeof a === "number" || typeof b === "number") return Object.is(a, b);
