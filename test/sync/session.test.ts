@@ -482,7 +482,15 @@ describe("Session", () => {
           }
           s.session.disconnected();
         }),
-        { numRuns: 300 },
+        {
+          numRuns: 300,
+          // Found by this property: fields printed with String(), which throws on such an object.
+          examples: [
+            [{ type: { toString: 1 } }],
+            [{ type: "Mutation", requestId: { toString: 1 }, udfPath: "items:add", args: [] }],
+            [{ type: "Event", eventType: { valueOf: "x", toString: "y" } }],
+          ],
+        },
       );
       // The service still serves a well-behaved session.
       const bystander = open(service);
