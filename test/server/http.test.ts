@@ -6,6 +6,7 @@
  */
 import { ConvexHttpClient } from "convex/browser";
 import { ConvexError } from "convex/values";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rejection } from "../helpers.js";
 import { api } from "./api.js";
@@ -117,6 +118,97 @@ describe("HTTP API through ConvexHttpClient", () => {
     expect(e.message).toMatch(/component/i);
     // And the server is still fine.
     expect(await http.query(api.counters.get, { name: "fn" })).toBe(2);
+  });
+
+  it("answers any request body and authorization with a result or a client error, never a server error", async () => {
+    const id = await client().mutation(api.items.add, { name: "fuzzed", price: 1, remaining: 1 });
+    const ts = JSON.parse(
+      (await post("/api/query_ts", JSON.stringify({ path: "items:inStock", args: [{}] }))).text,
+    ).ts;
+    const odd = fc.constantFrom<unknown>(
+      { toString: 1 },
+      { valueOf: "x", toString: "y" },
+      id,
+      ts,
+      "items:get",
+      "items:secret",
+      "convex_encoded_json",
+      "json",
+      [{}],
+      [{ id }],
+      [{ $integer: "AAAAAAAAAAA=" }],
+      -1,
+      2 ** 64,
+    );
+    const value = fc.oneof(fc.jsonValue(), odd);
+    const templates = [
+      { path: "items:get", args: [{ id }], format: "convex_encoded_json" },
+      { path: "items:add", args: { name: "f", price: 1, remaining: 0 }, format: "json" },
+      { path: "counters:get", args: [{ name: "x" }], ts },
+    ];
+    const body = fc.oneof(
+      {
+        weight: 4,
+        arbitrary: fc
+          .tuple(fc.nat(templates.length - 1), fc.nat(), fc.option(value, { nil: undefined }))
+          .map(([t, f, v]) => {
+            const b: Record<string, unknown> = structuredClone(templates[t]!);
+            const keys = [...Object.keys(b), "componentPath", "extra"];
+            const key = keys[f % keys.length]!;
+            if (v === undefined) delete b[key];
+            else b[key] = v;
+            return JSON.stringify(b);
+          }),
+      },
+      { weight: 1, arbitrary: value.map((v) => JSON.stringify(v) ?? "") },
+      { weight: 1, arbitrary: fc.string() },
+    );
+    const identity = value.map((v) => Buffer.from(JSON.stringify(v) ?? "").toString("base64"));
+    const authorization = fc.oneof(
+      fc.constant(undefined),
+      fc.constant(`Convex ${ADMIN_KEY}`),
+      identity.map((i) => `Convex ${ADMIN_KEY}:${i}`),
+      fc.string().map((s) => `Bearer ${s}`),
+      fc.string(),
+    );
+    const endpoint = fc.constantFrom(
+      "/api/query",
+      "/api/mutation",
+      "/api/action",
+      "/api/function",
+      "/api/query_ts",
+      "/api/query_at_ts",
+    );
+    await fc.assert(
+      fc.asyncProperty(endpoint, body, authorization, async (path, text, auth) => {
+        const res = await post(path, text, auth === undefined ? {} : { Authorization: auth });
+        // 200 or the function's own failure (560), or the caller's mistake (4xx): never 500.
+        expect([200, 400, 401, 404, 560]).toContain(res.status);
+        const answer = JSON.parse(res.text);
+        if (res.status >= 400 && res.status < 500) expect(answer.message).toBeTypeOf("string");
+        // query_ts answers the latest timestamp whatever it is sent.
+        else if (path === "/api/query_ts") expect(answer.ts).toBeTypeOf("string");
+        else expect(answer.status).toBeTypeOf("string");
+      }),
+      {
+        numRuns: 300,
+        // Values that String() cannot print, where the request names them.
+        examples: [
+          ["/api/query", JSON.stringify({ path: { toString: 1 }, args: [{}] }), undefined],
+          [
+            "/api/query",
+            JSON.stringify({ path: "items:get", args: [{}], format: { toString: 1 } }),
+            undefined,
+          ],
+          [
+            "/api/query_at_ts",
+            JSON.stringify({ path: "items:inStock", args: [{}], ts: { toString: 1 } }),
+            undefined,
+          ],
+        ],
+      },
+    );
+    expect((await fetch(`${server.url}/version`)).status).toBe(200);
   });
 
   it("refuses internal functions publicly and allows them with the admin key", async () => {
