@@ -17,7 +17,7 @@
  * the order of the calls.
  */
 import type ivm from "isolated-vm";
-import type { MaybePromise } from "../values/index.js";
+import { MAX_JSON_DEPTH, type MaybePromise, nestedDeeperThan } from "../values/index.js";
 import type { AppRuntime, ExecutionHooks, LiveContext } from "./appRuntime.js";
 
 /** The host side of syscalls for one execution. */
@@ -138,6 +138,26 @@ function errorPayload(e: unknown): string {
   return JSON.stringify({ message: "Internal error while running a syscall" });
 }
 
+/**
+ * A syscall's arguments as user code sent them. The official library sends
+ * JSON text, but user code can call the `Convex` global with anything: text
+ * that is not JSON, or values nested deeper than the host's recursive code
+ * can take, are refused with an error that says so.
+ */
+export function parseSyscallArgs(op: string, argsJson: string): unknown {
+  let args: unknown;
+  try {
+    args = JSON.parse(argsJson);
+  } catch {
+    throw new SyscallError(`Invalid arguments for ${op}: not JSON`);
+  }
+  if (nestedDeeperThan(args, MAX_JSON_DEPTH))
+    throw new SyscallError(
+      `Invalid arguments for ${op}: arrays and objects nested more than ${MAX_JSON_DEPTH} levels deep`,
+    );
+  return args;
+}
+
 function isFatal(e: unknown): boolean {
   return !(e instanceof SyscallError) || e.fatal;
 }
@@ -180,7 +200,7 @@ function executionHooks(
   return {
     sync(op, argsJson) {
       try {
-        return JSON.stringify(handler.sync(op, JSON.parse(argsJson)) ?? null);
+        return JSON.stringify(handler.sync(op, parseSyscallArgs(op, argsJson)) ?? null);
       } catch (e) {
         if (isFatal(e)) bridge.fatal ??= e;
         throw new Error(
@@ -196,7 +216,7 @@ function executionHooks(
       }
       let reply: Reply;
       try {
-        const result = handler.async(op, JSON.parse(argsJson));
+        const result = handler.async(op, parseSyscallArgs(op, argsJson));
         if (result instanceof Promise) {
           counts.later++;
           // Awaited in turn, unless the execution stops first (time, memory):
@@ -296,7 +316,8 @@ export async function execute(
         let reply: Reply;
         try {
           reply = replyOf(
-            await (call.started ?? handler.async(call.op, JSON.parse(call.argsJson))),
+            await (call.started ??
+              handler.async(call.op, parseSyscallArgs(call.op, call.argsJson))),
           );
         } catch (e) {
           reply = failureReply(bridge, e);
@@ -403,7 +424,7 @@ async function driveAction(
       const active = handler.passive?.(call.op) !== true;
       if (active) inflight++;
       Promise.resolve()
-        .then(() => handler.async(call.op, JSON.parse(call.argsJson)))
+        .then(() => handler.async(call.op, parseSyscallArgs(call.op, call.argsJson)))
         .then(replyOf, (e: unknown) => failureReply(bridge, e))
         .then(({ ok, answer, ahead }) => {
           if (active) inflight--;

@@ -13,7 +13,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ModuleSpec } from "./appRuntime.js";
 import type { ExecutionError, ExecutionOutcome, LogLine, SyscallHandler } from "./execution.js";
-import { SyscallError } from "./execution.js";
+import { parseSyscallArgs, SyscallError } from "./execution.js";
 import type { ModuleSource } from "./modules.js";
 
 const CHILD = fileURLToPath(new URL("./node/child.mjs", import.meta.url));
@@ -166,7 +166,7 @@ export class NodeExecutor {
   private async answer(run: Run, m: { callId: number; op: string; args: string }): Promise<void> {
     let reply: Record<string, unknown>;
     try {
-      const result = await run.handler.async(m.op, JSON.parse(m.args));
+      const result = await run.handler.async(m.op, parseSyscallArgs(m.op, m.args));
       reply = {
         type: "answer",
         callId: m.callId,

@@ -11,7 +11,7 @@ import {
   type EnvironmentChange,
   EnvironmentVariableError,
 } from "../functions/environment.js";
-import { isPlainObject } from "../values/index.js";
+import { isPlainObject, MAX_JSON_DEPTH, nestedDeeperThan } from "../values/index.js";
 import type { Deployment } from "./deployment.js";
 import { HttpError } from "./httpApi.js";
 import type { PushManager } from "./push.js";
@@ -73,6 +73,11 @@ export class AdminApi {
       } catch {
         throw new HttpError(400, "The request body is not valid JSON");
       }
+      if (nestedDeeperThan(parsed, MAX_JSON_DEPTH))
+        throw new HttpError(
+          400,
+          `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`,
+        );
     }
     const url = new URL(req.url ?? "/", "http://x");
     // Aborted when the client goes away (long polls stop waiting).

@@ -17,7 +17,12 @@ import {
   impersonatedIdentity,
   type SyncService,
 } from "../sync/service.js";
-import { isPlainObject, type JsonValue } from "../values/index.js";
+import {
+  isPlainObject,
+  type JsonValue,
+  MAX_JSON_DEPTH,
+  nestedDeeperThan,
+} from "../values/index.js";
 
 /** The status the official client treats as "the function failed" (not a transport error). */
 export const STATUS_UDF_FAILED = 560;
@@ -94,6 +99,11 @@ function parseBody(text: string, argsForm: "array" | "object"): FunctionBody {
     throw new HttpError(400, "The request body is not valid JSON");
   }
   if (!isPlainObject(body)) throw new HttpError(400, "The request body must be a JSON object");
+  if (nestedDeeperThan(body, MAX_JSON_DEPTH))
+    throw new HttpError(
+      400,
+      `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`,
+    );
   const b = body as Record<string, unknown>;
   if (typeof b.path !== "string" || b.path === "")
     throw new HttpError(400, "The request body must name the function in `path`");

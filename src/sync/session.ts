@@ -15,7 +15,7 @@
  * sure one does (an empty transition if its queries did not change).
  */
 import type { UserIdentity } from "../runtime/syscalls.js";
-import type { JsonValue } from "../values/index.js";
+import { type JsonValue, MAX_JSON_DEPTH, nestedDeeperThan } from "../values/index.js";
 import {
   type AuthenticateMessage,
   type ClientMessage,
@@ -133,6 +133,12 @@ export class Session {
       json = JSON.parse(text);
     } catch {
       this.fatal("Invalid message: not JSON");
+      return;
+    }
+    if (nestedDeeperThan(json, MAX_JSON_DEPTH)) {
+      this.fatal(
+        `Invalid message: arrays and objects nested more than ${MAX_JSON_DEPTH} levels deep`,
+      );
       return;
     }
     let message: ClientMessage;

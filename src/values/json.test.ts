@@ -5,6 +5,8 @@ import { value } from "./arbitraries.test-util.js";
 import {
   fromJson,
   fromJsonOrUndefined,
+  MAX_JSON_DEPTH,
+  nestedDeeperThan,
   parseStoredValue,
   parseValue,
   stringifyValue,
@@ -130,5 +132,26 @@ describe("size accounting", () => {
       }),
       runs,
     );
+  });
+});
+
+describe("nesting depth of JSON from outside", () => {
+  const chain = (depth: number, leaf: unknown = 1): unknown => {
+    let v = leaf;
+    for (let i = 0; i < depth; i++) v = i % 2 === 0 ? [v] : { a: v };
+    return v;
+  };
+  it("counts arrays and objects inside one another, scalars not", () => {
+    expect(nestedDeeperThan(1, 0)).toBe(false);
+    expect(nestedDeeperThan(chain(3), 3)).toBe(false);
+    expect(nestedDeeperThan(chain(4), 3)).toBe(true);
+    // The deepest branch counts, wherever it is among wide siblings.
+    // {…} [ … {…} and then the chain's levels: 3 + 1 = 4, 3 + 2 = 5.
+    expect(nestedDeeperThan({ a: [1, 2, { b: chain(1) }], c: chain(1) }, 4)).toBe(false);
+    expect(nestedDeeperThan({ a: [1, 2, { b: chain(2) }], c: chain(1) }, 4)).toBe(true);
+  });
+  it("checks values far deeper than it recurses without running out of stack", () => {
+    const deep = JSON.parse(`${"[".repeat(1_000_000)}${"]".repeat(1_000_000)}`);
+    expect(nestedDeeperThan(deep, MAX_JSON_DEPTH)).toBe(true);
   });
 });

@@ -17,6 +17,34 @@ import {
 
 const BASE64 = /^[A-Za-z0-9+/\-_]*={0,2}$/;
 
+/**
+ * Most levels of arrays and objects inside one another that JSON from
+ * outside (a client's message or request, a syscall's arguments) may have.
+ * V8's JSON.parse takes any depth, but the recursive code that handles
+ * values after it (JSON.stringify among it) runs out of stack somewhere past
+ * a few thousand levels, and that must not become an internal error.
+ * Documents are held to 16 levels when they are written (validate.ts); this
+ * bound is for everything else, far beyond what a real app sends.
+ */
+export const MAX_JSON_DEPTH = 1000;
+
+/**
+ * Whether `json` (as JSON.parse returns it) nests arrays and objects deeper
+ * than `max`. It recurses at most `max + 1` calls deep, however deep `json`
+ * is, and allocates nothing: it runs on every client message and syscall.
+ */
+export function nestedDeeperThan(json: unknown, max: number): boolean {
+  if (typeof json !== "object" || json === null) return false;
+  if (max <= 0) return true;
+  if (Array.isArray(json)) {
+    for (let i = 0; i < json.length; i++) if (nestedDeeperThan(json[i], max - 1)) return true;
+    return false;
+  }
+  const o = json as Record<string, unknown>;
+  for (const k in o) if (nestedDeeperThan(o[k], max - 1)) return true;
+  return false;
+}
+
 function isSpecialFloat(n: number): boolean {
   return Number.isNaN(n) || !Number.isFinite(n) || Object.is(n, -0);
 }

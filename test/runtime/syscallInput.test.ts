@@ -87,6 +87,30 @@ function damage(target: Record<string, unknown>, pick: number, v: unknown): void
 }
 
 describe("syscalls called directly by user code", () => {
+  it("refuse arguments that are not JSON, or nest deeper than the host takes, with an error saying so", async () => {
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+    const calls = [
+      { op: "1.0/get", argsJson: "{not json", sync: false },
+      { op: "1.0/queryStream", argsJson: "{not json", sync: true },
+      { op: "1.0/insert", argsJson: `{"table":"things","value":{"n":${deep}}}`, sync: false },
+      { op: "1.0/queryStream", argsJson: `{"query":${deep}}`, sync: true },
+      // The function goes on: a good call after them is answered.
+      { op: "1.0/count", argsJson: '{"table":"things"}', sync: false },
+    ];
+    for (const fn of ["direct:inQuery", "direct:inMutation"]) {
+      const run =
+        fn === "direct:inQuery" ? runner.query.bind(runner) : runner.mutation.bind(runner);
+      const answers = (await run(fn, { calls })).value as Array<{ ok: boolean; text: string }>;
+      expect(answers.map((a) => a.text.replace(/ for 1\.0\/\w+/, ""))).toEqual([
+        "Invalid arguments: not JSON",
+        "Invalid arguments: not JSON",
+        "Invalid arguments: arrays and objects nested more than 1000 levels deep",
+        "Invalid arguments: arrays and objects nested more than 1000 levels deep",
+        expect.stringMatching(/^\d+$/),
+      ]);
+    }
+  });
+
   it("answer any arguments with a result or an error that says what is wrong", async () => {
     const value = fc.oneof(
       { weight: 3, arbitrary: fc.jsonValue() },

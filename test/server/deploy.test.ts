@@ -248,6 +248,14 @@ describe("the official CLI against tessera serve", () => {
     expect(((await unknown.json()) as { message: string }).message).toContain(
       "not supported yet: POST /api/some_future_endpoint",
     );
+    // JSON nested deeper than the server's recursive code can take: a 400, not a 500.
+    const deep = await fetch(`${server.url}/api/update_environment_variables`, {
+      method: "POST",
+      headers: { Authorization: `Convex ${server.adminKey}` },
+      body: `{"changes":${"[".repeat(100_000)}${"]".repeat(100_000)}}`,
+    });
+    expect(deep.status).toBe(400);
+    expect(((await deep.json()) as { message: string }).message).toMatch(/more than 1000 levels/);
     const components = await fetch(`${server.url}/api/deploy2/start_push`, {
       method: "POST",
       headers: { Authorization: `Convex ${server.adminKey}`, "Content-Type": "application/json" },

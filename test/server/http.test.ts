@@ -106,6 +106,13 @@ describe("HTTP API through ConvexHttpClient", () => {
       const bad = await post("/api/mutation", body);
       expect(bad.status, body).toBe(400);
     }
+    // Nested deeper than the server's recursive code can take: refused, not a server error.
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+    for (const path of ["/api/query", "/api/mutation"]) {
+      const tooDeep = await post(path, `{"path":"items:echo","args":[{"x":${deep}}]}`);
+      expect(tooDeep.status, path).toBe(400);
+      expect(JSON.parse(tooDeep.text).message).toMatch(/more than 1000 levels/);
+    }
     const badTs = await post(
       "/api/query_at_ts",
       JSON.stringify({ path: "counters:get", args: [{ name: "x" }], ts: "not a ts" }),

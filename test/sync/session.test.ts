@@ -371,6 +371,14 @@ describe("Session", () => {
           /Too many queries/,
         ],
         [
+          "nested too deep",
+          (s) =>
+            s.session.receive(
+              `{"type":"Mutation","requestId":0,"udfPath":"items:add","args":[${"[".repeat(100_000)}${"]".repeat(100_000)}]}`,
+            ),
+          /nested more than 1000 levels/,
+        ],
+        [
           "bad field",
           (s) => s.send({ type: "Mutation", requestId: -1, udfPath: "items:add", args: [] }),
           /requestId/,
