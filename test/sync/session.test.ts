@@ -407,6 +407,123 @@ describe("Session", () => {
       service.close();
     }
   });
+  it("keeps a session's state right through any sequence of messages, and stops at the first bad one", async () => {
+    const service = serviceWith({ limits: { maxQueriesPerSession: 3 } });
+    /** One step: a message built from what the session's query set is at that point. */
+    type Step =
+      | { kind: "add"; queryId: number; path: string; args: unknown; version: "next" | "stale" }
+      | { kind: "remove"; queryId: number; version: "next" | "stale" }
+      | { kind: "mutation"; requestId: number; args: unknown }
+      | { kind: "auth"; tokenType: "None" | "User" | "Admin"; version: "next" | "stale" }
+      | { kind: "event" };
+    const argsValue = fc.oneof(
+      fc.constant({}),
+      fc.constant({ name: "q", price: 1, remaining: 2 }),
+      fc.jsonValue(),
+    );
+    const version = fc.constantFrom<"next" | "stale">("next", "next", "next", "stale");
+    const step: fc.Arbitrary<Step> = fc.oneof(
+      fc.record({
+        kind: fc.constant("add" as const),
+        queryId: fc.nat(4),
+        path: fc.constantFrom("items:inStock", "items:echo", "items:secret", "nope:nothing"),
+        args: argsValue,
+        version,
+      }),
+      fc.record({ kind: fc.constant("remove" as const), queryId: fc.nat(4), version }),
+      fc.record({ kind: fc.constant("mutation" as const), requestId: fc.nat(3), args: argsValue }),
+      fc.record({
+        kind: fc.constant("auth" as const),
+        tokenType: fc.constantFrom("None" as const, "User" as const, "Admin" as const),
+        version,
+      }),
+      fc.record({ kind: fc.constant("event" as const) }),
+    );
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 8 }), async (steps) => {
+          const s = open(service);
+          let querySet = 0;
+          let identity = 0;
+          for (const st of steps) {
+            if (s.closed.length > 0) break;
+            const sentBefore = s.sent.length;
+            let message: Record<string, unknown>;
+            if (st.kind === "add" || st.kind === "remove") {
+              const base = st.version === "next" ? querySet : querySet + 7;
+              message = {
+                type: "ModifyQuerySet",
+                baseVersion: base,
+                newVersion: base + 1,
+                modifications: [
+                  st.kind === "add"
+                    ? { type: "Add", queryId: st.queryId, udfPath: st.path, args: [st.args] }
+                    : { type: "Remove", queryId: st.queryId },
+                ],
+              };
+              querySet++;
+            } else if (st.kind === "mutation") {
+              message = {
+                type: "Mutation",
+                requestId: st.requestId,
+                udfPath: "items:add",
+                args: [st.args],
+              };
+            } else if (st.kind === "auth") {
+              message = {
+                type: "Authenticate",
+                tokenType: st.tokenType,
+                baseVersion: st.version === "next" ? identity : identity + 7,
+                ...(st.tokenType === "None" ? {} : { value: "not a valid token" }),
+              };
+              identity++;
+            } else {
+              message = { type: "Event", eventType: "e", event: null };
+            }
+            expect(() => s.send(message)).not.toThrow();
+            if (st.kind === "mutation") {
+              await until(
+                () =>
+                  s.closed.length > 0 ||
+                  s.sent.slice(sentBefore).some((x) => x.type === "MutationResponse"),
+              );
+            } else {
+              for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+            }
+          }
+          // Let whatever the steps started finish.
+          await new Promise((r) => setTimeout(r, 5));
+          const fatal = s.sent.findIndex((x) => x.type === "FatalError" || x.type === "AuthError");
+          for (const m of s.sent) {
+            if (m.type === "FatalError") expect(m.error).not.toMatch(/Internal server error/);
+          }
+          // Nothing follows a FatalError or AuthError: the socket is closed with it.
+          if (fatal >= 0) {
+            expect(s.closed.length).toBeGreaterThan(0);
+            expect(s.sent.length).toBe(fatal + 1);
+          }
+          // With no bad message, the last transition reaches every query set and identity sent.
+          const transitions = () => s.sent.filter((x) => x.type === "Transition");
+          if (fatal < 0 && (querySet > 0 || identity > 0)) {
+            await until(() => {
+              const last = transitions().at(-1)?.endVersion;
+              return last?.querySet === querySet && last?.identity === identity;
+            });
+          }
+          // Transitions chain: each starts where the one before ended.
+          const all = transitions();
+          for (let i = 1; i < all.length; i++) {
+            expect(all[i].startVersion).toEqual(all[i - 1].endVersion);
+          }
+          s.session.disconnected();
+        }),
+        { numRuns: 150 },
+      );
+    } finally {
+      service.close();
+    }
+  });
+
   it("answers any JSON message, valid or not, without throwing, and names what is wrong with a bad one", async () => {
     const service = serviceWith({ limits: { maxQueriesPerSession: 4 } });
     // One of each message the client sends, valid as it stands.
