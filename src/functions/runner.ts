@@ -39,6 +39,7 @@ import {
   stringifyValue,
   toJson,
   type Value,
+  ValueError,
 } from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
@@ -596,8 +597,16 @@ export class FunctionRunner {
       identity,
       functionName: path.includes(":") ? path : `${path}:default`,
       runFunction: async (kind, p, argsJson) => {
+        let a: Value;
         try {
-          const a = fromJson(argsJson);
+          a = fromJson(argsJson);
+        } catch (e) {
+          // Arguments that are no Convex value: the calling action's mistake, said as such.
+          if (e instanceof ValueError)
+            throw new SyscallError(`Invalid arguments for ${p}: ${e.message}`);
+          throw e;
+        }
+        try {
           const r =
             kind === "query"
               ? await this.query(p, a, nested)

@@ -13,6 +13,7 @@ import {
   STORAGE_OPS,
   type StorageHooks,
   storageOp,
+  translate,
   type UserIdentity,
   unansweredOp,
 } from "./syscalls.js";
@@ -62,6 +63,15 @@ class ActionSyscalls implements SyscallHandler {
   }
 
   async async(op: string, args: unknown): Promise<unknown> {
+    try {
+      return await this.answer(op, args);
+    } catch (e) {
+      // A bad ID or value the action sent is its mistake, said as such.
+      throw translate(e);
+    }
+  }
+
+  private async answer(op: string, args: unknown): Promise<unknown> {
     if (!isPlainObject(args)) throw new SyscallError(`Invalid arguments for ${op}`);
     const a = args as Record<string, unknown>;
     const nested = NESTED[op];

@@ -178,7 +178,7 @@ export function unansweredOp(
 }
 
 /** Turns what the database throws into what user code may see. */
-function translate(e: unknown): unknown {
+export function translate(e: unknown): unknown {
   if (e instanceof TransactionLimitError || e instanceof SnapshotTooOldError) {
     return new SyscallError(e.message, undefined, true);
   }
