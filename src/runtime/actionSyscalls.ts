@@ -117,9 +117,13 @@ class ActionSyscalls implements SyscallHandler {
   }
 }
 
+/** The longest delay Node's timers take; a longer one would fire after 1 ms (with a warning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function sleep(ms: unknown): Promise<null> {
   const delay = typeof ms === "number" && Number.isFinite(ms) && ms > 0 ? ms : 0;
-  return new Promise((resolve) => setTimeout(() => resolve(null), delay));
+  // Still ~25 days: the action's time limit ends it long before.
+  return new Promise((resolve) => setTimeout(() => resolve(null), Math.min(delay, MAX_TIMER_MS)));
 }
 
 /** Performs an action's `fetch` with Node's own; the whole response comes back base64-encoded. */

@@ -223,6 +223,19 @@ describe("syscalls called directly by user code", () => {
       },
     );
   });
+  it("in actions, sleep as long as asked, past what Node's timers take at once", async () => {
+    const actions = new FunctionRunner({ db: t.db, runtime, actionTimeLimitMs: 300 });
+    const sleepFor = (ms: number) =>
+      actions.action("direct:inAction", {
+        calls: [{ op: "tessera/sleep", argsJson: JSON.stringify({ ms }), sync: false }],
+      });
+    expect((await sleepFor(1)).value).toEqual([{ ok: true, text: "null" }]);
+    // 2^31 ms and more: a timer fires after 1 ms instead unless the delay is capped.
+    for (const ms of [2 ** 31, 3e9, 1e15]) {
+      await expect(sleepFor(ms)).rejects.toThrow(/timed out|time limit/i);
+    }
+  });
+
   it("in actions, answer any arguments with a result or an error that says what is wrong", async () => {
     // A sleep drawn long is cut off by the action's time limit, kept short here.
     const actions = new FunctionRunner({ db: t.db, runtime, actionTimeLimitMs: 200 });
