@@ -13,6 +13,7 @@ import { request } from "node:http";
 import { join } from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { decodeDocumentId, newDocumentId } from "../../src/values/index.js";
@@ -175,6 +176,90 @@ describe("file storage", () => {
     expect(((await bad.json()) as { code: string }).code).toBe("InvalidUploadToken");
     expect((await post(`${server.url}/api/storage/upload`, "x")).status).toBe(400);
     expect((await fetch(url)).status).toBe(405);
+  });
+
+  it("answers any upload token, file URL and request headers with a result or a client error, never a 500", async () => {
+    const id = await upload(randomBytes(1000), "text/plain");
+    const fileUrl = new URL((await http().query(api.storage.url, { id })) as string);
+    const goodUpload = new URL(await uploadUrl());
+    const token = goodUpload.searchParams.get("token")!;
+    /** A string near a valid one: a character changed, cut short, or lengthened. */
+    const near = (s: string) =>
+      fc
+        .tuple(
+          fc.nat(s.length),
+          fc.constantFrom("change", "cut", "add"),
+          fc.string({ maxLength: 3 }),
+        )
+        .map(([i, how, x]) =>
+          how === "change"
+            ? s.slice(0, i) + x + s.slice(i + 1)
+            : how === "cut"
+              ? s.slice(0, i)
+              : s + x,
+        );
+    const [, , , signature, storageId] = fileUrl.pathname.split("/");
+    const request = fc.oneof(
+      fc.record({
+        method: fc.constantFrom("POST", "PUT", "GET"),
+        path: fc.constant("/api/storage/upload"),
+        query: fc.oneof(near(token), fc.string()).map((t) => `?token=${encodeURIComponent(t)}`),
+        headers: fc.record(
+          {
+            "Content-Type": fc.string(),
+            "Content-Encoding": fc.constantFrom("identity", "gzip", "x", ""),
+          },
+          { requiredKeys: [] },
+        ),
+      }),
+      fc.record({
+        method: fc.constantFrom("GET", "HEAD", "POST"),
+        path: fc
+          .tuple(fc.oneof(near(signature!), fc.string()), fc.oneof(near(storageId!), fc.string()))
+          .map(
+            ([sig, sid]) => `/api/storage/${encodeURIComponent(sig)}/${encodeURIComponent(sid)}`,
+          ),
+        query: fc.constant(""),
+        headers: fc.record(
+          { Range: fc.string(), "If-Range": fc.string(), "If-None-Match": fc.string() },
+          { requiredKeys: [] },
+        ),
+      }),
+      // The real file, with any validators and range.
+      fc.record({
+        method: fc.constantFrom("GET", "HEAD"),
+        path: fc.constant(fileUrl.pathname),
+        query: fc.constant(""),
+        headers: fc.record(
+          {
+            Range: fc.oneof(
+              fc.string(),
+              fc.tuple(fc.nat(2000), fc.nat(2000)).map(([a, b]) => `bytes=${a}-${b}`),
+            ),
+            "If-Range": fc.oneof(fc.string(), fc.constant(`"${sha256("x")}"`)),
+            "If-None-Match": fc.string(),
+          },
+          { requiredKeys: [] },
+        ),
+      }),
+    );
+    const headerSafe = (h: Record<string, string>) =>
+      // fetch refuses header values with control characters or non-Latin-1 text itself.
+      Object.fromEntries(Object.entries(h).filter(([, v]) => /^[\x20-\x7e]*$/.test(v)));
+    await fc.assert(
+      fc.asyncProperty(request, fc.uint8Array({ maxLength: 64 }), async (r, body) => {
+        const res = await fetch(`${server.url}${r.path}${r.query}`, {
+          method: r.method,
+          headers: headerSafe(r.headers as Record<string, string>),
+          ...(r.method === "GET" || r.method === "HEAD" ? {} : { body }),
+        });
+        await res.arrayBuffer();
+        expect(res.status, `${r.method} ${r.path}`).toBeLessThan(500);
+      }),
+      { numRuns: 300 },
+    );
+    // The file is still served whole.
+    expect((await fetch(fileUrl)).status).toBe(200);
   });
 
   it("lets one of two concurrent uploads with the same URL win", async () => {
