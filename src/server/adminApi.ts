@@ -15,6 +15,7 @@ import { isPlainObject, MAX_JSON_DEPTH, nestedDeeperThan } from "../values/index
 import type { Deployment } from "./deployment.js";
 import { HttpError } from "./httpApi.js";
 import type { PushManager } from "./push.js";
+import { requestUrl } from "./requestUrl.js";
 
 /** Admin routes: method and path → handler of the parsed JSON body. */
 type Handler = (body: unknown, request: { url: URL; signal: AbortSignal }) => unknown;
@@ -79,7 +80,8 @@ export class AdminApi {
           `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`,
         );
     }
-    const url = new URL(req.url ?? "/", "http://x");
+    // handles() was given this request's path: it has one.
+    const url = requestUrl(req)!;
     // Aborted when the client goes away (long polls stop waiting).
     const abort = new AbortController();
     const onClose = () => abort.abort();

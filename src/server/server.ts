@@ -15,6 +15,7 @@ import type { Deployment } from "./deployment.js";
 import { HttpError, handleFunctionCall } from "./httpApi.js";
 import { listen } from "./listen.js";
 import { PushManager } from "./push.js";
+import { requestUrl } from "./requestUrl.js";
 import { handleStorageRequest, isStoragePath } from "./storage.js";
 import { textFrame } from "./textFrames.js";
 
@@ -56,13 +57,21 @@ export class ApiServer {
       void handleRequest(deployment, admin, req, res);
     });
     http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      const url = new URL(req.url ?? "/", "http://x");
-      const m = SYNC_PATH.exec(url.pathname);
-      if (m === null) {
-        socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      // What throws here is thrown by the HTTP parser's callback: it would end the process.
+      let version: ReturnType<typeof parseClientVersion>;
+      try {
+        const url = requestUrl(req);
+        const m = url === null ? null : SYNC_PATH.exec(url.pathname);
+        if (m === null) {
+          socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+          return;
+        }
+        version = parseClientVersion(decodeURIComponent(m[1]!));
+      } catch {
+        // A client version that is not valid percent-encoding, say.
+        socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
         return;
       }
-      const version = parseClientVersion(decodeURIComponent(m[1]!));
       wss.handleUpgrade(req, socket, head, (ws) => {
         ws.binaryType = "nodebuffer";
         let corked = false;
@@ -200,7 +209,8 @@ async function handleRequest(
 ) {
   try {
     setCors(req, res);
-    const url = new URL(req.url ?? "/", "http://x");
+    const url = requestUrl(req);
+    if (url === null) throw new HttpError(400, `Invalid request target ${JSON.stringify(req.url)}`);
     const path = url.pathname;
     if (req.method === "OPTIONS") {
       res.writeHead(204);

@@ -34,6 +34,7 @@ import type { HttpExchange, HttpResponseHead } from "../runtime/httpStreams.js";
 import type { UserIdentity } from "../runtime/syscalls.js";
 import type { Deployment } from "./deployment.js";
 import { listen } from "./listen.js";
+import { requestUrl } from "./requestUrl.js";
 
 /** Largest request or response body of an HTTP action. */
 const MAX_HTTP_BODY_BYTES = 20 * 1024 * 1024;
@@ -284,7 +285,8 @@ async function identityOf(
 
 async function handle(deployment: Deployment, req: IncomingMessage, res: ServerResponse) {
   const runner = deployment.runner;
-  const url = new URL(req.url ?? "/", deployment.urls.site || "http://localhost");
+  const url = requestUrl(req, deployment.urls.site || "http://localhost");
+  if (url === null) return text(res, 400, `Invalid request target ${JSON.stringify(req.url)}`);
   if (!runner.servesHttp) {
     return text(res, 404, "This deployment has no HTTP actions (convex/http.ts)");
   }

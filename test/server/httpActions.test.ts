@@ -10,6 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { Agent, type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
 import { ConvexHttpClient } from "convex/browser";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { api } from "./api.js";
 import { type ServerProcess, startServer } from "./serverProcess.js";
@@ -54,11 +55,58 @@ describe("HTTP actions", () => {
     expect(await (await site("/counter?name=h1", { method: "POST" })).json()).toEqual({ value: 2 });
   });
 
+  it("answer any method, path, headers and body: the route's answer, 404 without one, 500 only from a route that throws", async () => {
+    const segment = fc.oneof(
+      fc.constantFrom("hello", "echo", "files", "counter", "fail", "nowhere", "..", "%2e%2e", ""),
+      fc.string({ maxLength: 8 }).map(encodeURIComponent),
+    );
+    const path = fc
+      .array(segment, { minLength: 1, maxLength: 4 })
+      .map((parts) => `/${parts.join("/")}`);
+    const query = fc.oneof(
+      fc.constant(""),
+      fc.string({ maxLength: 12 }).map((q) => `?name=${encodeURIComponent(`fz${q}`)}`),
+    );
+    const header = fc.string({ maxLength: 20 }).filter((v) => /^[\x20-\x7e]*$/.test(v));
+    const headers = fc.record(
+      { "x-tag": header, "content-type": header, accept: header, cookie: header },
+      { requiredKeys: [] },
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"),
+        path,
+        query,
+        headers,
+        fc.uint8Array({ maxLength: 256 }),
+        async (method, p, q, h, body) => {
+          const r = await site(`${p}${q}`, {
+            method,
+            headers: h as Record<string, string>,
+            ...(method === "GET" || method === "HEAD" ? {} : { body }),
+          });
+          await r.arrayBuffer();
+          // The one route that throws answers 500 (HEAD runs GET's route); nothing else may.
+          // (fetch sends the path with dot segments resolved, as any URL parser does.)
+          const sent = new URL(`${server.siteUrl}${p}`).pathname;
+          if (r.status >= 500) expect(["GET /fail", "HEAD /fail"]).toContain(`${method} ${sent}`);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect((await site("/hello")).status).toBe(200);
+  });
+
   it("answer 404 without a route (or with the wrong method) and 500 when they throw", async () => {
     const missing = await site("/nowhere");
     expect(missing.status).toBe(404);
     expect(await missing.text()).toContain("No HttpAction routed for /nowhere");
     expect((await site("/hello", { method: "POST" })).status).toBe(404);
+    // A path that starts with `//` is a path: it was read as a host (and `//` alone was a 500).
+    const doubled = await site("//hello");
+    expect(doubled.status).toBe(404);
+    expect(await doubled.text()).toContain("No HttpAction routed for //hello");
+    expect((await site("//")).status).toBe(404);
     const failed = await site("/fail");
     expect(failed.status).toBe(500);
     expect(await failed.text()).toContain("this route fails");

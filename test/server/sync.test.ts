@@ -5,6 +5,7 @@
  * lost or duplicated mutations, optimistic updates, and malformed input
  * refused for its own socket only.
  */
+import { connect } from "node:net";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { makeFunctionReference } from "convex/server";
 import { ConvexError } from "convex/values";
@@ -533,6 +534,38 @@ describe("malformed protocol input", () => {
     expect(ok.modifications).toEqual([
       { type: "QueryUpdated", queryId: 0, value: expected, logLines: [], journal: null },
     ]);
+  });
+});
+
+describe("malformed upgrade requests", () => {
+  /** Sends a WebSocket upgrade request for `target` as it is; resolves with the status line. */
+  function upgrade(target: string): Promise<string> {
+    const { hostname, port } = new URL(server.url);
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () =>
+        socket.write(
+          `GET ${target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ),
+      );
+      let text = "";
+      socket.on("data", (d) => {
+        text += d.toString("latin1");
+      });
+      socket.on("close", () => resolve(text.split("\r\n")[0] ?? ""));
+      socket.on("error", reject);
+    });
+  }
+
+  it("are refused with a status, and the server goes on", async () => {
+    // `//` made new URL() throw in the upgrade handler, and the process ended.
+    expect(await upgrade("//")).toBe("HTTP/1.1 404 Not Found");
+    expect(await upgrade("//api/1.48.0/sync")).toBe("HTTP/1.1 404 Not Found");
+    // A client version that is not valid percent-encoding.
+    expect(await upgrade("/api/%E0%A4%A/sync")).toBe("HTTP/1.1 400 Bad Request");
+    expect((await fetch(`${server.url}/version`)).status).toBe(200);
+    // A plain request for `//` is the client's mistake too (it was a 500).
+    expect((await fetch(`${server.url}//`)).status).toBe(404);
   });
 });
 
