@@ -14,6 +14,7 @@ import {
   ConvexHttpClient as OldHttpClient,
 } from "convex-1-17/browser";
 import { makeFunctionReference as oldRef } from "convex-1-17/server";
+import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { sleep, waitFor } from "../helpers.js";
@@ -549,10 +550,16 @@ describe("malformed upgrade requests", () => {
         ),
       );
       let text = "";
+      const done = () => resolve(text.split("\r\n")[0] ?? "");
       socket.on("data", (d) => {
         text += d.toString("latin1");
+        // The head is all that is asked for; an accepted upgrade would stay open.
+        if (text.includes("\r\n\r\n")) {
+          done();
+          socket.destroy();
+        }
       });
-      socket.on("close", () => resolve(text.split("\r\n")[0] ?? ""));
+      socket.on("close", done);
       socket.on("error", reject);
     });
   }
@@ -566,6 +573,26 @@ describe("malformed upgrade requests", () => {
     expect((await fetch(`${server.url}/version`)).status).toBe(200);
     // A plain request for `//` is the client's mistake too (it was a 500).
     expect((await fetch(`${server.url}//`)).status).toBe(404);
+  });
+
+  it("any target is answered with a status line, and the server goes on", async () => {
+    // Printable, no space: what a request line can carry as its target.
+    const part = fc.string({
+      unit: fc.constantFrom(..."abz09%./_-~:@!$&'()*+,;=?#[]"),
+      maxLength: 12,
+    });
+    const target = fc.oneof(
+      part.map((v) => `/api/${v}/sync`),
+      part.map((v) => `/${v}`),
+      part.map((v) => `//${v}`),
+    );
+    await fc.assert(
+      fc.asyncProperty(target, async (t) => {
+        expect(await upgrade(t)).toMatch(/^HTTP\/1\.1 (101|400|404) /);
+      }),
+      { numRuns: 200 },
+    );
+    expect((await fetch(`${server.url}/version`)).status).toBe(200);
   });
 });
 
