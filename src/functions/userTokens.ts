@@ -167,6 +167,9 @@ export class TokenVerifier {
       clockTolerance: this.clockToleranceSec,
       requiredClaims: ["sub", "exp"],
     });
+    // jose checks that `sub` is there, not what it is: the identity's subject is a string.
+    if (typeof payload.sub !== "string")
+      throw new TokenError("the token's sub claim must be a string");
     return {
       identity: identityOf(payload, iss),
       expiresAtMs: ((payload.exp as number) + this.clockToleranceSec) * 1000,
@@ -177,15 +180,17 @@ export class TokenVerifier {
   private reason(e: unknown, provider: AuthProvider): string {
     if (e instanceof TokenError) return e.message;
     if (e instanceof errors.JWTExpired) {
-      const exp = (e.payload.exp as number) * 1000;
-      return `Token expired: it expired at ${new Date(exp).toISOString()} (exp), ${Math.round((Date.now() - exp) / 1000)} s ago`;
+      const exp = e.payload.exp as number;
+      return `Token expired: it expired at ${timeText(exp)} (exp), ${Math.round(Date.now() / 1000 - exp)} s ago`;
     }
     if (e instanceof errors.JWTClaimValidationFailed) {
       if (e.reason === "missing") return `the token has no ${e.claim} claim, which is required`;
       if (e.claim === "aud")
         return `the token's audience (aud ${JSON.stringify(e.payload.aud ?? null)}) does not include the provider's applicationID ${JSON.stringify(provider.applicationID)}`;
-      if (e.claim === "nbf")
-        return `the token is not valid yet (nbf ${new Date((e.payload.nbf as number) * 1000).toISOString()})`;
+      const nbf = e.payload.nbf;
+      // Only a number is a time: jose reports an nbf of another type under this claim too.
+      if (e.claim === "nbf" && typeof nbf === "number")
+        return `the token is not valid yet (nbf ${timeText(nbf)})`;
       return `the token's ${e.claim} claim is not valid (${e.message})`;
     }
     if (e instanceof errors.JOSEAlgNotAllowed)
@@ -316,6 +321,12 @@ export function identityOf(claims: JWTPayload, iss: string): UserIdentity {
   identity.issuer = iss;
   identity.tokenIdentifier = `${iss}|${sub}`;
   return identity as UserIdentity;
+}
+
+/** A time claim (seconds since the epoch) as an ISO date, or as the number when no date is that far. */
+function timeText(seconds: number): string {
+  const date = new Date(seconds * 1000);
+  return Number.isNaN(date.getTime()) ? String(seconds) : date.toISOString();
 }
 
 function asString(v: unknown): string | undefined {

@@ -3,6 +3,8 @@
  * config's validation and its environment variables, identities made of odd
  * claims, `data:` key sets, and the checks that refuse a token.
  */
+
+import fc from "fast-check";
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import {
@@ -10,7 +12,7 @@ import {
   evaluateAuthConfig,
   parseAuthConfig,
 } from "../../src/functions/authConfig.js";
-import { identityOf, TokenVerifier } from "../../src/functions/userTokens.js";
+import { identityOf, TokenError, TokenVerifier } from "../../src/functions/userTokens.js";
 
 const module = (source: string) => ({
   path: "auth.config.js",
@@ -194,6 +196,58 @@ describe("TokenVerifier", () => {
     await expect(
       verifier.verify(await sign({ iss: "https://i", sub: "s", exp: expired }), providers),
     ).resolves.toBeDefined();
+  });
+
+  it("answers any claims a provider's key signed with an identity of strings or a TokenError", async () => {
+    const { jwks, sign, now } = await setup();
+    const providers: AuthProvider[] = [
+      { type: "customJwt", issuer: "https://i", jwks, algorithm: "ES256", applicationID: null },
+    ];
+    const verifier = new TokenVerifier();
+    const odd = fc.constantFrom<unknown>({ toString: 1 }, [], {}, null, "", 0, -1, 1e20, true);
+    const claim = fc.oneof(fc.jsonValue(), odd);
+    const claims = fc.record(
+      {
+        sub: fc.oneof(fc.string(), claim),
+        exp: fc.oneof(fc.constant(now + 600), fc.constant(now - 600), claim),
+        nbf: fc.oneof(fc.constant(now - 600), claim),
+        aud: claim,
+        email: claim,
+        email_verified: claim,
+        name: claim,
+        custom: claim,
+      },
+      { requiredKeys: [] },
+    );
+    await fc.assert(
+      fc.asyncProperty(claims, async (c) => {
+        const token = await sign({ iss: "https://i", ...c });
+        let identity: Record<string, unknown>;
+        try {
+          identity = (await verifier.verify(token, providers)).identity as unknown as Record<
+            string,
+            unknown
+          >;
+        } catch (e) {
+          expect(e).toBeInstanceOf(TokenError);
+          return;
+        }
+        for (const field of ["subject", "issuer", "tokenIdentifier"])
+          expect(typeof identity[field], field).toBe("string");
+      }),
+      {
+        numRuns: 300,
+        // Found by this property: a `sub` that is no string became the identity's subject
+        // (an object printed into tokenIdentifier threw, a number stayed a number), and an
+        // `nbf` that is no time threw a RangeError while the refusal was being worded.
+        examples: [
+          [{ sub: { toString: 1 }, exp: now + 600 }],
+          [{ sub: 7, exp: now + 600 }],
+          [{ sub: "s", exp: now + 600, nbf: [false] }],
+          [{ sub: "s", exp: now + 600, nbf: 1e20 }],
+        ],
+      },
+    );
   });
 
   it("reports an OIDC provider whose discovery document cannot be fetched", async () => {
