@@ -160,6 +160,27 @@ function damagedCalls(all: Array<{ op: string; sync: boolean; args: Record<strin
   return call;
 }
 
+/** The fixture's request for `calls`: each with its arguments as JSON text. */
+function requestOf(calls: Array<{ op: string; args: unknown; sync: boolean }>) {
+  return {
+    calls: calls.map((c) => ({
+      op: c.op,
+      argsJson: JSON.stringify(c.args) ?? "null",
+      sync: c.sync,
+    })),
+  };
+}
+
+/** Every call answered: a result, or an error that says something other than "internal". */
+function expectAnswered(answers: Array<{ ok: boolean; text: string }>, calls: number): void {
+  expect(answers).toHaveLength(calls);
+  for (const a of answers) {
+    if (a.ok) continue;
+    expect(a.text).not.toMatch(/^Internal error/);
+    expect(a.text.length).toBeGreaterThan(0);
+  }
+}
+
 describe("syscalls called directly by user code", () => {
   it("refuse arguments that are not JSON, or nest deeper than the host takes, with an error saying so", async () => {
     const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
@@ -192,23 +213,12 @@ describe("syscalls called directly by user code", () => {
         fc.array(call, { minLength: 1, maxLength: 3 }),
         fc.boolean(),
         async (calls, inMutation) => {
-          const request = {
-            calls: calls.map((c) => ({
-              op: c.op,
-              argsJson: JSON.stringify(c.args) ?? "null",
-              sync: c.sync,
-            })),
-          };
+          const request = requestOf(calls);
           const outcome = inMutation
             ? await runner.mutation("direct:inMutation", request)
             : await runner.query("direct:inQuery", request);
           const answers = outcome.value as Array<{ ok: boolean; text: string }>;
-          expect(answers).toHaveLength(calls.length);
-          for (const a of answers) {
-            if (a.ok) continue;
-            expect(a.text).not.toMatch(/^Internal error/);
-            expect(a.text.length).toBeGreaterThan(0);
-          }
+          expectAnswered(answers, calls.length);
         },
       ),
       {
@@ -243,13 +253,7 @@ describe("syscalls called directly by user code", () => {
       fc.asyncProperty(
         fc.array(damagedCalls(actionTemplates()), { minLength: 1, maxLength: 3 }),
         async (calls) => {
-          const request = {
-            calls: calls.map((c) => ({
-              op: c.op,
-              argsJson: JSON.stringify(c.args) ?? "null",
-              sync: c.sync,
-            })),
-          };
+          const request = requestOf(calls);
           let answers: Array<{ ok: boolean; text: string }>;
           try {
             answers = (await actions.action("direct:inAction", request)).value as typeof answers;
@@ -258,12 +262,7 @@ describe("syscalls called directly by user code", () => {
             expect((e as Error).message).toMatch(/timed out|time limit/i);
             return;
           }
-          expect(answers).toHaveLength(calls.length);
-          for (const a of answers) {
-            if (a.ok) continue;
-            expect(a.text).not.toMatch(/^Internal error/);
-            expect(a.text.length).toBeGreaterThan(0);
-          }
+          expectAnswered(answers, calls.length);
         },
       ),
       {
