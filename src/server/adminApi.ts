@@ -11,9 +11,9 @@ import {
   type EnvironmentChange,
   EnvironmentVariableError,
 } from "../functions/environment.js";
-import { isPlainObject, MAX_JSON_DEPTH, nestedDeeperThan } from "../values/index.js";
+import { isPlainObject } from "../values/index.js";
 import type { Deployment } from "./deployment.js";
-import { HttpError } from "./httpApi.js";
+import { HttpError, parseJsonBody } from "./httpApi.js";
 import type { PushManager } from "./push.js";
 import { requestUrl } from "./requestUrl.js";
 
@@ -67,19 +67,7 @@ export class AdminApi {
   async handle(req: IncomingMessage, path: string, body: Buffer): Promise<string> {
     this.checkAdmin(req);
     const handler = this.routes.get(`${req.method} ${path}`)!;
-    let parsed: unknown = null;
-    if (body.length > 0) {
-      try {
-        parsed = JSON.parse(body.toString("utf8"));
-      } catch {
-        throw new HttpError(400, "The request body is not valid JSON");
-      }
-      if (nestedDeeperThan(parsed, MAX_JSON_DEPTH))
-        throw new HttpError(
-          400,
-          `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`,
-        );
-    }
+    const parsed = body.length > 0 ? parseJsonBody(body.toString("utf8")) : null;
     // handles() was given this request's path: it has one.
     const url = requestUrl(req)!;
     // Aborted when the client goes away (long polls stop waiting).

@@ -91,19 +91,29 @@ async function callerOf(req: IncomingMessage, sync: SyncService): Promise<Caller
   );
 }
 
-function parseBody(text: string, argsForm: "array" | "object"): FunctionBody {
+/**
+ * A request body's JSON, refused with a 400 when it is not JSON or nests
+ * arrays and objects deeper than the code that handles it can take
+ * (`MAX_JSON_DEPTH`). The function API's and the admin routes' bodies.
+ */
+export function parseJsonBody(text: string): unknown {
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
     throw new HttpError(400, "The request body is not valid JSON");
   }
-  if (!isPlainObject(body)) throw new HttpError(400, "The request body must be a JSON object");
   if (nestedDeeperThan(body, MAX_JSON_DEPTH))
     throw new HttpError(
       400,
       `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`,
     );
+  return body;
+}
+
+function parseBody(text: string, argsForm: "array" | "object"): FunctionBody {
+  const body = parseJsonBody(text);
+  if (!isPlainObject(body)) throw new HttpError(400, "The request body must be a JSON object");
   const b = body as Record<string, unknown>;
   if (typeof b.path !== "string" || b.path === "")
     throw new HttpError(400, "The request body must name the function in `path`");
