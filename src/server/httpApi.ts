@@ -70,6 +70,12 @@ async function callerOf(req: IncomingMessage, sync: SyncService): Promise<Caller
       throw new HttpError(400, "Invalid acting-as identity in the admin authorization");
     }
     if (!isPlainObject(attrs)) throw new HttpError(400, "Invalid acting-as identity");
+    // Hashed (identityKeyOf) by code that recurses: a deeper one would be a 500.
+    if (nestedDeeperThan(attrs, MAX_JSON_DEPTH))
+      throw new HttpError(
+        400,
+        `Invalid acting-as identity: it nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`,
+      );
     const identity = impersonatedIdentity(attrs);
     return { identity, identityKey: identityKeyOf(identity), admin: true };
   }

@@ -113,6 +113,13 @@ describe("HTTP API through ConvexHttpClient", () => {
       expect(tooDeep.status, path).toBe(400);
       expect(JSON.parse(tooDeep.text).message).toMatch(/more than 1000 levels/);
     }
+    // An admin acting as an identity nested that deep (within Node's 16 KiB of headers): a 400, it was a 500.
+    const deepIdentity = `{"subject":"s","x":${"[".repeat(4000)}${"]".repeat(4000)}}`;
+    const acting = await post("/api/query", JSON.stringify({ path: "items:inStock", args: [{}] }), {
+      Authorization: `Convex ${ADMIN_KEY}:${Buffer.from(deepIdentity).toString("base64")}`,
+    });
+    expect(acting.status).toBe(400);
+    expect(JSON.parse(acting.text).message).toMatch(/more than 1000 levels/);
     const badTs = await post(
       "/api/query_at_ts",
       JSON.stringify({ path: "counters:get", args: [{ name: "x" }], ts: "not a ts" }),
