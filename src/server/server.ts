@@ -9,7 +9,7 @@ import type { Duplex } from "node:stream";
 import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib";
 import { WebSocket, WebSocketServer } from "ws";
 import { parseClientVersion, versionAtLeast } from "../sync/protocol.js";
-import { Session } from "../sync/session.js";
+import { Session, type SessionTransport } from "../sync/session.js";
 import { AdminApi } from "./adminApi.js";
 import type { Deployment } from "./deployment.js";
 import { HttpError, handleFunctionCall } from "./httpApi.js";
@@ -32,6 +32,51 @@ const TEXT_FRAME = { binary: false } as const;
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 /** Largest push (decompressed): a bundled app with its source maps. */
 const MAX_PUSH_BYTES = 256 * 1024 * 1024;
+
+/**
+ * A session's socket. One class rather than an object literal per connection:
+ * a fan-out reads `bufferedAmount` and calls `send` on thousands of sessions in
+ * one pass, and a getter made per connection is a different function each
+ * time, which leaves that read on V8's slow path.
+ */
+class SocketTransport implements SessionTransport {
+  private corked = false;
+  private readonly uncork = () => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly socket: Duplex,
+  ) {}
+
+  // A Buffer holds a message's UTF-8, the same for every session of a
+  // fan-out: its text frame is built once and written as it is.
+  send(text: string | Buffer): void {
+    if (typeof text === "string" || this.ws.readyState !== WebSocket.OPEN) {
+      this.ws.send(text, TEXT_FRAME);
+    } else {
+      this.socket.write(textFrame(text));
+    }
+  }
+
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  // ws writes every frame on this socket: corking it joins this turn's frames.
+  cork(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(this.uncork);
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
+}
 
 export class ApiServer {
   private constructor(
@@ -74,38 +119,10 @@ export class ApiServer {
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
         ws.binaryType = "nodebuffer";
-        let corked = false;
-        const uncork = () => {
-          corked = false;
-          socket.uncork();
-        };
-        const session = new Session(
-          sync,
-          {
-            // A Buffer holds a message's UTF-8, the same for every session of a
-            // fan-out: its text frame is built once and written as it is.
-            send: (text) => {
-              if (typeof text === "string" || ws.readyState !== WebSocket.OPEN) {
-                ws.send(text, TEXT_FRAME);
-              } else {
-                socket.write(textFrame(text));
-              }
-            },
-            get bufferedAmount() {
-              return ws.bufferedAmount;
-            },
-            // ws writes every frame on this socket: corking it joins this turn's frames.
-            cork: () => {
-              if (corked) return;
-              corked = true;
-              socket.cork();
-              process.nextTick(uncork);
-            },
-            close: (code, reason) => ws.close(code, reason),
-          },
+        const session = new Session(sync, new SocketTransport(ws, socket), {
           // TransitionChunk arrived in convex 1.28.
-          { transitionChunks: version !== null && versionAtLeast(version, 1, 28) },
-        );
+          transitionChunks: version !== null && versionAtLeast(version, 1, 28),
+        });
         ws.on("message", (data, isBinary) => {
           if (isBinary) {
             session.receive("\u0000binary");

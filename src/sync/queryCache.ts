@@ -28,7 +28,7 @@ export interface CachedQuery {
   invalidatedAt: bigint | null;
   readonly outcome: QueryOutcome;
   /** Called once when a commit invalidates the result. */
-  readonly watchers: Set<(entry: CachedQuery) => void>;
+  watchers: Set<(entry: CachedQuery) => void>;
   /** What it read (null: nothing that can change). */
   readonly readSet: ReadSet | null;
   /** In the subscription index. */
@@ -339,7 +339,12 @@ export class QueryCache {
     // once, then tell them, so that each finds it ready (a fan-out to many
     // sessions is then one synchronous pass, not an async chain per session).
     const notify = () => {
-      for (const w of [...entry.watchers]) w(entry);
+      // Each watcher moves to the new result and unwatches this one as it does:
+      // it gets an empty set to leave, rather than thousands of deletions from
+      // the set being walked (this entry never calls anyone again).
+      const watchers = entry.watchers;
+      entry.watchers = new Set();
+      for (const w of watchers) w(entry);
     };
     this.get(entry.request, this.db.latestTs(), entry.key).then(notify, notify);
   }
