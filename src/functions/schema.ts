@@ -7,6 +7,7 @@ import type { Database } from "../database/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
 import { linkModules } from "../runtime/loader.js";
 import type { ModuleSource } from "../runtime/modules.js";
+import { isPlainObject } from "../values/index.js";
 import { type SchemaValidators, schemaValidatorsFromJson } from "./validators.js";
 
 export interface SchemaIndex {
@@ -22,18 +23,41 @@ export interface Schema {
   indexes: SchemaIndex[];
 }
 
-/** Reads the indexes out of a schema's `export()` JSON. */
+/**
+ * Reads the indexes out of a schema's `export()` JSON. A pushed schema.js is
+ * the sender's code: its JSON is checked here so that a wrong shape fails the
+ * push, not the code that diffs and creates the indexes.
+ */
 export function schemaIndexes(json: string): SchemaIndex[] {
-  const parsed = JSON.parse(json) as {
-    tables: Array<{
-      tableName: string;
-      indexes?: Array<{ indexDescriptor: string; fields: string[] }>;
-    }>;
-  };
+  const parsed = JSON.parse(json) as { tables: Array<{ tableName: string; indexes?: unknown }> };
   const out: SchemaIndex[] = [];
+  const tables = new Set<string>();
   for (const t of parsed.tables) {
-    for (const i of t.indexes ?? [])
-      out.push({ table: t.tableName, name: i.indexDescriptor, fields: i.fields });
+    const where = `table ${JSON.stringify(t.tableName)}`;
+    // Each would hide the other (validators and indexes are looked up by name).
+    if (tables.has(t.tableName)) throw new Error(`Invalid schema JSON: ${where} is defined twice`);
+    tables.add(t.tableName);
+    if (t.indexes === undefined) continue;
+    if (!Array.isArray(t.indexes))
+      throw new Error(`Invalid schema JSON: the indexes of ${where} must be a list`);
+    const names = new Set<string>();
+    for (const i of t.indexes as unknown[]) {
+      const x = isPlainObject(i) ? (i as { indexDescriptor?: unknown; fields?: unknown }) : {};
+      if (
+        typeof x.indexDescriptor !== "string" ||
+        !Array.isArray(x.fields) ||
+        !x.fields.every((f) => typeof f === "string")
+      )
+        throw new Error(
+          `Invalid schema JSON: every index of ${where} needs an indexDescriptor and a list of fields (strings)`,
+        );
+      if (names.has(x.indexDescriptor))
+        throw new Error(
+          `Invalid schema JSON: ${where} defines index ${JSON.stringify(x.indexDescriptor)} twice`,
+        );
+      names.add(x.indexDescriptor);
+      out.push({ table: t.tableName, name: x.indexDescriptor, fields: x.fields as string[] });
+    }
   }
   return out;
 }

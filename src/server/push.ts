@@ -9,7 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import type { Database } from "../database/index.js";
+import { checkTableName, type Database, DatabaseError } from "../database/index.js";
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
 import type { Schema, SchemaIndex } from "../functions/schema.js";
@@ -97,6 +97,10 @@ export class PushManager {
     const req = parseStartPush(body);
     const app = await this.prepare(req);
     const diff = this.indexDiff(app.schema);
+    // A newer push replaces the ones started before it: each holds its app's
+    // runtimes (isolates, a Node.js process), and pushes that are started and
+    // never finished would otherwise pile up until they expire.
+    for (const old of [...this.pending.keys()]) this.forget(old);
     const id = randomUUID();
     const expires = setTimeout(() => this.forget(id), PENDING_PUSH_MS);
     expires.unref();
@@ -128,8 +132,10 @@ export class PushManager {
       ? (schemaChange as { schemaIds?: unknown }).schemaIds
       : undefined;
     const id = isPlainObject(ids) ? (ids as Record<string, unknown>)[ROOT] : undefined;
-    const push = this.pendingPush(id);
+    this.pendingPush(id);
     return this.exclusive(async () => {
+      // Looked up again when its turn comes: it may have been finished or replaced meanwhile.
+      const push = this.pendingPush(id);
       const problem = await validateData(this.deployment.db, push.app.schema);
       if (problem !== null)
         return {
@@ -138,7 +144,9 @@ export class PushManager {
           componentPath: ROOT,
           tableName: problem.table,
         };
-      if (!push.dryRun) await this.addIndexes(push);
+      // Indexes whose fields change are rebuilt by finish_push: until the
+      // switch the old code reads them, and this push may never finish.
+      if (!push.dryRun) await this.addIndexes(push, { replace: false });
       return { type: "complete" };
     });
   }
@@ -150,9 +158,12 @@ export class PushManager {
     const id = isPlainObject(start)
       ? (start as { tesseraPushId?: unknown }).tesseraPushId
       : undefined;
-    const push = this.pendingPush(id);
-    const dryRun = (body as { dryRun?: unknown }).dryRun === true || push.dryRun;
+    this.pendingPush(id);
     return this.exclusive(async () => {
+      // Looked up again when its turn comes: an app finished (or replaced and
+      // disposed) meanwhile must not be installed.
+      const push = this.pendingPush(id);
+      const dryRun = (body as { dryRun?: unknown }).dryRun === true || push.dryRun;
       const previous = this.deployment.app;
       const result = finishDiff(previous, push.app, push.diff);
       this.pending.delete(push.id);
@@ -171,7 +182,7 @@ export class PushManager {
           "SchemaValidationFailed",
         );
       }
-      await this.addIndexes(push);
+      await this.addIndexes(push, { replace: true });
       await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
       this.deployment.codeStore.save(push.app.stored);
       await this.deployment.install(push.app);
@@ -188,7 +199,7 @@ export class PushManager {
     if (push === undefined)
       throw new HttpError(
         400,
-        "Unknown push: it was never started here, already finished, or expired (pushes expire after 10 minutes); push again",
+        "Unknown push: it was never started here, already finished, replaced by a newer push, or expired (pushes expire after 10 minutes); push again",
         "UnknownPush",
       );
     return push;
@@ -232,8 +243,9 @@ export class PushManager {
       pushedAtMs: Date.now(),
       ...(req.nodeDependencies.length > 0 ? { nodeDependencies: req.nodeDependencies } : {}),
     };
+    let app: PreparedApp;
     try {
-      return await prepareApp(stored, {
+      app = await prepareApp(stored, {
         authEnvironment: await this.deployment.authEnvironment(),
         nodeDir: join(this.deployment.dataDir, "node"),
       });
@@ -241,6 +253,45 @@ export class PushManager {
       if (e instanceof AppRejectedError) throw new HttpError(400, e.message, e.code);
       throw e;
     }
+    try {
+      await this.checkSchema(app.schema);
+    } catch (e) {
+      disposeApp(app);
+      throw e;
+    }
+    return app;
+  }
+
+  /**
+   * Refuses a schema whose tables or indexes the database would refuse
+   * (names, fields, limits): the index changes are tried in a transaction
+   * that is then dropped, so the push fails now with the database's reason
+   * instead of at wait_for_schema.
+   */
+  private async checkSchema(schema: Schema | null): Promise<void> {
+    if (schema === null) return;
+    const db = this.deployment.db;
+    const existing = userIndexes(db);
+    const tx = db.begin();
+    let refusal: DatabaseError | null = null;
+    try {
+      for (const table of schema.validators.tables.keys()) checkTableName(table);
+      for (const index of schema.indexes) {
+        const old = existing.get(`${index.table}.${index.name}`);
+        if (old !== undefined && sameFields(old.fields, index.fields)) continue;
+        if (old !== undefined) await tx.dropIndex(index.table, index.name);
+        await tx.createIndex(index.table, index.name, index.fields);
+      }
+    } catch (e) {
+      if (!(e instanceof DatabaseError)) throw e;
+      refusal = e;
+    } finally {
+      tx.abort();
+    }
+    if (refusal === null) return;
+    // What the refusal read may still be syncing (Database.begin).
+    await db.whenPublished(tx.beginTs);
+    throw new HttpError(400, `Invalid schema: ${refusal.message}`, "InvalidSchema");
   }
 
   /** Index changes from the database's user indexes to `schema`'s. */
@@ -261,8 +312,11 @@ export class PushManager {
     return { added_indexes: added, removed_indexes: removed };
   }
 
-  /** Creates the push's new indexes (replacing same-named ones with other fields) and backfills them. */
-  private async addIndexes(push: PendingPush): Promise<void> {
+  /**
+   * Creates the push's new indexes and backfills them; with `replace`, also
+   * same-named ones with other fields (dropped and rebuilt).
+   */
+  private async addIndexes(push: PendingPush, options: { replace: boolean }): Promise<void> {
     const schema = push.app.schema;
     if (schema === null) return;
     const existing = userIndexes(this.deployment.db);
@@ -271,6 +325,7 @@ export class PushManager {
       for (const index of schema.indexes) {
         const old = existing.get(`${index.table}.${index.name}`);
         if (old !== undefined && sameFields(old.fields, index.fields)) continue;
+        if (old !== undefined && !options.replace) continue;
         if (old !== undefined) await tx.dropIndex(index.table, index.name);
         await tx.createIndex(index.table, index.name, index.fields);
       }
