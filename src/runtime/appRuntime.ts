@@ -531,12 +531,25 @@ export class AppRuntime {
     this.throwawayDemand++;
   }
 
-  /** Evaluates `expression` (its result copied out) in a context used only for this. */
-  async evaluateOnce<T>(expression: string): Promise<T> {
-    return this.withContext(async (live) => ({
-      value: (await live.context.eval(expression, { copy: true })) as T,
-      clean: false,
-    }));
+  /**
+   * Evaluates `expression` (its result copied out) in a context used only for
+   * this. The expression runs pushed code (a schema's, crons' or auth config's
+   * `export()`): one that never returns is stopped after `timeoutMs`, as module
+   * imports are, instead of holding a push and a thread forever.
+   */
+  async evaluateOnce<T>(expression: string, timeoutMs = 10_000): Promise<T> {
+    return this.withContext(async (live) => {
+      try {
+        return {
+          value: (await live.context.eval(expression, { copy: true, timeout: timeoutMs })) as T,
+          clean: false,
+        };
+      } catch (e) {
+        if (e instanceof Error && /timed out/i.test(e.message))
+          throw new Error(`it did not finish within ${timeoutMs / 1000} s`);
+        throw e;
+      }
+    });
   }
 
   /** The spec of a function, or undefined. */
