@@ -17,6 +17,8 @@ import { parseSyscallArgs, SyscallError } from "./execution.js";
 import type { ModuleSource } from "./modules.js";
 
 const CHILD = fileURLToPath(new URL("./node/child.mjs", import.meta.url));
+/** How long importing the "use node" modules may take (the isolate runtime gives imports as long). */
+const ANALYZE_TIMEOUT_MS = 10_000;
 
 interface Run {
   handler: SyscallHandler;
@@ -79,11 +81,19 @@ export class NodeExecutor {
     private readonly paths: string[],
   ) {}
 
-  /** Starts the runtime for the modules in `dir` (entry modules `paths`) and analyses them. */
-  static async start(dir: string, paths: string[]): Promise<NodeExecutor> {
+  /**
+   * Starts the runtime for the modules in `dir` (entry modules `paths`) and
+   * analyses them. Importing them runs pushed code: an import that has not
+   * finished after `analyzeTimeoutMs` fails the start and ends the child.
+   */
+  static async start(
+    dir: string,
+    paths: string[],
+    analyzeTimeoutMs = ANALYZE_TIMEOUT_MS,
+  ): Promise<NodeExecutor> {
     const executor = new NodeExecutor(dir, paths);
     try {
-      executor.modules = await executor.analyze();
+      executor.modules = await executor.analyze(analyzeTimeoutMs);
     } catch (e) {
       executor.dispose();
       throw e;
@@ -128,13 +138,24 @@ export class NodeExecutor {
     }
   }
 
-  private async analyze(): Promise<ModuleSpec[]> {
+  private async analyze(timeoutMs: number): Promise<ModuleSpec[]> {
     await this.ensureChild();
     const id = this.nextId++;
+    const child = this.child!;
+    let timer: NodeJS.Timeout | undefined;
     const answer = await new Promise<ChildMessage & { type: "analyzed" }>((resolve) => {
       this.analyses.set(id, resolve);
-      this.child!.send({ type: "analyze", id, dir: this.dir, paths: this.paths });
+      timer = setTimeout(() => {
+        this.analyses.delete(id);
+        const message = `importing them did not finish within ${timeoutMs / 1000} s`;
+        resolve({ type: "analyzed", id, ok: false, error: { message, name: "Error", stack: "" } });
+        // The import runs on the child's thread (a loop, or a wait that never ends): only
+        // ending the child stops it.
+        child.kill("SIGKILL");
+      }, timeoutMs);
+      child.send({ type: "analyze", id, dir: this.dir, paths: this.paths });
     });
+    clearTimeout(timer);
     if (!answer.ok)
       throw new Error(`Failed to import the "use node" modules: ${answer.error?.message}`);
     return answer.modules!;
