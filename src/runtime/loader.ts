@@ -46,6 +46,16 @@ export interface LinkedApp {
 const NAMESPACE = "tessera-module";
 const ENTRY = "tessera-entry";
 export const APP_SCRIPT_NAME = "tessera:app.js";
+// esbuild quotes the offending text in its messages: a malformed source map of
+// many megabytes would otherwise come back whole in the push's 400.
+const MAX_LOAD_ERRORS = 20;
+const MAX_LOAD_ERROR_CHARS = 500;
+
+function clip(text: string, max: number): string {
+  return text.length <= max
+    ? text
+    : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
 
 function isNodeBuiltin(specifier: string): boolean {
   return specifier.startsWith("node:") || isBuiltin(specifier);
@@ -145,7 +155,16 @@ export async function linkModules(modules: ModuleSet): Promise<LinkedApp> {
     const errors = (e as { errors?: esbuild.Message[] }).errors;
     const detail = errors?.length
       ? errors
-          .map((m) => `${m.location ? `${m.location.file}:${m.location.line}: ` : ""}${m.text}`)
+          .slice(0, MAX_LOAD_ERRORS)
+          .map(
+            (m) =>
+              `${m.location ? `${m.location.file}:${m.location.line}: ` : ""}${clip(m.text, MAX_LOAD_ERROR_CHARS)}`,
+          )
+          .concat(
+            errors.length > MAX_LOAD_ERRORS
+              ? [`…and ${errors.length - MAX_LOAD_ERRORS} more errors`]
+              : [],
+          )
           .join("\n")
       : String(e);
     throw new ModuleLoadError(`Failed to load the pushed modules:\n${detail}`);

@@ -24,6 +24,17 @@ describe("module loading", () => {
     }
   });
 
+  it("refuses a malformed source map with a message of bounded size", async () => {
+    // esbuild quotes the text it could not read: a whole megabyte, before clipping.
+    const err = await linkModules([
+      { ...isolate("a.js", "export const x = 1;\n"), sourceMap: `{${"a".repeat(1_000_000)}` },
+    ]).catch((e) => e);
+    expect(err).toBeInstanceOf(ModuleLoadError);
+    expect(err.message).toContain("a.js");
+    expect(err.message).toContain("more characters)");
+    expect(err.message.length).toBeLessThan(2_000);
+  });
+
   it("refuses imports of modules that were not pushed", async () => {
     const err = await linkModules([
       isolate("a.js", `import { b } from "./missing.js";\nexport const a = b;`),
