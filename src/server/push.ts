@@ -9,7 +9,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { checkTableName, type Database, DatabaseError } from "../database/index.js";
+import {
+  checkTableName,
+  type Database,
+  DatabaseError,
+  type Transaction,
+} from "../database/index.js";
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
 import type { Schema, SchemaIndex } from "../functions/schema.js";
@@ -276,12 +281,7 @@ export class PushManager {
     let refusal: DatabaseError | null = null;
     try {
       for (const table of schema.validators.tables.keys()) checkTableName(table);
-      for (const index of schema.indexes) {
-        const old = existing.get(`${index.table}.${index.name}`);
-        if (old !== undefined && sameFields(old.fields, index.fields)) continue;
-        if (old !== undefined) await tx.dropIndex(index.table, index.name);
-        await tx.createIndex(index.table, index.name, index.fields);
-      }
+      await applyIndexes(tx, schema, existing, { replace: true });
     } catch (e) {
       if (!(e instanceof DatabaseError)) throw e;
       refusal = e;
@@ -321,15 +321,7 @@ export class PushManager {
     if (schema === null) return;
     const existing = userIndexes(this.deployment.db);
     const db = this.deployment.db;
-    await db.run(async (tx) => {
-      for (const index of schema.indexes) {
-        const old = existing.get(`${index.table}.${index.name}`);
-        if (old !== undefined && sameFields(old.fields, index.fields)) continue;
-        if (old !== undefined && !options.replace) continue;
-        if (old !== undefined) await tx.dropIndex(index.table, index.name);
-        await tx.createIndex(index.table, index.name, index.fields);
-      }
-    });
+    await db.run((tx) => applyIndexes(tx, schema, existing, options));
     await db.waitForBackgroundWork();
   }
 
@@ -361,6 +353,25 @@ function userIndexes(db: Database): Map<string, SchemaIndex> {
     }
   }
   return out;
+}
+
+/**
+ * Creates in `tx` the schema's indexes that `existing` lacks; with `replace`,
+ * also drops and recreates same-named ones whose fields changed.
+ */
+async function applyIndexes(
+  tx: Transaction,
+  schema: Schema,
+  existing: Map<string, SchemaIndex>,
+  options: { replace: boolean },
+): Promise<void> {
+  for (const index of schema.indexes) {
+    const old = existing.get(`${index.table}.${index.name}`);
+    if (old !== undefined && sameFields(old.fields, index.fields)) continue;
+    if (old !== undefined && !options.replace) continue;
+    if (old !== undefined) await tx.dropIndex(index.table, index.name);
+    await tx.createIndex(index.table, index.name, index.fields);
+  }
 }
 
 function sameFields(a: readonly string[], b: readonly string[]): boolean {

@@ -897,66 +897,35 @@ function serverProcesses(): number {
   return n;
 }
 
+/** A start_push of the CLI's own request with only its schema changed, then `next`. */
+function schemaPush(
+  schema: NonNullable<Extract<Body, { kind: "edited" }>["schema"]>,
+  next?: "wait" | "finish",
+): Step[] {
+  return [
+    {
+      kind: "push",
+      route: "start_push",
+      variant: "all",
+      body: { kind: "edited", edits: [], schema },
+      ...(next === undefined ? {} : { next }),
+    },
+  ];
+}
+
 /** Cases the property found, kept so that they run every time. */
 const FOUND: Step[][] = [
   // A schema whose `indexes` is no list: start_push answered 500 (TypeError while diffing indexes).
-  [
-    {
-      kind: "push",
-      route: "start_push",
-      variant: "all",
-      body: {
-        kind: "edited",
-        edits: [],
-        schema: { edit: { op: "replace", at: 4, value: "notes.js" } },
-      },
-    },
-  ],
+  schemaPush({ edit: { op: "replace", at: 4, value: "notes.js" } }),
   // An index the database refuses (its name is empty): start_push accepted it, and
   // finish_push (or wait_for_schema) answered 500 when the database refused to create it.
-  [
-    {
-      kind: "push",
-      route: "start_push",
-      variant: "all",
-      body: {
-        kind: "edited",
-        edits: [],
-        schema: { change: { kind: "index", replace: false, name: "", fields: ["n"] } },
-      },
-      next: "finish",
-    },
-  ],
+  schemaPush({ change: { kind: "index", replace: false, name: "", fields: ["n"] } }, "finish"),
   // A push that changes the fields of an index the live code reads, waited for and never
   // finished: wait_for_schema rebuilt the index at once, and the old code's query failed.
-  [
-    {
-      kind: "push",
-      route: "start_push",
-      variant: "all",
-      body: {
-        kind: "edited",
-        edits: [],
-        schema: { change: { kind: "index", replace: true, name: "by_n", fields: ["text"] } },
-      },
-      next: "wait",
-    },
-  ],
+  schemaPush({ change: { kind: "index", replace: true, name: "by_n", fields: ["text"] } }, "wait"),
   // A schema defining index by_n twice (the second on other fields): accepted, and the
   // second rebuilt the live index.
-  [
-    {
-      kind: "push",
-      route: "start_push",
-      variant: "all",
-      body: {
-        kind: "edited",
-        edits: [],
-        schema: { change: { kind: "index", replace: false, name: "by_n", fields: ["text"] } },
-      },
-      next: "wait",
-    },
-  ],
+  schemaPush({ change: { kind: "index", replace: false, name: "by_n", fields: ["text"] } }, "wait"),
 ];
 
 describe("admin push endpoints with any input", () => {
