@@ -68,6 +68,8 @@ export interface SessionOptions {
 
 /** A socket with less than this queued counts as drained: the next update may go out. */
 const DRAINED_BYTES = 64 * 1024;
+/** What a client is told when making its update failed (schedule and updateLoop alike). */
+const UPDATE_FAILED = "Internal server error while updating queries";
 
 /** Close codes: the client reconnects after any of these. */
 const CLOSE_TOO_SLOW = 4001;
@@ -425,7 +427,7 @@ export class Session {
       try {
         done = this.updateFromCache();
       } catch {
-        this.fatal("Internal server error while updating queries");
+        this.fatal(UPDATE_FAILED);
         return;
       } finally {
         this.updating = false;
@@ -450,7 +452,7 @@ export class Session {
         if (!this.updateFromCache()) await this.update();
       }
     } catch {
-      this.fatal("Internal server error while updating queries");
+      this.fatal(UPDATE_FAILED);
     } finally {
       this.updating = false;
     }
