@@ -57,6 +57,11 @@ const EMPTY_POINTS: ReadonlySet<string> = new Set();
 export class ReadSet {
   private readonly byIndex = new Map<number, IndexReads>();
 
+  /** Forgets every read recorded. */
+  clear(): void {
+    this.byIndex.clear();
+  }
+
   private reads(indexNumber: number): IndexReads {
     let r = this.byIndex.get(indexNumber);
     if (!r) {

@@ -202,6 +202,25 @@ export class Transaction {
     if (this.state === "active") this.state = "aborted";
   }
 
+  /**
+   * Forgets everything read and written so far, as if the transaction had
+   * just begun at the same snapshot: for a function execution that was
+   * stopped midway and runs again from the start (its reads must not count
+   * twice against the limits, its writes must not happen twice).
+   */
+  restart(): void {
+    this.checkActive();
+    this.readSet.clear();
+    this.writes.clear();
+    this.counters.documentsRead = 0;
+    this.counters.bytesRead = 0;
+    this.counters.indexRanges = 0;
+    this.counters.documentsWritten = 0;
+    this.counters.bytesWritten = 0;
+    this.catalogWrites = 0;
+    this.catalog = this.baseCatalog;
+  }
+
   // ---- catalog lookups, recorded in the read set ---------------------------
 
   /** Looks a table up by name; the lookup (hit or miss) joins the read set. */

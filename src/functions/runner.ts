@@ -685,6 +685,7 @@ export class FunctionRunner {
         : typeof tx === "function"
           ? (environment.current ?? (await environment.load()))
           : await environment.valuesAt(tx.beginTs);
+    let t: Transaction | undefined;
     const outcome = await execute(
       this.options.runtime,
       {
@@ -697,7 +698,11 @@ export class FunctionRunner {
         timeLimitMs: this.options.timeLimitMs,
       },
       () => {
-        const t = typeof tx === "function" ? tx() : tx;
+        // Called again when the execution runs again in the background
+        // (runtime/execution.ts): the same snapshot, with what the stopped
+        // attempt read and wrote forgotten.
+        if (t === undefined) t = typeof tx === "function" ? tx() : tx;
+        else t.restart();
         if (kind === "mutation" && schema !== null) {
           t.checkWrite = schemaCheck(schema.validators, this.validationContext(t));
         }

@@ -20,6 +20,7 @@
 import { randomBytes } from "node:crypto";
 import v8 from "node:v8";
 import ivm from "isolated-vm";
+import { BackgroundPolicy } from "./backgroundPolicy.js";
 import type { FunctionSpec } from "./functionSpecs.mjs";
 import { APP_SCRIPT_NAME, type LinkedApp } from "./loader.js";
 import { buildPrelude } from "./prelude/build.js";
@@ -236,6 +237,8 @@ export class AppRuntime {
    * answered with a promise, or an earlier call was still waiting).
    */
   readonly asyncSyscalls = { atOnce: 0, later: 0 };
+  /** Which functions run on their isolate's thread, and how often (execution.ts, SYNC_SLICE_MS). */
+  readonly background = new BackgroundPolicy();
 
   /** Whether contexts are reused, and how often executions found one ready. */
   get reuse(): Readonly<ReuseStats> {

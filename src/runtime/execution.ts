@@ -19,6 +19,7 @@
 import type ivm from "isolated-vm";
 import { MAX_JSON_DEPTH, type MaybePromise, nestedDeeperThan } from "../values/index.js";
 import type { AppRuntime, ExecutionHooks, LiveContext } from "./appRuntime.js";
+import { SYNC_SLICE_MS } from "./backgroundPolicy.js";
 
 /** The host side of syscalls for one execution. */
 export interface SyscallHandler {
@@ -246,132 +247,194 @@ function describeVerdict(runtime: AppRuntime, verdict: string): string {
   return runtime.app.describeTaint(/^\d+$/.test(reason) ? Number(reason) : reason);
 }
 
+/** What an attempt on the server's thread returns when it has to run again in the background. */
+const MOVED: unique symbol = Symbol("moved to the background");
+
+/** How an attempt enters its isolate. */
+type Mode =
+  /** On the server's thread, each entry stopped after SYNC_SLICE_MS (it then runs again in the background). */
+  | "slice"
+  /** On the server's thread, each entry with the whole remaining budget (it cannot run again). */
+  | "whole"
+  /** On the isolate's own thread: slower per syscall, but the server's thread stays free. */
+  | "background";
+
 /**
  * Runs one function execution in a context of `runtime`. `handler` may be
  * made only once a context is ready (a function), for callers whose state
- * must not start earlier (a mutation's snapshot).
+ * must not start earlier (a mutation's snapshot). A query or mutation given
+ * such a factory may run twice: the factory is then called again, and the
+ * handler it makes must start from the same state as the first (the same
+ * snapshot, nothing read or written).
  */
 export async function execute(
   runtime: AppRuntime,
   request: ExecutionRequest,
   handlerOrFactory: SyscallHandler | (() => SyscallHandler),
 ): Promise<ExecutionOutcome> {
-  return runtime.withContext<ExecutionOutcome>(async (live) => {
-    const handler = typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
-    const { isolate } = live;
-    const bridge: Bridge = { queue: [], outcome: null, fatal: null };
-    // Everything below enters the isolate synchronously, on this thread: an
-    // async call would hop to the isolate's thread and back for every
-    // syscall (measured ~1 ms per hop under load, 100 ms for a 100-document
-    // scan). Contexts are still prepared ahead of time on the isolate threads.
-    live.slot.current = executionHooks(
-      handler,
-      bridge,
-      request.kind === "query" || request.kind === "mutation" ? runtime.asyncSyscalls : null,
+  const fn = `${request.module}:${request.exportName}`;
+  const udf = request.kind === "query" || request.kind === "mutation";
+  let mode: Mode =
+    !udf || typeof handlerOrFactory !== "function"
+      ? "whole"
+      : runtime.background.startsThere(fn)
+        ? "background"
+        : "slice";
+  for (;;) {
+    const attemptMode = mode;
+    const startedAt = performance.now();
+    const outcome = await runtime.withContext<ExecutionOutcome | typeof MOVED>(
+      (live) => attempt(runtime, live, request, handlerOrFactory, attemptMode),
+      fn,
     );
+    if (outcome !== MOVED) {
+      if (attemptMode === "background")
+        runtime.background.noteRan(fn, performance.now() - startedAt);
+      return outcome;
+    }
+    runtime.background.noteMoved(fn);
+    mode = "background";
+  }
+}
 
-    const limitNs = BigInt(request.timeLimitMs ?? 1000) * 1_000_000n;
-    const cpuStart = isolate.cpuTime;
-    // A disposed isolate (memory limit) no longer reports its time: keep the last reading.
-    let lastUsed = 0n;
-    const used = () => {
-      if (!isolate.isDisposed) lastUsed = isolate.cpuTime - cpuStart;
-      return lastUsed;
-    };
-    const remainingMs = () =>
-      sharedDeadline(Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6)));
-    const userTimeMs = () => Number(used()) / 1e6;
+async function attempt(
+  runtime: AppRuntime,
+  live: LiveContext,
+  request: ExecutionRequest,
+  handlerOrFactory: SyscallHandler | (() => SyscallHandler),
+  mode: Mode,
+): Promise<{ value: ExecutionOutcome | typeof MOVED; clean: boolean } | { stale: string }> {
+  const handler = typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
+  const { isolate } = live;
+  const bridge: Bridge = { queue: [], outcome: null, fatal: null };
+  // Except in the background, everything below enters the isolate
+  // synchronously, on this thread: an async call hops to the isolate's
+  // thread and back for every syscall (measured ~1 ms per hop under load,
+  // 100 ms for a 100-document scan). Contexts are still prepared ahead of
+  // time on the isolate threads.
+  live.slot.current = executionHooks(
+    handler,
+    bridge,
+    request.kind === "query" || request.kind === "mutation" ? runtime.asyncSyscalls : null,
+  );
 
-    const { queue } = bridge;
-    const payload = JSON.stringify({
-      kind: request.kind,
-      module: request.module,
-      exportName: request.exportName,
-      args: `[${request.argsJson}]`,
-      seed: request.seed,
-      nowMs: request.nowMs,
-    });
+  const limitNs = BigInt(request.timeLimitMs ?? 1000) * 1_000_000n;
+  const cpuStart = isolate.cpuTime;
+  // A disposed isolate (memory limit) no longer reports its time: keep the last reading.
+  let lastUsed = 0n;
+  const used = () => {
+    if (!isolate.isDisposed) lastUsed = isolate.cpuTime - cpuStart;
+    return lastUsed;
+  };
+  // Whether the latest entry's timeout was the slice rather than the budget.
+  let sliced = false;
+  const timeoutMs = () => {
+    const remaining = Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6));
+    sliced = mode === "slice" && SYNC_SLICE_MS < remaining;
+    return sharedDeadline(sliced ? SYNC_SLICE_MS : remaining);
+  };
+  const userTimeMs = () => Number(used()) / 1e6;
+  // Arguments are primitives: both ways copy them into the isolate.
+  const enter = (ref: ivm.Reference, args: unknown[]): unknown =>
+    mode === "background"
+      ? ref.apply(undefined, args as never, { timeout: timeoutMs() })
+      : ref.applySync(undefined, args as never, { timeout: timeoutMs() });
 
-    try {
-      if (request.kind === "action" || request.kind === "httpAction") {
-        const previous = await driveAction(
-          live,
-          bridge,
-          handler,
-          payload,
-          request.timeLimitMs ?? ACTION_TIME_LIMIT_MS,
-        );
-        if (previous !== "clean") return { stale: describeVerdict(runtime, previous) };
-        return actionOutcome(bridge, userTimeMs());
-      }
-      const previous = live.start.applySync(undefined, [payload, live.verdictDue !== null], {
-        timeout: remainingMs(),
-      });
+  const { queue } = bridge;
+  const payload = JSON.stringify({
+    kind: request.kind,
+    module: request.module,
+    exportName: request.exportName,
+    args: `[${request.argsJson}]`,
+    seed: request.seed,
+    nowMs: request.nowMs,
+  });
+
+  try {
+    if (request.kind === "action" || request.kind === "httpAction") {
+      const previous = await driveAction(
+        live,
+        bridge,
+        handler,
+        payload,
+        request.timeLimitMs ?? ACTION_TIME_LIMIT_MS,
+      );
       if (previous !== "clean") return { stale: describeVerdict(runtime, previous) };
-      while (bridge.outcome === null) {
-        const call = queue.shift();
-        if (call === undefined) {
-          // Nothing to answer and no outcome: the function awaits something that never settles.
-          throw new NeverSettledError();
-        }
-        let reply: Reply;
-        try {
-          reply = replyOf(
-            await (call.started ??
-              handler.async(call.op, parseSyscallArgs(call.op, call.argsJson))),
-          );
-        } catch (e) {
-          reply = failureReply(bridge, e);
-        }
-        if (used() >= limitNs) throw timeoutError();
-        live.settle.applySync(undefined, [call.id, reply.ok, reply.answer, reply.ahead], {
-          timeout: remainingMs(),
-        });
+      return actionOutcome(bridge, userTimeMs());
+    }
+    const previous = (await enter(live.start, [payload, live.verdictDue !== null])) as string;
+    if (previous !== "clean") return { stale: describeVerdict(runtime, previous) };
+    while (bridge.outcome === null) {
+      const call = queue.shift();
+      if (call === undefined) {
+        // Nothing to answer and no outcome: the function awaits something that never settles.
+        throw new NeverSettledError();
       }
-      const outcome = JSON.parse(bridge.outcome) as
-        | { ok: true; value: unknown; logs: LogLine[] }
-        | { ok: false; error: ExecutionError; logs: LogLine[] };
-      // Whether it left pre-existing state changed is asked when the context
-      // next starts an execution, once every microtask this one left has run
-      // (the last call into the isolate ran them): code that runs after the
-      // outcome counts too.
+      let reply: Reply;
+      try {
+        reply = replyOf(
+          await (call.started ?? handler.async(call.op, parseSyscallArgs(call.op, call.argsJson))),
+        );
+      } catch (e) {
+        reply = failureReply(bridge, e);
+      }
       if (used() >= limitNs) throw timeoutError();
-      if (bridge.fatal !== null) {
-        return {
-          value: {
-            ok: false,
-            error: fatalError(bridge.fatal),
-            logs: outcome.logs,
-            userTimeMs: userTimeMs(),
-          },
-          clean: false,
-        };
-      }
-      // Built field by field: spreading the parsed outcome costs a few µs per execution (measured).
-      const value: ExecutionOutcome = outcome.ok
-        ? { ok: true, value: outcome.value, logs: outcome.logs, userTimeMs: userTimeMs() }
-        : { ok: false, error: outcome.error, logs: outcome.logs, userTimeMs: userTimeMs() };
-      return { value, clean: true };
-    } catch (e) {
-      // Stopped midway (time, memory, a function that never finishes): the
-      // context's state is whatever it was then.
+      await enter(live.settle, [call.id, reply.ok, reply.answer, reply.ahead]);
+    }
+    const outcome = JSON.parse(bridge.outcome) as
+      | { ok: true; value: unknown; logs: LogLine[] }
+      | { ok: false; error: ExecutionError; logs: LogLine[] };
+    // Whether it left pre-existing state changed is asked when the context
+    // next starts an execution, once every microtask this one left has run
+    // (the last call into the isolate ran them): code that runs after the
+    // outcome counts too.
+    if (used() >= limitNs) throw timeoutError();
+    if (bridge.fatal !== null) {
       return {
         value: {
           ok: false,
-          error: runtimeError(e, isolate, request),
-          logs: [],
+          error: fatalError(bridge.fatal),
+          logs: outcome.logs,
           userTimeMs: userTimeMs(),
         },
         clean: false,
       };
-    } finally {
-      live.slot.current = null;
     }
-  }, `${request.module}:${request.exportName}`);
+    // Built field by field: spreading the parsed outcome costs a few µs per execution (measured).
+    const value: ExecutionOutcome = outcome.ok
+      ? { ok: true, value: outcome.value, logs: outcome.logs, userTimeMs: userTimeMs() }
+      : { ok: false, error: outcome.error, logs: outcome.logs, userTimeMs: userTimeMs() };
+    return { value, clean: true };
+  } catch (e) {
+    // Stopped midway (time, memory, a function that never finishes): the
+    // context's state is whatever it was then. Stopped by the slice, it
+    // runs again from the start in the background.
+    if (sliced && !isolate.isDisposed && isTimeout(e)) return { value: MOVED, clean: false };
+    return {
+      value: {
+        ok: false,
+        error: runtimeError(e, isolate, request),
+        logs: [],
+        userTimeMs: userTimeMs(),
+      },
+      clean: false,
+    };
+  } finally {
+    live.slot.current = null;
+  }
 
   function timeoutError(): Error {
     return Object.assign(new Error("Script execution timed out."), { tesseraTimeout: true });
   }
+}
+
+/** isolated-vm's error for an entry that reached its timeout. */
+function isTimeout(e: unknown): boolean {
+  return (
+    e instanceof Error &&
+    (e as { tesseraTimeout?: boolean }).tesseraTimeout !== true &&
+    /timed out/i.test(e.message)
+  );
 }
 
 /** Width of the windows call deadlines are rounded up to (see sharedDeadline). */

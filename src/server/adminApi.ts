@@ -51,6 +51,8 @@ export class AdminApi {
           asyncSyscalls: deployment.app ? { ...deployment.app.runtime.asyncSyscalls } : null,
           // Isolates the query and mutation pool holds (runtime/README.md, "Isolate pool").
           isolates: deployment.app ? deployment.app.runtime.isolateCount : null,
+          // Queries and mutations moved off the server's thread (runtime/README.md, "Limits and determinism").
+          background: deployment.app ? deployment.app.runtime.background.counts : null,
         }),
       ],
       // The CLI reports its push timings; nothing to keep.
