@@ -5,7 +5,7 @@
  * app file and then replaces `current` with a rename, both synced to disk, so
  * a crash leaves either the old or the new app live, never a mix.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
   existsSync,
@@ -30,13 +30,32 @@ export interface StoredApp {
   udfServerVersion: string;
   /** The functions folder (`convex.json` "functions", e.g. `convex/`). */
   functions: string;
-  /** When it was pushed (ms since the epoch). */
+  /** When it was pushed (ms since the epoch): `Date.now()` while its modules import. */
   pushedAtMs: number;
+  /**
+   * The seed of `Math.random` while its modules import, drawn at the push so
+   * that every import of this app, also after a restart, sees the same values
+   * (absent from apps stored before it was kept: see `importSeedOf`).
+   */
+  importSeed?: string;
   /** External packages its "use node" modules import (installed from npm). */
   nodeDependencies?: { name: string; version: string }[];
 }
 
 const FORMAT = 1;
+
+/** A new app's import seed. */
+export function newImportSeed(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/** The seed `app`'s modules import with: its own, or one derived from its content for an app stored without one. */
+export function importSeedOf(app: StoredApp): string {
+  if (app.importSeed !== undefined) return app.importSeed;
+  const hash = createHash("sha256").update(String(app.pushedAtMs));
+  for (const m of app.modules) hash.update(m.path).update(moduleHash(m));
+  return hash.digest("hex").slice(0, 32);
+}
 
 /** How the official CLI fingerprints a module (sha256 of source then source map, hex). */
 export function moduleHash(m: { source: string; sourceMap?: string }): string {

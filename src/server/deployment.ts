@@ -31,7 +31,7 @@ import {
   SyncService,
   type VerifiedUser,
 } from "../sync/service.js";
-import { CodeStore, type StoredApp } from "./codeStore.js";
+import { CodeStore, importSeedOf, newImportSeed, type StoredApp } from "./codeStore.js";
 import { FunctionLogs } from "./functionLogs.js";
 import { openFileStorage } from "./storage.js";
 
@@ -218,11 +218,9 @@ async function prepareIsolateApp(
       }
     }
   }
-  // Both runtimes import the modules with the same deploy-time clock and seed.
-  const importOptions = {
-    importTimeMs: Date.now(),
-    importSeed: randomBytes(16).toString("hex"),
-  };
+  // Both runtimes import the modules with the clock and seed of the push,
+  // also after a restart: module-level values never change under an app.
+  const importOptions = { importTimeMs: stored.pushedAtMs, importSeed: importSeedOf(stored) };
   let linked: Awaited<ReturnType<typeof linkModules>>;
   try {
     linked = await linkModules(stored.modules);
@@ -341,6 +339,7 @@ export async function appFromFolder(convexDir: string): Promise<StoredApp> {
     udfServerVersion: "folder",
     functions: "convex/",
     pushedAtMs: Date.now(),
+    importSeed: newImportSeed(),
   };
 }
 

@@ -21,7 +21,7 @@ import type { Schema, SchemaIndex } from "../functions/schema.js";
 import { validateWrite } from "../functions/validators.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject, type Value } from "../values/index.js";
-import { moduleHash, type StoredApp } from "./codeStore.js";
+import { moduleHash, newImportSeed, type StoredApp } from "./codeStore.js";
 import {
   AppRejectedError,
   type Deployment,
@@ -246,6 +246,7 @@ export class PushManager {
       udfServerVersion: req.udfServerVersion,
       functions: req.functions,
       pushedAtMs: Date.now(),
+      importSeed: newImportSeed(),
       ...(req.nodeDependencies.length > 0 ? { nodeDependencies: req.nodeDependencies } : {}),
     };
     let app: PreparedApp;

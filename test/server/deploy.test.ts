@@ -306,10 +306,20 @@ describe("the official CLI against tessera serve", () => {
     expect(run.out.trim().split("\n").at(-1)).toBe("true");
   }, 120_000);
 
-  it("keeps serving the pushed app after a restart", async () => {
+  it("keeps serving the pushed app after a restart, its modules imported with the push's clock and seed", async () => {
+    type ModuleState = { importedAt: number; importRandom: number };
+    const state = async () => {
+      const s = (await new ConvexHttpClient(server.url).query(
+        api.behaviour.moduleState,
+        {},
+      )) as ModuleState;
+      return { importedAt: s.importedAt, importRandom: s.importRandom };
+    };
+    const before = await state();
     await server.stop();
     server = await startServer({ convexDir: null, dataDir: server.dataDir });
     const http = new ConvexHttpClient(server.url);
+    expect(await state()).toEqual(before);
     expect(await http.query(api.items.inStock, {})).toEqual(["hat: $25"]);
     expect((await cli(["env", "get", "GREETING"])).out.trim()).toBe("hello world");
     // The installed external package is used again, not fetched again.
