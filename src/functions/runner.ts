@@ -43,7 +43,13 @@ import {
 } from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
-import { cancelJob, ScheduleBudget, SchedulerError, scheduleJob } from "./scheduler.js";
+import {
+  cancelJob,
+  ScheduleBudget,
+  SchedulerError,
+  type SchedulerUsage,
+  scheduleJob,
+} from "./scheduler.js";
 import type { Schema } from "./schema.js";
 import { type FileStorage, isStorageRefusal } from "./storage.js";
 import {
@@ -861,6 +867,10 @@ class SchedulerHooks {
     } catch (e) {
       return asSyscallError(e);
     }
+  }
+
+  usage(): SchedulerUsage {
+    return this.budget.usage;
   }
 
   async cancel(id: string): Promise<void> {

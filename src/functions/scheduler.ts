@@ -64,10 +64,27 @@ export async function ensureSchedulerTable(db: Database): Promise<void> {
   await db.waitForBackgroundWork();
 }
 
+export interface SchedulerUsage {
+  jobs: number;
+  maxJobs: number;
+  argsBytes: number;
+  maxArgsBytes: number;
+}
+
 /** Counts what one call schedules, against the documented limits. */
 export class ScheduleBudget {
   private jobs = 0;
   private bytes = 0;
+
+  /** What this call has scheduled so far, and the limits (`ctx.meta.getTransactionMetrics`). */
+  get usage(): SchedulerUsage {
+    return {
+      jobs: this.jobs,
+      maxJobs: SCHEDULER_LIMITS.maxJobsPerCall,
+      argsBytes: this.bytes,
+      maxArgsBytes: SCHEDULER_LIMITS.maxArgsBytesPerCall,
+    };
+  }
 
   charge(argsJson: string): void {
     this.jobs++;

@@ -51,6 +51,8 @@ export interface UdfEnvironment {
   scheduler?: {
     schedule(name: string, args: JsonValue, atSeconds: number): Promise<string>;
     cancel(id: string): Promise<void>;
+    /** What this execution scheduled so far, against the limits. */
+    usage(): { jobs: number; maxJobs: number; argsBytes: number; maxArgsBytes: number };
   };
   /** `ctx.storage`: in this transaction (none: the storage ops are "not supported yet"). */
   storage?: StorageHooks;
@@ -446,15 +448,19 @@ const ASYNC_OPS: Record<
       used,
       remaining: Math.max(0, limit - used),
     });
+    // Queries schedule nothing; files are read and written only by actions.
     const none = { used: 0, remaining: 0 };
+    const scheduled = s.env.scheduler?.usage();
     return {
       bytesRead: metric(c.bytesRead, l.maxBytesRead),
       bytesWritten: metric(c.bytesWritten, l.maxBytesWritten),
       databaseQueries: metric(c.indexRanges, l.maxIndexRanges),
       documentsRead: metric(c.documentsRead, l.maxDocumentsRead),
       documentsWritten: metric(c.documentsWritten, l.maxDocumentsWritten),
-      functionsScheduled: none,
-      scheduledFunctionArgsBytes: none,
+      functionsScheduled:
+        scheduled === undefined ? none : metric(scheduled.jobs, scheduled.maxJobs),
+      scheduledFunctionArgsBytes:
+        scheduled === undefined ? none : metric(scheduled.argsBytes, scheduled.maxArgsBytes),
       filesWritten: none,
       fileWriteBytes: none,
       filesRead: none,
