@@ -166,7 +166,7 @@ export async function runtimeSection(o: Options, log: (s: string) => void): Prom
       tessera: t.rate,
       baseline: { label: "convex-test (in-process mock)", stat: mock.rate },
       target: w.target ? { text: w.target.text, met: t.rate.median >= w.target.min } : undefined,
-      note: `Tessera latency p50 ${t.p50.toFixed(2)} ms, p99 ${t.p99.toFixed(2)} ms; convex-test p50 ${mock.p50.toFixed(2)} ms`,
+      note: `Tessera latency p50 ${t.p50.toFixed(2)} ms, p99 ${t.p99.toFixed(2)} ms; convex-test p50 ${mock.p50.toFixed(2)} ms, p99 ${mock.p99.toFixed(2)} ms`,
     });
   }
   return rows;
