@@ -25,10 +25,19 @@ const modules = import.meta.glob("../fixtures/app/convex/**/*.*s");
 type Step = {
   kind: "query" | "mutation";
   path: string;
-  args: (ids: string[]) => Record<string, Value>;
+  args: (ids: string[], values: unknown[]) => Record<string, Value>;
 };
 
-/** A script of calls; `ids` are IDs returned by earlier steps, in order. */
+/** The ID the latest step returning one returned. */
+const lastId = (ids: string[]) => ids[ids.length - 1]!;
+/** The `continueCursor` of the previous step's page. */
+const lastCursor = (values: unknown[]) =>
+  (values[values.length - 1] as { continueCursor: string }).continueCursor;
+
+/**
+ * A script of calls; `ids` are IDs returned by earlier steps, in order, and
+ * `values` what each earlier step returned (undefined when it failed).
+ */
 const script: Step[] = [
   { kind: "mutation", path: "items:add", args: () => ({ name: "hat", price: 19.5, remaining: 1 }) },
   { kind: "mutation", path: "items:add", args: () => ({ name: "shirt", price: 25, remaining: 0 }) },
@@ -72,6 +81,114 @@ const script: Step[] = [
     args: () => ({ name: "bad", price: "free", remaining: 1 }),
   },
   { kind: "query", path: "items:echo", args: () => ({ a: 1n, b: [1.5, "x", null, true] }) },
+  // surface.ts: replace and delete, without and with the table name.
+  {
+    kind: "mutation",
+    path: "surface:addItem",
+    args: () => ({ name: "cap", price: 5, remaining: 2, tags: ["red", "wool"] }),
+  },
+  {
+    kind: "mutation",
+    path: "surface:replaceItem",
+    args: (ids) => ({ id: lastId(ids), value: { name: "cap", price: 6, remaining: 1 } }),
+  },
+  { kind: "query", path: "surface:getItem", args: (ids) => ({ id: lastId(ids) }) },
+  { kind: "query", path: "surface:getIn", args: (ids) => ({ table: "items", id: lastId(ids) }) },
+  { kind: "query", path: "surface:getIn", args: (ids) => ({ table: "notes", id: lastId(ids) }) },
+  {
+    kind: "mutation",
+    path: "surface:patchIn",
+    args: (ids) => ({ table: "items", id: lastId(ids), value: { price: 7, tags: ["blue"] } }),
+  },
+  {
+    kind: "mutation",
+    path: "surface:patchIn",
+    args: (ids) => ({ table: "items", id: lastId(ids), value: {}, unset: ["tags"] }),
+  },
+  {
+    kind: "mutation",
+    path: "surface:patchIn",
+    args: (ids) => ({ table: "notes", id: lastId(ids), value: { price: 1 } }),
+  },
+  {
+    kind: "mutation",
+    path: "surface:replaceIn",
+    args: (ids) => ({
+      table: "items",
+      id: lastId(ids),
+      value: { name: "mitten", price: 8, remaining: 0 },
+    }),
+  },
+  {
+    kind: "mutation",
+    path: "surface:replaceIn",
+    args: (ids) => ({ table: "notes", id: lastId(ids), value: { text: "a note" } }),
+  },
+  {
+    kind: "mutation",
+    path: "surface:deleteIn",
+    args: (ids) => ({ table: "notes", id: lastId(ids) }),
+  },
+  { kind: "query", path: "surface:getItem", args: (ids) => ({ id: lastId(ids) }) },
+  {
+    kind: "mutation",
+    path: "surface:deleteIn",
+    args: (ids) => ({ table: "items", id: lastId(ids) }),
+  },
+  { kind: "query", path: "surface:getIn", args: (ids) => ({ table: "items", id: lastId(ids) }) },
+  {
+    kind: "mutation",
+    path: "surface:addItem",
+    args: () => ({ name: "scarf", price: 3, remaining: 1 }),
+  },
+  { kind: "mutation", path: "surface:deleteItem", args: (ids) => ({ id: lastId(ids) }) },
+  { kind: "query", path: "surface:getItem", args: (ids) => ({ id: lastId(ids) }) },
+  // Filters.
+  {
+    kind: "mutation",
+    path: "surface:seedValues",
+    args: () => ({ prefix: "f", values: [-5, 0, 2, 5, 7, 10] }),
+  },
+  {
+    kind: "query",
+    path: "surface:filters",
+    // All but `neg`: convex-test does not model q.neg ("not implemented").
+    args: () => ({
+      prefix: "f",
+      only: ["or", "not", "lt", "lte", "gt", "gte", "neq", "add", "sub", "mul", "div", "mod"],
+    }),
+  },
+  {
+    kind: "query",
+    path: "surface:filters",
+    args: () => ({ prefix: "f", only: ["modOfNegative"] }),
+  },
+  // Count, then pagination to the end and the last cursor once more.
+  { kind: "query", path: "surface:count", args: () => ({ table: "marks" }) },
+  { kind: "mutation", path: "surface:addMarks", args: () => ({ group: "walk", count: 7 }) },
+  { kind: "query", path: "surface:count", args: () => ({ table: "marks" }) },
+  { kind: "query", path: "surface:count", args: () => ({ table: "noSuchTable" }) },
+  { kind: "mutation", path: "surface:countAroundWrites", args: () => ({ group: "walk" }) },
+  {
+    kind: "query",
+    path: "surface:pageOfMarks",
+    args: () => ({ group: "walk", cursor: null, numItems: 3 }),
+  },
+  {
+    kind: "query",
+    path: "surface:pageOfMarks",
+    args: (_ids, values) => ({ group: "walk", cursor: lastCursor(values), numItems: 3 }),
+  },
+  {
+    kind: "query",
+    path: "surface:pageOfMarks",
+    args: (_ids, values) => ({ group: "walk", cursor: lastCursor(values), numItems: 3 }),
+  },
+  {
+    kind: "query",
+    path: "surface:pageOfMarks",
+    args: (_ids, values) => ({ group: "walk", cursor: lastCursor(values), numItems: 3 }),
+  },
 ];
 
 type Outcome = { ok: true; value: unknown } | { ok: false; data?: unknown; message: string };
@@ -103,14 +220,17 @@ async function runScript(
   call: (kind: "query" | "mutation", path: string, args: Record<string, Value>) => Promise<unknown>,
 ) {
   const ids: string[] = [];
+  const values: unknown[] = [];
   const outcomes: Outcome[] = [];
   for (const step of script) {
     try {
-      const value = await call(step.kind, step.path, step.args(ids));
+      const value = await call(step.kind, step.path, step.args(ids, values));
       if (typeof value === "string" && /^[a-z0-9]{20,}$/.test(value)) ids.push(value);
+      values.push(value);
       outcomes.push({ ok: true, value });
     } catch (e) {
       const err = e as { data?: unknown; message: string };
+      values.push(undefined);
       outcomes.push({ ok: false, data: err.data, message: err.message });
     }
   }
