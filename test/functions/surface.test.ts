@@ -347,6 +347,9 @@ describe("ctx.meta", () => {
   });
 });
 
+/** Where the server's own modules are: their paths must never reach a caller. */
+const SERVER_SOURCES = join(import.meta.dirname, "../../src");
+
 describe("not supported yet", () => {
   it.each([
     [
@@ -368,6 +371,11 @@ describe("not supported yet", () => {
     const e = await failure(call());
     expect(e.kind).toBe("user");
     expect(e.message.split("\n")[0]).toBe(`Uncaught Error: not supported yet: ${what}`);
+    // The server's own files never show in what the caller gets.
+    for (const text of [e.message, e.userStack ?? ""]) {
+      expect(text).not.toContain(SERVER_SOURCES);
+      expect(text).not.toContain("node:internal");
+    }
   });
 });
 

@@ -242,7 +242,13 @@ const Convex = {
       const queryId = queryIdOf(argsJson);
       if (queryId !== undefined) ReflectApply(mapDelete, streamsAhead, [queryId]);
     }
-    return syscallHost(op, argsJson);
+    try {
+      return syscallHost(op, argsJson);
+    } catch (e) {
+      // Made again here: the host's error carries the host's stack (its files
+      // and paths), which must not reach the caller; this one has the isolate's.
+      throw new OriginalError((e as { message?: unknown } | null)?.message as string);
+    }
   },
   asyncSyscall(op: string, argsJson: string): Promise<string> {
     if (op === "1.0/queryStreamNext") {
