@@ -221,6 +221,8 @@ interface UdfState {
   readonly streams: Map<number, QueryStream>;
   nextQueryId: number;
   readonly mutation: boolean;
+  /** A `.paginate()` ran already (Convex allows one per execution). */
+  paginated: boolean;
 }
 
 /** The table an ID points at, checking `db.get` vs `db.system.get` and an explicit table name. */
@@ -406,7 +408,12 @@ const ASYNC_OPS: Record<
     return fill();
   },
   "1.0/queryPage": (s, a) => {
+    if (s.paginated)
+      throw new SyscallError(
+        "A function execution may run only one paginated query (`.paginate()`), as in Convex; split the work into separate queries",
+      );
     const query = startQuery(a);
+    s.paginated = true;
     const page = queryPage(s.tx, query, {
       cursor: (a.cursor as string | null | undefined) ?? null,
       endCursor: (a.endCursor as string | null | undefined) ?? null,
@@ -478,6 +485,7 @@ export function udfSyscalls(env: UdfEnvironment): SyscallHandler {
     streams: new Map(),
     nextQueryId: 1,
     mutation: env.kind === "mutation",
+    paginated: false,
   };
   return new UdfSyscalls(state);
 }

@@ -242,6 +242,14 @@ describe("paginate", () => {
       await query("surface:pageOfMarks", { group: "walk", cursor, numItems: 3 }),
     ).toMatchObject({ tags: [], isDone: true });
   });
+
+  it("refuses a second paginated query in one execution, as Convex does", async () => {
+    const e = await failure(query("surface:paginateTwice"));
+    expect(e.kind).toBe("user");
+    expect(e.message.split("\n")[0]).toBe(
+      "Uncaught Error: A function execution may run only one paginated query (`.paginate()`), as in Convex; split the work into separate queries",
+    );
+  });
 });
 
 describe("ctx.meta", () => {
