@@ -459,9 +459,6 @@ export function sharedDeadline(timeoutMs: number): number {
 
 /** Wall-clock limit of an action (the Convex docs: 10 minutes). */
 export const ACTION_TIME_LIMIT_MS = 10 * 60_000;
-/** Longest an action may compute without awaiting anything (it runs on the server's thread). */
-export const ACTION_SLICE_MS = 1000;
-
 class ActionTimeoutError extends Error {}
 
 /**
@@ -470,6 +467,12 @@ class ActionTimeoutError extends Error {}
  * they finish. It ends when the handler's promise settles; anything still
  * pending then is abandoned with the context. Returns the verdict on the
  * context's previous execution: unless "clean", the action did not start.
+ *
+ * The action's code runs on its isolate's own thread (isolated-vm's async
+ * `apply`), never on the server's: an action may compute as long as its
+ * time limit allows without holding up anyone else. Its syscalls are
+ * answered on the server's thread, a hop each, which actions (waiting on
+ * fetches, timers and nested calls) can afford.
  */
 async function driveAction(
   live: LiveContext,
@@ -479,7 +482,10 @@ async function driveAction(
   limitMs: number,
 ): Promise<string> {
   const { queue } = bridge;
+  const deadline = performance.now() + limitMs;
   let inflight = 0;
+  /** Entries into the isolate under way (each may make calls or finish the action). */
+  let entering = 0;
   let over = false;
   let finish: (e?: unknown) => void = () => {};
   const finished = new Promise<void>((resolve, reject) => {
@@ -492,14 +498,21 @@ async function driveAction(
     clearTimeout(timer);
     finish(e);
   }
-  function enter(f: () => void): void {
-    try {
-      f();
-    } catch (e) {
-      end(e);
-      return;
-    }
-    pump();
+  /** Enters the isolate; the entry is stopped with the action's time limit at the latest. */
+  function enter(ref: ivm.Reference, args: unknown[], then?: (result: unknown) => void): void {
+    entering++;
+    const timeout = Math.max(1, Math.ceil(deadline - performance.now()));
+    (ref.apply(undefined, args as never, { timeout }) as Promise<unknown>).then(
+      (result) => {
+        entering--;
+        then?.(result);
+        pump();
+      },
+      (e: unknown) => {
+        entering--;
+        end(e);
+      },
+    );
   }
   function pump(): void {
     if (over) return;
@@ -513,21 +526,15 @@ async function driveAction(
         .then(({ ok, answer, ahead }) => {
           if (active) inflight--;
           if (over) return;
-          enter(() =>
-            live.settle.applySync(undefined, [call.id, ok, answer, ahead], {
-              timeout: ACTION_SLICE_MS,
-            }),
-          );
+          enter(live.settle, [call.id, ok, answer, ahead]);
         });
     }
     if (bridge.outcome !== null) end();
-    else if (inflight === 0) end(new NeverSettledError("action"));
+    else if (inflight === 0 && entering === 0) end(new NeverSettledError("action"));
   }
   let previous = "clean";
-  enter(() => {
-    previous = live.start.applySync(undefined, [payload, live.verdictDue !== null], {
-      timeout: ACTION_SLICE_MS,
-    });
+  enter(live.start, [payload, live.verdictDue !== null], (verdict) => {
+    previous = verdict as string;
     // The context's previous execution left it changed: nothing started.
     if (previous !== "clean") end();
   });
@@ -574,21 +581,14 @@ class NeverSettledError extends Error {
 /** Maps a failure of the isolate itself (timeout, memory, disposal) to a message for the caller. */
 function runtimeError(e: unknown, isolate: ivm.Isolate, request: ExecutionRequest): ExecutionError {
   if (e instanceof NeverSettledError) return { message: e.message, name: "Error", stack: "" };
-  if (e instanceof ActionTimeoutError) {
+  if (
+    e instanceof ActionTimeoutError ||
+    ((request.kind === "action" || request.kind === "httpAction") &&
+      /timed out/i.test(e instanceof Error ? e.message : String(e)))
+  ) {
     const limit = request.timeLimitMs ?? ACTION_TIME_LIMIT_MS;
     return {
       message: `Function execution timed out: your action ran for more than ${limit / 1000} s (the limit for actions)`,
-      name: "Error",
-      stack: "",
-      kind: "timeout",
-    };
-  }
-  if (
-    (request.kind === "action" || request.kind === "httpAction") &&
-    /timed out/i.test(e instanceof Error ? e.message : String(e))
-  ) {
-    return {
-      message: `not supported yet: an action computing for more than ${ACTION_SLICE_MS / 1000} s without awaiting anything (actions run on the server's thread between their awaits)`,
       name: "Error",
       stack: "",
       kind: "timeout",

@@ -76,6 +76,21 @@ describe("actions", () => {
     expect(await client.query(api.counters.get, { name: "act-ws" })).toBe(2);
   });
 
+  it("compute for seconds without awaiting, on their own thread, while the server answers others", async () => {
+    const order: string[] = [];
+    const long = http()
+      .action(api.actions.compute, { ms: 1500 })
+      .then((done: boolean) => {
+        order.push("action");
+        return done;
+      });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await http().query(api.counters.get, { name: "meanwhile" })).toBe(0);
+    order.push("query");
+    expect(await long).toBe(true);
+    expect(order).toEqual(["query", "action"]);
+  });
+
   it("call internal actions, which clients cannot", async () => {
     expect(await client.action(api.actions.callInternal, { x: 21 })).toBe(42);
     const e = await rejection(http().action(api.actions.double, { x: 1 }));
