@@ -453,6 +453,7 @@ describe("module analysis of actions and HTTP actions", () => {
     expect(Object.keys(actions)).toEqual([
       "callInternal",
       "callThrough",
+      "compute",
       "double",
       "failing",
       "fetchText",
