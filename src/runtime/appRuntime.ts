@@ -236,7 +236,12 @@ export class AppRuntime {
    * isolate still entered) and after it returned (storage or a hook
    * answered with a promise, or an earlier call was still waiting).
    */
-  readonly asyncSyscalls = { atOnce: 0, later: 0 };
+  /**
+   * Async syscalls of queries and mutations: answered within the call, after
+   * it because storage answered later (or behind one that did), or after it
+   * because the entry had held the thread long enough (execution.ts, YIELD_AFTER_MS).
+   */
+  readonly asyncSyscalls = { atOnce: 0, later: 0, yielded: 0 };
   /** Which functions run on their isolate's thread, and how often (execution.ts, SYNC_SLICE_MS). */
   readonly background = new BackgroundPolicy();
 

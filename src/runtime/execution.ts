@@ -169,6 +169,10 @@ interface Bridge {
   outcome: string | null;
   /** The first error that must fail the execution whatever user code does with it. */
   fatal: unknown;
+  /** When the current entry into the isolate began (`performance.now()`). */
+  enteredAt: number;
+  /** An async syscall was left for later because the entry had run long: yield before going on. */
+  yieldDue: boolean;
 }
 
 /** An async syscall's answer as the bootstrap's `settle` takes it. */
@@ -211,7 +215,20 @@ function executionHooks(
     },
     async(id, op, argsJson) {
       if (counts === null || bridge.queue.length > 0) {
-        if (counts !== null) counts.later++;
+        if (counts !== null) {
+          if (bridge.yieldDue) counts.yielded++;
+          else counts.later++;
+        }
+        bridge.queue.push({ id, op, argsJson });
+        return undefined;
+      }
+      // An entry that has held the server's thread for a while ends at its
+      // next async syscall: the call is answered after the others waiting
+      // have had a turn (a long mutation then holds the thread for a few ms
+      // at a time, without the thread hops of the background).
+      if (performance.now() - bridge.enteredAt > YIELD_AFTER_MS) {
+        counts.yielded++;
+        bridge.yieldDue = true;
         bridge.queue.push({ id, op, argsJson });
         return undefined;
       }
@@ -306,7 +323,13 @@ async function attempt(
 ): Promise<{ value: ExecutionOutcome | typeof MOVED; clean: boolean } | { stale: string }> {
   const handler = typeof handlerOrFactory === "function" ? handlerOrFactory() : handlerOrFactory;
   const { isolate } = live;
-  const bridge: Bridge = { queue: [], outcome: null, fatal: null };
+  const bridge: Bridge = {
+    queue: [],
+    outcome: null,
+    fatal: null,
+    enteredAt: performance.now(),
+    yieldDue: false,
+  };
   // Except in the background, everything below enters the isolate
   // synchronously, on this thread: an async call hops to the isolate's
   // thread and back for every syscall (measured ~1 ms per hop under load,
@@ -335,10 +358,12 @@ async function attempt(
   };
   const userTimeMs = () => Number(used()) / 1e6;
   // Arguments are primitives: both ways copy them into the isolate.
-  const enter = (ref: ivm.Reference, args: unknown[]): unknown =>
-    mode === "background"
+  const enter = (ref: ivm.Reference, args: unknown[]): unknown => {
+    bridge.enteredAt = performance.now();
+    return mode === "background"
       ? ref.apply(undefined, args as never, { timeout: timeoutMs() })
       : ref.applySync(undefined, args as never, { timeout: timeoutMs() });
+  };
 
   const { queue } = bridge;
   const payload = JSON.stringify({
@@ -369,6 +394,10 @@ async function attempt(
       if (call === undefined) {
         // Nothing to answer and no outcome: the function awaits something that never settles.
         throw new NeverSettledError();
+      }
+      if (bridge.yieldDue) {
+        bridge.yieldDue = false;
+        await new Promise((resolve) => setImmediate(resolve));
       }
       let reply: Reply;
       try {
@@ -427,6 +456,13 @@ async function attempt(
     return Object.assign(new Error("Script execution timed out."), { tesseraTimeout: true });
   }
 }
+
+/**
+ * How long one entry of a query or mutation into its isolate may answer its
+ * async syscalls within the call; after that, the next one ends the entry
+ * and is answered after a turn of the event loop.
+ */
+export const YIELD_AFTER_MS = 10;
 
 /** isolated-vm's error for an entry that reached its timeout. */
 function isTimeout(e: unknown): boolean {

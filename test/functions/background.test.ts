@@ -89,6 +89,18 @@ describe("a query or mutation longer than the slice", () => {
     }
   });
 
+  it("ends a long mutation's entries at its syscalls every few ms, keeping it on the server's thread", async () => {
+    const { yielded } = runtime.asyncSyscalls;
+    const moved = runtime.background.counts.moved;
+    await mutation("behaviour:addNotes", { prefix: "bulk", count: 3000 });
+    expect(
+      ((await query("behaviour:notesStartingWith", { prefix: "bulk" })) as string[]).length,
+    ).toBe(3000);
+    // Each insert is a syscall: an entry that has run a few ms ends at the next one.
+    expect(runtime.asyncSyscalls.yielded).toBeGreaterThan(yielded);
+    expect(runtime.background.counts.moved).toBe(moved);
+  });
+
   it("commits a mutation's writes once, with the result of one execution, and starts it in the background after", async () => {
     const path = "behaviour:writeComputeWrite";
     const { moved, ran } = runtime.background.counts;

@@ -150,16 +150,24 @@ describe("the isolate pool", () => {
       const [atOnce, deferred] = stores.map(
         ({ db }) => new FunctionRunner({ db, runtime: pooled, schema }),
       );
-      const eight = (runner: FunctionRunner) =>
+      // Short executions: a long one ends its entries every few ms to let the
+      // event loop turn (YIELD_AFTER_MS), and those waiting then start other isolates.
+      const eight = (runner: FunctionRunner, query: string, args: Record<string, string>) =>
         Promise.all(
           Array.from({ length: 8 }, (_, i) =>
             i % 2 === 0
-              ? runner.query("behaviour:streamOrder", {})
+              ? runner.query(query, args)
               : runner.mutation("counters:increment", { name: "pool" }),
           ),
         );
-      await atOnce!.query("behaviour:streamOrder", {});
-      for (let round = 0; round < 5; round++) await eight(atOnce!);
+      // Warmed one at a time first (nobody waits, so nothing spreads): a
+      // cold execution compiles code and can run past YIELD_AFTER_MS.
+      for (let i = 0; i < 20; i++) {
+        await atOnce!.query("counters:get", { name: "pool" });
+        await atOnce!.mutation("counters:increment", { name: "pool" });
+      }
+      for (let round = 0; round < 5; round++)
+        await eight(atOnce!, "counters:get", { name: "pool" });
       expect(pooled.isolateCount).toBe(1);
       // Waiting callers are served in turn: eight loops of queries that never
       // leave the microtask queue share the calls instead of one taking them all.
@@ -177,7 +185,7 @@ describe("the isolate pool", () => {
       expect(Math.min(...calls)).toBeGreaterThan(20);
       expect(pooled.isolateCount).toBe(1);
       // Reads answered a turn later keep an isolate busy across turns: the others start.
-      await eight(deferred!);
+      await eight(deferred!, "behaviour:streamOrder", {});
       expect(pooled.isolateCount).toBeGreaterThan(1);
     } finally {
       pooled.dispose();
