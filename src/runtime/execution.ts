@@ -299,14 +299,12 @@ export async function execute(
         : "slice";
   for (;;) {
     const attemptMode = mode;
-    const startedAt = performance.now();
     const outcome = await runtime.withContext<ExecutionOutcome | typeof MOVED>(
       (live) => attempt(runtime, live, request, handlerOrFactory, attemptMode),
       fn,
     );
     if (outcome !== MOVED) {
-      if (attemptMode === "background")
-        runtime.background.noteRan(fn, performance.now() - startedAt);
+      if (attemptMode === "background") runtime.background.noteRan(fn, outcome.userTimeMs);
       return outcome;
     }
     runtime.background.noteMoved(fn);
@@ -353,8 +351,9 @@ async function attempt(
   let sliced = false;
   const timeoutMs = () => {
     const remaining = Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6));
-    sliced = mode === "slice" && SYNC_SLICE_MS < remaining;
-    return sharedDeadline(sliced ? SYNC_SLICE_MS : remaining);
+    const slice = sharedDeadline(SYNC_SLICE_MS);
+    sliced = mode === "slice" && slice < remaining;
+    return sliced ? slice : sharedDeadline(remaining);
   };
   const userTimeMs = () => Number(used()) / 1e6;
   // Arguments are primitives: both ways copy them into the isolate.
@@ -438,7 +437,12 @@ async function attempt(
     // Stopped midway (time, memory, a function that never finishes): the
     // context's state is whatever it was then. Stopped by the slice, it
     // runs again from the start in the background.
-    if (sliced && !isolate.isDisposed && isTimeout(e)) return { value: MOVED, clean: false };
+    if (sliced && !isolate.isDisposed && isTimeout(e) && used() < limitNs) {
+      // A call it handed to storage may still be running: it must be done
+      // before the transaction restarts, or it would land in the next run.
+      await Promise.allSettled(queue.map((c) => c.started));
+      return { value: MOVED, clean: false };
+    }
     return {
       value: {
         ok: false,
@@ -522,6 +526,12 @@ async function driveAction(
   let inflight = 0;
   /** Entries into the isolate under way (each may make calls or finish the action). */
   let entering = 0;
+  /** Called when no entry is under way any more. */
+  let drained: (() => void) | null = null;
+  const left = () => {
+    entering--;
+    if (entering === 0) drained?.();
+  };
   let over = false;
   let finish: (e?: unknown) => void = () => {};
   const finished = new Promise<void>((resolve, reject) => {
@@ -540,12 +550,12 @@ async function driveAction(
     const timeout = Math.max(1, Math.ceil(deadline - performance.now()));
     (ref.apply(undefined, args as never, { timeout }) as Promise<unknown>).then(
       (result) => {
-        entering--;
+        left();
         then?.(result);
         pump();
       },
       (e: unknown) => {
-        entering--;
+        left();
         end(e);
       },
     );
@@ -574,9 +584,28 @@ async function driveAction(
     // The context's previous execution left it changed: nothing started.
     if (previous !== "clean") end();
   });
-  await finished;
+  try {
+    await finished;
+  } finally {
+    // Entries still under way (another answer settling, a timer's callback,
+    // a loop the time limit stopped waiting for) must not outlive the action
+    // on its isolate: the next execution there would wait behind them.
+    if (entering > 0) {
+      await new Promise<void>((resolve) => {
+        const grace = setTimeout(resolve, ACTION_DRAIN_MS);
+        drained = () => {
+          clearTimeout(grace);
+          resolve();
+        };
+      });
+      if (entering > 0) live.isolate.dispose();
+    }
+  }
   return previous;
 }
+
+/** How long an ended action's entries still under way may take before its isolate is disposed. */
+const ACTION_DRAIN_MS = 100;
 
 function actionOutcome(
   bridge: Bridge,
