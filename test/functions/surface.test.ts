@@ -458,6 +458,7 @@ describe("module analysis of actions and HTTP actions", () => {
       "failing",
       "fetchText",
       "hang",
+      "leaveLoop",
       "wait",
       "whoCalls",
     ]);

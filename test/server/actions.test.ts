@@ -91,6 +91,13 @@ describe("actions", () => {
     expect(order).toEqual(["query", "action"]);
   });
 
+  it("leave nothing running on their isolate once they end, even a timer's endless callback", async () => {
+    expect(await http().action(api.actions.leaveLoop, {})).toBe("returned");
+    // Every isolate of the pool serves again (the loop's would otherwise run until the time limit).
+    const calls = Array.from({ length: 8 }, () => http().action(api.actions.whoCalls, {}));
+    expect(await Promise.all(calls)).toEqual(Array.from({ length: 8 }, () => null));
+  });
+
   it("call internal actions, which clients cannot", async () => {
     expect(await client.action(api.actions.callInternal, { x: 21 })).toBe(42);
     const e = await rejection(http().action(api.actions.double, { x: 1 }));
