@@ -4,43 +4,21 @@
  * own thread: the server keeps serving meanwhile, the function's result and
  * writes are those of one execution, and its limits still hold.
  */
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type FunctionError, FunctionRunner } from "../../src/functions/runner.js";
-import { applySchemaIndexes, evaluateSchema } from "../../src/functions/schema.js";
-import { AppRuntime } from "../../src/runtime/appRuntime.js";
-import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
-import { linkModules } from "../../src/runtime/loader.js";
-import type { Value } from "../../src/values/index.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { type FixtureApp, openFixtureApp } from "./fixtureApp.js";
 
-const fixture = join(import.meta.dirname, "../fixtures/app/convex");
 /** Loop turns of `writeComputeWrite` that take far longer than a slice (~0.3 s here) and far less than its budget. */
 const LONG = 30_000_000;
 
-let t: TestDb;
-let runtime: AppRuntime;
-let runner: FunctionRunner;
+let app: FixtureApp;
 
 beforeAll(async () => {
-  runtime = await AppRuntime.create(await linkModules(await bundleConvexDir(fixture)), {
-    isolates: 2,
-  });
-  const schema = await evaluateSchema((await bundleSchema(fixture))!);
-  t = await openTestDb();
-  await applySchemaIndexes(t.db, schema);
   // A budget far above what the long computations here need, even on a slow machine.
-  runner = new FunctionRunner({ db: t.db, runtime, schema, timeLimitMs: 10_000 });
+  app = await openFixtureApp({ runtime: { isolates: 2 }, runner: { timeLimitMs: 10_000 } });
 });
 
-afterAll(async () => {
-  runtime?.dispose();
-  await t?.close();
-});
-
-const query = (path: string, args: Value = {}) => runner.query(path, args).then((r) => r.value);
-const mutation = (path: string, args: Value = {}) =>
-  runner.mutation(path, args).then((r) => r.value);
+afterAll(() => app?.close());
 
 /** How the runtime names a function (`module.js:export`) given its path. */
 const fnKey = (path: string) => path.replace(":", ".js:");
@@ -55,14 +33,10 @@ function expected(rounds: number): number {
 describe("a query or mutation longer than the slice", () => {
   it("lets other calls be served while a runaway loop runs, then stops it with its error", async () => {
     // A budget of 3 s: the others need a second isolate, started meanwhile, even on a slow machine.
-    const short = new FunctionRunner({
-      db: t.db,
-      runtime,
-      schema: await evaluateSchema((await bundleSchema(fixture))!),
-      timeLimitMs: 3000,
-    });
+    const { t, runtime, schema } = app;
+    const short = new FunctionRunner({ db: t.db, runtime, schema, timeLimitMs: 3000 });
     for (const path of ["behaviour:spin", "behaviour:spinAfterRead"]) {
-      const { moved } = runtime.background.countsOf(fnKey(path));
+      const { moved } = app.runtime.background.countsOf(fnKey(path));
       const order: string[] = [];
       const runaway = short.query(path, {}).then(
         () => {
@@ -90,35 +64,41 @@ describe("a query or mutation longer than the slice", () => {
       expect(order).toEqual(["others", "runaway"]);
       expect(error.kind).toBe("timeout");
       expect(error.message).toMatch(/timed out/);
-      expect(runtime.background.countsOf(fnKey(path)).moved).toBe(moved + 1);
+      expect(app.runtime.background.countsOf(fnKey(path)).moved).toBe(moved + 1);
     }
   });
 
   it("ends a long mutation's entries at its syscalls every few ms, keeping it on the server's thread", async () => {
-    const { yielded } = runtime.asyncSyscalls;
-    const { moved } = runtime.background.countsOf(fnKey("behaviour:addNotes"));
-    await mutation("behaviour:addNotes", { prefix: "bulk", count: 3000 });
+    const { yielded } = app.runtime.asyncSyscalls;
+    const { moved } = app.runtime.background.countsOf(fnKey("behaviour:addNotes"));
+    await app.mutation("behaviour:addNotes", { prefix: "bulk", count: 3000 });
     expect(
-      ((await query("behaviour:notesStartingWith", { prefix: "bulk" })) as string[]).length,
+      ((await app.query("behaviour:notesStartingWith", { prefix: "bulk" })) as string[]).length,
     ).toBe(3000);
     // Each insert is a syscall: an entry that has run a few ms ends at the next one.
-    expect(runtime.asyncSyscalls.yielded).toBeGreaterThan(yielded);
-    expect(runtime.background.countsOf(fnKey("behaviour:addNotes")).moved).toBe(moved);
+    expect(app.runtime.asyncSyscalls.yielded).toBeGreaterThan(yielded);
+    expect(app.runtime.background.countsOf(fnKey("behaviour:addNotes")).moved).toBe(moved);
   });
 
   it("commits a mutation's writes once, with the result of one execution, and starts it in the background after", async () => {
     const path = "behaviour:writeComputeWrite";
-    const { moved, ran } = runtime.background.countsOf(fnKey(path));
-    expect(await mutation(path, { text: "once", rounds: LONG })).toBe(expected(LONG));
-    expect(runtime.background.countsOf(fnKey(path))).toEqual({ moved: moved + 1, ran: ran + 1 });
+    const { moved, ran } = app.runtime.background.countsOf(fnKey(path));
+    expect(await app.mutation(path, { text: "once", rounds: LONG })).toBe(expected(LONG));
+    expect(app.runtime.background.countsOf(fnKey(path))).toEqual({
+      moved: moved + 1,
+      ran: ran + 1,
+    });
     expect(
-      ((await query("behaviour:notesStartingWith", { prefix: "once" })) as string[]).sort(),
+      ((await app.query("behaviour:notesStartingWith", { prefix: "once" })) as string[]).sort(),
     ).toEqual(["once after", "once before"]);
     // Long again: started in the background, without a slice spent on the server's thread first.
-    expect(await mutation(path, { text: "twice", rounds: LONG })).toBe(expected(LONG));
-    expect(runtime.background.countsOf(fnKey(path))).toEqual({ moved: moved + 1, ran: ran + 2 });
+    expect(await app.mutation(path, { text: "twice", rounds: LONG })).toBe(expected(LONG));
+    expect(app.runtime.background.countsOf(fnKey(path))).toEqual({
+      moved: moved + 1,
+      ran: ran + 2,
+    });
     expect(
-      ((await query("behaviour:notesStartingWith", { prefix: "twice" })) as string[]).sort(),
+      ((await app.query("behaviour:notesStartingWith", { prefix: "twice" })) as string[]).sort(),
     ).toEqual(["twice after", "twice before"]);
   });
 });

@@ -4,56 +4,31 @@
  * isolates against a real SQLite database through the official
  * `convex/server` library's syscalls.
  */
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type FunctionError,
-  FunctionRunner,
-  type MutationCounters,
-} from "../../src/functions/runner.js";
-import { applySchemaIndexes, evaluateSchema, type Schema } from "../../src/functions/schema.js";
-import { AppRuntime } from "../../src/runtime/appRuntime.js";
-import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
-import { linkModules } from "../../src/runtime/loader.js";
+import type { FunctionRunner, MutationCounters } from "../../src/functions/runner.js";
+import type { AppRuntime } from "../../src/runtime/appRuntime.js";
 import type { Value } from "../../src/values/index.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { type FixtureApp, failure, openFixtureApp } from "./fixtureApp.js";
 
-const fixture = join(import.meta.dirname, "../fixtures/app/convex");
 const IMPORT_TIME = 1_700_000_000_000;
 
-let t: TestDb;
+let app: FixtureApp;
 let runtime: AppRuntime;
-let schema: Schema;
 let runner: FunctionRunner;
 const counters: MutationCounters = { committed: 0, conflicts: 0 };
 
 beforeAll(async () => {
-  const modules = await bundleConvexDir(fixture);
-  runtime = await AppRuntime.create(await linkModules(modules), {
-    importTimeMs: IMPORT_TIME,
-    isolates: 2,
+  app = await openFixtureApp({
+    runtime: { importTimeMs: IMPORT_TIME, isolates: 2 },
+    runner: { counters },
   });
-  schema = await evaluateSchema((await bundleSchema(fixture))!);
-  t = await openTestDb();
-  await applySchemaIndexes(t.db, schema);
-  runner = new FunctionRunner({ db: t.db, runtime, schema, counters });
+  ({ runtime, runner } = app);
 });
 
-afterAll(async () => {
-  runtime?.dispose();
-  await t?.close();
-});
+afterAll(() => app?.close());
 
-const query = (path: string, args: Value = {}) => runner.query(path, args).then((r) => r.value);
-const mutation = (path: string, args: Value = {}) =>
-  runner.mutation(path, args).then((r) => r.value);
-const failure = (p: Promise<unknown>) =>
-  p.then(
-    () => {
-      throw new Error("expected the call to fail");
-    },
-    (e: unknown) => e as FunctionError,
-  );
+const query = (path: string, args: Value = {}) => app.query(path, args);
+const mutation = (path: string, args: Value = {}) => app.mutation(path, args);
 
 describe("module analysis", () => {
   it("lists every function with its kind, visibility and validators", () => {

@@ -12,50 +12,31 @@ import { join } from "node:path";
 import { type Value as ConvexValue, getDocumentSize } from "convex/values";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_TRANSACTION_LIMITS } from "../../src/database/limits.js";
-import {
-  type FunctionError,
-  FunctionRunner,
-  type MutationCounters,
-} from "../../src/functions/runner.js";
-import { applySchemaIndexes, evaluateSchema, type Schema } from "../../src/functions/schema.js";
-import { AppRuntime } from "../../src/runtime/appRuntime.js";
-import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
-import { linkModules } from "../../src/runtime/loader.js";
+import { FunctionRunner, type MutationCounters } from "../../src/functions/runner.js";
+import type { Schema } from "../../src/functions/schema.js";
+import type { AppRuntime } from "../../src/runtime/appRuntime.js";
 import type { Value } from "../../src/values/index.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import type { TestDb } from "../helpers.js";
+import { type FixtureApp, failure, fixtureDir, openFixtureApp } from "./fixtureApp.js";
 
-const fixture = join(import.meta.dirname, "../fixtures/app/convex");
-
+let app: FixtureApp;
 let t: TestDb;
 let runtime: AppRuntime;
 let schema: Schema;
 let runner: FunctionRunner;
 
 beforeAll(async () => {
-  runtime = await AppRuntime.create(await linkModules(await bundleConvexDir(fixture)), {
-    isolates: 1,
+  app = await openFixtureApp({
+    runtime: { isolates: 1 },
+    runner: { deploymentName: "surface-test" },
   });
-  schema = await evaluateSchema((await bundleSchema(fixture))!);
-  t = await openTestDb();
-  await applySchemaIndexes(t.db, schema);
-  runner = new FunctionRunner({ db: t.db, runtime, schema, deploymentName: "surface-test" });
+  ({ t, runtime, schema, runner } = app);
 });
 
-afterAll(async () => {
-  runtime?.dispose();
-  await t?.close();
-});
+afterAll(() => app?.close());
 
-const query = (path: string, args: Value = {}) => runner.query(path, args).then((r) => r.value);
-const mutation = (path: string, args: Value = {}) =>
-  runner.mutation(path, args).then((r) => r.value);
-const failure = (p: Promise<unknown>) =>
-  p.then(
-    () => {
-      throw new Error("expected the call to fail");
-    },
-    (e: unknown) => e as FunctionError,
-  );
+const query = (path: string, args: Value = {}) => app.query(path, args);
+const mutation = (path: string, args: Value = {}) => app.mutation(path, args);
 
 type Doc = Record<string, Value>;
 
@@ -432,7 +413,7 @@ describe("a mutation that keeps conflicting", () => {
 
 describe("stack traces", () => {
   it("maps a throw to its exact line and column in the user's TypeScript", async () => {
-    const lines = readFileSync(join(fixture, "surface.ts"), "utf8").split("\n");
+    const lines = readFileSync(join(fixtureDir, "surface.ts"), "utf8").split("\n");
     const index = lines.findIndex((l) => l.includes("// surface-throw-marker"));
     expect(index).toBeGreaterThan(0);
     const line = index + 1;
