@@ -21,6 +21,7 @@ const JSONParse = JSON.parse;
 const JSONStringify = JSON.stringify;
 const OriginalPromise = Promise;
 const OriginalError = Error;
+const getPrototypeOf = Object.getPrototypeOf;
 const promiseThen = Promise.prototype.then;
 const mapGet = Map.prototype.get;
 const mapSet = Map.prototype.set;
@@ -245,9 +246,12 @@ const Convex = {
     try {
       return syscallHost(op, argsJson);
     } catch (e) {
-      // Made again here: the host's error carries the host's stack (its files
-      // and paths), which must not reach the caller; this one has the isolate's.
-      throw new OriginalError((e as { message?: unknown } | null)?.message as string);
+      // The host's errors are plain Errors carrying the host's stack (its
+      // files and paths), which must not reach the caller: made again here,
+      // with the isolate's. Others (a stack overflow met on the way) go on as they are.
+      if (e === null || typeof e !== "object" || getPrototypeOf(e) !== OriginalError.prototype)
+        throw e;
+      throw new OriginalError((e as { message?: unknown }).message as string);
     }
   },
   asyncSyscall(op: string, argsJson: string): Promise<string> {
