@@ -20,7 +20,7 @@
 import { randomBytes } from "node:crypto";
 import v8 from "node:v8";
 import ivm from "isolated-vm";
-import { BackgroundPolicy } from "./backgroundPolicy.js";
+import { BackgroundPolicy, YIELD_AFTER_MS } from "./backgroundPolicy.js";
 import type { FunctionSpec } from "./functionSpecs.mjs";
 import { APP_SCRIPT_NAME, type LinkedApp } from "./loader.js";
 import { buildPrelude } from "./prelude/build.js";
@@ -39,6 +39,12 @@ export interface RuntimeOptions {
   importSeed?: string;
   /** Let a context serve several executions while none changes pre-existing state (default true). */
   contextReuse?: boolean;
+  /**
+   * How long an entry of a query or mutation may answer its async syscalls
+   * within the call before the next one waits for a turn of the event loop
+   * (default YIELD_AFTER_MS; tests of the pool alone turn it off with Infinity).
+   */
+  yieldAfterMs?: number;
 }
 
 /** Hooks of the execution a context is serving (execution.ts); its host callbacks call them. */
@@ -167,7 +173,7 @@ export class AppRuntime {
   private constructor(
     private readonly scripts: ScriptSource[],
     private readonly options: Required<
-      Pick<RuntimeOptions, "memoryLimitMb" | "isolates" | "warmContexts">
+      Pick<RuntimeOptions, "memoryLimitMb" | "isolates" | "warmContexts" | "yieldAfterMs">
     >,
     readonly modules: ModuleSpec[],
     readonly app: LinkedApp,
@@ -211,6 +217,7 @@ export class AppRuntime {
         memoryLimitMb: options.memoryLimitMb ?? 64,
         isolates: options.isolates ?? 4,
         warmContexts: options.warmContexts ?? (reuse ? 1 : 2),
+        yieldAfterMs: options.yieldAfterMs ?? YIELD_AFTER_MS,
       },
       [],
       app,
@@ -239,11 +246,16 @@ export class AppRuntime {
   /**
    * Async syscalls of queries and mutations: answered within the call, after
    * it because storage answered later (or behind one that did), or after it
-   * because the entry had held the thread long enough (execution.ts, YIELD_AFTER_MS).
+   * because the entry had held the thread long enough (`yieldAfterMs`).
    */
   readonly asyncSyscalls = { atOnce: 0, later: 0, yielded: 0 };
   /** Which functions run on their isolate's thread, and how often (execution.ts, SYNC_SLICE_MS). */
   readonly background = new BackgroundPolicy();
+
+  /** See `RuntimeOptions.yieldAfterMs`. */
+  get yieldAfterMs(): number {
+    return this.options.yieldAfterMs;
+  }
 
   /** Whether contexts are reused, and how often executions found one ready. */
   get reuse(): Readonly<ReuseStats> {

@@ -8,6 +8,13 @@
  */
 export const SYNC_SLICE_MS = 20;
 
+/**
+ * How long one entry of a query or mutation into its isolate may answer its
+ * async syscalls within the call; after that, the next one ends the entry
+ * and is answered after a turn of the event loop.
+ */
+export const YIELD_AFTER_MS = 10;
+
 /** Background runs after which a function is tried on the server's thread again. */
 const RETRY_AFTER_RUNS = 16;
 

@@ -201,6 +201,7 @@ function executionHooks(
   handler: SyscallHandler,
   bridge: Bridge,
   counts: AppRuntime["asyncSyscalls"] | null,
+  yieldAfterMs: number,
 ): ExecutionHooks {
   return {
     sync(op, argsJson) {
@@ -226,7 +227,7 @@ function executionHooks(
       // next async syscall: the call is answered after the others waiting
       // have had a turn (a long mutation then holds the thread for a few ms
       // at a time, without the thread hops of the background).
-      if (performance.now() - bridge.enteredAt > YIELD_AFTER_MS) {
+      if (performance.now() - bridge.enteredAt > yieldAfterMs) {
         counts.yielded++;
         bridge.yieldDue = true;
         bridge.queue.push({ id, op, argsJson });
@@ -337,6 +338,7 @@ async function attempt(
     handler,
     bridge,
     request.kind === "query" || request.kind === "mutation" ? runtime.asyncSyscalls : null,
+    runtime.yieldAfterMs,
   );
 
   const limitNs = BigInt(request.timeLimitMs ?? 1000) * 1_000_000n;
@@ -460,13 +462,6 @@ async function attempt(
     return Object.assign(new Error("Script execution timed out."), { tesseraTimeout: true });
   }
 }
-
-/**
- * How long one entry of a query or mutation into its isolate may answer its
- * async syscalls within the call; after that, the next one ends the entry
- * and is answered after a turn of the event loop.
- */
-export const YIELD_AFTER_MS = 10;
 
 /** isolated-vm's error for an entry that reached its timeout. */
 function isTimeout(e: unknown): boolean {

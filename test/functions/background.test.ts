@@ -68,16 +68,14 @@ describe("a query or mutation longer than the slice", () => {
     }
   });
 
-  it("ends a long mutation's entries at its syscalls every few ms, keeping it on the server's thread", async () => {
+  it("ends a long mutation's entries at its syscalls every few ms", async () => {
     const { yielded } = app.runtime.asyncSyscalls;
-    const { moved } = app.runtime.background.countsOf(fnKey("behaviour:addNotes"));
     await app.mutation("behaviour:addNotes", { prefix: "bulk", count: 3000 });
     expect(
       ((await app.query("behaviour:notesStartingWith", { prefix: "bulk" })) as string[]).length,
     ).toBe(3000);
     // Each insert is a syscall: an entry that has run a few ms ends at the next one.
     expect(app.runtime.asyncSyscalls.yielded).toBeGreaterThan(yielded);
-    expect(app.runtime.background.countsOf(fnKey("behaviour:addNotes")).moved).toBe(moved);
   });
 
   it("commits a mutation's writes once, with the result of one execution, and starts it in the background after", async () => {

@@ -169,29 +169,22 @@ describe("an execution the slice stopped", () => {
 
 describe("the isolate pool", () => {
   it("serves overlapping executions that answer at once from one isolate, and spreads executions that wait", async () => {
-    const pooled = await AppRuntime.create(linked, { isolates: 4 });
+    // The pool alone: entries that yield for a turn (yieldAfterMs) would let waiters start isolates.
+    const pooled = await AppRuntime.create(linked, { isolates: 4, yieldAfterMs: Infinity });
     try {
       const [atOnce, deferred] = stores.map(
         ({ db }) => new FunctionRunner({ db, runtime: pooled, schema }),
       );
-      // Short executions: a long one ends its entries every few ms to let the
-      // event loop turn (YIELD_AFTER_MS), and those waiting then start other isolates.
-      const eight = (runner: FunctionRunner, query: string, args: Record<string, string>) =>
+      const eight = (runner: FunctionRunner) =>
         Promise.all(
           Array.from({ length: 8 }, (_, i) =>
             i % 2 === 0
-              ? runner.query(query, args)
+              ? runner.query("behaviour:streamOrder", {})
               : runner.mutation("counters:increment", { name: "pool" }),
           ),
         );
-      // Warmed one at a time first (nobody waits, so nothing spreads): a
-      // cold execution compiles code and can run past YIELD_AFTER_MS.
-      for (let i = 0; i < 20; i++) {
-        await atOnce!.query("counters:get", { name: "pool" });
-        await atOnce!.mutation("counters:increment", { name: "pool" });
-      }
-      for (let round = 0; round < 5; round++)
-        await eight(atOnce!, "counters:get", { name: "pool" });
+      await atOnce!.query("behaviour:streamOrder", {});
+      for (let round = 0; round < 5; round++) await eight(atOnce!);
       expect(pooled.isolateCount).toBe(1);
       // Waiting callers are served in turn: eight loops of queries that never
       // leave the microtask queue share the calls instead of one taking them all.
@@ -209,7 +202,7 @@ describe("the isolate pool", () => {
       expect(Math.min(...calls)).toBeGreaterThan(20);
       expect(pooled.isolateCount).toBe(1);
       // Reads answered a turn later keep an isolate busy across turns: the others start.
-      await eight(deferred!, "behaviour:streamOrder", {});
+      await eight(deferred!);
       expect(pooled.isolateCount).toBeGreaterThan(1);
     } finally {
       pooled.dispose();
