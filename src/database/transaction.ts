@@ -142,16 +142,15 @@ function narrow(range: KeyRange, order: "asc" | "desc", bounds: ScanBounds): Key
   return { start, end };
 }
 
+/** Counters of a transaction that has read and written nothing. */
+function noCounts(): TransactionCounters {
+  return { documentsRead: 0, bytesRead: 0, indexRanges: 0, documentsWritten: 0, bytesWritten: 0 };
+}
+
 export class Transaction {
   readonly readSet = new ReadSet();
   readonly writes = new Map<string, PendingWrite>();
-  readonly counters: TransactionCounters = {
-    documentsRead: 0,
-    bytesRead: 0,
-    indexRanges: 0,
-    documentsWritten: 0,
-    bytesWritten: 0,
-  };
+  readonly counters: TransactionCounters = noCounts();
   /**
    * Called with every document a write is about to leave in a user or system
    * table (not for deletions), before it is recorded; throwing rejects the
@@ -212,11 +211,7 @@ export class Transaction {
     this.checkActive();
     this.readSet.clear();
     this.writes.clear();
-    this.counters.documentsRead = 0;
-    this.counters.bytesRead = 0;
-    this.counters.indexRanges = 0;
-    this.counters.documentsWritten = 0;
-    this.counters.bytesWritten = 0;
+    Object.assign(this.counters, noCounts());
     this.catalogWrites = 0;
     this.catalog = this.baseCatalog;
   }

@@ -27,6 +27,7 @@ import { modulePathOf } from "../runtime/modules.js";
 import type { NodeExecutor } from "../runtime/nodeExecutor.js";
 import { StackMapper } from "../runtime/sourceMaps.js";
 import {
+  type SchedulerUsage,
   type StorageHooks,
   type UdfEnvironment,
   type UserIdentity,
@@ -43,13 +44,7 @@ import {
 } from "../values/index.js";
 import { type ContentionLane, ContentionLanes } from "./contention.js";
 import { ENVIRONMENT_TABLE, type EnvironmentCache } from "./environment.js";
-import {
-  cancelJob,
-  ScheduleBudget,
-  SchedulerError,
-  type SchedulerUsage,
-  scheduleJob,
-} from "./scheduler.js";
+import { cancelJob, ScheduleBudget, SchedulerError, scheduleJob } from "./scheduler.js";
 import type { Schema } from "./schema.js";
 import { type FileStorage, isStorageRefusal } from "./storage.js";
 import {

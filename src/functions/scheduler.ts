@@ -14,6 +14,7 @@
  * by a restart and is marked failed). Jobs survive restarts: they are data.
  */
 import type { Database, Transaction } from "../database/index.js";
+import type { SchedulerUsage } from "../runtime/syscalls.js";
 import {
   compareKeys,
   decodeKey,
@@ -62,13 +63,6 @@ export async function ensureSchedulerTable(db: Database): Promise<void> {
       await tx.createIndex(SCHEDULED_TABLE, BY_STATE, ["state.kind", "scheduledTime"], SYSTEM);
   });
   await db.waitForBackgroundWork();
-}
-
-export interface SchedulerUsage {
-  jobs: number;
-  maxJobs: number;
-  argsBytes: number;
-  maxArgsBytes: number;
 }
 
 /** Counts what one call schedules, against the documented limits. */

@@ -326,7 +326,8 @@ async function attempt(
     queue: [],
     outcome: null,
     fatal: null,
-    enteredAt: performance.now(),
+    // Set by each entry before the hooks can read it.
+    enteredAt: 0,
     yieldDue: false,
   };
   // Except in the background, everything below enters the isolate
@@ -353,9 +354,12 @@ async function attempt(
   let sliced = false;
   const timeoutMs = () => {
     const remaining = Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6));
-    const slice = sharedDeadline(SYNC_SLICE_MS);
-    sliced = mode === "slice" && slice < remaining;
-    return sliced ? slice : sharedDeadline(remaining);
+    if (mode === "slice") {
+      const slice = sharedDeadline(SYNC_SLICE_MS);
+      sliced = slice < remaining;
+      if (sliced) return slice;
+    }
+    return sharedDeadline(remaining);
   };
   const userTimeMs = () => Number(used()) / 1e6;
   // Arguments are primitives: both ways copy them into the isolate.
@@ -463,13 +467,14 @@ async function attempt(
   }
 }
 
-/** isolated-vm's error for an entry that reached its timeout. */
+/** Whether `e` says an execution ran out of time (an entry's timeout, or the budget checked between entries). */
+function timedOut(e: unknown): boolean {
+  return /timed out/i.test(e instanceof Error ? e.message : String(e));
+}
+
+/** isolated-vm's error for an entry that reached its timeout (not the budget checked between entries). */
 function isTimeout(e: unknown): boolean {
-  return (
-    e instanceof Error &&
-    (e as { tesseraTimeout?: boolean }).tesseraTimeout !== true &&
-    /timed out/i.test(e.message)
-  );
+  return timedOut(e) && (e as { tesseraTimeout?: boolean } | null)?.tesseraTimeout !== true;
 }
 
 /** Width of the windows call deadlines are rounded up to (see sharedDeadline). */
@@ -643,8 +648,7 @@ function runtimeError(e: unknown, isolate: ivm.Isolate, request: ExecutionReques
   if (e instanceof NeverSettledError) return { message: e.message, name: "Error", stack: "" };
   if (
     e instanceof ActionTimeoutError ||
-    ((request.kind === "action" || request.kind === "httpAction") &&
-      /timed out/i.test(e instanceof Error ? e.message : String(e)))
+    ((request.kind === "action" || request.kind === "httpAction") && timedOut(e))
   ) {
     const limit = request.timeLimitMs ?? ACTION_TIME_LIMIT_MS;
     return {
@@ -656,7 +660,7 @@ function runtimeError(e: unknown, isolate: ivm.Isolate, request: ExecutionReques
   }
   const message = e instanceof Error ? e.message : String(e);
   const limit = request.timeLimitMs ?? 1000;
-  if (/timed out/i.test(message)) {
+  if (timedOut(e)) {
     return {
       message: `Function execution timed out: your ${request.kind} used more than ${limit / 1000} s of JavaScript execution time (the limit for queries and mutations)`,
       name: "Error",

@@ -34,6 +34,14 @@ export type UserIdentity = Record<string, Value> & {
   tokenIdentifier: string;
 };
 
+/** What an execution scheduled so far, and the limits (`ctx.meta.getTransactionMetrics`). */
+export interface SchedulerUsage {
+  jobs: number;
+  maxJobs: number;
+  argsBytes: number;
+  maxArgsBytes: number;
+}
+
 export interface UdfEnvironment {
   tx: Transaction;
   kind: "query" | "mutation";
@@ -52,7 +60,7 @@ export interface UdfEnvironment {
     schedule(name: string, args: JsonValue, atSeconds: number): Promise<string>;
     cancel(id: string): Promise<void>;
     /** What this execution scheduled so far, against the limits. */
-    usage(): { jobs: number; maxJobs: number; argsBytes: number; maxArgsBytes: number };
+    usage(): SchedulerUsage;
   };
   /** `ctx.storage`: in this transaction (none: the storage ops are "not supported yet"). */
   storage?: StorageHooks;
