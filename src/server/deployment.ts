@@ -419,7 +419,10 @@ export class Deployment {
     mkdirSync(options.dataDir, { recursive: true });
     const adminKey = resolveAdminKey(options.dataDir, options.adminKey);
     const db = await Database.open({
-      persistence: new SqlitePersistence({ path: join(options.dataDir, "tessera.sqlite") }),
+      persistence: new SqlitePersistence({
+        path: join(options.dataDir, "tessera.sqlite"),
+        checkpointerAtOpen: true,
+      }),
     });
     let live: PreparedApp | null = null;
     let files: FileStorage | null = null;

@@ -439,6 +439,25 @@ describe("SQLite persistence", () => {
       }
     });
 
+    it("start their thread as the store opens when asked, without the process's flags", async () => {
+      const spy = vi.spyOn(console, "error").mockImplementation(() => {});
+      try {
+        await withStore(
+          async (p) => {
+            // No write: only the start at open can have run the module.
+            await waitFor("the checkpointer's start", () => p.checkpointStats().failed !== null);
+            // Not the test process's flags (and with them the TypeScript hooks of an
+            // `--import`): the thread needs none, and they tripled the cost of its start.
+            expect(process.execArgv.length).toBeGreaterThan(0);
+            expect(p.checkpointStats().failed).toBe("started with execArgv []");
+          },
+          { checkpointerAtOpen: true, checkpointerModule: fixture("flagsCheckpointer.mjs") },
+        );
+      } finally {
+        spy.mockRestore();
+      }
+    });
+
     it("fall back to this connection when the checkpointer thread fails", async () => {
       const errors: unknown[] = [];
       const spy = vi.spyOn(console, "error").mockImplementation((...args) => errors.push(args));
