@@ -10,6 +10,7 @@ import { decodeTs } from "../../src/sync/protocol.js";
 import {
   AuthenticationError,
   type Authenticator,
+  HEARTBEAT_SLICE,
   type SyncLimits,
   SyncService,
 } from "../../src/sync/service.js";
@@ -36,7 +37,11 @@ afterAll(async () => {
 });
 
 /** A session on a fake socket that records what it is sent. */
-function open(service: SyncService, transitionChunks = true) {
+function open(
+  service: SyncService,
+  transitionChunks = true,
+  onSend: (text: string | Buffer) => void = () => {},
+) {
   // Server messages as parsed JSON: the tests look at a few fields of each.
   // biome-ignore lint/suspicious/noExplicitAny: see above
   const sent: any[] = [];
@@ -51,6 +56,7 @@ function open(service: SyncService, transitionChunks = true) {
     service,
     {
       send: (text) => {
+        onSend(text);
         windows.push(corked ? corks : 0);
         raw.push(text);
         sent.push(JSON.parse(text.toString()));
@@ -102,6 +108,60 @@ function serviceWith(options: { auth?: Authenticator; limits?: Partial<SyncLimit
 }
 
 describe("Session", () => {
+  it("sends an idle session a keep-alive: an empty transition from its version to itself", async () => {
+    const service = serviceWith({ limits: { heartbeatMs: 30 } });
+    try {
+      const s = open(service);
+      s.send({
+        type: "ModifyQuerySet",
+        baseVersion: 0,
+        newVersion: 1,
+        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ a: 1 }] }],
+      });
+      await until(() => s.sent.filter((m) => m.type === "Transition").length >= 3);
+      const [first, ...later] = s.sent.filter((m) => m.type === "Transition");
+      expect(first.modifications).toHaveLength(1);
+      for (const t of later) {
+        expect(t.modifications).toEqual([]);
+        expect(t.startVersion).toEqual(first.endVersion);
+        expect(t.endVersion).toEqual(first.endVersion);
+      }
+    } finally {
+      service.close();
+    }
+  });
+
+  it("gives keep-alives in slices of sessions, with turns of the event loop between them", async () => {
+    const service = serviceWith({ limits: { heartbeatMs: 30 } });
+    let turns = 0;
+    let spinning = true;
+    const spin = () => {
+      turns++;
+      if (spinning) setImmediate(spin);
+    };
+    try {
+      const n = 3 * HEARTBEAT_SLICE + 10;
+      /** The turn in which each session got its first keep-alive. */
+      const firstAt: number[] = [];
+      for (let i = 0; i < n; i++) {
+        open(service, true, (text) => {
+          const m = JSON.parse(text.toString());
+          if (m.type === "Transition" && firstAt[i] === undefined) firstAt[i] = turns;
+        });
+      }
+      setImmediate(spin);
+      await until(() => firstAt.filter((t) => t !== undefined).length === n);
+      const perTurn = new Map<number, number>();
+      for (const t of firstAt) perTurn.set(t, (perTurn.get(t) ?? 0) + 1);
+      // One pass (all fell idle together) spread over at least four turns.
+      expect(perTurn.size).toBeGreaterThanOrEqual(4);
+      for (const count of perTurn.values()) expect(count).toBeLessThanOrEqual(HEARTBEAT_SLICE);
+    } finally {
+      spinning = false;
+      service.close();
+    }
+  });
+
   it("answers a mutation before the transition that reaches its commit, and sends one if none would follow", async () => {
     const service = serviceWith();
     try {
