@@ -175,26 +175,35 @@ describe("catalog", () => {
   });
 });
 
+/**
+ * A database keeping versions for 1 s of a clock the test moves (`clock.now`,
+ * in nanoseconds), with one document `id` in table `g`, indexed by `n`.
+ */
+async function openWithClock() {
+  const clock = { now: BigInt(Date.now()) * 1_000_000n };
+  const t = await openTestDb({ retentionMs: 1000, wallClockNs: () => clock.now });
+  const { value: id } = await t.db.run(async (tx) => {
+    await tx.createIndex("g", "by_n", ["n"]);
+    return tx.insert("g", { n: 0 });
+  });
+  return { t, clock, id };
+}
+
 describe("retention", () => {
   it("collects superseded versions, keeps the latest state and refuses reads below the window", async () => {
-    let now = BigInt(Date.now()) * 1_000_000n;
-    const t = await openTestDb({ retentionMs: 1000, wallClockNs: () => now });
+    const { t, clock, id } = await openWithClock();
     try {
-      const { value: id } = await t.db.run(async (tx) => {
-        await tx.createIndex("g", "by_n", ["n"]);
-        return tx.insert("g", { n: 0 });
-      });
       const { value: gone } = await t.db.run((tx) => tx.insert("g", { n: -5 }));
       const old = t.db.latestTs();
       for (let i = 1; i <= 200; i++) {
-        now += 1_000_000n;
+        clock.now += 1_000_000n;
         await t.db.run((tx) => tx.patch(id, { n: i }));
       }
       await t.db.run((tx) => tx.delete(gone));
       const count = () =>
         t.persistence.countRows("documents") + t.persistence.countRows("index_entries");
       const rowsBefore = count();
-      now += 10_000_000_000n;
+      clock.now += 10_000_000_000n;
       await t.db.collectGarbage();
       expect(count()).toBeLessThan(rowsBefore / 4);
       const { value } = await t.db.run(async (tx) => ({
@@ -208,7 +217,7 @@ describe("retention", () => {
       expect(values(value.scan)).toEqual([200]);
       expect(values(value.all)).toEqual([200]);
       await expect(t.db.beginAt(old)).rejects.toBeInstanceOf(SnapshotTooOldError);
-      const db = await t.reopen({ retentionMs: 1000, wallClockNs: () => now });
+      const db = await t.reopen({ retentionMs: 1000, wallClockNs: () => clock.now });
       expect(db.retainedFromTs).toBeGreaterThan(old);
       expect((await db.run((tx) => tx.query("g", "by_n").collect())).value.map((d) => d.n)).toEqual(
         [200],
@@ -221,18 +230,13 @@ describe("retention", () => {
 
 describe("garbage collection's steps", () => {
   it("delete at most 128 versions each and let the event loop turn between them", async () => {
-    let now = BigInt(Date.now()) * 1_000_000n;
-    const t = await openTestDb({ retentionMs: 1000, wallClockNs: () => now });
+    const { t, clock, id } = await openWithClock();
     try {
-      const { value: id } = await t.db.run(async (tx) => {
-        await tx.createIndex("g", "by_n", ["n"]);
-        return tx.insert("g", { n: 0 });
-      });
       for (let i = 1; i <= 400; i++) {
-        now += 1_000_000n;
+        clock.now += 1_000_000n;
         await t.db.run((tx) => tx.patch(id, { n: i }));
       }
-      now += 10_000_000_000n;
+      clock.now += 10_000_000_000n;
       // Each step is one uninterrupted stretch on the event loop (GC_CHUNK_ROWS in
       // database.ts): 2,000 rows held it 60–90 ms under a sustained write load.
       const steps: Array<{ rows: number; turns: number }> = [];

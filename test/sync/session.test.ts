@@ -85,6 +85,16 @@ function open(
   return { session, sent, raw, windows, closed, send };
 }
 
+/** Subscribes a new session to `items:echo`, a query that reads nothing (query set version 1). */
+function subscribeEcho(s: ReturnType<typeof open>) {
+  s.send({
+    type: "ModifyQuerySet",
+    baseVersion: 0,
+    newVersion: 1,
+    modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ a: 1 }] }],
+  });
+}
+
 /** Waits (up to 10 s, however loaded the machine) for `f` to hold. */
 const until = async (f: () => boolean) => {
   const deadline = Date.now() + 10_000;
@@ -112,12 +122,7 @@ describe("Session", () => {
     const service = serviceWith({ limits: { heartbeatMs: 30 } });
     try {
       const s = open(service);
-      s.send({
-        type: "ModifyQuerySet",
-        baseVersion: 0,
-        newVersion: 1,
-        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ a: 1 }] }],
-      });
+      subscribeEcho(s);
       await until(() => s.sent.filter((m) => m.type === "Transition").length >= 3);
       const [first, ...later] = s.sent.filter((m) => m.type === "Transition");
       expect(first.modifications).toHaveLength(1);
@@ -166,12 +171,7 @@ describe("Session", () => {
     const service = serviceWith();
     try {
       const s = open(service);
-      s.send({
-        type: "ModifyQuerySet",
-        baseVersion: 0,
-        newVersion: 1,
-        modifications: [{ type: "Add", queryId: 0, udfPath: "items:echo", args: [{ a: 1 }] }],
-      });
+      subscribeEcho(s);
       await until(() => s.sent.some((m) => m.type === "Transition"));
       // echo reads nothing: the mutation changes none of the session's queries.
       s.send({
