@@ -4,7 +4,8 @@
  * wrapped so that evaluating the script defines `globalThis.__tessera_app`
  * with each module's namespace. The script is evaluated in each context the
  * runtime makes (appRuntime.ts), with the deployment's frozen time and seed,
- * and instrumented (instrument.ts) so that contexts can be reused safely.
+ * and instrumented (instrument.ts, on a thread of its own: instrumentThread.ts)
+ * so that contexts can be reused safely.
  *
  * Linking is done by esbuild over an in-memory file system; the CLI's source
  * maps are chained into the script's map, so stack traces point at the
@@ -12,10 +13,9 @@
  */
 import { isBuiltin } from "node:module";
 import { posix } from "node:path";
-import remapping from "@jridgewell/remapping";
 import { originalPositionFor, TraceMap } from "@jridgewell/trace-mapping";
 import * as esbuild from "esbuild";
-import { instrumentApp } from "./instrument.js";
+import { instrumentOffThread } from "./instrumentThread.js";
 import type { ModuleSet, ModuleSource } from "./modules.js";
 
 export class ModuleLoadError extends Error {
@@ -172,11 +172,11 @@ export async function linkModules(modules: ModuleSet): Promise<LinkedApp> {
   if (problems.length > 0) throw new ModuleLoadError(problems.join("\n"));
   const linked = result.outputFiles.find((f) => !f.path.endsWith(".map"))!.text;
   const linkedMap = result.outputFiles.find((f) => f.path.endsWith(".map"))!.text;
-  const instrumented = instrumentApp(linked);
-  const sourceMap = remapping([instrumented.map, linkedMap], () => null).toString();
+  // Hundreds of milliseconds of synchronous work for a typical app: not on this thread.
+  const instrumented = await instrumentOffThread(linked, linkedMap);
   return {
     script: instrumented.code,
-    sourceMap,
+    sourceMap: instrumented.sourceMap,
     modulePaths: entries,
     reuse: instrumented.reusable
       ? { possible: true }
