@@ -1,9 +1,9 @@
 /**
  * Runs the instrumentation of linked scripts (instrumentWorker.ts) on a
  * worker thread of its own, so that a push does not hold the server's event
- * loop: on the server's thread, linking the test fixture's app and schema
- * held every client 0.6–0.8 s per push (a GET /version polled meanwhile
- * waited up to 638 ms), almost all of it instrumentation and source maps.
+ * loop: on the server's thread, linking the test fixture's app and then its
+ * schema held it 0.58 and 0.26 s per push (a GET /version polled meanwhile
+ * waited up to 355–638 ms), almost all of it instrumentation and source maps.
  *
  * The worker is started at the first use, with the worker module bundled by
  * esbuild into one CommonJS script (no TypeScript hooks, none of the
