@@ -27,15 +27,21 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
-/** Where instrumentation ran so far (tests; the first start's failure, if any). */
+/** The thread could not start, or stopped with work in hand: that work is done here instead. */
+class ThreadDown extends Error {}
+
+/** Where instrumentation ran so far, and why the thread last failed (tests). */
 export const instrumentationStats = {
   offThread: 0,
   onThisThread: 0,
-  startFailure: null as string | null,
+  threadFailure: null as string | null,
 };
 
 let worker: Promise<Worker> | null = null;
-const pending = new Map<number, Pending>();
+/** The thread `worker` resolved to, until it stops. */
+let current: Worker | null = null;
+/** Each running thread's jobs in hand, by id (a stopped thread has none). */
+const jobsOf = new WeakMap<Worker, Map<number, Pending>>();
 let nextId = 1;
 
 async function startWorker(): Promise<Worker> {
@@ -61,50 +67,83 @@ async function startWorker(): Promise<Worker> {
     workerData: INSTRUMENT_WORKER,
   });
   w.unref();
+  const jobs = new Map<number, Pending>();
+  jobsOf.set(w, jobs);
   w.on("message", (reply: InstrumentReply) => {
-    const job = pending.get(reply.id);
+    const job = jobs.get(reply.id);
     if (job === undefined) return;
-    pending.delete(reply.id);
-    if (pending.size === 0) w.unref();
+    jobs.delete(reply.id);
+    if (jobs.size === 0) w.unref();
     if ("error" in reply) job.reject(new Error(reply.error));
     else job.resolve(reply.result);
   });
-  // A thread that dies fails what it held; the next call starts another.
-  const down = (error: Error) => {
-    worker = null;
-    for (const job of pending.values()) job.reject(error);
-    pending.clear();
+  // A thread that stops fails over what it held; the next call starts another.
+  const down = (reason: string) => {
+    jobsOf.delete(w);
+    // Only this thread's own (an 'exit' after an 'error' must not forget a newer thread).
+    if (current === w) {
+      current = null;
+      worker = null;
+    }
+    for (const job of jobs.values()) job.reject(new ThreadDown(reason));
+    jobs.clear();
   };
-  w.on("error", down);
-  w.on("exit", (code) => down(new Error(`the instrumentation thread exited with code ${code}`)));
+  w.on("error", (e) => down(e.message));
+  w.on("exit", (code) => down(`the instrumentation thread exited with code ${code}`));
+  current = w;
   return w;
 }
 
-/** `instrumentLinked` on the instrumentation thread (on this one if that thread cannot start). */
+async function onThread(linked: string, linkedMap: string): Promise<InstrumentedScript> {
+  worker ??= startWorker();
+  const starting = worker;
+  let w: Worker;
+  try {
+    w = await starting;
+  } catch (e) {
+    if (worker === starting) worker = null;
+    throw new ThreadDown(e instanceof Error ? e.message : String(e));
+  }
+  const jobs = jobsOf.get(w);
+  if (jobs === undefined) throw new ThreadDown("the instrumentation thread stopped");
+  return new Promise<InstrumentedScript>((resolve, reject) => {
+    const id = nextId++;
+    jobs.set(id, { resolve, reject });
+    w.ref();
+    w.postMessage({ id, linked, linkedMap } satisfies InstrumentJob);
+  });
+}
+
+/**
+ * `instrumentLinked` on the instrumentation thread; on this one if that
+ * thread cannot start or stops before it answers (the first such failure is
+ * printed). The instrumentation's own errors reach the caller as they are.
+ */
 export async function instrumentOffThread(
   linked: string,
   linkedMap: string,
 ): Promise<InstrumentedScript> {
-  worker ??= startWorker();
-  let w: Worker;
   try {
-    w = await worker;
+    const result = await onThread(linked, linkedMap);
+    instrumentationStats.offThread++;
+    return result;
   } catch (e) {
-    worker = null;
-    if (instrumentationStats.startFailure === null) {
-      instrumentationStats.startFailure = e instanceof Error ? e.message : String(e);
+    if (!(e instanceof ThreadDown)) throw e;
+    if (instrumentationStats.threadFailure === null) {
       console.error(
-        `tessera: the instrumentation thread could not start (${instrumentationStats.startFailure}); instrumenting on the server's thread`,
+        `tessera: the instrumentation thread failed (${e.message}); instrumenting on the server's thread`,
       );
     }
+    instrumentationStats.threadFailure = e.message;
     instrumentationStats.onThisThread++;
     return instrumentLinked(linked, linkedMap);
   }
-  instrumentationStats.offThread++;
-  return new Promise<InstrumentedScript>((resolve, reject) => {
-    const id = nextId++;
-    pending.set(id, { resolve, reject });
-    w.ref();
-    w.postMessage({ id, linked, linkedMap } satisfies InstrumentJob);
-  });
+}
+
+/** Ends the instrumentation thread (work it holds is done on the calling threads); the next call starts another. */
+export async function stopInstrumentThread(): Promise<void> {
+  const starting = worker;
+  if (starting === null) return;
+  const w = await starting.catch(() => null);
+  await w?.terminate();
 }

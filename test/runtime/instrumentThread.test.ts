@@ -1,7 +1,11 @@
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { bundleConvexDir } from "../../src/runtime/bundler.js";
-import { instrumentationStats, instrumentOffThread } from "../../src/runtime/instrumentThread.js";
+import {
+  instrumentationStats,
+  instrumentOffThread,
+  stopInstrumentThread,
+} from "../../src/runtime/instrumentThread.js";
 import { instrumentLinked } from "../../src/runtime/instrumentWorker.js";
 import { linkModules } from "../../src/runtime/loader.js";
 
@@ -26,7 +30,7 @@ describe("the instrumentation thread", () => {
   it("instruments on a thread of its own, as this thread would", async () => {
     const before = instrumentationStats.offThread;
     const there = await instrumentOffThread(LINKED, LINKED_MAP);
-    expect(instrumentationStats).toMatchObject({ startFailure: null });
+    expect(instrumentationStats).toMatchObject({ threadFailure: null });
     expect(instrumentationStats.offThread).toBe(before + 1);
     expect(there).toEqual(instrumentLinked(LINKED, LINKED_MAP));
     // The closure's write to `count` is instrumented: the script changed.
@@ -49,6 +53,28 @@ describe("the instrumentation thread", () => {
     ]);
     expect(a.code).toContain("count += 1");
     expect(b.code).toContain("count += 2");
+  });
+
+  it("does the work of a thread that stops on this one, then starts another", async () => {
+    const spy = vi.spyOn(console, "error").mockImplementation(() => {});
+    try {
+      await instrumentOffThread(LINKED, LINKED_MAP);
+      const { offThread, onThisThread } = instrumentationStats;
+      // Long enough (a few hundred ms) to be in hand when the thread stops.
+      const big = LINKED.replace(
+        "  let count = 0;",
+        `  let count = 0;\n${Array.from({ length: 5_000 }, (_, i) => `  const f${i} = () => { count += ${i}; return count; };`).join("\n")}`,
+      );
+      const held = instrumentOffThread(big, LINKED_MAP);
+      await stopInstrumentThread();
+      expect(await held).toEqual(instrumentLinked(big, LINKED_MAP));
+      expect(instrumentationStats.onThisThread).toBe(onThisThread + 1);
+      expect(instrumentationStats.threadFailure).toMatch(/exited/);
+      await instrumentOffThread(LINKED, LINKED_MAP);
+      expect(instrumentationStats.offThread).toBe(offThread + 1);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("is where linking a pushed app instruments it", async () => {
