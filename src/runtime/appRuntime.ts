@@ -239,11 +239,6 @@ export class AppRuntime {
   }
 
   /**
-   * Async syscalls of queries and mutations answered within the call (the
-   * isolate still entered) and after it returned (storage or a hook
-   * answered with a promise, or an earlier call was still waiting).
-   */
-  /**
    * Async syscalls of queries and mutations: answered within the call, after
    * it because storage answered later (or behind one that did), or after it
    * because the entry had held the thread long enough (`yieldAfterMs`).
