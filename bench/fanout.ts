@@ -91,7 +91,7 @@ async function connectStack(url: string, n: number): Promise<StackSubscriber[]> 
 }
 
 interface Side {
-  subscribers: { next(): Promise<unknown>; close(): void }[];
+  subscribers: { ws: WebSocket; next(): Promise<unknown>; close(): void }[];
   write: (k: number) => Promise<{ key: string; remaining: number }>;
   keyOf: (item: Item) => string;
   /** CPU seconds the side's server processes have used so far. */
@@ -99,6 +99,13 @@ interface Side {
   p50: number[];
   p99: number[];
   cpuSeconds: number;
+  /**
+   * CPU seconds this process used during the side's runs: its writer and
+   * every subscriber receiving and parsing each message (one core for all).
+   */
+  clientCpuSeconds: number;
+  /** Bytes the subscribers' sockets received during the side's runs. */
+  bytesReceived: number;
   writes: number;
 }
 
@@ -108,7 +115,18 @@ function side(
   keyOf: Side["keyOf"],
   cpu: Side["cpu"],
 ): Side {
-  return { subscribers, write, keyOf, cpu, p50: [], p99: [], cpuSeconds: 0, writes: 0 };
+  return {
+    subscribers,
+    write,
+    keyOf,
+    cpu,
+    p50: [],
+    p99: [],
+    cpuSeconds: 0,
+    clientCpuSeconds: 0,
+    bytesReceived: 0,
+    writes: 0,
+  };
 }
 
 /**
@@ -126,6 +144,16 @@ async function warm(side: Side, warmups: number): Promise<void> {
   side.writes = warmups;
 }
 
+/** Bytes received so far by the side's subscribers' sockets (frames included). */
+function bytesReceived(side: Side): number {
+  let n = 0;
+  for (const s of side.subscribers) {
+    // ws keeps its net.Socket as `_socket`; its byte count is the wire's.
+    n += (s.ws as unknown as { _socket: { bytesRead: number } | null })._socket?.bytesRead ?? 0;
+  }
+  return n;
+}
+
 /**
  * One run: `writes` writes, one at a time, each one's latency to every
  * subscriber, and the server's CPU over them; checks that the first
@@ -134,6 +162,8 @@ async function warm(side: Side, warmups: number): Promise<void> {
 async function run(side: Side, writes: number): Promise<void> {
   const latencies: number[] = [];
   const cpu0 = side.cpu();
+  const clientCpu0 = process.cpuUsage();
+  const bytes0 = bytesReceived(side);
   for (let k = 0; k < writes; k++) {
     const arrivals = side.subscribers.map((s) =>
       s.next().then((v) => ({ v, at: performance.now() })),
@@ -149,6 +179,9 @@ async function run(side: Side, writes: number): Promise<void> {
     for (const s of seen) latencies.push(s.at - t0);
   }
   side.cpuSeconds += side.cpu() - cpu0;
+  const clientCpu = process.cpuUsage(clientCpu0);
+  side.clientCpuSeconds += (clientCpu.user + clientCpu.system) / 1e6;
+  side.bytesReceived += bytesReceived(side) - bytes0;
   latencies.sort((a, b) => a - b);
   side.p50.push(percentile(latencies, 50));
   side.p99.push(percentile(latencies, 99));
@@ -223,7 +256,10 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
       } finally {
         for (const s of [...tessera.subscribers, ...baseline.subscribers]) s.close();
       }
-      const cpuMsPerWrite = (s: Side) => ((s.cpuSeconds * 1000) / (o.runs * writes)).toFixed(2);
+      const perWrite = (v: number) => v / (o.runs * writes);
+      const cpuMsPerWrite = (s: Side) => (perWrite(s.cpuSeconds) * 1000).toFixed(2);
+      const clientCpuMsPerWrite = (s: Side) => (perWrite(s.clientCpuSeconds) * 1000).toFixed(2);
+      const bytesPerDelivery = (s: Side) => Math.round(perWrite(s.bytesReceived) / n);
       const label = `PostgreSQL LISTEN/NOTIFY + ws server`;
       for (const q of ["p50", "p99"] as const) {
         const t = stat(tessera[q]);
@@ -239,7 +275,9 @@ export async function fanoutSection(o: Options, log: (s: string) => void): Promi
             ? {
                 note: `server CPU per write: Tessera ${cpuMsPerWrite(tessera)} ms, PostgreSQL + ws server ${cpuMsPerWrite(baseline)} ms (${writes} writes × ${o.runs} runs, alternating, after ${warmups} unmeasured on each side)`,
               }
-            : {}),
+            : {
+                note: `where the time goes at the subscribers' end: each receives ${bytesPerDelivery(tessera)} bytes per write from Tessera (a sync-protocol Transition: each document with its _id and _creationTime), ${bytesPerDelivery(baseline)} from the stack; this process, which runs the writer and all ${n.toLocaleString("en-US")} subscribers on one core, used ${clientCpuMsPerWrite(tessera)} ms of CPU per write with Tessera and ${clientCpuMsPerWrite(baseline)} ms with the stack`,
+              }),
         });
       }
     }
