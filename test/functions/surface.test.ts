@@ -224,6 +224,33 @@ describe("paginate", () => {
     ).toMatchObject({ tags: [], isDone: true });
   });
 
+  it("refuses a cursor of another query: another range, another index", async () => {
+    await mutation("surface:addMarks", { group: "mine", count: 4 });
+    const first = (await query("surface:pageOfMarks", {
+      group: "mine",
+      cursor: null,
+      numItems: 2,
+    })) as Page;
+    // The same query goes on from it.
+    expect(
+      await query("surface:pageOfMarks", {
+        group: "mine",
+        cursor: first.continueCursor,
+        numItems: 2,
+      }),
+    ).toMatchObject({ tags: ["mine-2", "mine-3"] });
+    const refused =
+      "InvalidCursor: this cursor belongs to a different query. A paginated query must keep the same table, index, range and order across pages.";
+    for (const other of [
+      query("surface:pageOfMarks", { group: "other", cursor: first.continueCursor, numItems: 2 }),
+      query("behaviour:page", { cursor: first.continueCursor, numItems: 2 }),
+    ]) {
+      const e = await failure(other);
+      expect(e.kind).toBe("user");
+      expect(e.message).toContain(refused);
+    }
+  });
+
   it("refuses a second paginated query in one execution, as Convex does", async () => {
     const e = await failure(query("surface:paginateTwice"));
     expect(e.kind).toBe("user");
