@@ -7,8 +7,8 @@ import type { Database } from "../database/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
 import { linkModules } from "../runtime/loader.js";
 import type { ModuleSource } from "../runtime/modules.js";
-import { isPlainObject } from "../values/index.js";
-import { type SchemaValidators, schemaValidatorsFromJson } from "./validators.js";
+import { isPlainObject, type Value } from "../values/index.js";
+import { type SchemaValidators, schemaValidatorsFromJson, validateWrite } from "./validators.js";
 
 export interface SchemaIndex {
   table: string;
@@ -97,4 +97,59 @@ export async function applySchemaIndexes(db: Database, schema: Schema): Promise<
     }
   });
   await db.waitForBackgroundWork();
+}
+
+/** Documents checked per transaction when validating existing data. */
+export const VALIDATION_PAGE = 1000;
+
+/**
+ * The first document that does not satisfy `schema`, checked page by page at
+ * one snapshot; null when all do (or schema validation is off). The event
+ * loop turns between pages: the store answers these reads synchronously, so
+ * without that a push over a large table held every client until the last
+ * page, twice per push (wait_for_schema, finish_push): 1.4 s each for 200,000
+ * documents, ~7 µs per document, measured; a page takes 7–10 ms.
+ */
+export async function findSchemaViolation(
+  db: Database,
+  schema: Schema | null,
+): Promise<{ table: string; error: string } | null> {
+  if (schema === null || !schema.validators.schemaValidation) return null;
+  const ts = db.latestTs();
+  for (const table of schema.validators.tables.keys()) {
+    let after: Buffer | undefined;
+    for (;;) {
+      const tx = await db.beginAt(ts);
+      try {
+        if (tx.table(table) === undefined) break;
+        const ctx = {
+          tableNumberForName: (name: string) => tx.currentCatalog.table(name)?.number,
+          tableNameForNumber: (n: number) => tx.currentCatalog.tableByNumber(n)?.name,
+        };
+        const scan = tx.query(table, "by_creation_time", [], "asc", after ? { after } : {});
+        const docs = await scan.next(VALIDATION_PAGE);
+        for (const doc of docs) {
+          const e = validateWrite(schema.validators, table, doc as unknown as Value, ctx);
+          if (e !== null) {
+            const detail = e.message.replace(
+              /^Failed to insert or update a document in table "[^"]*" because it does not match the schema: /,
+              "",
+            );
+            const id = String((doc as { _id?: unknown })._id);
+            return {
+              table,
+              error: `Document with ID "${id}" in table "${table}" does not match the schema: ${detail}`,
+            };
+          }
+        }
+        if (scan.done || docs.length === 0) break;
+        after = scan.lastKey ?? undefined;
+        if (after === undefined) break;
+      } finally {
+        tx.abort();
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+  return null;
 }

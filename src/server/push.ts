@@ -17,10 +17,9 @@ import {
 } from "../database/index.js";
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
-import type { Schema, SchemaIndex } from "../functions/schema.js";
-import { validateWrite } from "../functions/validators.js";
+import { findSchemaViolation, type Schema, type SchemaIndex } from "../functions/schema.js";
 import type { ModuleSource } from "../runtime/modules.js";
-import { isPlainObject, type Value } from "../values/index.js";
+import { isPlainObject } from "../values/index.js";
 import { moduleHash, newImportSeed, type StoredApp } from "./codeStore.js";
 import {
   AppRejectedError,
@@ -53,8 +52,6 @@ interface PendingPush {
 
 /** A push not finished within this long is forgotten (its runtime disposed). */
 const PENDING_PUSH_MS = 10 * 60_000;
-/** Documents checked per transaction when validating existing data. */
-const VALIDATION_PAGE = 1000;
 
 const ROOT = "";
 
@@ -141,7 +138,7 @@ export class PushManager {
     return this.exclusive(async () => {
       // Looked up again when its turn comes: it may have been finished or replaced meanwhile.
       const push = this.pendingPush(id);
-      const problem = await validateData(this.deployment.db, push.app.schema);
+      const problem = await findSchemaViolation(this.deployment.db, push.app.schema);
       if (problem !== null)
         return {
           type: "failed",
@@ -178,7 +175,7 @@ export class PushManager {
         return result;
       }
       // Data written since wait_for_schema must satisfy the schema too.
-      const problem = await validateData(this.deployment.db, push.app.schema);
+      const problem = await findSchemaViolation(this.deployment.db, push.app.schema);
       if (problem !== null) {
         disposeApp(push.app);
         throw new HttpError(
@@ -381,53 +378,6 @@ function sameFields(a: readonly string[], b: readonly string[]): boolean {
 
 function devIndex(i: SchemaIndex): DevIndex {
   return { name: `${i.table}.${i.name}`, type: "database", fields: [...i.fields] };
-}
-
-/**
- * The first document that does not satisfy `schema`, checked page by page
- * at one snapshot; null when all do (or schema validation is off).
- */
-async function validateData(
-  db: Database,
-  schema: Schema | null,
-): Promise<{ table: string; error: string } | null> {
-  if (schema === null || !schema.validators.schemaValidation) return null;
-  const ts = db.latestTs();
-  for (const table of schema.validators.tables.keys()) {
-    let after: Buffer | undefined;
-    for (;;) {
-      const tx = await db.beginAt(ts);
-      try {
-        if (tx.table(table) === undefined) break;
-        const ctx = {
-          tableNumberForName: (name: string) => tx.currentCatalog.table(name)?.number,
-          tableNameForNumber: (n: number) => tx.currentCatalog.tableByNumber(n)?.name,
-        };
-        const scan = tx.query(table, "by_creation_time", [], "asc", after ? { after } : {});
-        const docs = await scan.next(VALIDATION_PAGE);
-        for (const doc of docs) {
-          const e = validateWrite(schema.validators, table, doc as unknown as Value, ctx);
-          if (e !== null) {
-            const detail = e.message.replace(
-              /^Failed to insert or update a document in table "[^"]*" because it does not match the schema: /,
-              "",
-            );
-            const id = String((doc as { _id?: unknown })._id);
-            return {
-              table,
-              error: `Document with ID "${id}" in table "${table}" does not match the schema: ${detail}`,
-            };
-          }
-        }
-        if (scan.done || docs.length === 0) break;
-        after = scan.lastKey ?? undefined;
-        if (after === undefined) break;
-      } finally {
-        tx.abort();
-      }
-    }
-  }
-  return null;
 }
 
 /** The root component's analysis as the CLI's codegen reads it. */

@@ -1,0 +1,69 @@
+import { defineSchema, defineTable } from "convex/server";
+import { v } from "convex/values";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  findSchemaViolation,
+  schemaFromJson,
+  VALIDATION_PAGE,
+} from "../../src/functions/schema.js";
+import { openTestDb, type TestDb } from "../helpers.js";
+
+let t: TestDb;
+beforeEach(async () => {
+  t = await openTestDb();
+});
+afterEach(async () => {
+  await t.close();
+});
+
+const schema = schemaFromJson(
+  (
+    defineSchema({ notes: defineTable({ text: v.string() }) }) as unknown as { export(): string }
+  ).export(),
+);
+
+/** Inserts `count` notes; `bad` (an index among them) gets a number for text. */
+async function addNotes(count: number, bad: number | null): Promise<string | null> {
+  let badId: string | null = null;
+  for (let start = 0; start < count; start += 500) {
+    const { value } = await t.db.run(async (tx) => {
+      let id: string | null = null;
+      for (let i = start; i < Math.min(count, start + 500); i++) {
+        const inserted = await tx.insert("notes", { text: i === bad ? i : `note ${i}` });
+        if (i === bad) id = inserted;
+      }
+      return id;
+    });
+    badId ??= value;
+  }
+  return badId;
+}
+
+describe("validating existing data against a pushed schema", () => {
+  it("finds a document that does not match, pages after the first", async () => {
+    const badId = await addNotes(VALIDATION_PAGE * 2 + 10, VALIDATION_PAGE * 2 + 5);
+    const found = await findSchemaViolation(t.db, schema);
+    expect(found?.table).toBe("notes");
+    expect(found?.error).toContain(
+      `Document with ID "${badId}" in table "notes" does not match the schema`,
+    );
+  });
+
+  it("lets the event loop turn between pages", async () => {
+    const pages = 3;
+    await addNotes(VALIDATION_PAGE * pages, null);
+    // Reads answered at once would otherwise check every page in one stretch,
+    // holding every client of the server until the last.
+    let turns = 0;
+    let counting = true;
+    const tick = () => {
+      if (!counting) return;
+      turns++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    expect(await findSchemaViolation(t.db, schema)).toBeNull();
+    counting = false;
+    expect(turns).toBeGreaterThanOrEqual(pages - 1);
+  });
+});
