@@ -46,6 +46,9 @@ export interface QueryRequest {
   allowInternal?: boolean;
 }
 
+/** How long telling watchers of a changed result may hold the event loop before it turns. */
+export const NOTIFY_SLICE_MS = 20;
+
 export interface QueryCacheOptions {
   /** Results kept without a watcher, for repeated one-shot calls (default 10,000). */
   maxIdleEntries?: number;
@@ -337,14 +340,29 @@ export class QueryCache {
     if (entry.watchers.size === 0) return;
     // Its watchers will want the new result at the latest snapshot: run it
     // once, then tell them, so that each finds it ready (a fan-out to many
-    // sessions is then one synchronous pass, not an async chain per session).
+    // sessions is then synchronous passes, not an async chain per session).
     const notify = () => {
       // Each watcher moves to the new result and unwatches this one as it does:
       // it gets an empty set to leave, rather than thousands of deletions from
       // the set being walked (this entry never calls anyone again).
-      const watchers = entry.watchers;
+      const watchers = [...entry.watchers];
       entry.watchers = new Set();
-      for (const w of watchers) w(entry);
+      // In slices of NOTIFY_SLICE_MS, a turn of the event loop between: each
+      // watcher sends its session's update, and one pass over 10,000 held the
+      // server for 0.2-0.3 s. (By time, not count: slices of 256 watchers
+      // made the commit reach all 10,000 10-18% later, measured.) A watcher
+      // told later finds the newest result then.
+      let next = 0;
+      const slice = () => {
+        const until = performance.now() + NOTIFY_SLICE_MS;
+        while (next < watchers.length) {
+          const end = Math.min(next + 64, watchers.length);
+          for (; next < end; next++) watchers[next]!(entry);
+          if (performance.now() >= until) break;
+        }
+        if (next < watchers.length) setImmediate(slice);
+      };
+      slice();
     };
     this.get(entry.request, this.db.latestTs(), entry.key).then(notify, notify);
   }

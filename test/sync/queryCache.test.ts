@@ -13,7 +13,12 @@ import { SqlitePersistence } from "../../src/persistence/index.js";
 import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
 import { linkModules } from "../../src/runtime/loader.js";
-import { type CachedQuery, QueryCache, type QueryRequest } from "../../src/sync/queryCache.js";
+import {
+  type CachedQuery,
+  NOTIFY_SLICE_MS,
+  QueryCache,
+  type QueryRequest,
+} from "../../src/sync/queryCache.js";
 import { type JsonValue, toJson, type Value } from "../../src/values/index.js";
 import { openTestDb, sleep, type TestDb, tempDir, track, waitFor } from "../helpers.js";
 
@@ -102,6 +107,44 @@ describe("QueryCache", () => {
       // The old snapshot is still answered as it was.
       const old = await cache.get(q, ts0);
       expect(old.outcome).toEqual(a.outcome);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it("tells many watchers of a change in slices, the event loop turning between", async () => {
+    const cache = new QueryCache(t.db, runner);
+    try {
+      const a = await cache.get(request("items:inStock"), t.db.latestTs());
+      // Each watcher holds the loop 0.25 ms: over 6 slices' worth in all (the
+      // clock is read every 64 watchers).
+      const count = NOTIFY_SLICE_MS * 4 * 6;
+      let turn = 0;
+      let counting = true;
+      const tick = () => {
+        if (!counting) return;
+        turn++;
+        setImmediate(tick);
+      };
+      const toldAt: number[] = [];
+      const allTold = new Promise<void>((resolve) => {
+        for (let i = 0; i < count; i++) {
+          cache.watch(a, () => {
+            const until = performance.now() + 0.25;
+            while (performance.now() < until) {}
+            toldAt.push(turn);
+            if (toldAt.length === count) resolve();
+          });
+        }
+      });
+      setImmediate(tick);
+      await runner.mutation("items:add", { name: "sliced", price: 1, remaining: 1 });
+      await allTold;
+      counting = false;
+      expect(toldAt).toHaveLength(count);
+      // Told over at least three turns of the loop, in order.
+      expect(new Set(toldAt).size).toBeGreaterThanOrEqual(3);
+      expect(toldAt).toEqual([...toldAt].sort((x, y) => x - y));
     } finally {
       cache.close();
     }
