@@ -226,6 +226,38 @@ describe("the isolate pool", () => {
     }
   });
 
+  it("lets the event loop turn during a burst of executions that answer at once", async () => {
+    // A query set of thousands, or a commit changing thousands of results:
+    // each caller in line resumes in a microtask when the isolate is handed
+    // on, so without a turn now and then the whole burst is one stretch.
+    const single = await AppRuntime.create(linked, { isolates: 4, yieldAfterMs: 2 });
+    try {
+      const runner = new FunctionRunner({ db: stores[0]!.db, runtime: single, schema });
+      await runner.query("items:echo", { n: -1 });
+      let turns = 0;
+      let counting = true;
+      const tick = () => {
+        if (!counting) return;
+        turns++;
+        setImmediate(tick);
+      };
+      setImmediate(tick);
+      // No syscalls: an execution never yields by itself, only the hand-offs can.
+      const results = await Promise.all(
+        Array.from({ length: 1000 }, (_, n) => runner.query("items:echo", { n })),
+      );
+      counting = false;
+      expect(results.map((r) => (r.value as { n: number }).n)).toEqual(
+        Array.from({ length: 1000 }, (_, n) => n),
+      );
+      expect(turns).toBeGreaterThanOrEqual(2);
+      // The line moved at every turn: no caller in it started another isolate.
+      expect(single.isolateCount).toBe(1);
+    } finally {
+      single.dispose();
+    }
+  });
+
   it("refuses the callers in line when the runtime is disposed", async () => {
     const single = await AppRuntime.create(linked, { isolates: 1 });
     const runner = new FunctionRunner({ db: stores[1]!.db, runtime: single, schema });
