@@ -98,3 +98,27 @@ export function track<T>(p: Promise<T>) {
   );
   return t;
 }
+
+/**
+ * Counts turns of the event loop (a `setImmediate` chain) from now until
+ * `stop()`: work that never leaves the microtask queue lets none happen.
+ */
+export function countTurns(): { readonly turns: number; stop(): number } {
+  let turns = 0;
+  let counting = true;
+  const tick = () => {
+    if (!counting) return;
+    turns++;
+    setImmediate(tick);
+  };
+  setImmediate(tick);
+  return {
+    get turns() {
+      return turns;
+    },
+    stop() {
+      counting = false;
+      return turns;
+    },
+  };
+}

@@ -6,7 +6,7 @@ import {
   schemaFromJson,
   VALIDATION_PAGE,
 } from "../../src/functions/schema.js";
-import { openTestDb, type TestDb } from "../helpers.js";
+import { countTurns, openTestDb, type TestDb } from "../helpers.js";
 
 let t: TestDb;
 beforeEach(async () => {
@@ -54,16 +54,8 @@ describe("validating existing data against a pushed schema", () => {
     await addNotes(VALIDATION_PAGE * pages, null);
     // Reads answered at once would otherwise check every page in one stretch,
     // holding every client of the server until the last.
-    let turns = 0;
-    let counting = true;
-    const tick = () => {
-      if (!counting) return;
-      turns++;
-      setImmediate(tick);
-    };
-    setImmediate(tick);
+    const loop = countTurns();
     expect(await findSchemaViolation(t.db, schema)).toBeNull();
-    counting = false;
-    expect(turns).toBeGreaterThanOrEqual(pages - 1);
+    expect(loop.stop()).toBeGreaterThanOrEqual(pages - 1);
   });
 });

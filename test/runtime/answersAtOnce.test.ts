@@ -14,7 +14,7 @@ import { SqlitePersistence } from "../../src/persistence/index.js";
 import { AppRuntime } from "../../src/runtime/appRuntime.js";
 import { bundleConvexDir, bundleSchema } from "../../src/runtime/bundler.js";
 import { linkModules } from "../../src/runtime/loader.js";
-import { tempDir } from "../helpers.js";
+import { countTurns, tempDir } from "../helpers.js";
 
 const fixture = join(import.meta.dirname, "../fixtures/app/convex");
 
@@ -234,19 +234,12 @@ describe("the isolate pool", () => {
     try {
       const runner = new FunctionRunner({ db: stores[0]!.db, runtime: single, schema });
       await runner.query("items:echo", { n: -1 });
-      let turns = 0;
-      let counting = true;
-      const tick = () => {
-        if (!counting) return;
-        turns++;
-        setImmediate(tick);
-      };
-      setImmediate(tick);
+      const loop = countTurns();
       // No syscalls: an execution never yields by itself, only the hand-offs can.
       const results = await Promise.all(
         Array.from({ length: 1000 }, (_, n) => runner.query("items:echo", { n })),
       );
-      counting = false;
+      const turns = loop.stop();
       expect(results.map((r) => (r.value as { n: number }).n)).toEqual(
         Array.from({ length: 1000 }, (_, n) => n),
       );

@@ -20,7 +20,7 @@ import {
   type QueryRequest,
 } from "../../src/sync/queryCache.js";
 import { type JsonValue, toJson, type Value } from "../../src/values/index.js";
-import { openTestDb, sleep, type TestDb, tempDir, track, waitFor } from "../helpers.js";
+import { countTurns, openTestDb, sleep, type TestDb, tempDir, track, waitFor } from "../helpers.js";
 
 const APP = join(import.meta.dirname, "..", "fixtures", "app", "convex");
 
@@ -119,28 +119,21 @@ describe("QueryCache", () => {
       // Each watcher holds the loop 0.25 ms: over 6 slices' worth in all (the
       // clock is read every 64 watchers).
       const count = NOTIFY_SLICE_MS * 4 * 6;
-      let turn = 0;
-      let counting = true;
-      const tick = () => {
-        if (!counting) return;
-        turn++;
-        setImmediate(tick);
-      };
+      const loop = countTurns();
       const toldAt: number[] = [];
       const allTold = new Promise<void>((resolve) => {
         for (let i = 0; i < count; i++) {
           cache.watch(a, () => {
             const until = performance.now() + 0.25;
             while (performance.now() < until) {}
-            toldAt.push(turn);
+            toldAt.push(loop.turns);
             if (toldAt.length === count) resolve();
           });
         }
       });
-      setImmediate(tick);
       await runner.mutation("items:add", { name: "sliced", price: 1, remaining: 1 });
       await allTold;
-      counting = false;
+      loop.stop();
       expect(toldAt).toHaveLength(count);
       // Told over at least three turns of the loop, in order.
       expect(new Set(toldAt).size).toBeGreaterThanOrEqual(3);
