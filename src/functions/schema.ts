@@ -3,7 +3,7 @@
  * like any user code), enforced on writes, and its indexes created in the
  * database.
  */
-import type { Database } from "../database/index.js";
+import { type Database, SnapshotTooOldError } from "../database/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
 import { linkModules } from "../runtime/loader.js";
 import type { ModuleSource } from "../runtime/modules.js";
@@ -115,7 +115,27 @@ export async function findSchemaViolation(
   schema: Schema | null,
 ): Promise<{ table: string; error: string } | null> {
   if (schema === null || !schema.validators.schemaValidation) return null;
-  const ts = db.latestTs();
+  // Garbage collection runs between pages: the snapshot (the latest commit,
+  // which may be older than the retention window on an idle deployment) can
+  // leave the window once a commit comes. The check then starts again at the
+  // newest one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await violationAt(db, schema, db.latestTs());
+    } catch (e) {
+      if (!(e instanceof SnapshotTooOldError) || attempt === SNAPSHOT_ATTEMPTS) throw e;
+    }
+  }
+}
+
+/** Checks made before giving up when the snapshot keeps leaving the retention window. */
+const SNAPSHOT_ATTEMPTS = 3;
+
+async function violationAt(
+  db: Database,
+  schema: Schema,
+  ts: bigint,
+): Promise<{ table: string; error: string } | null> {
   for (const table of schema.validators.tables.keys()) {
     let after: Buffer | undefined;
     for (;;) {

@@ -139,6 +139,8 @@ export class PushManager {
       // Looked up again when its turn comes: it may have been finished or replaced meanwhile.
       const push = this.pendingPush(id);
       const problem = await findSchemaViolation(this.deployment.db, push.app.schema);
+      // The check lets other requests run: a newer push may have replaced this one meanwhile.
+      this.pendingPush(id);
       if (problem !== null)
         return {
           type: "failed",
@@ -175,7 +177,14 @@ export class PushManager {
         return result;
       }
       // Data written since wait_for_schema must satisfy the schema too.
-      const problem = await findSchemaViolation(this.deployment.db, push.app.schema);
+      let problem: Awaited<ReturnType<typeof findSchemaViolation>>;
+      try {
+        problem = await findSchemaViolation(this.deployment.db, push.app.schema);
+      } catch (e) {
+        // No longer pending: nothing else would dispose of it.
+        disposeApp(push.app);
+        throw e;
+      }
       if (problem !== null) {
         disposeApp(push.app);
         throw new HttpError(

@@ -58,4 +58,28 @@ describe("validating existing data against a pushed schema", () => {
     expect(await findSchemaViolation(t.db, schema)).toBeNull();
     expect(loop.stop()).toBeGreaterThanOrEqual(pages - 1);
   });
+
+  it("starts again at the newest snapshot when its own leaves the retention window meanwhile", async () => {
+    // An idle deployment: its latest commit is older than the retention window.
+    const clock = { now: BigInt(Date.now()) * 1_000_000n };
+    await t.reopen({ retentionMs: 1000, wallClockNs: () => clock.now });
+    const badId = await addNotes(VALIDATION_PAGE + 10, VALIDATION_PAGE + 5);
+    clock.now += 10_000_000_000n;
+    const db = t.db;
+    const begin = db.beginAt.bind(db);
+    const snapshots: bigint[] = [];
+    db.beginAt = async (ts: bigint) => {
+      snapshots.push(ts);
+      // Between the first page and the second: a commit, then garbage collection.
+      if (snapshots.length === 2) {
+        await db.run((tx) => tx.insert("notes", { text: "meanwhile" }));
+        await db.collectGarbage();
+      }
+      return begin(ts);
+    };
+    const found = await findSchemaViolation(db, schema);
+    expect(found?.error).toContain(`Document with ID "${badId}"`);
+    expect(snapshots.length).toBeGreaterThan(2);
+    expect(snapshots.at(-1)).toBeGreaterThan(snapshots[0]!);
+  });
 });
