@@ -477,7 +477,12 @@ export class AppRuntime {
       this.deferredHandOffs++;
       setImmediate(() => {
         this.deferredHandOffs--;
-        next(this.disposed ? new Error("This app runtime was disposed") : p);
+        if (this.disposed) next(new Error("This app runtime was disposed"));
+        else if (p.isolate.isDisposed) {
+          // Killed meanwhile (the context prepared ahead ran out of memory): replace it, as release() does.
+          this.pool.splice(this.pool.indexOf(p), 1);
+          next(this.busyNewIsolate());
+        } else next(p);
       });
       return;
     }

@@ -251,6 +251,25 @@ describe("the isolate pool", () => {
     }
   });
 
+  it("replaces an isolate killed while it waits for a turn to be handed on", async () => {
+    const single = await AppRuntime.create(linked, { isolates: 1, yieldAfterMs: 2 });
+    try {
+      const runner = new FunctionRunner({ db: stores[0]!.db, runtime: single, schema });
+      await runner.query("items:echo", { n: -1 });
+      // Runs at the first turn the burst lets happen, while a hand-off waits for it.
+      const pool = (single as unknown as { pool: Array<{ isolate: { dispose(): void } }> }).pool;
+      setImmediate(() => pool[0]!.isolate.dispose());
+      const results = await Promise.all(
+        Array.from({ length: 1000 }, (_, n) => runner.query("items:echo", { n })),
+      );
+      expect(results.map((r) => (r.value as { n: number }).n)).toEqual(
+        Array.from({ length: 1000 }, (_, n) => n),
+      );
+    } finally {
+      single.dispose();
+    }
+  });
+
   it("refuses the callers in line when the runtime is disposed", async () => {
     const single = await AppRuntime.create(linked, { isolates: 1 });
     const runner = new FunctionRunner({ db: stores[1]!.db, runtime: single, schema });
