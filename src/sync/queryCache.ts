@@ -11,6 +11,7 @@ import type { CommitRecord, Database, ReadSet, Transaction } from "../database/i
 import { FunctionError, type FunctionRunner } from "../functions/runner.js";
 import type { UserIdentity } from "../runtime/syscalls.js";
 import { fromJson, type JsonValue, toJson, type Value } from "../values/index.js";
+import { inSlices } from "./slices.js";
 import { SubscriptionIndex } from "./subscriptions.js";
 
 /** A query's outcome in wire form, serialised once for every session that shows it. */
@@ -352,17 +353,11 @@ export class QueryCache {
       // server for 0.2-0.3 s. (By time, not count: slices of 256 watchers
       // made the commit reach all 10,000 10-18% later, measured.) A watcher
       // told later finds the newest result then.
-      let next = 0;
-      const slice = () => {
-        const until = performance.now() + NOTIFY_SLICE_MS;
-        while (next < watchers.length) {
-          const end = Math.min(next + 64, watchers.length);
-          for (; next < end; next++) watchers[next]!(entry);
-          if (performance.now() >= until) break;
-        }
-        if (next < watchers.length) setImmediate(slice);
-      };
-      slice();
+      inSlices(
+        watchers,
+        (calls, startedMs) => calls % 64 === 0 && performance.now() - startedMs >= NOTIFY_SLICE_MS,
+        (w) => w(entry),
+      );
     };
     this.get(entry.request, this.db.latestTs(), entry.key).then(notify, notify);
   }

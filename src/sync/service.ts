@@ -11,6 +11,7 @@ import type { UserIdentity } from "../runtime/syscalls.js";
 import { fromJson, isPlainObject, type JsonValue, toJson, type Value } from "../values/index.js";
 import { encodeTs } from "./protocol.js";
 import { failureOf, logLine, QueryCache } from "./queryCache.js";
+import { inSlices } from "./slices.js";
 
 /** Verifies credentials; throws an `AuthenticationError` with the message for the client. */
 export interface Authenticator {
@@ -175,16 +176,14 @@ export class SyncService {
   private heartbeat(): void {
     if (this.heartbeating) return;
     this.heartbeating = true;
-    const sessions = [...this.sessions];
-    let next = 0;
-    const slice = () => {
-      const now = Date.now();
-      const end = Math.min(next + HEARTBEAT_SLICE, sessions.length);
-      for (; next < end; next++) sessions[next]!.heartbeat(now);
-      if (next < sessions.length) setImmediate(slice);
-      else this.heartbeating = false;
-    };
-    slice();
+    inSlices(
+      [...this.sessions],
+      (calls) => calls === HEARTBEAT_SLICE,
+      (s) => s.heartbeat(Date.now()),
+      () => {
+        this.heartbeating = false;
+      },
+    );
   }
 
   get runner(): FunctionRunner {

@@ -167,6 +167,19 @@ describe("an execution the slice stopped", () => {
   });
 });
 
+/**
+ * 1,000 `items:echo` queries at once, each checked to get its own answer. They
+ * make no syscalls: an execution never yields by itself, only the hand-offs can.
+ */
+async function echoBurst(runner: FunctionRunner): Promise<void> {
+  const results = await Promise.all(
+    Array.from({ length: 1000 }, (_, n) => runner.query("items:echo", { n })),
+  );
+  expect(results.map((r) => (r.value as { n: number }).n)).toEqual(
+    Array.from({ length: 1000 }, (_, n) => n),
+  );
+}
+
 describe("the isolate pool", () => {
   it("serves overlapping executions that answer at once from one isolate, and spreads executions that wait", async () => {
     // The pool alone: entries that yield for a turn (yieldAfterMs) would let waiters start isolates.
@@ -230,24 +243,18 @@ describe("the isolate pool", () => {
     // A query set of thousands, or a commit changing thousands of results:
     // each caller in line resumes in a microtask when the isolate is handed
     // on, so without a turn now and then the whole burst is one stretch.
-    const single = await AppRuntime.create(linked, { isolates: 4, yieldAfterMs: 2 });
+    const pooled = await AppRuntime.create(linked, { isolates: 4, yieldAfterMs: 2 });
     try {
-      const runner = new FunctionRunner({ db: stores[0]!.db, runtime: single, schema });
+      const runner = new FunctionRunner({ db: stores[0]!.db, runtime: pooled, schema });
       await runner.query("items:echo", { n: -1 });
       const loop = countTurns();
-      // No syscalls: an execution never yields by itself, only the hand-offs can.
-      const results = await Promise.all(
-        Array.from({ length: 1000 }, (_, n) => runner.query("items:echo", { n })),
-      );
+      await echoBurst(runner);
       const turns = loop.stop();
-      expect(results.map((r) => (r.value as { n: number }).n)).toEqual(
-        Array.from({ length: 1000 }, (_, n) => n),
-      );
       expect(turns).toBeGreaterThanOrEqual(2);
       // The line moved at every turn: no caller in it started another isolate.
-      expect(single.isolateCount).toBe(1);
+      expect(pooled.isolateCount).toBe(1);
     } finally {
-      single.dispose();
+      pooled.dispose();
     }
   });
 
@@ -259,12 +266,7 @@ describe("the isolate pool", () => {
       // Runs at the first turn the burst lets happen, while a hand-off waits for it.
       const pool = (single as unknown as { pool: Array<{ isolate: { dispose(): void } }> }).pool;
       setImmediate(() => pool[0]!.isolate.dispose());
-      const results = await Promise.all(
-        Array.from({ length: 1000 }, (_, n) => runner.query("items:echo", { n })),
-      );
-      expect(results.map((r) => (r.value as { n: number }).n)).toEqual(
-        Array.from({ length: 1000 }, (_, n) => n),
-      );
+      await echoBurst(runner);
     } finally {
       single.dispose();
     }
