@@ -111,6 +111,7 @@ export class Database implements TransactionHost {
   private catalogSince: bigint;
   private readonly publishListeners = new Set<(commits: readonly CommitRecord[]) => void>();
   private readonly writeListeners = new Set<(commits: readonly CommitRecord[]) => void>();
+  private readonly commitChecks = new Set<CommitCheck>();
   /** Catalog including commits accepted but not yet durable. */
   private headCatalog: Catalog;
   /** Reads below this timestamp are refused: versions there may be collected. */
@@ -178,6 +179,26 @@ export class Database implements TransactionHost {
   /** The latest committed timestamp visible to new transactions. */
   latestTs(): bigint {
     return this.published;
+  }
+
+  /**
+   * The latest timestamp accepted and written, durable or not. Every commit
+   * accepted so far has a timestamp at or below it (acceptance and writing
+   * happen in one synchronous step).
+   */
+  writtenTs(): bigint {
+    return this.written;
+  }
+
+  /**
+   * Runs `check` on every transaction about to commit, once it is known not
+   * to conflict: an error it returns (or throws) fails that commit alone.
+   * Checks are told of a commit before its timestamp is taken, so one added
+   * now sees every commit after `writtenTs()`. Returns a function that removes it.
+   */
+  addCommitCheck(check: CommitCheck): () => void {
+    this.commitChecks.add(check);
+    return () => this.commitChecks.delete(check);
   }
 
   /**
@@ -453,6 +474,14 @@ export class Database implements TransactionHost {
         // would read a snapshot already known to be stale and conflict again.
         deferred.push(() => item.reject(error));
         continue;
+      }
+      if (this.commitChecks.size > 0) {
+        const refused = runCommitChecks(this.commitChecks, tx);
+        if (refused !== null) {
+          tx.markState("aborted");
+          item.reject(refused);
+          continue;
+        }
       }
       const ts = this.oracle.next();
       let prepared: PreparedWrites;
@@ -866,6 +895,21 @@ function parseStoredDocument(text: string): Document {
 
 function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** See `Database.addCommitCheck`. */
+export type CommitCheck = (tx: Transaction) => Error | null;
+
+function runCommitChecks(checks: ReadonlySet<CommitCheck>, tx: Transaction): Error | null {
+  for (const check of checks) {
+    try {
+      const e = check(tx);
+      if (e !== null) return e;
+    } catch (e) {
+      return e instanceof Error ? e : new Error(String(e));
+    }
+  }
+  return null;
 }
 
 interface PreparedWrites {

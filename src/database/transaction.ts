@@ -157,6 +157,11 @@ export class Transaction {
    * write. The function runner uses it for schema validation.
    */
   checkWrite: ((tableName: string, doc: Document) => void) | null = null;
+  /**
+   * What `checkWrite` enforces, for commit checks that would enforce the
+   * same again (the function runner puts its schema's validators here).
+   */
+  writesCheckedAgainst: unknown = null;
   /** How many catalog documents (`_tables`, `_index`) this transaction wrote. */
   catalogWrites = 0;
   private state: "active" | "committing" | "committed" | "aborted" = "active";

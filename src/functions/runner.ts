@@ -706,6 +706,7 @@ export class FunctionRunner {
         else t.restart();
         if (kind === "mutation" && schema !== null) {
           t.checkWrite = schemaCheck(schema.validators, this.validationContext(t));
+          t.writesCheckedAgainst = schema.validators;
         }
         const env = new ExecutionEnvironment(
           t,

@@ -8,6 +8,7 @@ import { AppRuntime } from "../runtime/appRuntime.js";
 import { linkModules } from "../runtime/loader.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject, type Value } from "../values/index.js";
+import { describeViolation, type SchemaViolation } from "./schemaGuard.js";
 import { type SchemaValidators, schemaValidatorsFromJson, validateWrite } from "./validators.js";
 
 export interface SchemaIndex {
@@ -113,7 +114,7 @@ export const VALIDATION_PAGE = 1000;
 export async function findSchemaViolation(
   db: Database,
   schema: Schema | null,
-): Promise<{ table: string; error: string } | null> {
+): Promise<SchemaViolation | null> {
   if (schema === null || !schema.validators.schemaValidation) return null;
   // Garbage collection runs between pages: the snapshot (the latest commit,
   // which may be older than the retention window on an idle deployment) can
@@ -135,7 +136,7 @@ async function violationAt(
   db: Database,
   schema: Schema,
   ts: bigint,
-): Promise<{ table: string; error: string } | null> {
+): Promise<SchemaViolation | null> {
   for (const table of schema.validators.tables.keys()) {
     let after: Buffer | undefined;
     for (;;) {
@@ -151,15 +152,8 @@ async function violationAt(
         for (const doc of docs) {
           const e = validateWrite(schema.validators, table, doc as unknown as Value, ctx);
           if (e !== null) {
-            const detail = e.message.replace(
-              /^Failed to insert or update a document in table "[^"]*" because it does not match the schema: /,
-              "",
-            );
             const id = String((doc as { _id?: unknown })._id);
-            return {
-              table,
-              error: `Document with ID "${id}" in table "${table}" does not match the schema: ${detail}`,
-            };
+            return { table, error: describeViolation(table, id, e.message) };
           }
         }
         if (scan.done || docs.length === 0) break;
