@@ -15,6 +15,7 @@ import { EnvironmentCache, ensureEnvironmentTable } from "../functions/environme
 import { FunctionRunner, type MutationCounters } from "../functions/runner.js";
 import { JobExecutor, type JobTarget } from "../functions/scheduler.js";
 import { applySchemaIndexes, evaluateSchema, type Schema } from "../functions/schema.js";
+import { SchemaGuard } from "../functions/schemaGuard.js";
 import type { FileStorage } from "../functions/storage.js";
 import { TokenError, TokenVerifier, type TokenVerifierOptions } from "../functions/userTokens.js";
 import { SqlitePersistence } from "../persistence/index.js";
@@ -364,6 +365,12 @@ export class Deployment {
   urls = { cloud: "", site: "" };
   private live: PreparedApp | null;
   private runnerRef: FunctionRunner;
+  /**
+   * The live app's schema, held on commits its runner did not check as they
+   * were written: the previous app's mutations that finish after a push, and
+   * writers that are not functions.
+   */
+  private schemaGuard: SchemaGuard | null = null;
 
   private constructor(
     readonly db: Database,
@@ -396,6 +403,7 @@ export class Deployment {
       process.stderr.write(`tessera: crons: ${e instanceof Error ? e.message : e}\n`),
     );
     this.live = live;
+    this.guardSchema(live?.schema ?? null);
     this.runnerRef = this.runnerFor(
       live?.runtime ?? empty,
       live?.schema ?? null,
@@ -563,6 +571,7 @@ export class Deployment {
     const previous = this.live;
     const previousEmpty = this.emptyRuntime;
     this.live = app;
+    this.guardSchema(app.schema);
     if (app.authProviders !== null && app.authEnvironmentKey !== null)
       this.authMemo = {
         app,
@@ -583,7 +592,13 @@ export class Deployment {
     await this.crons.register(app.crons);
   }
 
+  private guardSchema(schema: Schema | null): void {
+    this.schemaGuard?.dispose();
+    this.schemaGuard = schema === null ? null : new SchemaGuard(this.db, schema, "enforce");
+  }
+
   async close(): Promise<void> {
+    this.schemaGuard?.dispose();
     this.crons.close();
     this.jobs.close();
     this.logs.close();

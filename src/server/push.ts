@@ -18,6 +18,7 @@ import {
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
 import { findSchemaViolation, type Schema, type SchemaIndex } from "../functions/schema.js";
+import { SchemaGuard, type SchemaViolation } from "../functions/schemaGuard.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject } from "../values/index.js";
 import { moduleHash, newImportSeed, type StoredApp } from "./codeStore.js";
@@ -176,27 +177,39 @@ export class PushManager {
         disposeApp(push.app);
         return result;
       }
-      // Data written since wait_for_schema must satisfy the schema too.
-      let problem: Awaited<ReturnType<typeof findSchemaViolation>>;
+      // Data written since wait_for_schema must satisfy the schema too: what
+      // is committed from here on is watched, what was before is checked.
+      const db = this.deployment.db;
+      const schema = push.app.schema;
+      const guard = schema === null ? null : new SchemaGuard(db, schema, "watch");
       try {
-        problem = await findSchemaViolation(this.deployment.db, push.app.schema);
-      } catch (e) {
-        // No longer pending: nothing else would dispose of it.
-        disposeApp(push.app);
-        throw e;
+        let problem: SchemaViolation | null;
+        try {
+          await db.whenPublished(db.writtenTs());
+          problem = (await findSchemaViolation(db, schema)) ?? guard?.violation ?? null;
+        } catch (e) {
+          // No longer pending: nothing else would dispose of it.
+          disposeApp(push.app);
+          throw e;
+        }
+        if (problem !== null) {
+          disposeApp(push.app);
+          throw new HttpError(
+            400,
+            `Schema validation failed: ${problem.error}`,
+            "SchemaValidationFailed",
+          );
+        }
+        // Decided: from here a commit of the old app's that the new schema
+        // refuses fails, rather than land after the check.
+        guard?.enforce();
+        await this.addIndexes(push, { replace: true });
+        await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
+        this.deployment.codeStore.save(push.app.stored);
+        await this.deployment.install(push.app);
+      } finally {
+        guard?.dispose();
       }
-      if (problem !== null) {
-        disposeApp(push.app);
-        throw new HttpError(
-          400,
-          `Schema validation failed: ${problem.error}`,
-          "SchemaValidationFailed",
-        );
-      }
-      await this.addIndexes(push, { replace: true });
-      await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
-      this.deployment.codeStore.save(push.app.stored);
-      await this.deployment.install(push.app);
       return result;
     });
   }

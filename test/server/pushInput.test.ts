@@ -1102,4 +1102,61 @@ describe("admin push endpoints with any input", () => {
     await pristinePush();
     await expectOldAppServes();
   });
+
+  it("fails a push whose schema a write breaks during its last data check, or fails that write", async () => {
+    const http = new ConvexHttpClient(server.url, { logger: false });
+    // Documents of a table the push declares: its check reads them page by page, serving others between.
+    for (let i = 0; i < 4; i++) await http.mutation(fill, { count: 10_000 });
+    const { ns } = await http.query(list, {});
+    // A schema that holds exactly the notes there are: the next note `add` makes breaks it.
+    type Field = { fieldType: Json; optional: boolean };
+    type Table = { tableName: string; documentType: { value: Record<string, Field> } };
+    const schema = structuredClone(schemaExport) as { tables: Json[] };
+    const notes = schema.tables.find((t) => (t as Table).tableName === "notes") as Table;
+    notes.documentType.value.n!.fieldType = {
+      type: "union",
+      value: ns.map((n) => ({ type: "literal", value: n })),
+    };
+    schema.tables.push({
+      tableName: "bulk",
+      indexes: [],
+      searchIndexes: [],
+      vectorIndexes: [],
+      documentType: {
+        type: "object",
+        value: { x: { fieldType: { type: "number" }, optional: false } },
+      },
+    });
+    const push = structuredClone(cliStartPush) as {
+      appDefinition: { schema: { source: string; sourceMap?: string } };
+    };
+    push.appDefinition.schema.source = `export default { export: () => ${JSON.stringify(JSON.stringify(schema))} };`;
+    delete push.appDefinition.schema.sourceMap;
+    const started = await admin("/api/deploy2/start_push", JSON.stringify(push));
+    expect(started.status, started.text).toBe(200);
+    const id = (JSON.parse(started.text) as { tesseraPushId: string }).tesseraPushId;
+    const waited = await admin("/api/deploy2/wait_for_schema", JSON.stringify(naming(cliWait, id)));
+    expect(JSON.parse(waited.text)).toMatchObject({ type: "complete" });
+    const finish = admin("/api/deploy2/finish_push", JSON.stringify(naming(cliFinish, id)));
+    await sleep(20);
+    // Sent while the check reads the 40,000 documents (before it, it would find the note itself).
+    const added = await http.mutation(add, { text: "during the check" }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    const finished = await finish;
+    if (added === null) {
+      // The note is in: a push whose schema it breaks must not be installed.
+      expect(finished.status, finished.text).toBe(400);
+      expect(JSON.parse(finished.text).message).toMatch(
+        /^Schema validation failed: Document with ID "[^"]+" in table "notes" does not match the schema/,
+      );
+    } else {
+      // Sent after the push was decided: the old app's write is refused instead.
+      expect(added.message).toMatch(/in table "notes" because it does not match the schema/);
+      expect(finished.status, finished.text).toBe(200);
+    }
+    await pristinePush();
+    await expectOldAppServes();
+  });
 });
