@@ -57,6 +57,7 @@ import {
   parseArgsValidator,
   parseReturnsValidator,
   type SchemaValidators,
+  TransactionNames,
   type ValidationContext,
   type ValidatorJSON,
   validateArgs,
@@ -774,17 +775,6 @@ class CatalogNames implements ValidationContext {
   }
   tableNameForNumber(n: number): string | undefined {
     return this.catalog.tableByNumber(n)?.name;
-  }
-}
-
-/** Table names and numbers as a transaction sees them (its own new tables included). */
-class TransactionNames implements ValidationContext {
-  constructor(private readonly tx: Transaction) {}
-  tableNumberForName(name: string): number | undefined {
-    return this.tx.currentCatalog.table(name)?.number;
-  }
-  tableNameForNumber(n: number): string | undefined {
-    return this.tx.currentCatalog.tableByNumber(n)?.name;
   }
 }
 

@@ -8,8 +8,12 @@ import { AppRuntime } from "../runtime/appRuntime.js";
 import { linkModules } from "../runtime/loader.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject, type Value } from "../values/index.js";
-import { describeViolation, type SchemaViolation } from "./schemaGuard.js";
-import { type SchemaValidators, schemaValidatorsFromJson, validateWrite } from "./validators.js";
+import {
+  type SchemaValidators,
+  schemaValidatorsFromJson,
+  TransactionNames,
+  validateWrite,
+} from "./validators.js";
 
 export interface SchemaIndex {
   table: string;
@@ -100,6 +104,20 @@ export async function applySchemaIndexes(db: Database, schema: Schema): Promise<
   await db.waitForBackgroundWork();
 }
 
+export interface SchemaViolation {
+  table: string;
+  error: string;
+}
+
+/** A stored document's violation, worded as a push that finds it reports it. */
+export function describeViolation(table: string, id: string, message: string): string {
+  const detail = message.replace(
+    /^Failed to insert or update a document in table "[^"]*" because it does not match the schema: /,
+    "",
+  );
+  return `Document with ID "${id}" in table "${table}" does not match the schema: ${detail}`;
+}
+
 /** Documents checked per transaction when validating existing data. */
 export const VALIDATION_PAGE = 1000;
 
@@ -143,10 +161,7 @@ async function violationAt(
       const tx = await db.beginAt(ts);
       try {
         if (tx.table(table) === undefined) break;
-        const ctx = {
-          tableNumberForName: (name: string) => tx.currentCatalog.table(name)?.number,
-          tableNameForNumber: (n: number) => tx.currentCatalog.tableByNumber(n)?.name,
-        };
+        const ctx = new TransactionNames(tx);
         const scan = tx.query(table, "by_creation_time", [], "asc", after ? { after } : {});
         const docs = await scan.next(VALIDATION_PAGE);
         for (const doc of docs) {

@@ -3,18 +3,20 @@
  * it is made, against its own app's schema; that leaves out commits made by
  * other code: the previous app's mutations still running when a push
  * switches apps, and writers that are not functions. A guard validates what
- * those commits leave in the schema's tables, as they commit.
+ * those commits leave in the schema's tables, as they commit. It runs in the
+ * database's commit loop, so a large commit it checks holds its batch that
+ * long (only the old app's commits, while a push finishes and after it).
  */
 import type { Database, Transaction } from "../database/index.js";
 import type { Value } from "../values/index.js";
 import { FunctionError } from "./runner.js";
-import type { Schema } from "./schema.js";
-import { type ValidationContext, validateWrite } from "./validators.js";
-
-export interface SchemaViolation {
-  table: string;
-  error: string;
-}
+import {
+  describeViolation,
+  findSchemaViolation,
+  type Schema,
+  type SchemaViolation,
+} from "./schema.js";
+import { type SchemaValidators, TransactionNames, validateWrite } from "./validators.js";
 
 export class SchemaGuard {
   /** "watch": a violating commit goes ahead and the first one is kept in `violation`; "enforce": it fails. */
@@ -27,7 +29,7 @@ export class SchemaGuard {
     this.mode = mode;
     const validators = schema.validators;
     this.remove = validators.schemaValidation
-      ? db.addCommitCheck((tx) => this.check(tx, schema))
+      ? db.addCommitCheck((tx) => this.check(tx, validators))
       : () => {};
   }
 
@@ -44,20 +46,16 @@ export class SchemaGuard {
     this.remove();
   }
 
-  private check(tx: Transaction, schema: Schema): Error | null {
-    const validators = schema.validators;
+  private check(tx: Transaction, validators: SchemaValidators): Error | null {
     // Checked against this very schema as they were written (the app's own runner).
     if (tx.writesCheckedAgainst === validators) return null;
-    let ctx: ValidationContext | null = null;
+    let names: TransactionNames | null = null;
     for (const w of tx.writes.values()) {
       if (w.current === null) continue;
       const table = tx.currentCatalog.tableByNumber(w.tableNumber)?.name;
       if (table === undefined || !validators.tables.has(table)) continue;
-      ctx ??= {
-        tableNumberForName: (name) => tx.currentCatalog.table(name)?.number,
-        tableNameForNumber: (n) => tx.currentCatalog.tableByNumber(n)?.name,
-      };
-      const e = validateWrite(validators, table, w.current as unknown as Value, ctx);
+      names ??= new TransactionNames(tx);
+      const e = validateWrite(validators, table, w.current as unknown as Value, names);
       if (e === null) continue;
       if (this.mode === "enforce") return new FunctionError(e.message, "user");
       this.found ??= { table, error: describeViolation(table, w.id, e.message) };
@@ -66,11 +64,30 @@ export class SchemaGuard {
   }
 }
 
-/** A stored document's violation, as a push that finds it reports it. */
-export function describeViolation(table: string, id: string, message: string): string {
-  const detail = message.replace(
-    /^Failed to insert or update a document in table "[^"]*" because it does not match the schema: /,
-    "",
-  );
-  return `Document with ID "${id}" in table "${table}" does not match the schema: ${detail}`;
+/**
+ * Checks the stored data against `schema`, and what commits meanwhile: a
+ * watching guard is added first, and the check's snapshot is taken once every
+ * commit accepted before it is published, so each commit is either in the
+ * snapshot or seen by the guard. Returns the first violation found either way
+ * (the guard is then disposed of), or, when there is none, the guard,
+ * enforcing from that same step on: the caller goes ahead and must dispose of it.
+ */
+export async function holdSchema(
+  db: Database,
+  schema: Schema,
+): Promise<{ violation: SchemaViolation } | { violation: null; guard: SchemaGuard }> {
+  const guard = new SchemaGuard(db, schema, "watch");
+  try {
+    await db.whenPublished(db.writtenTs());
+    const violation = (await findSchemaViolation(db, schema)) ?? guard.violation;
+    if (violation !== null) {
+      guard.dispose();
+      return { violation };
+    }
+    guard.enforce();
+    return { violation: null, guard };
+  } catch (e) {
+    guard.dispose();
+    throw e;
+  }
 }

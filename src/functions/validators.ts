@@ -43,6 +43,7 @@
  * message is our own.
  */
 
+import type { Transaction } from "../database/index.js";
 import type { Value } from "../values/index.js";
 import {
   decodeDocumentId,
@@ -69,6 +70,17 @@ export interface ValidationContext {
   tableNumberForName(name: string): number | undefined;
   /** The name of a table number, used only to word messages; optional. */
   tableNameForNumber?(tableNumber: number): string | undefined;
+}
+
+/** Table names and numbers as a transaction sees them (its own new tables included). */
+export class TransactionNames implements ValidationContext {
+  constructor(private readonly tx: Transaction) {}
+  tableNumberForName(name: string): number | undefined {
+    return this.tx.currentCatalog.table(name)?.number;
+  }
+  tableNameForNumber(n: number): string | undefined {
+    return this.tx.currentCatalog.tableByNumber(n)?.name;
+  }
 }
 
 export type ValidationFailureKind =

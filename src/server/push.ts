@@ -18,7 +18,7 @@ import {
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
 import { findSchemaViolation, type Schema, type SchemaIndex } from "../functions/schema.js";
-import { SchemaGuard, type SchemaViolation } from "../functions/schemaGuard.js";
+import { holdSchema } from "../functions/schemaGuard.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject } from "../values/index.js";
 import { moduleHash, newImportSeed, type StoredApp } from "./codeStore.js";
@@ -177,38 +177,34 @@ export class PushManager {
         disposeApp(push.app);
         return result;
       }
-      // Data written since wait_for_schema must satisfy the schema too: what
-      // is committed from here on is watched, what was before is checked.
-      const db = this.deployment.db;
-      const schema = push.app.schema;
-      const guard = schema === null ? null : new SchemaGuard(db, schema, "watch");
+      // Data written since wait_for_schema must satisfy the schema too, and
+      // so must what commits while it is checked.
+      let held: Awaited<ReturnType<typeof holdSchema>> | null;
       try {
-        let problem: SchemaViolation | null;
-        try {
-          await db.whenPublished(db.writtenTs());
-          problem = (await findSchemaViolation(db, schema)) ?? guard?.violation ?? null;
-        } catch (e) {
-          // No longer pending: nothing else would dispose of it.
-          disposeApp(push.app);
-          throw e;
-        }
-        if (problem !== null) {
-          disposeApp(push.app);
-          throw new HttpError(
-            400,
-            `Schema validation failed: ${problem.error}`,
-            "SchemaValidationFailed",
-          );
-        }
-        // Decided: from here a commit of the old app's that the new schema
-        // refuses fails, rather than land after the check.
-        guard?.enforce();
+        held =
+          push.app.schema === null ? null : await holdSchema(this.deployment.db, push.app.schema);
+      } catch (e) {
+        // No longer pending: nothing else would dispose of it.
+        disposeApp(push.app);
+        throw e;
+      }
+      if (held !== null && held.violation !== null) {
+        disposeApp(push.app);
+        throw new HttpError(
+          400,
+          `Schema validation failed: ${held.violation.error}`,
+          "SchemaValidationFailed",
+        );
+      }
+      // Decided: from here an old-app commit that breaks the new schema fails
+      // (held's guard enforces), rather than land after the check.
+      try {
         await this.addIndexes(push, { replace: true });
         await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
         this.deployment.codeStore.save(push.app.stored);
         await this.deployment.install(push.app);
       } finally {
-        guard?.dispose();
+        held?.guard.dispose();
       }
       return result;
     });

@@ -2,8 +2,8 @@ import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FunctionError } from "../../src/functions/runner.js";
-import { schemaFromJson } from "../../src/functions/schema.js";
-import { SchemaGuard } from "../../src/functions/schemaGuard.js";
+import { schemaFromJson, VALIDATION_PAGE } from "../../src/functions/schema.js";
+import { holdSchema, SchemaGuard } from "../../src/functions/schemaGuard.js";
 import { openTestDb, rejection, type TestDb } from "../helpers.js";
 
 let t: TestDb;
@@ -95,5 +95,55 @@ describe("a schema guard", () => {
     const guard = new SchemaGuard(t.db, off, "enforce");
     await insert("notes", { text: 1 });
     guard.dispose();
+  });
+});
+
+describe("holding a schema over the stored data (a push's last check)", () => {
+  /** `count` valid notes, 500 per commit. */
+  async function addNotes(count: number): Promise<void> {
+    for (let start = 0; start < count; start += 500)
+      await t.db.run(async (tx) => {
+        for (let i = start; i < Math.min(count, start + 500); i++)
+          await tx.insert("notes", { text: `note ${i}` } as never);
+      });
+  }
+
+  it("checks a commit accepted before it but not yet durable", async () => {
+    // Begun the moment a batch holding a bad note is written, before its sync:
+    // the guard comes too late for that commit, the snapshot must include it.
+    let held: ReturnType<typeof holdSchema> | null = null;
+    const off = t.db.onWrite(() => {
+      held ??= holdSchema(t.db, schema);
+    });
+    const { value: bad } = await insert("notes", { text: 1 });
+    off();
+    const outcome = await held!;
+    expect(outcome.violation?.error).toContain(`Document with ID "${bad}"`);
+  });
+
+  it("fails on a commit after its snapshot, while the data is read", async () => {
+    await addNotes(VALIDATION_PAGE + 10);
+    const db = t.db;
+    const begin = db.beginAt.bind(db);
+    let pages = 0;
+    let bad: string | null = null;
+    db.beginAt = async (ts: bigint) => {
+      // Between the first page and the second: after the snapshot, so the check never sees it.
+      if (++pages === 2) bad = (await insert("notes", { text: 2 })).value;
+      return begin(ts);
+    };
+    const outcome = await holdSchema(db, schema);
+    expect(pages).toBeGreaterThan(1);
+    expect(outcome.violation?.error).toContain(`Document with ID "${bad}"`);
+  });
+
+  it("enforces from the step that finds nothing", async () => {
+    await addNotes(10);
+    const outcome = await holdSchema(t.db, schema);
+    expect(outcome.violation).toBeNull();
+    const error = await rejection(insert("notes", { text: 3 }));
+    expect(error.message).toMatch(/in table "notes" because it does not match the schema/);
+    if (outcome.violation === null) outcome.guard.dispose();
+    await insert("notes", { text: 4 });
   });
 });
