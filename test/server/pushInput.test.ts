@@ -708,6 +708,30 @@ function startPushTemplate(variant: "all" | "hashes"): Record<string, Json> {
   return t;
 }
 
+/** The CLI's start_push request with `schema` as the app's schema export. */
+function pushOfSchema(schema: Json): Json {
+  const push = structuredClone(cliStartPush) as {
+    appDefinition: { schema: { source: string; sourceMap?: string } };
+  };
+  push.appDefinition.schema.source = `export default { export: () => ${JSON.stringify(JSON.stringify(schema))} };`;
+  delete push.appDefinition.schema.sourceMap;
+  return push;
+}
+
+/** The table `notes:fill` writes, declared (`x` a number) with `indexes`. */
+function bulkTable(indexes: Json[]): Json {
+  return {
+    tableName: "bulk",
+    indexes,
+    searchIndexes: [],
+    vectorIndexes: [],
+    documentType: {
+      type: "object",
+      value: { x: { fieldType: { type: "number" }, optional: false } },
+    },
+  };
+}
+
 /** `template` naming push `id` instead of the captured one. */
 function naming(template: Json, id: string): Json {
   return JSON.parse(JSON.stringify(template).replaceAll(capturedPushId, id));
@@ -1010,11 +1034,7 @@ describe("admin push endpoints with any input", () => {
     for (const [change, message] of cases) {
       const schema = structuredClone(schemaExport) as Schema;
       change(schema);
-      const push = structuredClone(cliStartPush) as {
-        appDefinition: { schema: { source: string; sourceMap?: string } };
-      };
-      push.appDefinition.schema.source = `export default { export: () => ${JSON.stringify(JSON.stringify(schema))} };`;
-      delete push.appDefinition.schema.sourceMap;
+      const push = pushOfSchema(schema);
       for (const route of ["evaluate_push", "start_push"]) {
         const a = await admin(`/api/deploy2/${route}`, JSON.stringify(push));
         expect(a.status, a.text).toBe(400);
@@ -1064,21 +1084,8 @@ describe("admin push endpoints with any input", () => {
     // The push declares that table with an index: its wait_for_schema checks and indexes every
     // document, and the finish_push requests sent meanwhile wait behind it.
     const schema = structuredClone(schemaExport) as { tables: Json[] };
-    schema.tables.push({
-      tableName: "bulk",
-      indexes: [{ indexDescriptor: "by_x", fields: ["x"] }],
-      searchIndexes: [],
-      vectorIndexes: [],
-      documentType: {
-        type: "object",
-        value: { x: { fieldType: { type: "number" }, optional: false } },
-      },
-    });
-    const push = structuredClone(cliStartPush) as {
-      appDefinition: { schema: { source: string; sourceMap?: string } };
-    };
-    push.appDefinition.schema.source = `export default { export: () => ${JSON.stringify(JSON.stringify(schema))} };`;
-    delete push.appDefinition.schema.sourceMap;
+    schema.tables.push(bulkTable([{ indexDescriptor: "by_x", fields: ["x"] }]));
+    const push = pushOfSchema(schema);
     const started = await admin("/api/deploy2/start_push", JSON.stringify(push));
     expect(started.status, started.text).toBe(200);
     const id = (JSON.parse(started.text) as { tesseraPushId: string }).tesseraPushId;
@@ -1117,21 +1124,8 @@ describe("admin push endpoints with any input", () => {
       type: "union",
       value: ns.map((n) => ({ type: "literal", value: n })),
     };
-    schema.tables.push({
-      tableName: "bulk",
-      indexes: [],
-      searchIndexes: [],
-      vectorIndexes: [],
-      documentType: {
-        type: "object",
-        value: { x: { fieldType: { type: "number" }, optional: false } },
-      },
-    });
-    const push = structuredClone(cliStartPush) as {
-      appDefinition: { schema: { source: string; sourceMap?: string } };
-    };
-    push.appDefinition.schema.source = `export default { export: () => ${JSON.stringify(JSON.stringify(schema))} };`;
-    delete push.appDefinition.schema.sourceMap;
+    schema.tables.push(bulkTable([]));
+    const push = pushOfSchema(schema);
     const started = await admin("/api/deploy2/start_push", JSON.stringify(push));
     expect(started.status, started.text).toBe(200);
     const id = (JSON.parse(started.text) as { tesseraPushId: string }).tesseraPushId;
