@@ -31,6 +31,13 @@ export interface IndexInfo {
   createdTs: bigint;
   /** Timestamp of the commit that dropped it, for dropped indexes. */
   droppedTs?: bigint;
+  /**
+   * Not found by its name: a replacement built beside the index of that name
+   * while the code reading the old one serves, or the old one kept for that
+   * code until it retires (see `Transaction.declaredIndexes`). Maintained by
+   * every write like any live index.
+   */
+  hidden?: true;
   docId?: string;
 }
 
@@ -121,8 +128,24 @@ export class Catalog {
     return this.indexesByTable.get(tableNumber) ?? [];
   }
 
+  /** The index found by this name (not a hidden one). */
   index(tableNumber: number, name: string): IndexInfo | undefined {
-    return this.indexes(tableNumber).find((i) => i.name === name);
+    return this.indexes(tableNumber).find((i) => i.name === name && i.hidden !== true);
+  }
+
+  /** The hidden index of this name on exactly these fields. */
+  hiddenIndex(tableNumber: number, name: string, fields: readonly string[]): IndexInfo | undefined {
+    return this.indexes(tableNumber).find(
+      (i) => i.hidden === true && i.name === name && sameFields(i.fields, fields),
+    );
+  }
+
+  /** Every live hidden index. */
+  hiddenIndexes(): IndexInfo[] {
+    const out: IndexInfo[] = [];
+    for (const list of this.indexesByTable.values())
+      for (const i of list) if (i.hidden === true) out.push(i);
+    return out;
   }
 
   byIdIndex(tableNumber: number): IndexInfo {
@@ -168,8 +191,29 @@ export function indexDocumentFields(
   fields: readonly string[],
   number: number,
   state: IndexState,
-): { table: number; name: string; kind: string; fields: string[]; number: number; state: string } {
-  return { table: tableNumber, name, kind, fields: [...fields], number, state };
+  hidden = false,
+): {
+  table: number;
+  name: string;
+  kind: string;
+  fields: string[];
+  number: number;
+  state: string;
+  hidden?: true;
+} {
+  return {
+    table: tableNumber,
+    name,
+    kind,
+    fields: [...fields],
+    number,
+    state,
+    ...(hidden ? { hidden: true as const } : {}),
+  };
+}
+
+export function sameFields(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((f, i) => f === b[i]);
 }
 
 function tableFromDocument(doc: Document): TableInfo {
@@ -190,6 +234,7 @@ function indexFromDocument(doc: Document, ts: bigint, previous: IndexInfo | unde
     // index's document never changes again, so on reload it is the version's).
     createdTs: previous?.createdTs ?? ts,
     droppedTs: state === "dropped" ? (previous?.droppedTs ?? ts) : undefined,
+    ...(doc.hidden === true ? { hidden: true as const } : {}),
     docId: doc._id,
   };
 }

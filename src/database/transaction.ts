@@ -37,6 +37,7 @@ import {
   type IndexInfo,
   type IndexKind,
   indexDocumentFields,
+  sameFields,
   TABLES_BY_NAME,
   TABLES_BY_NUMBER,
   TABLES_TABLE,
@@ -162,6 +163,15 @@ export class Transaction {
    * same again (the function runner puts its schema's validators here).
    */
   writesCheckedAgainst: unknown = null;
+  /**
+   * The user indexes as the code running in this transaction declared them
+   * (table name → index name → fields). A query reads the index of its name,
+   * unless these fields differ from that index's and a hidden index of that
+   * name has them: while a push replaces an index with one on other fields,
+   * the code of each side reads its own (see `createIndex`'s `hidden`). The
+   * function runner sets it from the app's schema.
+   */
+  declaredIndexes: ReadonlyMap<string, ReadonlyMap<string, readonly string[]>> | null = null;
   /** How many catalog documents (`_tables`, `_index`) this transaction wrote. */
   catalogWrites = 0;
   private state: "active" | "committing" | "committed" | "aborted" = "active";
@@ -244,6 +254,29 @@ export class Transaction {
     const key = encodeKey([table.number, name]);
     this.readSet.addRange(INDEX_BY_TABLE, key, tuplePrefixEnd(key));
     return this.catalog.index(table.number, name);
+  }
+
+  /** The hidden index of this name on exactly these fields; the lookup joins the read set. */
+  hiddenIndex(tableName: string, name: string, fields: readonly string[]): IndexInfo | undefined {
+    const table = this.table(tableName);
+    if (table === undefined) return undefined;
+    this.index(table, name);
+    return this.catalog.hiddenIndex(table.number, name, fields);
+  }
+
+  /** The index a query by this name reads (see `declaredIndexes`). */
+  private indexAsDeclared(table: TableInfo, name: string): IndexInfo | undefined {
+    const index = this.index(table, name);
+    const declared = this.declaredIndexes?.get(table.name)?.get(name);
+    if (declared === undefined || (index !== undefined && sameFields(index.fields, declared)))
+      return index;
+    const hidden = this.catalog.hiddenIndex(table.number, name, declared);
+    // Read on other fields, its range would be refused or, worse, its order differ.
+    if (hidden === undefined && index !== undefined)
+      throw new DatabaseError(
+        `Index ${table.name}.${name} is on ${JSON.stringify(index.fields)} but this code declared it on ${JSON.stringify(declared)}: it was changed by a newer deploy`,
+      );
+    return hidden;
   }
 
   // ---- reads ---------------------------------------------------------------
@@ -337,7 +370,7 @@ export class Transaction {
       }
       return IndexScan.empty();
     }
-    const index = this.index(table, indexName);
+    const index = this.indexAsDeclared(table, indexName);
     if (index === undefined) {
       throw new DatabaseError(`Index ${tableName}.${indexName} not found`);
     }
@@ -647,6 +680,7 @@ export class Transaction {
     kind: IndexKind,
     fields: readonly string[],
     state: "enabled" | "backfilling",
+    hidden = false,
   ): IndexInfo {
     const number = this.allocate(
       INDEX_BY_NUMBER,
@@ -654,7 +688,7 @@ export class Transaction {
     );
     this.writeCatalogDocument(
       INDEX_TABLE,
-      indexDocumentFields(tableNumber, name, kind, fields, number, state),
+      indexDocumentFields(tableNumber, name, kind, fields, number, state, hidden),
     );
     return this.catalog.indexesByNumber.get(number)!;
   }
@@ -664,12 +698,16 @@ export class Transaction {
    * that already has documents in this transaction's snapshot the index
    * starts out backfilling: the database fills it after the commit and then
    * enables it. Field paths are dotted (`a.b`).
+   *
+   * With `hidden`, the index is not found by its name (and not counted
+   * against the table's limit) until `showIndex`: a replacement for the index
+   * of that name, built while code reading that one serves.
    */
   async createIndex(
     tableName: string,
     indexName: string,
     fields: readonly string[],
-    options?: WriteOptions,
+    options?: WriteOptions & { hidden?: boolean },
   ): Promise<void> {
     this.checkWritable();
     if (
@@ -709,11 +747,19 @@ export class Transaction {
     const existed =
       this.table(tableName) !== undefined && this.baseCatalog.table(tableName) !== undefined;
     const table = this.tableForWrite(tableName, options);
-    if (this.index(table, indexName) !== undefined) {
+    const hidden = options?.hidden === true;
+    if (hidden && this.catalog.hiddenIndex(table.number, indexName, fields) !== undefined) {
+      throw new DatabaseError(
+        `Index ${tableName}.${indexName} already has a hidden version on these fields`,
+      );
+    }
+    if (!hidden && this.index(table, indexName) !== undefined) {
       throw new DatabaseError(`Index ${tableName}.${indexName} already exists`);
     }
-    const userIndexes = this.catalog.indexes(table.number).filter((i) => i.kind === "user").length;
-    if (userIndexes >= MAX_INDEXES_PER_TABLE) {
+    const userIndexes = this.catalog
+      .indexes(table.number)
+      .filter((i) => i.kind === "user" && i.hidden !== true).length;
+    if (!hidden && userIndexes >= MAX_INDEXES_PER_TABLE) {
       throw new DatabaseError(
         `Table ${tableName} already has ${MAX_INDEXES_PER_TABLE} indexes, the maximum`,
       );
@@ -723,25 +769,94 @@ export class Transaction {
     const empty =
       !existed &&
       ![...this.writes.values()].some((w) => w.tableNumber === table.number && w.original !== null);
-    this.addIndex(table.number, indexName, "user", fields, empty ? "enabled" : "backfilling");
+    this.addIndex(
+      table.number,
+      indexName,
+      "user",
+      fields,
+      empty ? "enabled" : "backfilling",
+      hidden,
+    );
   }
 
   /** Removes a user index; its entries are deleted in the background after the commit. */
   async dropIndex(tableName: string, indexName: string): Promise<void> {
+    await this.setIndexState(this.userIndexToChange(tableName, indexName), "dropped");
+  }
+
+  private userIndexToChange(tableName: string, indexName: string): IndexInfo {
     this.checkWritable();
     const table = this.table(tableName);
     const index = table && this.index(table, indexName);
     if (!table || !index || index.kind !== "user")
       throw new DatabaseError(`Index ${tableName}.${indexName} not found`);
-    await this.setIndexState(index, "dropped");
+    return index;
+  }
+
+  /**
+   * Hides the index of this name: queries by the name no longer find it,
+   * except from code that declared its fields (`declaredIndexes`); writes
+   * keep maintaining it until `dropHiddenIndex`.
+   */
+  async hideIndex(tableName: string, indexName: string): Promise<void> {
+    const index = this.userIndexToChange(tableName, indexName);
+    if (this.catalog.hiddenIndex(index.tableNumber, indexName, index.fields) !== undefined)
+      throw new DatabaseError(
+        `Index ${tableName}.${indexName} already has a hidden version on these fields`,
+      );
+    await this.rewriteIndex(index, { hidden: true });
+  }
+
+  /** Makes the hidden index of this name on `fields` the one found by its name. */
+  async showIndex(tableName: string, indexName: string, fields: readonly string[]): Promise<void> {
+    const index = this.hiddenIndexToChange(tableName, indexName, fields);
+    if (this.index(this.table(tableName)!, indexName) !== undefined)
+      throw new DatabaseError(`Index ${tableName}.${indexName} already exists`);
+    await this.rewriteIndex(index, { hidden: false });
+  }
+
+  /** Removes the hidden index of this name on `fields`, as `dropIndex` does a visible one. */
+  async dropHiddenIndex(
+    tableName: string,
+    indexName: string,
+    fields: readonly string[],
+  ): Promise<void> {
+    await this.setIndexState(this.hiddenIndexToChange(tableName, indexName, fields), "dropped");
+  }
+
+  private hiddenIndexToChange(
+    tableName: string,
+    indexName: string,
+    fields: readonly string[],
+  ): IndexInfo {
+    this.checkWritable();
+    const index = this.hiddenIndex(tableName, indexName, fields);
+    if (index === undefined)
+      throw new DatabaseError(
+        `Index ${tableName}.${indexName} has no hidden version on these fields`,
+      );
+    return index;
   }
 
   /** @internal Moves an index to a new state by rewriting its `_index` document. */
   async setIndexState(index: IndexInfo, state: "enabled" | "dropped"): Promise<void> {
+    await this.rewriteIndex(index, { state });
+  }
+
+  private async rewriteIndex(
+    index: IndexInfo,
+    change: { state?: "enabled" | "dropped"; hidden?: boolean },
+  ): Promise<void> {
     if (!index.docId) throw new DatabaseError(`Index ${index.name} is built in and cannot change`);
     const doc = await this.get(index.docId);
     if (doc === null) throw new DatabaseError(`Index ${index.name} no longer exists`);
-    const next = { ...doc, state } as Document;
+    const { hidden: _, ...rest } = doc;
+    const hidden = change.hidden ?? doc.hidden === true;
+    const next = {
+      ...rest,
+      ...(change.state !== undefined ? { state: change.state } : {}),
+      ...(hidden ? { hidden: true } : {}),
+    } as Document;
     this.record(
       this.pendingFor(this.catalog.tableByNumber(INDEX_TABLE)!, index.docId, doc),
       next,
