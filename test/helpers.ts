@@ -122,3 +122,22 @@ export function countTurns(): { readonly turns: number; stop(): number } {
     },
   };
 }
+
+/** The user indexes of `table`, as `name(fields)`: those found by name, and the hidden ones. */
+export function indexesOf(db: Database, table: string): { found: string[]; hidden: string[] } {
+  const catalog = db.catalog;
+  const number = catalog.table(table)!.number;
+  const named = (i: { name: string; fields: readonly string[] }) =>
+    `${i.name}(${i.fields.join(",")})`;
+  const user = catalog.indexes(number).filter((i) => i.kind === "user");
+  return {
+    found: user
+      .filter((i) => i.hidden !== true)
+      .map(named)
+      .sort(),
+    hidden: user
+      .filter((i) => i.hidden === true)
+      .map(named)
+      .sort(),
+  };
+}

@@ -705,6 +705,7 @@ export class FunctionRunner {
         // attempt read and wrote forgotten.
         if (t === undefined) t = typeof tx === "function" ? tx() : tx;
         else t.restart();
+        if (schema !== null) t.declaredIndexes = schema.declaredIndexes;
         if (kind === "mutation" && schema !== null) {
           t.checkWrite = schemaCheck(schema.validators, this.validationContext(t));
           t.writesCheckedAgainst = schema.validators;

@@ -3,7 +3,13 @@
  * like any user code), enforced on writes, and its indexes created in the
  * database.
  */
-import { type Database, SnapshotTooOldError } from "../database/index.js";
+import {
+  type Database,
+  type IndexInfo,
+  SnapshotTooOldError,
+  sameFields,
+  type Transaction,
+} from "../database/index.js";
 import { AppRuntime } from "../runtime/appRuntime.js";
 import { linkModules } from "../runtime/loader.js";
 import type { ModuleSource } from "../runtime/modules.js";
@@ -26,6 +32,8 @@ export interface Schema {
   json: string;
   validators: SchemaValidators;
   indexes: SchemaIndex[];
+  /** `indexes` by table and name, for the transactions of the app's code (`Transaction.declaredIndexes`). */
+  declaredIndexes: ReadonlyMap<string, ReadonlyMap<string, readonly string[]>>;
 }
 
 /**
@@ -68,7 +76,13 @@ export function schemaIndexes(json: string): SchemaIndex[] {
 }
 
 export function schemaFromJson(json: string): Schema {
-  return { json, validators: schemaValidatorsFromJson(json), indexes: schemaIndexes(json) };
+  const indexes = schemaIndexes(json);
+  const declaredIndexes = new Map<string, Map<string, readonly string[]>>();
+  for (const i of indexes) {
+    const table = declaredIndexes.get(i.table) ?? new Map<string, readonly string[]>();
+    declaredIndexes.set(i.table, table.set(i.name, i.fields));
+  }
+  return { json, validators: schemaValidatorsFromJson(json), indexes, declaredIndexes };
 }
 
 /** Evaluates a bundled `schema.js` in an isolate and returns its `export()` JSON. */
@@ -90,18 +104,50 @@ export async function evaluateSchema(module: ModuleSource): Promise<Schema> {
 }
 
 /**
- * Creates the tables and indexes the schema declares that the database does
- * not have yet, and waits until every new index is backfilled.
+ * Gives the database the indexes of the app it starts with, before that app
+ * serves: each index the schema declares is found by its name on its fields
+ * (a hidden index on them shown, else the index built, the one of that name
+ * on other fields dropped), and the hidden indexes that remain are dropped
+ * (a push's, left by a stop between its steps or before the previous app
+ * retired). Waits until every index is backfilled.
  */
-export async function applySchemaIndexes(db: Database, schema: Schema): Promise<void> {
+export async function applySchemaIndexes(db: Database, schema: Schema | null): Promise<void> {
   await db.run(async (tx) => {
-    for (const index of schema.indexes) {
-      const table = tx.table(index.table);
-      if (table !== undefined && tx.index(table, index.name) !== undefined) continue;
-      await tx.createIndex(index.table, index.name, index.fields);
+    for (const index of schema?.indexes ?? []) {
+      const current = liveIndex(tx, index);
+      if (current !== undefined && sameFields(current.fields, index.fields)) continue;
+      if (current !== undefined) await tx.dropIndex(index.table, index.name);
+      if (tx.hiddenIndex(index.table, index.name, index.fields) !== undefined)
+        await tx.showIndex(index.table, index.name, index.fields);
+      else await tx.createIndex(index.table, index.name, index.fields);
     }
+    await dropHiddenIndexes(tx, [schema]);
   });
   await db.waitForBackgroundWork();
+}
+
+/** The user index found by the name of `index` (whatever its fields), if any. */
+export function liveIndex(tx: Transaction, index: SchemaIndex): IndexInfo | undefined {
+  const table = tx.table(index.table);
+  const live = table && tx.index(table, index.name);
+  // A built-in one of that name is not the schema's (and creating it is refused).
+  return live?.kind === "user" ? live : undefined;
+}
+
+/** Drops every hidden index that none of `schemas` declares on its fields. */
+export async function dropHiddenIndexes(
+  tx: Transaction,
+  schemas: readonly (Schema | null)[],
+): Promise<void> {
+  for (const hidden of tx.currentCatalog.hiddenIndexes()) {
+    const table = tx.currentCatalog.tableByNumber(hidden.tableNumber)!.name;
+    const declared = schemas.some((s) =>
+      s?.indexes.some(
+        (i) => i.table === table && i.name === hidden.name && sameFields(i.fields, hidden.fields),
+      ),
+    );
+    if (!declared) await tx.dropHiddenIndex(table, hidden.name, hidden.fields);
+  }
 }
 
 export interface SchemaViolation {

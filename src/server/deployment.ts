@@ -43,6 +43,8 @@ export interface DeploymentOptions {
   /** Admin key; default: `TESSERA_ADMIN_KEY`, else generated once and kept in the data dir. */
   adminKey?: string;
   syncLimits?: Partial<SyncLimits>;
+  /** How long a replaced app keeps running what it started (default `RETIRE_AFTER_MS`). */
+  retireAfterMs?: number;
 }
 
 const ADMIN_KEY_FILE = "admin-key";
@@ -364,6 +366,10 @@ export class Deployment {
   /** Where clients reach this deployment (set once the servers listen). */
   urls = { cloud: "", site: "" };
   private live: PreparedApp | null;
+  /** Apps replaced by a newer one, still running what they started until they are disposed. */
+  private readonly retiring = new Set<PreparedApp>();
+  private readonly retiredListeners = new Set<() => void>();
+  private retireAfterMs = RETIRE_AFTER_MS;
   private runnerRef: FunctionRunner;
   /**
    * The live app's schema, held on commits its runner did not check as they
@@ -443,8 +449,8 @@ export class Deployment {
           : new CodeStore(options.dataDir).load();
       if (stored !== null) {
         live = await prepareApp(stored, { nodeDir: join(options.dataDir, "node") });
-        if (live.schema !== null) await applySchemaIndexes(db, live.schema);
       }
+      await applySchemaIndexes(db, live?.schema ?? null);
       const empty = await AppRuntime.create(await linkModules([]), {
         isolates: 1,
         warmContexts: 0,
@@ -458,6 +464,7 @@ export class Deployment {
         options.syncLimits,
         files,
       );
+      if (options.retireAfterMs !== undefined) deployment.retireAfterMs = options.retireAfterMs;
       // Jobs that fell due while the deployment was down run now.
       await deployment.jobs.start();
       await deployment.crons.register(live?.crons ?? []);
@@ -471,6 +478,17 @@ export class Deployment {
   }
 
   /** The app being served, or null before the first push. */
+  /** The live app and the replaced ones still running what they started. */
+  get servingApps(): PreparedApp[] {
+    return this.live === null ? [...this.retiring] : [this.live, ...this.retiring];
+  }
+
+  /** Calls `listener` each time a replaced app has been disposed. Returns a function that removes it. */
+  onRetired(listener: () => void): () => void {
+    this.retiredListeners.add(listener);
+    return () => this.retiredListeners.delete(listener);
+  }
+
   get app(): PreparedApp | null {
     return this.live;
   }
@@ -584,11 +602,17 @@ export class Deployment {
     this.emptyRuntime = null;
     this.runnerRef = this.runnerFor(app.runtime, app.schema, app.actionRuntime, app.nodeExecutor);
     this.sync.setRunner(this.runnerRef);
+    const replaced = previous !== null && previous !== app ? previous : null;
+    if (replaced !== null) this.retiring.add(replaced);
     const retire = () => {
-      if (previous !== null && previous !== app) disposeApp(previous);
+      if (replaced !== null) {
+        this.retiring.delete(replaced);
+        disposeApp(replaced);
+      }
       previousEmpty?.dispose();
+      for (const listener of this.retiredListeners) listener();
     };
-    setTimeout(retire, RETIRE_AFTER_MS).unref();
+    setTimeout(retire, this.retireAfterMs).unref();
     await this.crons.register(app.crons);
   }
 

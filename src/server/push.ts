@@ -2,22 +2,25 @@
  * The server side of the official CLI's push (`npx convex deploy`,
  * `npx convex dev`): `start_push` loads and analyses the new app without
  * serving it, `wait_for_schema` checks the existing data against the new
- * schema and backfills new indexes, `finish_push` drops removed indexes,
- * stores the app and switches to it. The old app serves until that switch.
+ * schema and builds the indexes it lacks hidden (beside any of the same
+ * name on other fields), `finish_push` switches the indexes in one commit,
+ * stores the app and installs it. The old app serves until that switch, and
+ * reads its own indexes until it retires.
  * Request and response shapes follow the CLI's own schemas
  * (`convex/src/cli/lib/deployApi/`); apps with components are refused.
  */
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import {
-  checkTableName,
-  type Database,
-  DatabaseError,
-  type Transaction,
-} from "../database/index.js";
+import { type Catalog, checkTableName, DatabaseError, sameFields } from "../database/index.js";
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
-import { findSchemaViolation, type Schema, type SchemaIndex } from "../functions/schema.js";
+import {
+  dropHiddenIndexes,
+  findSchemaViolation,
+  liveIndex,
+  type Schema,
+  type SchemaIndex,
+} from "../functions/schema.js";
 import { holdSchema } from "../functions/schemaGuard.js";
 import type { ModuleSource } from "../runtime/modules.js";
 import { isPlainObject } from "../values/index.js";
@@ -60,8 +63,13 @@ export class PushManager {
   private readonly pending = new Map<string, PendingPush>();
   /** One push changes the deployment at a time. */
   private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private readonly stopWatching: () => void;
 
-  constructor(private readonly deployment: Deployment) {}
+  constructor(private readonly deployment: Deployment) {
+    // The indexes a switch hid are read by the previous app until it retires.
+    this.stopWatching = deployment.onRetired(() => this.dropUnusedHiddenIndexes());
+  }
 
   /** `POST /api/get_config_hashes`: what the CLI may skip re-sending. */
   configHashes(): unknown {
@@ -149,9 +157,7 @@ export class PushManager {
           componentPath: ROOT,
           tableName: problem.table,
         };
-      // Indexes whose fields change are rebuilt by finish_push: until the
-      // switch the old code reads them, and this push may never finish.
-      if (!push.dryRun) await this.addIndexes(push, { replace: false });
+      if (!push.dryRun) await this.buildIndexes(push);
       return { type: "complete" };
     });
   }
@@ -174,7 +180,7 @@ export class PushManager {
       this.pending.delete(push.id);
       clearTimeout(push.expires);
       if (dryRun) {
-        disposeApp(push.app);
+        this.discard(push);
         return result;
       }
       // Data written since wait_for_schema must satisfy the schema too, and
@@ -185,11 +191,11 @@ export class PushManager {
           push.app.schema === null ? null : await holdSchema(this.deployment.db, push.app.schema);
       } catch (e) {
         // No longer pending: nothing else would dispose of it.
-        disposeApp(push.app);
+        this.discard(push);
         throw e;
       }
       if (held !== null && held.violation !== null) {
-        disposeApp(push.app);
+        this.discard(push);
         throw new HttpError(
           400,
           `Schema validation failed: ${held.violation.error}`,
@@ -198,11 +204,17 @@ export class PushManager {
       }
       // Decided: from here an old-app commit that breaks the new schema fails
       // (held's guard enforces), rather than land after the check.
+      let switched = false;
       try {
-        await this.addIndexes(push, { replace: true });
-        await this.dropIndexes(this.indexDiff(push.app.schema).removed_indexes);
+        // Built by wait_for_schema unless it was skipped (or what it built dropped since).
+        await this.buildIndexes(push);
+        await this.switchIndexes(push.app.schema);
+        switched = true;
         this.deployment.codeStore.save(push.app.stored);
         await this.deployment.install(push.app);
+      } catch (e) {
+        if (!switched) this.discard(push);
+        throw e;
       } finally {
         held?.guard.dispose();
       }
@@ -211,6 +223,9 @@ export class PushManager {
   }
 
   close(): void {
+    this.closed = true;
+    this.stopWatching();
+    // What they built stays hidden (closed, nothing is dropped): the next start drops it.
     for (const id of [...this.pending.keys()]) this.forget(id);
   }
 
@@ -230,7 +245,32 @@ export class PushManager {
     if (push === undefined) return;
     this.pending.delete(id);
     clearTimeout(push.expires);
+    this.discard(push);
+  }
+
+  /** Disposes of a push that will not be finished (no longer pending), and of what it built. */
+  private discard(push: PendingPush): void {
     disposeApp(push.app);
+    this.dropUnusedHiddenIndexes();
+  }
+
+  /**
+   * Drops, after the pushes queued so far, the hidden indexes that neither a
+   * serving app (live or retiring) nor a pending push declares on their
+   * fields: what a push that will not be finished built, and what a switch
+   * hid once the apps reading it have retired.
+   */
+  private dropUnusedHiddenIndexes(): void {
+    this.exclusive(async () => {
+      if (this.closed) return;
+      const schemas = [
+        ...this.deployment.servingApps.map((a) => a.schema),
+        ...[...this.pending.values()].map((p) => p.app.schema),
+      ];
+      await this.deployment.db.run((tx) => dropHiddenIndexes(tx, schemas));
+    }).catch((e) => {
+      if (!this.closed) console.error("tessera: dropping unused hidden indexes failed:", e);
+    });
   }
 
   private exclusive<T>(f: () => Promise<T>): Promise<T> {
@@ -292,12 +332,17 @@ export class PushManager {
   private async checkSchema(schema: Schema | null): Promise<void> {
     if (schema === null) return;
     const db = this.deployment.db;
-    const existing = userIndexes(db);
     const tx = db.begin();
     let refusal: DatabaseError | null = null;
     try {
       for (const table of schema.validators.tables.keys()) checkTableName(table);
-      await applyIndexes(tx, schema, existing, { replace: true });
+      // The index of each name as the push leaves it, on the rules of a new one.
+      for (const index of schema.indexes) {
+        const old = liveIndex(tx, index);
+        if (old !== undefined && sameFields(old.fields, index.fields)) continue;
+        if (old !== undefined) await tx.dropIndex(index.table, index.name);
+        await tx.createIndex(index.table, index.name, index.fields);
+      }
     } catch (e) {
       if (!(e instanceof DatabaseError)) throw e;
       refusal = e;
@@ -312,7 +357,7 @@ export class PushManager {
 
   /** Index changes from the database's user indexes to `schema`'s. */
   private indexDiff(schema: Schema | null): IndexDiff {
-    const existing = userIndexes(this.deployment.db);
+    const existing = userIndexes(this.deployment.db.catalog);
     const wanted = new Map((schema?.indexes ?? []).map((i) => [`${i.table}.${i.name}`, i]));
     const added: DevIndex[] = [];
     const removed: DevIndex[] = [];
@@ -329,38 +374,63 @@ export class PushManager {
   }
 
   /**
-   * Creates the push's new indexes and backfills them; with `replace`, also
-   * same-named ones with other fields (dropped and rebuilt).
+   * Builds, hidden, the indexes the push's schema declares that are not
+   * found by name on their fields (new ones, and replacements of an index of
+   * the same name on other fields), and waits until they are backfilled.
+   * The old app serves on as before; the switch shows them.
    */
-  private async addIndexes(push: PendingPush, options: { replace: boolean }): Promise<void> {
+  private async buildIndexes(push: PendingPush): Promise<void> {
     const schema = push.app.schema;
     if (schema === null) return;
-    const existing = userIndexes(this.deployment.db);
     const db = this.deployment.db;
-    await db.run((tx) => applyIndexes(tx, schema, existing, options));
+    await db.run(async (tx) => {
+      for (const index of schema.indexes) {
+        const live = liveIndex(tx, index);
+        if (live !== undefined && sameFields(live.fields, index.fields)) continue;
+        // One a switch hid (the previous app's) is shown again as it is.
+        if (tx.hiddenIndex(index.table, index.name, index.fields) !== undefined) continue;
+        await tx.createIndex(index.table, index.name, index.fields, { hidden: true });
+      }
+    });
     await db.waitForBackgroundWork();
   }
 
-  private async dropIndexes(indexes: DevIndex[]): Promise<void> {
-    if (indexes.length === 0) return;
-    const wanted = new Set(indexes.map((i) => i.name));
-    const existing = userIndexes(this.deployment.db);
+  /**
+   * In one commit, the indexes of `schema` become the ones found by name:
+   * each live index it does not declare on those fields is hidden (the old
+   * app reads it until it retires), and the ones it built are shown.
+   */
+  private async switchIndexes(schema: Schema | null): Promise<void> {
+    const wanted = schema?.indexes ?? [];
     await this.deployment.db.run(async (tx) => {
-      for (const [name, index] of existing) {
-        if (wanted.has(name)) await tx.dropIndex(index.table, index.name);
+      for (const live of userIndexes(tx.currentCatalog).values()) {
+        const kept = wanted.some(
+          (w) =>
+            w.table === live.table && w.name === live.name && sameFields(w.fields, live.fields),
+        );
+        if (kept) continue;
+        await tx.hideIndex(live.table, live.name);
+      }
+      for (const index of wanted) {
+        if (liveIndex(tx, index) !== undefined) continue;
+        const built = tx.hiddenIndex(index.table, index.name, index.fields);
+        if (built?.state !== "enabled")
+          throw new Error(
+            `internal error: index ${index.table}.${index.name} was not built before the switch`,
+          );
+        await tx.showIndex(index.table, index.name, index.fields);
       }
     });
   }
 }
 
-/** The user-declared indexes of every user table, by `table.index`. */
-function userIndexes(db: Database): Map<string, SchemaIndex> {
-  const catalog = db.catalog;
+/** The user-declared indexes of every user table found by name, by `table.index`. */
+function userIndexes(catalog: Catalog): Map<string, SchemaIndex> {
   const out = new Map<string, SchemaIndex>();
   for (const table of catalog.tablesByName.values()) {
     if (table.name.startsWith("_")) continue;
     for (const index of catalog.indexes(table.number)) {
-      if (index.kind !== "user") continue;
+      if (index.kind !== "user" || index.hidden === true) continue;
       out.set(`${table.name}.${index.name}`, {
         table: table.name,
         name: index.name,
@@ -369,29 +439,6 @@ function userIndexes(db: Database): Map<string, SchemaIndex> {
     }
   }
   return out;
-}
-
-/**
- * Creates in `tx` the schema's indexes that `existing` lacks; with `replace`,
- * also drops and recreates same-named ones whose fields changed.
- */
-async function applyIndexes(
-  tx: Transaction,
-  schema: Schema,
-  existing: Map<string, SchemaIndex>,
-  options: { replace: boolean },
-): Promise<void> {
-  for (const index of schema.indexes) {
-    const old = existing.get(`${index.table}.${index.name}`);
-    if (old !== undefined && sameFields(old.fields, index.fields)) continue;
-    if (old !== undefined && !options.replace) continue;
-    if (old !== undefined) await tx.dropIndex(index.table, index.name);
-    await tx.createIndex(index.table, index.name, index.fields);
-  }
-}
-
-function sameFields(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((f, i) => f === b[i]);
 }
 
 function devIndex(i: SchemaIndex): DevIndex {

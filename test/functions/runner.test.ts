@@ -271,6 +271,29 @@ describe("isolation and limits", () => {
     expect(a.random[0]).not.toBe(b.random[0]);
   });
 
+  it("reads each index on the fields the app's schema declares, hidden or not", async () => {
+    await mutation("items:add", { name: "sold out", price: 1, remaining: 0 });
+    const expected = await query("items:inStock");
+    expect(expected).not.toContain("sold out (1.00)");
+    const db = app.t.db;
+    // As after a push switched to a schema declaring by_remaining on other fields: the app
+    // still running reads the one it declared, now hidden (without: the query fails, its range being on a field the shown index lacks).
+    await db.run(async (tx) => {
+      await tx.createIndex("items", "by_remaining", ["price"], { hidden: true });
+      await tx.hideIndex("items", "by_remaining");
+      await tx.showIndex("items", "by_remaining", ["price"]);
+    });
+    await db.waitForBackgroundWork();
+    try {
+      expect(await query("items:inStock")).toEqual(expected);
+    } finally {
+      await db.run(async (tx) => {
+        await tx.dropIndex("items", "by_remaining");
+        await tx.showIndex("items", "by_remaining", ["remaining"]);
+      });
+    }
+  });
+
   it("settles racing database reads in the order they were made", async () => {
     const x = (await mutation("behaviour:addNote", { text: "first" })) as string;
     const y = (await mutation("behaviour:addNote", { text: "second" })) as string;

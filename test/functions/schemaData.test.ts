@@ -2,11 +2,12 @@ import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
+  applySchemaIndexes,
   findSchemaViolation,
   schemaFromJson,
   VALIDATION_PAGE,
 } from "../../src/functions/schema.js";
-import { countTurns, openTestDb, type TestDb } from "../helpers.js";
+import { countTurns, indexesOf, openTestDb, type TestDb } from "../helpers.js";
 
 let t: TestDb;
 beforeEach(async () => {
@@ -81,5 +82,55 @@ describe("validating existing data against a pushed schema", () => {
     expect(found?.error).toContain(`Document with ID "${badId}"`);
     expect(snapshots.length).toBeGreaterThan(2);
     expect(snapshots.at(-1)).toBeGreaterThan(snapshots[0]!);
+  });
+});
+
+describe("the indexes of the app a deployment starts with", () => {
+  const declaring = (indexes: Record<string, string[]>) => {
+    let table = defineTable({ a: v.number(), b: v.number(), c: v.number() });
+    for (const [name, fields] of Object.entries(indexes))
+      table = table.index(name, fields as ["a"]);
+    return schemaFromJson((defineSchema({ t: table }) as unknown as { export(): string }).export());
+  };
+  const indexes = () => indexesOf(t.db, "t");
+
+  it("are the schema's: a hidden one on its fields shown, others rebuilt, leftover hidden ones dropped", async () => {
+    await t.db.run(async (tx) => {
+      await tx.createIndex("t", "kept", ["a"]);
+      await tx.createIndex("t", "switched", ["a"]);
+      await tx.createIndex("t", "rebuilt", ["a"]);
+      for (let i = 0; i < 3; i++) await tx.insert("t", { a: i, b: -i, c: i });
+    });
+    // What a push stopped between its steps leaves: a replacement built hidden, and another
+    // index's hidden version the schema does not declare.
+    await t.db.run(async (tx) => {
+      await tx.createIndex("t", "switched", ["b"], { hidden: true });
+      await tx.createIndex("t", "kept", ["c"], { hidden: true });
+    });
+    await t.db.waitForBackgroundWork();
+    const replacement = t.db.catalog.hiddenIndex(t.db.catalog.table("t")!.number, "switched", [
+      "b",
+    ])!.number;
+
+    await applySchemaIndexes(t.db, declaring({ kept: ["a"], switched: ["b"], rebuilt: ["c"] }));
+    expect(indexes()).toEqual({
+      found: ["kept(a)", "rebuilt(c)", "switched(b)"],
+      hidden: [],
+    });
+    const catalog = t.db.catalog;
+    const table = catalog.table("t")!.number;
+    // Shown as it was built, not built again.
+    expect(catalog.index(table, "switched")!.number).toBe(replacement);
+    const { value } = await t.db.run((tx) => tx.query("t", "rebuilt").collect());
+    expect(value.map((d) => d.c)).toEqual([0, 1, 2]);
+  });
+
+  it("lose their hidden leftovers also when the app has no schema", async () => {
+    await t.db.run(async (tx) => {
+      await tx.createIndex("t", "by_a", ["a"]);
+      await tx.createIndex("t", "by_a", ["b"], { hidden: true });
+    });
+    await applySchemaIndexes(t.db, null);
+    expect(indexes()).toEqual({ found: ["by_a(a)"], hidden: [] });
   });
 });
