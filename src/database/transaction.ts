@@ -443,6 +443,12 @@ export class Transaction {
       );
   }
 
+  /** Creates the user table `name` unless it exists (a table a schema declares, before its first document). */
+  ensureTable(name: string): void {
+    this.checkWritable();
+    this.tableForWrite(name, undefined);
+  }
+
   private tableForWrite(name: string, options: WriteOptions | undefined): TableInfo {
     checkTableName(name, options?.system === true && name.startsWith("_"));
     if (name === "_tables" || name === "_index") {

@@ -104,8 +104,8 @@ export async function evaluateSchema(module: ModuleSource): Promise<Schema> {
 }
 
 /**
- * Gives the database the indexes of the app it starts with, before that app
- * serves: each index the schema declares is found by its name on its fields
+ * Gives the database the tables and indexes of the app it starts with,
+ * before that app serves: its tables exist, each index the schema declares is found by its name on its fields
  * (a hidden index on them shown, else the index built, the one of that name
  * on other fields dropped), and the hidden indexes that remain are dropped
  * (a push's, left by a stop between its steps or before the previous app
@@ -113,6 +113,7 @@ export async function evaluateSchema(module: ModuleSource): Promise<Schema> {
  */
 export async function applySchemaIndexes(db: Database, schema: Schema | null): Promise<void> {
   await db.run(async (tx) => {
+    for (const table of schema?.validators.tables.keys() ?? []) tx.ensureTable(table);
     for (const index of schema?.indexes ?? []) {
       const current = liveIndex(tx, index);
       if (current !== undefined && sameFields(current.fields, index.fields)) continue;

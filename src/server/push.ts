@@ -398,11 +398,13 @@ export class PushManager {
   /**
    * In one commit, the indexes of `schema` become the ones found by name:
    * each live index it does not declare on those fields is hidden (the old
-   * app reads it until it retires), and the ones it built are shown.
+   * app reads it until it retires), and the ones it built are shown. Its
+   * tables without indexes are created too.
    */
   private async switchIndexes(schema: Schema | null): Promise<void> {
     const wanted = schema?.indexes ?? [];
     await this.deployment.db.run(async (tx) => {
+      for (const table of schema?.validators.tables.keys() ?? []) tx.ensureTable(table);
       for (const live of userIndexes(tx.currentCatalog).values()) {
         const kept = wanted.some(
           (w) =>

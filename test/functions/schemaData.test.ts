@@ -133,4 +133,10 @@ describe("the indexes of the app a deployment starts with", () => {
     await applySchemaIndexes(t.db, null);
     expect(indexes()).toEqual({ found: ["by_a(a)"], hidden: [] });
   });
+
+  it("have their tables, documents or not", async () => {
+    expect(t.db.catalog.table("t")).toBeUndefined();
+    await applySchemaIndexes(t.db, declaring({}));
+    expect(t.db.catalog.table("t")).toBeDefined();
+  });
 });

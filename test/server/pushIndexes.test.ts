@@ -53,6 +53,14 @@ function pushOf(field: string | null, c: "number" | "any"): unknown {
           },
         },
       },
+      // A table without indexes.
+      {
+        tableName: "u",
+        indexes: [],
+        searchIndexes: [],
+        vectorIndexes: [],
+        documentType: { type: "any" },
+      },
     ],
     schemaValidation: true,
   };
@@ -130,6 +138,16 @@ describe("a push's hidden indexes", () => {
     await expect
       .poll(() => indexes(), { timeout: 5_000 })
       .toEqual({ found: ["by_key(a)"], hidden: [] });
+  });
+});
+
+describe("a push's tables", () => {
+  it("exist from the switch on, documents or not", async () => {
+    const id = await start("a");
+    await wait(id);
+    expect(deployment.db.catalog.table("u")).toBeUndefined();
+    await finish(id);
+    expect(deployment.db.catalog.table("u")).toBeDefined();
   });
 });
 
