@@ -274,7 +274,7 @@ export class Transaction {
     // Read on other fields, its range would be refused or, worse, its order differ.
     if (hidden === undefined && index !== undefined)
       throw new DatabaseError(
-        `Index ${table.name}.${name} is on ${JSON.stringify(index.fields)} but this code declared it on ${JSON.stringify(declared)}: it was changed by a newer deploy`,
+        `Index ${table.name}.${name} is on ${JSON.stringify(index.fields)} but this code declared it on ${JSON.stringify(declared)}: a deploy changed it`,
       );
     return hidden;
   }

@@ -366,8 +366,8 @@ export class Deployment {
   /** Where clients reach this deployment (set once the servers listen). */
   urls = { cloud: "", site: "" };
   private live: PreparedApp | null;
-  /** Apps replaced by a newer one, still running what they started until they are disposed. */
-  private readonly retiring = new Set<PreparedApp>();
+  /** Apps replaced by a newer one, still running what they started until they are disposed (by their timer). */
+  private readonly retiring = new Map<PreparedApp, NodeJS.Timeout>();
   private readonly retiredListeners = new Set<() => void>();
   private retireAfterMs = RETIRE_AFTER_MS;
   private runnerRef: FunctionRunner;
@@ -477,10 +477,10 @@ export class Deployment {
     }
   }
 
-  /** The app being served, or null before the first push. */
   /** The live app and the replaced ones still running what they started. */
   get servingApps(): PreparedApp[] {
-    return this.live === null ? [...this.retiring] : [this.live, ...this.retiring];
+    const retiring = [...this.retiring.keys()];
+    return this.live === null ? retiring : [this.live, ...retiring];
   }
 
   /** Calls `listener` each time a replaced app has been disposed. Returns a function that removes it. */
@@ -489,6 +489,7 @@ export class Deployment {
     return () => this.retiredListeners.delete(listener);
   }
 
+  /** The app being served, or null before the first push. */
   get app(): PreparedApp | null {
     return this.live;
   }
@@ -602,17 +603,18 @@ export class Deployment {
     this.emptyRuntime = null;
     this.runnerRef = this.runnerFor(app.runtime, app.schema, app.actionRuntime, app.nodeExecutor);
     this.sync.setRunner(this.runnerRef);
-    const replaced = previous !== null && previous !== app ? previous : null;
-    if (replaced !== null) this.retiring.add(replaced);
-    const retire = () => {
-      if (replaced !== null) {
-        this.retiring.delete(replaced);
-        disposeApp(replaced);
-      }
-      previousEmpty?.dispose();
-      for (const listener of this.retiredListeners) listener();
-    };
-    setTimeout(retire, this.retireAfterMs).unref();
+    // Calls it started may still be running: it answers them "not found".
+    if (previousEmpty !== null)
+      setTimeout(() => previousEmpty.dispose(), this.retireAfterMs).unref();
+    if (previous !== null && previous !== app) {
+      const timer = setTimeout(() => {
+        this.retiring.delete(previous);
+        disposeApp(previous);
+        for (const listener of this.retiredListeners) listener();
+      }, this.retireAfterMs);
+      timer.unref();
+      this.retiring.set(previous, timer);
+    }
     await this.crons.register(app.crons);
   }
 
@@ -630,6 +632,11 @@ export class Deployment {
     this.environment.close();
     this.files.close();
     if (this.live !== null) disposeApp(this.live);
+    for (const [app, timer] of this.retiring) {
+      clearTimeout(timer);
+      disposeApp(app);
+    }
+    this.retiring.clear();
     this.emptyRuntime?.dispose();
     await this.db.close();
   }

@@ -214,6 +214,8 @@ export class PushManager {
         await this.deployment.install(push.app);
       } catch (e) {
         if (!switched) this.discard(push);
+        // Not installed (its code could not be stored): the old app serves on, on its hidden indexes.
+        else if (this.deployment.app !== push.app) disposeApp(push.app);
         throw e;
       } finally {
         held?.guard.dispose();

@@ -60,7 +60,7 @@ describe("hidden indexes", () => {
       expect(t.db.catalog.hiddenIndexes()).toEqual([]);
       // With its index gone, the old code is refused rather than read the other fields' order.
       expect((await rejection(readByKey(t.db, OLD))).message).toBe(
-        'Index t.by_key is on ["b"] but this code declared it on ["a"]: it was changed by a newer deploy',
+        'Index t.by_key is on ["b"] but this code declared it on ["a"]: a deploy changed it',
       );
     } finally {
       await t.close();

@@ -2,7 +2,8 @@
  * The hidden indexes of pushes, in-process: what a push builds is dropped if
  * it is never finished (replaced by a newer push, failing at finish_push, a
  * dry run), and an index a switch hid is dropped once no app still serving
- * declares it (pushes back and forth within the retirement time included).
+ * declares it (pushes back and forth within the retirement time included);
+ * a deployment that closes disposes of the apps still retiring.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Deployment } from "../../src/server/deployment.js";
@@ -10,11 +11,12 @@ import { PushManager } from "../../src/server/push.js";
 import { indexesOf, tempDir } from "../helpers.js";
 
 /** Long enough for three pushes to switch while the first replaced app still serves. */
-const RETIRE_MS = 1_000;
+const RETIRE_MS = 3_000;
 
 let dir: ReturnType<typeof tempDir>;
 let deployment: Deployment;
 let pushes: PushManager;
+let closed: boolean;
 
 beforeEach(async () => {
   dir = tempDir();
@@ -24,11 +26,18 @@ beforeEach(async () => {
     retireAfterMs: RETIRE_MS,
   });
   pushes = new PushManager(deployment);
+  closed = false;
 });
 
-afterEach(async () => {
+async function close(): Promise<void> {
+  if (closed) return;
+  closed = true;
   pushes.close();
   await deployment.close();
+}
+
+afterEach(async () => {
+  await close();
   dir.remove();
 });
 
@@ -117,9 +126,7 @@ describe("a push's hidden indexes", () => {
     await replacementBuilt();
     // A newer push forgets this one: what it built goes.
     await start("a");
-    await expect
-      .poll(() => indexes(), { timeout: 5_000 })
-      .toEqual({ found: ["by_key(a)"], hidden: [] });
+    await expect.poll(() => indexes()).toEqual({ found: ["by_key(a)"], hidden: [] });
   });
 
   it("are dropped when its finish_push fails", async () => {
@@ -127,17 +134,13 @@ describe("a push's hidden indexes", () => {
     // The live app allows it, the push's schema (c a number) does not: finish_push's check fails.
     await deployment.db.run((tx) => tx.insert("t", { a: 0, b: 0, c: "text" }));
     await expect(finish(id)).rejects.toThrow(/Schema validation failed/);
-    await expect
-      .poll(() => indexes(), { timeout: 5_000 })
-      .toEqual({ found: ["by_key(a)"], hidden: [] });
+    await expect.poll(() => indexes()).toEqual({ found: ["by_key(a)"], hidden: [] });
   });
 
   it("are dropped when its finish_push turns out a dry run", async () => {
     const id = await replacementBuilt();
     await pushes.finishPush({ startPush: { tesseraPushId: id }, dryRun: true });
-    await expect
-      .poll(() => indexes(), { timeout: 5_000 })
-      .toEqual({ found: ["by_key(a)"], hidden: [] });
+    await expect.poll(() => indexes()).toEqual({ found: ["by_key(a)"], hidden: [] });
   });
 });
 
@@ -156,9 +159,7 @@ describe("the indexes a switch hid", () => {
     await deployFirst();
     await deploy("b");
     expect(indexes()).toEqual({ found: ["by_key(b)"], hidden: ["by_key(a)"] });
-    await expect
-      .poll(() => indexes(), { timeout: 5_000 })
-      .toEqual({ found: ["by_key(b)"], hidden: [] });
+    await expect.poll(() => indexes()).toEqual({ found: ["by_key(b)"], hidden: [] });
   });
 
   it("stay while any app still serving declares them, through pushes back and forth", async () => {
@@ -178,15 +179,13 @@ describe("the indexes a switch hid", () => {
       // Each app retires RETIRE_MS after the next switch: the one on `a` switched away from
       // first retires while the third, also on `a`, still serves.
       for (const field of ["b", "a", "b"]) await deploy(field);
-      await expect.poll(() => deployment.servingApps.length, { timeout: 5_000 }).toBe(1);
+      await expect.poll(() => deployment.servingApps.length).toBe(1);
     } finally {
       clearInterval(sampler);
     }
     check();
     expect(missing).toEqual([]);
-    await expect
-      .poll(() => indexes(), { timeout: 5_000 })
-      .toEqual({ found: ["by_key(b)"], hidden: [] });
+    await expect.poll(() => indexes()).toEqual({ found: ["by_key(b)"], hidden: [] });
   });
 
   it("are shown again as they are when a push declares them again", async () => {
@@ -200,5 +199,15 @@ describe("the indexes a switch hid", () => {
     expect(indexes()).toEqual({ found: ["by_key(a)"], hidden: [] });
     // The same index, not built again.
     expect(catalog().index(table, "by_key")!.number).toBe(number);
+  });
+});
+
+describe("a deployment closing", () => {
+  it("disposes of the apps still retiring", async () => {
+    await deployFirst();
+    await deploy("b");
+    const [, retiring] = deployment.servingApps;
+    await close();
+    await expect(retiring!.runtime.evaluateOnce("1")).rejects.toThrow(/disposed/);
   });
 });
