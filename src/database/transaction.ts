@@ -361,6 +361,25 @@ export class Transaction {
   ): IndexScan {
     this.checkActive();
     this.countRange();
+    const index = this.queryIndex(tableName, indexName);
+    if (index === null) return IndexScan.empty();
+    return new IndexScan(
+      this.host,
+      this,
+      this.table(tableName)!,
+      index,
+      narrow(keyRangeOf(index, tableName, range), order, bounds),
+      order,
+    );
+  }
+
+  /**
+   * The index `query` reads for this table and index name (see
+   * `declaredIndexes`), or null when the table does not exist (a built-in
+   * index of it reads as empty); refuses what `query` refuses.
+   */
+  queryIndex(tableName: string, indexName: string): IndexInfo | null {
+    this.checkActive();
     const table = this.table(tableName);
     if (table === undefined) {
       if (!RESERVED_INDEX_NAMES.has(indexName)) {
@@ -368,7 +387,7 @@ export class Transaction {
           `Index ${tableName}.${indexName} not found: table ${JSON.stringify(tableName)} does not exist`,
         );
       }
-      return IndexScan.empty();
+      return null;
     }
     const index = this.indexAsDeclared(table, indexName);
     if (index === undefined) {
@@ -379,14 +398,7 @@ export class Transaction {
         `Index ${tableName}.${indexName} is still being backfilled and cannot be queried yet`,
       );
     }
-    return new IndexScan(
-      this.host,
-      this,
-      table,
-      index,
-      narrow(keyRangeOf(index, tableName, range), order, bounds),
-      order,
-    );
+    return index;
   }
 
   /**

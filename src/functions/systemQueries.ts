@@ -18,6 +18,7 @@ import {
 import type { ModuleSpec } from "../runtime/appRuntime.js";
 import { modulePathOf } from "../runtime/modules.js";
 import {
+  cursorFingerprint,
   decodeCursor,
   encodeCursor,
   parseQuery,
@@ -151,8 +152,9 @@ async function tableData(tx: Transaction, args: Record<string, Value>): Promise<
     source: { type: "FullTableScan", tableName: table, order },
     operators: [],
   });
-  const start = cursor === null ? null : decodeCursor(cursor, query);
-  const endCursor = encodeCursor({ fingerprint: query.fingerprint, position: "end" });
+  const fingerprint = cursorFingerprint(tx, query);
+  const start = cursor === null ? null : decodeCursor(cursor, fingerprint);
+  const endCursor = encodeCursor({ fingerprint, position: "end" });
   if (start?.position === "end" || CATALOG_TABLES.has(table)) {
     return { page: [], isDone: true, continueCursor: endCursor };
   }
@@ -173,7 +175,7 @@ async function tableData(tx: Transaction, args: Record<string, Value>): Promise<
   if (stream.sourceExhausted) continueCursor = endCursor;
   else {
     const last = stream.lastKey ?? start?.position ?? Buffer.alloc(0);
-    continueCursor = encodeCursor({ fingerprint: query.fingerprint, position: last as Buffer });
+    continueCursor = encodeCursor({ fingerprint, position: last as Buffer });
   }
   return { page, isDone: stream.sourceExhausted, continueCursor };
 }

@@ -233,17 +233,28 @@ export function encodeCursor(c: Cursor): string {
   return `${c.fingerprint}.${pos}`;
 }
 
-export function decodeCursor(text: unknown, query: ParsedQuery): Cursor {
+/**
+ * What the cursors of `query` in `tx` carry: the fingerprint of its source
+ * and the number of the index it reads (never reused), so a cursor made on
+ * another index, such as one a deploy replaced under the same name, is
+ * refused as InvalidCursor (the official client then starts the paginated
+ * query over) rather than read as a key of this one.
+ */
+export function cursorFingerprint(tx: Transaction, query: ParsedQuery): string {
+  const index = tx.queryIndex(query.source.table, query.source.index);
+  return `${query.fingerprint}${index === null ? "" : index.number.toString(36)}`;
+}
+
+export function decodeCursor(text: unknown, fingerprint: string): Cursor {
   if (typeof text !== "string") throw new QueryError("Invalid cursor: expected a string");
   const dot = text.indexOf(".");
-  const fingerprint = text.slice(0, dot);
   const pos = text.slice(dot + 1);
   if (dot < 0 || (pos !== END && !pos.startsWith("k"))) {
     throw new QueryError(`Invalid cursor ${JSON.stringify(text.slice(0, 80))}`);
   }
-  if (fingerprint !== query.fingerprint) {
+  if (text.slice(0, dot) !== fingerprint) {
     throw new QueryError(
-      "InvalidCursor: this cursor belongs to a different query. A paginated query must keep the same table, index, range and order across pages.",
+      "InvalidCursor: this cursor belongs to a different query, or to an index a deploy has replaced since. A paginated query must keep the same table, index, range and order across pages.",
     );
   }
   return { fingerprint, position: pos === END ? END : Buffer.from(pos.slice(1), "base64url") };
@@ -287,10 +298,10 @@ export function queryPage(
       `\`options.maximumRowsRead\` must be a non-negative integer, got ${describeNumber(max)}`,
     );
   }
-  const start = req.cursor === null ? null : decodeCursor(req.cursor, query);
-  const end = req.endCursor === null ? null : decodeCursor(req.endCursor, query);
-  const endCursorText = (position: Buffer | typeof END) =>
-    encodeCursor({ fingerprint: query.fingerprint, position });
+  const fingerprint = cursorFingerprint(tx, query);
+  const start = req.cursor === null ? null : decodeCursor(req.cursor, fingerprint);
+  const end = req.endCursor === null ? null : decodeCursor(req.endCursor, fingerprint);
+  const endCursorText = (position: Buffer | typeof END) => encodeCursor({ fingerprint, position });
   if (start?.position === END) {
     return {
       page: [],

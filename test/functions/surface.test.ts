@@ -240,15 +240,30 @@ describe("paginate", () => {
       }),
     ).toMatchObject({ tags: ["mine-2", "mine-3"] });
     const refused =
-      "InvalidCursor: this cursor belongs to a different query. A paginated query must keep the same table, index, range and order across pages.";
-    for (const other of [
-      query("surface:pageOfMarks", { group: "other", cursor: first.continueCursor, numItems: 2 }),
-      query("behaviour:page", { cursor: first.continueCursor, numItems: 2 }),
-    ]) {
+      "InvalidCursor: this cursor belongs to a different query, or to an index a deploy has replaced since. A paginated query must keep the same table, index, range and order across pages.";
+    const refuses = async (other: Promise<Value>) => {
       const e = await failure(other);
       expect(e.kind).toBe("user");
       expect(e.message).toContain(refused);
-    }
+    };
+    await refuses(
+      query("surface:pageOfMarks", { group: "other", cursor: first.continueCursor, numItems: 2 }),
+    );
+    await refuses(query("behaviour:page", { cursor: first.continueCursor, numItems: 2 }));
+    // The same query on the index rebuilt under its name, as a deploy replacing it leaves it:
+    // the cursor is a key of the old one.
+    await t.db.run(async (tx) => {
+      await tx.createIndex("marks", "by_group", ["group"], { hidden: true });
+      await tx.dropIndex("marks", "by_group");
+      await tx.showIndex("marks", "by_group", ["group"]);
+    });
+    await t.db.waitForBackgroundWork();
+    await refuses(
+      query("surface:pageOfMarks", { group: "mine", cursor: first.continueCursor, numItems: 2 }),
+    );
+    expect(
+      await query("surface:pageOfMarks", { group: "mine", cursor: null, numItems: 4 }),
+    ).toMatchObject({ tags: ["mine-0", "mine-1", "mine-2", "mine-3"] });
   });
 
   it("refuses a second paginated query in one execution, as Convex does", async () => {
