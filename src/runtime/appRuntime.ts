@@ -20,7 +20,7 @@
 import { randomBytes } from "node:crypto";
 import v8 from "node:v8";
 import ivm from "isolated-vm";
-import { BackgroundPolicy, YIELD_AFTER_MS } from "./backgroundPolicy.js";
+import { BackgroundPolicy, SYNC_SLICE_MS, YIELD_AFTER_MS } from "./backgroundPolicy.js";
 import type { FunctionSpec } from "./functionSpecs.mjs";
 import { APP_SCRIPT_NAME, type LinkedApp } from "./loader.js";
 import { buildPrelude } from "./prelude/build.js";
@@ -45,6 +45,13 @@ export interface RuntimeOptions {
    * (default YIELD_AFTER_MS; tests of the pool alone turn it off with Infinity).
    */
   yieldAfterMs?: number;
+  /**
+   * How long one entry of a query or mutation may run on the server's thread
+   * before it is stopped and the execution runs again in the background, on
+   * its isolate's thread (default SYNC_SLICE_MS; tests that count the pool's
+   * isolates raise it, as a loaded machine may otherwise move executions).
+   */
+  syncSliceMs?: number;
 }
 
 /** Hooks of the execution a context is serving (execution.ts); its host callbacks call them. */
@@ -177,7 +184,10 @@ export class AppRuntime {
   private constructor(
     private readonly scripts: ScriptSource[],
     private readonly options: Required<
-      Pick<RuntimeOptions, "memoryLimitMb" | "isolates" | "warmContexts" | "yieldAfterMs">
+      Pick<
+        RuntimeOptions,
+        "memoryLimitMb" | "isolates" | "warmContexts" | "yieldAfterMs" | "syncSliceMs"
+      >
     >,
     readonly modules: ModuleSpec[],
     readonly app: LinkedApp,
@@ -222,6 +232,7 @@ export class AppRuntime {
         isolates: options.isolates ?? 4,
         warmContexts: options.warmContexts ?? (reuse ? 1 : 2),
         yieldAfterMs: options.yieldAfterMs ?? YIELD_AFTER_MS,
+        syncSliceMs: options.syncSliceMs ?? SYNC_SLICE_MS,
       },
       [],
       app,
@@ -254,6 +265,11 @@ export class AppRuntime {
   /** See `RuntimeOptions.yieldAfterMs`. */
   get yieldAfterMs(): number {
     return this.options.yieldAfterMs;
+  }
+
+  /** See `RuntimeOptions.syncSliceMs`. */
+  get syncSliceMs(): number {
+    return this.options.syncSliceMs;
   }
 
   /** Whether contexts are reused, and how often executions found one ready. */

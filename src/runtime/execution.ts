@@ -19,7 +19,6 @@
 import type ivm from "isolated-vm";
 import { MAX_JSON_DEPTH, type MaybePromise, nestedDeeperThan } from "../values/index.js";
 import type { AppRuntime, ExecutionHooks, LiveContext } from "./appRuntime.js";
-import { SYNC_SLICE_MS } from "./backgroundPolicy.js";
 
 /** The host side of syscalls for one execution. */
 export interface SyscallHandler {
@@ -270,7 +269,7 @@ const MOVED: unique symbol = Symbol("moved to the background");
 
 /** How an attempt enters its isolate. */
 type Mode =
-  /** On the server's thread, each entry stopped after SYNC_SLICE_MS (it then runs again in the background). */
+  /** On the server's thread, each entry stopped after `syncSliceMs` (it then runs again in the background). */
   | "slice"
   /** On the server's thread, each entry with the whole remaining budget (it cannot run again). */
   | "whole"
@@ -355,7 +354,7 @@ async function attempt(
   const timeoutMs = () => {
     const remaining = Math.max(1, Math.ceil(Number(limitNs - used()) / 1e6));
     if (mode === "slice") {
-      const slice = sharedDeadline(SYNC_SLICE_MS);
+      const slice = sharedDeadline(runtime.syncSliceMs);
       sliced = slice < remaining;
       if (sliced) return slice;
     }

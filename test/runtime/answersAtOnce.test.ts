@@ -182,8 +182,14 @@ async function echoBurst(runner: FunctionRunner): Promise<void> {
 
 describe("the isolate pool", () => {
   it("serves overlapping executions that answer at once from one isolate, and spreads executions that wait", async () => {
-    // The pool alone: entries that yield for a turn (yieldAfterMs) would let waiters start isolates.
-    const pooled = await AppRuntime.create(linked, { isolates: 4, yieldAfterMs: Infinity });
+    // The pool alone: entries that yield for a turn (yieldAfterMs), or that a loaded machine
+    // slows past the slice and moves to the background (syncSliceMs), would let waiters start
+    // isolates (seen: 4 in about 1 of 16 runs beside another test run).
+    const pooled = await AppRuntime.create(linked, {
+      isolates: 4,
+      yieldAfterMs: Infinity,
+      syncSliceMs: 10_000,
+    });
     try {
       const [atOnce, deferred] = stores.map(
         ({ db }) => new FunctionRunner({ db, runtime: pooled, schema }),
