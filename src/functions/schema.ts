@@ -142,13 +142,20 @@ export async function dropHiddenIndexes(
 ): Promise<void> {
   for (const hidden of tx.currentCatalog.hiddenIndexes()) {
     const table = tx.currentCatalog.tableByNumber(hidden.tableNumber)!.name;
-    const declared = schemas.some((s) =>
-      s?.indexes.some(
-        (i) => i.table === table && i.name === hidden.name && sameFields(i.fields, hidden.fields),
-      ),
-    );
-    if (!declared) await tx.dropHiddenIndex(table, hidden.name, hidden.fields);
+    if (!schemas.some((s) => declaresIndex(s, table, hidden.name, hidden.fields)))
+      await tx.dropHiddenIndex(table, hidden.name, hidden.fields);
   }
+}
+
+/** Whether `schema` declares index `name` of `table` on exactly `fields`. */
+export function declaresIndex(
+  schema: Schema | null,
+  table: string,
+  name: string,
+  fields: readonly string[],
+): boolean {
+  const declared = schema?.declaredIndexes.get(table)?.get(name);
+  return declared !== undefined && sameFields(declared, fields);
 }
 
 export interface SchemaViolation {

@@ -15,6 +15,7 @@ import { type Catalog, checkTableName, DatabaseError, sameFields } from "../data
 import { authInfoOf, describeProvider } from "../functions/authConfig.js";
 import type { CronSpec } from "../functions/crons.js";
 import {
+  declaresIndex,
   dropHiddenIndexes,
   findSchemaViolation,
   liveIndex,
@@ -408,12 +409,8 @@ export class PushManager {
     await this.deployment.db.run(async (tx) => {
       for (const table of schema?.validators.tables.keys() ?? []) tx.ensureTable(table);
       for (const live of userIndexes(tx.currentCatalog).values()) {
-        const kept = wanted.some(
-          (w) =>
-            w.table === live.table && w.name === live.name && sameFields(w.fields, live.fields),
-        );
-        if (kept) continue;
-        await tx.hideIndex(live.table, live.name);
+        if (!declaresIndex(schema, live.table, live.name, live.fields))
+          await tx.hideIndex(live.table, live.name);
       }
       for (const index of wanted) {
         if (liveIndex(tx, index) !== undefined) continue;
