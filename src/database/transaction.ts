@@ -366,7 +366,8 @@ export class Transaction {
     return new IndexScan(
       this.host,
       this,
-      this.table(tableName)!,
+      // Looked up (and its read recorded) by queryIndex.
+      this.catalog.tableByNumber(index.tableNumber)!,
       index,
       narrow(keyRangeOf(index, tableName, range), order, bounds),
       order,
