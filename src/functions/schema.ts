@@ -105,11 +105,11 @@ export async function evaluateSchema(module: ModuleSource): Promise<Schema> {
 
 /**
  * Gives the database the tables and indexes of the app it starts with,
- * before that app serves: its tables exist, each index the schema declares is found by its name on its fields
- * (a hidden index on them shown, else the index built, the one of that name
- * on other fields dropped), and the hidden indexes that remain are dropped
- * (a push's, left by a stop between its steps or before the previous app
- * retired). Waits until every index is backfilled.
+ * before that app serves: its tables exist, each index the schema declares
+ * is found by its name on its fields (a hidden index on them shown, else the
+ * index built, the one of that name on other fields dropped), and the hidden
+ * indexes that remain are dropped (a push's, left by a stop between its steps
+ * or before the previous app retired). Waits until every index is backfilled.
  */
 export async function applySchemaIndexes(db: Database, schema: Schema | null): Promise<void> {
   await db.run(async (tx) => {

@@ -26,13 +26,18 @@ async function fill(db: Database, n: number): Promise<void> {
   });
 }
 
+/** `by_key` on `a` over `n` documents, and its replacement on `b` created hidden. */
+async function replacementCreated(db: Database, n: number): Promise<void> {
+  await db.run((tx) => tx.createIndex("t", "by_key", ["a"]));
+  await fill(db, n);
+  await db.run((tx) => tx.createIndex("t", "by_key", ["b"], { hidden: true }));
+}
+
 describe("hidden indexes", () => {
   it("are built and maintained beside the index of their name, read only by code declaring their fields, and switched in one commit", async () => {
     const t = await openTestDb();
     try {
-      await t.db.run((tx) => tx.createIndex("t", "by_key", ["a"]));
-      await fill(t.db, 3);
-      await t.db.run((tx) => tx.createIndex("t", "by_key", ["b"], { hidden: true }));
+      await replacementCreated(t.db, 3);
       const table = t.db.catalog.table("t")!.number;
       expect(t.db.catalog.hiddenIndex(table, "by_key", ["b"])!.state).toBe("backfilling");
       // A write racing the backfill is indexed by its own commit.
@@ -70,9 +75,7 @@ describe("hidden indexes", () => {
   it("keep being hidden across a reopen", async () => {
     const t = await openTestDb();
     try {
-      await t.db.run((tx) => tx.createIndex("t", "by_key", ["a"]));
-      await fill(t.db, 2);
-      await t.db.run((tx) => tx.createIndex("t", "by_key", ["b"], { hidden: true }));
+      await replacementCreated(t.db, 2);
       await t.db.waitForBackgroundWork();
       const reopened = await t.reopen();
       const table = reopened.catalog.table("t")!.number;
