@@ -50,6 +50,17 @@ export class AnswerWithAhead {
 }
 
 /**
+ * A syscall's result that is already JSON text (a shared document's, made
+ * once): sent as it is instead of being encoded again.
+ */
+export class JsonText {
+  constructor(readonly text: string) {}
+}
+
+const encode = (value: unknown): string =>
+  value instanceof JsonText ? value.text : JSON.stringify(value ?? null);
+
+/**
  * An async syscall's result as the bootstrap's `settle` takes it: JSON text,
  * and the answers ahead as JSON texts joined by newlines (JSON.stringify
  * never writes a raw newline, and one string crosses into the isolate
@@ -58,14 +69,11 @@ export class AnswerWithAhead {
 function encodeAnswer(result: unknown): { answer: string; ahead: string | undefined } {
   if (result instanceof AnswerWithAhead) {
     return {
-      answer: JSON.stringify(result.value ?? null),
-      ahead:
-        result.ahead.length > 0
-          ? result.ahead.map((a) => JSON.stringify(a ?? null)).join("\n")
-          : undefined,
+      answer: encode(result.value),
+      ahead: result.ahead.length > 0 ? result.ahead.map(encode).join("\n") : undefined,
     };
   }
-  return { answer: JSON.stringify(result ?? null), ahead: undefined };
+  return { answer: encode(result), ahead: undefined };
 }
 
 /**

@@ -23,7 +23,7 @@ import {
   type Value,
   ValueError,
 } from "../values/index.js";
-import { AnswerWithAhead, SyscallError, type SyscallHandler } from "./execution.js";
+import { AnswerWithAhead, JsonText, SyscallError, type SyscallHandler } from "./execution.js";
 import { FilterError } from "./filters.js";
 import { assertTableAccess, parseQuery, QueryError, QueryStream, queryPage } from "./queries.js";
 
@@ -266,6 +266,24 @@ function startQuery(args: Record<string, unknown>): ParsedQueryWithTable {
   return query;
 }
 
+/**
+ * The JSON text of documents shared through the document cache, by the
+ * (frozen, never changed) object: a document read again and again — every
+ * re-run of a watched query reads the same ones — is encoded once.
+ */
+const sharedDocumentJson = new WeakMap<Document, JsonText>();
+
+/** A document's wire form as JSON text. */
+function documentJson(doc: Document): JsonText {
+  if (!Object.isFrozen(doc)) return new JsonText(JSON.stringify(toJson(doc)));
+  let json = sharedDocumentJson.get(doc);
+  if (json === undefined) {
+    json = new JsonText(JSON.stringify(toJson(doc)));
+    sharedDocumentJson.set(doc, json);
+  }
+  return json;
+}
+
 /** Most documents a `queryStreamNext` answer carries for the calls after it. */
 const MAX_AHEAD = 64;
 /** Most bytes of documents read ahead for one `queryStreamNext` answer. */
@@ -310,7 +328,7 @@ const ASYNC_OPS: Record<
     const id = idArg(a.id, "db.get");
     const table = tableFor(s.tx, id, optionalTable(a), a.isSystem === true, "db.get");
     if (table === null) return null;
-    return andThen(s.tx.get(id), (doc) => (doc === null ? null : toJson(doc)));
+    return andThen(s.tx.get(id), (doc) => (doc === null ? null : documentJson(doc)));
   },
   "1.0/insert": (s, a) => {
     if (!s.mutation)
@@ -371,7 +389,7 @@ const ASYNC_OPS: Record<
     // answers those without a round trip): 1, 2, 4, … up to 64 more, so a
     // loop left early has read at most about as many again as it consumed.
     // Not near the read limits: what is read ahead counts as read.
-    const answers: Array<{ value: JsonValue; done: boolean }> = [];
+    const answers: Array<{ value: JsonValue; done: boolean } | JsonText> = [];
     const wanted = 1 + stream.ahead;
     stream.ahead = Math.min(stream.ahead * 2, MAX_AHEAD);
     const { counters, limits } = s.tx;
@@ -390,7 +408,7 @@ const ASYNC_OPS: Record<
         answers.push({ value: null, done: true });
         return false;
       }
-      answers.push({ value: toJson(doc), done: false });
+      answers.push(new JsonText(`{"value":${documentJson(doc).text},"done":false}`));
       return true;
     };
     const fill = (): MaybePromise<unknown> => {

@@ -6,7 +6,7 @@
  * through the official library in test/functions/runner.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AnswerWithAhead } from "../../src/runtime/execution.js";
+import { AnswerWithAhead, JsonText } from "../../src/runtime/execution.js";
 import { udfSyscalls } from "../../src/runtime/syscalls.js";
 import { openTestDb, type TestDb } from "../helpers.js";
 
@@ -45,10 +45,10 @@ const start = (h: Handler, operators: unknown[] = [], tableName = "notes") =>
 /** The `n` of each answer of one call: its own, then those sent ahead ("done" at the end). */
 async function call(h: Handler, queryId: number): Promise<unknown[]> {
   const r = await h.async("1.0/queryStreamNext", { queryId });
-  const answers = (r instanceof AnswerWithAhead ? [r.value, ...r.ahead] : [r]) as Array<{
-    value: { n: number } | null;
-    done: boolean;
-  }>;
+  const answers = (r instanceof AnswerWithAhead ? [r.value, ...r.ahead] : [r]).map((a) =>
+    // A document's answer comes as JSON text.
+    a instanceof JsonText ? JSON.parse(a.text) : a,
+  ) as Array<{ value: { n: number } | null; done: boolean }>;
   return answers.map((a) => (a.done ? "done" : a.value!.n));
 }
 
