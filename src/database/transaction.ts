@@ -361,7 +361,33 @@ export class Transaction {
   ): IndexScan {
     this.checkActive();
     this.countRange();
-    const index = this.queryIndex(tableName, indexName);
+    return this.scanOf(this.queryIndex(tableName, indexName), tableName, range, order, bounds);
+  }
+
+  /**
+   * `query` on the index `queryIndex` gave for this table and index name,
+   * for a caller that needed it first (a paginated query's cursors carry
+   * its number): the lookup and its read are not made again.
+   */
+  queryOn(
+    index: IndexInfo | null,
+    tableName: string,
+    range: readonly RangeExpression[] = [],
+    order: "asc" | "desc" = "asc",
+    bounds: ScanBounds = {},
+  ): IndexScan {
+    this.checkActive();
+    this.countRange();
+    return this.scanOf(index, tableName, range, order, bounds);
+  }
+
+  private scanOf(
+    index: IndexInfo | null,
+    tableName: string,
+    range: readonly RangeExpression[],
+    order: "asc" | "desc",
+    bounds: ScanBounds,
+  ): IndexScan {
     if (index === null) return IndexScan.empty();
     return new IndexScan(
       this.host,

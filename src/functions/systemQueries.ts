@@ -18,9 +18,9 @@ import {
 import type { ModuleSpec } from "../runtime/appRuntime.js";
 import { modulePathOf } from "../runtime/modules.js";
 import {
-  cursorFingerprint,
   decodeCursor,
   encodeCursor,
+  pagedSource,
   parseQuery,
   QueryError,
   QueryStream,
@@ -152,7 +152,7 @@ async function tableData(tx: Transaction, args: Record<string, Value>): Promise<
     source: { type: "FullTableScan", tableName: table, order },
     operators: [],
   });
-  const fingerprint = cursorFingerprint(tx, query);
+  const { index, fingerprint } = pagedSource(tx, query);
   const start = cursor === null ? null : decodeCursor(cursor, fingerprint);
   const endCursor = encodeCursor({ fingerprint, position: "end" });
   if (start?.position === "end" || CATALOG_TABLES.has(table)) {
@@ -160,7 +160,7 @@ async function tableData(tx: Transaction, args: Record<string, Value>): Promise<
   }
   // An empty position means "from the start of the range".
   const after = start === null || start.position.length === 0 ? undefined : start.position;
-  const stream = new QueryStream(tx, query, { after });
+  const stream = new QueryStream(tx, query, { after }, index);
   const page: Document[] = [];
   const bytesBefore = tx.counters.bytesRead;
   while (

@@ -11,6 +11,7 @@
 import { createHash } from "node:crypto";
 import {
   DatabaseError,
+  type IndexInfo,
   type IndexScan,
   type RangeExpression,
   type Transaction,
@@ -140,13 +141,18 @@ export class QueryStream {
   /** An error met while reading ahead, for the call that reaches it. */
   failure: unknown = undefined;
 
+  /** `index`: the one `pagedSource` gave for `query`, else looked up here. */
   constructor(
     tx: Transaction,
     readonly query: ParsedQuery,
     bounds: { after?: Buffer; through?: Buffer } = {},
+    index?: IndexInfo | null,
   ) {
-    const { table, index, range, order } = query.source;
-    this.scan = tx.query(table, index, range, order, bounds);
+    const { table, range, order } = query.source;
+    this.scan =
+      index === undefined
+        ? tx.query(table, query.source.index, range, order, bounds)
+        : tx.queryOn(index, table, range, order, bounds);
     this.counts = query.operators.map(() => 0);
     const limit = overallLimit(query.operators);
     if (Number.isFinite(limit)) this.scan.prefetch = Math.min(limit, 512);
@@ -234,15 +240,23 @@ export function encodeCursor(c: Cursor): string {
 }
 
 /**
- * What the cursors of `query` in `tx` carry: the fingerprint of its source
- * and the number of the index it reads (never reused), so a cursor made on
- * another index, such as one a deploy replaced under the same name, is
- * refused as InvalidCursor (the official client then starts the paginated
- * query over) rather than read as a key of this one.
+ * The index a paginated `query` reads in `tx` (null: its table does not
+ * exist), and what its cursors carry: the fingerprint of its source and the
+ * number of that index (never reused), so a cursor made on another index,
+ * such as one a deploy replaced under the same name, is refused as
+ * InvalidCursor (the official client then starts the paginated query over)
+ * rather than read as a key of this one. The stream of the page takes the
+ * index from here (`QueryStream`'s `index`), not looking it up again.
  */
-export function cursorFingerprint(tx: Transaction, query: ParsedQuery): string {
+export function pagedSource(
+  tx: Transaction,
+  query: ParsedQuery,
+): { index: IndexInfo | null; fingerprint: string } {
   const index = tx.queryIndex(query.source.table, query.source.index);
-  return `${query.fingerprint}${index === null ? "" : index.number.toString(36)}`;
+  return {
+    index,
+    fingerprint: `${query.fingerprint}${index === null ? "" : index.number.toString(36)}`,
+  };
 }
 
 export function decodeCursor(text: unknown, fingerprint: string): Cursor {
@@ -298,7 +312,7 @@ export function queryPage(
       `\`options.maximumRowsRead\` must be a non-negative integer, got ${describeNumber(max)}`,
     );
   }
-  const fingerprint = cursorFingerprint(tx, query);
+  const { index, fingerprint } = pagedSource(tx, query);
   const start = req.cursor === null ? null : decodeCursor(req.cursor, fingerprint);
   const end = req.endCursor === null ? null : decodeCursor(req.endCursor, fingerprint);
   const endCursorText = (position: Buffer | typeof END) => encodeCursor({ fingerprint, position });
@@ -315,7 +329,7 @@ export function queryPage(
     after: start?.position instanceof Buffer ? start.position : undefined,
     through: end?.position instanceof Buffer ? end.position : undefined,
   };
-  const stream = new QueryStream(tx, query, bounds);
+  const stream = new QueryStream(tx, query, bounds, index);
   const page: Document[] = [];
   const stats = { rows: 0 };
   const limitByCursor = end !== null;
