@@ -98,12 +98,22 @@ describe("URL", () => {
       unit: fc.constantFrom(..."aZ09-._~%/?#@:[]!$&'()*+,;=\\é€".split("")),
       maxLength: 10,
     });
-    const input = fc.oneof(
-      fc.webUrl({ withQueryParameters: true, withFragments: true }),
-      fc
-        .tuple(fc.constantFrom("http://", "https://", "file://", "foo:", "ws://", ""), piece, piece)
-        .map(([a, b, c]) => a + b + c),
-    );
+    // No path segment starting with one dot and more (".a"): after one that is not the first,
+    // Node 20's parser leaves the "." and ".." segments that follow as they are ("http://a//.a/."
+    // gives the path "//.a/.", the standard "//.a/"); see the explicit case below. Found by this
+    // property (seed 116108306).
+    const input = fc
+      .oneof(
+        fc.webUrl({ withQueryParameters: true, withFragments: true }),
+        fc
+          .tuple(
+            fc.constantFrom("http://", "https://", "file://", "foo:", "ws://", ""),
+            piece,
+            piece,
+          )
+          .map(([a, b, c]) => a + b + c),
+      )
+      .filter((s) => !/(^|[/\\])\.[^./\\?#]/.test(s));
     // No opaque-path base ("about:blank"): Node 20's URL parser resolves "a" against it, which the
     // standard (whatwg-url, browsers) refuses; see the explicit case below.
     const base = fc.option(
@@ -158,8 +168,19 @@ describe("URL", () => {
     expect(
       ctx.run(`return [URL.canParse("a#", "about:blank"), new URL("#x", "about:blank").href,
         new URLSearchParams("%aa%C3%A9=1").toString(), new URLSearchParams("%é%C3%A9").get("%éé"),
-        new URL("foo: #").href];`),
-    ).toEqual([false, "about:blank#x", "%EF%BF%BD%C3%A9=1", "", "foo:%20#"]);
+        new URL("foo: #").href, new URL("http://a//.a/.").pathname, new URL("http://a\\\\/.a/.").pathname,
+        new URL("http://a/x/.a/..").pathname, new URL(".a/.", "http://h/b/").pathname];`),
+    ).toEqual([
+      false,
+      "about:blank#x",
+      "%EF%BF%BD%C3%A9=1",
+      "",
+      "foo:%20#",
+      "//.a/",
+      "//.a/",
+      "/x/",
+      "/b/.a/",
+    ]);
   });
 
   it("updates components through setters like Node", () => {
