@@ -444,7 +444,8 @@ function formatRaw(ctx: Ctx, value: object, recurseTimes: number, ofTypedArray: 
       base = regexpToString.call(value);
       const prefix = getPrefix(ctorName, tagStr, "RegExp");
       if (prefix !== "RegExp ") base = `${prefix}${base}`;
-      if (bare()) return base;
+      // Past the depth Node still shows a RegExp as itself (other objects become `[Name]`).
+      if (bare() || recurseTimes > ctx.depth) return base;
     } else if (isDate(value)) {
       const time = dateGetTime.call(value);
       base = Number.isNaN(time) ? dateToString.call(value) : dateToISOString.call(value);

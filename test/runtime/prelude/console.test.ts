@@ -130,6 +130,8 @@ describe("console formatting", () => {
       "Object.assign(function named() {}, { x: 1 })",
       "Object.assign(new Date(0), { x: 1 })",
       "Object.assign(/re/g, { y: 2 })",
+      // Past the depth, a RegExp with properties is still shown as itself (found by the %o property).
+      "{ a: { b: { c: Object.assign(/re/, { y: 2 }) } } }",
       "Object.assign([1, 2], { extra: true })",
       "new (class Tagged { get [Symbol.toStringTag]() { return 'TG'; } })()",
       "{ [Symbol.toStringTag]: 'T', a: 1 }",
@@ -164,6 +166,7 @@ describe("console formatting", () => {
       "Object.assign(new Uint8Array(1), { extra: 1 })",
       "new ArrayBuffer(2)",
       "{ a: { b: { c: { d: { e: new Uint8Array(1) } } } } }",
+      "{ a: { b: { c: { d: { e: /re/ } } } } }",
       "[1, { x: [2] }]",
       "new (class A { m() {} get g() { return 1; } })()",
       "(() => { class A { get g() { return 1; } } class B extends A { n() {} } return new B(); })()",
